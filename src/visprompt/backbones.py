@@ -1,0 +1,142 @@
+"""timm backbones: creation, pretrained weights (hub or local file), layer addressing.
+
+Methods never import timm internals directly for these questions; they ask here, so a new
+backbone family is supported in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+Family = Literal["vit", "cnn"]
+
+
+def create_backbone(
+    name: str,
+    *,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """Create a timm model by registry name; optionally load pretrained weights.
+
+    `pretrained=True` asks the timm/Hugging Face hub (cached; needs a network the first
+    time). `weights` loads a local file instead (safetensors, or a checkpoint read with
+    `torch.load(weights_only=True)`).
+    """
+    model = timm.create_model(name, pretrained=pretrained and weights is None, **model_kwargs)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
+    """Load a state dict from a local file without executing any code it may contain."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    model.load_state_dict(state, strict=strict)
+    return model
+
+
+def save_weights(model: nn.Module, path: str | Path) -> str:
+    """Write the model's state dict as safetensors atomically; return its sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    return sha256_file(path)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def family(model: nn.Module) -> Family:
+    """`vit` for token-sequence transformers with a patch embedding and blocks, else `cnn`."""
+    is_vit = all(hasattr(model, a) for a in ("patch_embed", "blocks", "num_prefix_tokens"))
+    return "vit" if is_vit else "cnn"
+
+
+def require_family(model: nn.Module, wanted: Family, method: str) -> None:
+    """Refuse a method that does not apply to this backbone family, with a clear message."""
+    got = family(model)
+    if got != wanted:
+        raise ValueError(
+            f"method '{method}' needs a {wanted.upper()} backbone (timm VisionTransformer-like, "
+            f"with patch_embed, blocks and prefix tokens); got {type(model).__name__} ({got})."
+        )
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every addressable module path (`layer4`, `layer3.5`, `blocks.2`, `patch_embed`, ...)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule at `name`; a wrong name is an error that lists the valid top names."""
+    modules = dict(model.named_modules())
+    if name not in modules or not name:
+        tops = sorted({n.split(".")[0] for n in modules if n})
+        stages = [n for n in modules if n.count(".") <= 1 and n]
+        raise ValueError(
+            f"unknown layer '{name}' in {type(model).__name__}. Valid names are module paths, "
+            f"e.g. {', '.join(stages[:40])}{' ...' if len(stages) > 40 else ''} "
+            f"(top level: {', '.join(tops)})."
+        )
+    return modules[name]
+
+
+def num_features(model: nn.Module) -> int:
+    """Width of the pooled pre-logits features that a new head consumes."""
+    return int(getattr(model, "num_features"))
+
+
+def num_source_classes(model: nn.Module) -> int:
+    """Number of outputs of the backbone's own (source) classifier; 0 when it has none."""
+    return int(getattr(model, "num_classes", 0) or 0)
+
+
+def data_config(model: nn.Module) -> dict[str, Any]:
+    """Preprocessing the backbone expects: input size, mean, std (from timm's pretrained_cfg)."""
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return {
+        "input_size": tuple(cfg["input_size"]),
+        "mean": tuple(float(m) for m in cfg["mean"]),
+        "std": tuple(float(s) for s in cfg["std"]),
+        "interpolation": cfg.get("interpolation", "bilinear"),
+    }
+
+
+def image_size(model: nn.Module) -> int:
+    """Square input side the model was built for."""
+    return int(data_config(model)["input_size"][-1])
+
+
+def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pre-logits features of `x`: timm's forward_features then forward_head(pre_logits)."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Stop gradients to every tensor of `model` and put it in eval mode."""
+    model.requires_grad_(False)
+    return model.eval()
