@@ -62,6 +62,29 @@ def save_weights(model: nn.Module, path: str | Path) -> str:
     return sha256_file(path)
 
 
+def from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Rebuild a backbone from a `backbone_specs` entry, refusing weights whose sha256 differs.
+
+    `spec`: name, model_kwargs, and either weights_path + sha256 (a local file) or
+    source == "hub" (timm pretrained weights).
+    """
+    kwargs = dict(spec.get("model_kwargs") or {})
+    path = spec.get("weights_path")
+    if path:
+        expected = spec.get("sha256")
+        actual = sha256_file(path) if Path(path).is_file() else None
+        if actual is None:
+            raise FileNotFoundError(f"backbone weights file not found: {path} (try `dvc pull`)")
+        if expected and actual != expected:
+            raise ValueError(
+                f"backbone weights {path} have sha256 {actual[:12]}..., expected "
+                f"{expected[:12]}...: the file changed since the spec was written; restore it "
+                "with `dvc pull`/`dvc checkout` or rerun the backbone pipeline"
+            )
+        return freeze(create_backbone(spec["name"], weights=path, **kwargs))
+    return freeze(create_backbone(spec["name"], pretrained=spec.get("source") == "hub", **kwargs))
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
