@@ -130,7 +130,7 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 def num_features(model: nn.Module) -> int:
     """Width of the pooled pre-logits features that a new head consumes."""
-    return int(getattr(model, "num_features"))
+    return int(model.num_features)
 
 
 def num_source_classes(model: nn.Module) -> int:
