@@ -1,0 +1,134 @@
+"""VPT: learned prompt tokens in a frozen ViT's sequence (Jia et al. 2022); SPT init.
+
+- `shallow`: p tokens enter once, right after the prefix tokens (CLS, registers) and after
+  the position embeddings were added, so prompts carry no position embedding:
+  [prefix, prompts, patches]. They pass through `norm_pre` with the rest of the sequence
+  (it is the identity except in pre-normed, CLIP-style ViTs).
+- `deep`: before every block i ≥ 1 the previous block's p prompt outputs are replaced by
+  layer i's own prompts; L sets in total, the sequence stays N + prefix + p long.
+- Init `random`: uniform(±√(6/(3·P²+D))) with P the patch size; `spt`: the values given
+  as `init_prompts` (layers, p, D) (Self-Prompt Tuning; built by the prompt_init pipeline).
+- Optional dropout on the prompt tokens (training only).
+- Pooling follows the backbone: CLS pooling reads index 0; with average (or attention)
+  pooling the prompt outputs are excluded by default (`pool_prompts=False`), so the
+  pooled features average the same image tokens the backbone was trained to pool;
+  `pool_prompts=True` is timm's plain behaviour (every non-prefix token).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from visprompt.backbones import require_family
+from visprompt.methods import vit_tokens as vt
+from visprompt.methods.base import AdaptedModel, register
+
+VARIANTS = ("shallow", "deep")
+INITS = ("random", "spt")
+
+
+def uniform_bound(vit: nn.Module) -> float:
+    """VPT's init range √(6/(3·P²+D)): Xavier-uniform for the patch-embedding fan-in."""
+    ph, pw = vit.patch_embed.patch_size
+    return math.sqrt(6.0 / (3 * ph * pw + vit.embed_dim))
+
+
+@register("vpt")
+class VisualPromptTuning(AdaptedModel):
+    """Prompt tokens (+ per block for `deep`) and a new head on a frozen timm ViT.
+
+    Options: variant, num_prompts, init, dropout, pool_prompts. `init_prompts` (a tensor,
+    needed for `init='spt'`) is a build input only; it is not stored in `options`.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        variant: str = "shallow",
+        num_prompts: int = 10,
+        init: str = "random",
+        dropout: float = 0.0,
+        pool_prompts: bool = False,
+        *,
+        init_prompts: torch.Tensor | None = None,
+    ) -> None:
+        require_family(backbone, "vit", "vpt")
+        vt.require_token_vit(backbone, "vpt")
+        if variant not in VARIANTS:
+            raise ValueError(f"vpt: unknown variant '{variant}'; choose one of {VARIANTS}")
+        if init not in INITS:
+            raise ValueError(f"vpt: unknown init '{init}'; choose one of {INITS}")
+        if num_prompts < 1:
+            raise ValueError(f"vpt: num_prompts must be >= 1, got {num_prompts}")
+        super().__init__(
+            backbone,
+            num_classes,
+            variant=variant,
+            num_prompts=int(num_prompts),
+            init=init,
+            dropout=float(dropout),
+            pool_prompts=bool(pool_prompts),
+        )
+        self.deep = variant == "deep"
+        self.num_prompts = int(num_prompts)
+        self.pool_prompts = bool(pool_prompts)
+        self.num_prefix = vt.num_prefix_tokens(backbone)
+        sets = len(backbone.blocks) if self.deep else 1
+        shape = (sets, self.num_prompts, backbone.embed_dim)
+        self.prompts = nn.Parameter(self._initial_prompts(shape, init, init_prompts))
+        self.prompt_dropout = nn.Dropout(dropout)
+        self.head = self.new_head()
+
+    def _initial_prompts(
+        self, shape: tuple[int, int, int], init: str, init_prompts: torch.Tensor | None
+    ) -> torch.Tensor:
+        if init == "random":
+            if init_prompts is not None:
+                raise ValueError("vpt: init_prompts is given but init='random'; use init='spt'")
+            bound = uniform_bound(self.backbone)
+            return torch.empty(shape).uniform_(-bound, bound)
+        if init_prompts is None:
+            raise ValueError(
+                "vpt init='spt' needs init_prompts=<tensor (layers, p, D)> from the prompt_init "
+                "pipeline"
+            )
+        if tuple(init_prompts.shape) != shape:
+            raise ValueError(
+                f"vpt: init_prompts has shape {tuple(init_prompts.shape)}, expected {shape} "
+                f"(layers = {'blocks' if self.deep else '1 for shallow'}, p = num_prompts, "
+                "D = embed_dim)"
+            )
+        return init_prompts.detach().to(torch.float32).clone()
+
+    def _layer_prompts(self, layer: int, batch: int) -> torch.Tensor:
+        return self.prompt_dropout(self.prompts[layer]).unsqueeze(0).expand(batch, -1, -1)
+
+    def _replace_deep(self, block: int, tokens: torch.Tensor) -> torch.Tensor:
+        if block == 0:
+            return tokens
+        prompts = self._layer_prompts(block, tokens.shape[0])
+        return vt.replace_tokens(tokens, prompts, self.num_prefix)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        vit = self.backbone
+        tokens = vt.prefix_and_pos(vit, vt.embed_patches(vit, images))
+        prompts = self._layer_prompts(0, tokens.shape[0])
+        tokens = vt.start_blocks(vit, vt.insert_tokens(tokens, prompts, self.num_prefix))
+        tokens = vt.run_blocks(vit, tokens, self._replace_deep if self.deep else None)
+        features = vt.head_from_tokens(vit, tokens, self.num_prompts, self.pool_prompts)
+        return self.head(features)
+
+    @classmethod
+    def from_config(cls, backbone: nn.Module, config: dict[str, Any]) -> AdaptedModel:
+        """Rebuild for `load`: SPT prompts get a zero placeholder that the artifact overwrites."""
+        options = dict(config["options"])
+        extra: dict[str, Any] = {}
+        if options.get("init") == "spt":
+            sets = len(backbone.blocks) if options.get("variant") == "deep" else 1
+            extra["init_prompts"] = torch.zeros(sets, options["num_prompts"], backbone.embed_dim)
+        return cls(backbone, config["num_classes"], **options, **extra)
