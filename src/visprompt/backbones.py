@@ -163,3 +163,87 @@ def freeze(model: nn.Module) -> nn.Module:
     """Stop gradients to every tensor of `model` and put it in eval mode."""
     model.requires_grad_(False)
     return model.eval()
+
+
+class BackboneSegment(nn.Module):
+    """A contiguous run of a backbone's feature steps, optionally ending in its pooling.
+
+    It holds the backbone's modules without registering them, so `.train()`, `.to()` and
+    `.parameters()` on a segment never touch the backbone: the owner of the backbone (an
+    adapted model) decides its mode and device, and a segment has no parameters of its own.
+    """
+
+    def __init__(self, model: nn.Module, steps: list[Any], pool: bool) -> None:
+        super().__init__()
+        self._steps = tuple(steps)
+        self._pool = model.forward_head if pool else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self._steps:
+            x = step(x)
+        return x if self._pool is None else self._pool(x, pre_logits=True)
+
+
+def _feature_steps(model: nn.Module) -> list[tuple[str, Any]]:
+    """(module path, callable) pairs whose composition is timm's `forward_features`."""
+    from timm.models.convnext import ConvNeXt
+    from timm.models.resnet import ResNet
+    from timm.models.vision_transformer import VisionTransformer
+
+    if isinstance(model, ResNet):
+        steps = [(n, getattr(model, n)) for n in ("conv1", "bn1", "act1", "maxpool")]
+        for stage in ("layer1", "layer2", "layer3", "layer4"):
+            steps += [(f"{stage}.{i}", b) for i, b in enumerate(getattr(model, stage))]
+        return steps
+    if isinstance(model, VisionTransformer):
+        steps = [("patch_embed", model.patch_embed), ("", model._pos_embed)]
+        steps += [("patch_drop", model.patch_drop), ("norm_pre", model.norm_pre)]
+        steps += [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
+        return steps + [("norm", model.norm)]
+    if isinstance(model, ConvNeXt):
+        steps = [("stem", model.stem)]
+        for i, stage in enumerate(model.stages):
+            steps.append((f"stages.{i}.downsample", stage.downsample))
+            steps += [(f"stages.{i}.blocks.{j}", b) for j, b in enumerate(stage.blocks)]
+        return steps + [("norm_pre", model.norm_pre)]
+    raise ValueError(
+        f"split_at supports timm ResNet, VisionTransformer and ConvNeXt; got "
+        f"{type(model).__name__}. Use a method that does not split the backbone, or add the "
+        f"family to visprompt.backbones._feature_steps."
+    )
+
+
+def _covers(layer: str, step: str) -> bool:
+    return bool(step) and (step == layer or step.startswith(layer + "."))
+
+
+def split_points(model: nn.Module) -> list[str]:
+    """Layer names `split_at` accepts: every feature step and every stage that groups steps."""
+    steps = [name for name, _ in _feature_steps(model) if name]
+    groups = {s.rsplit(".", 1)[0] for s in steps if "." in s}
+    groups |= {g.rsplit(".", 1)[0] for g in groups if "." in g}
+    return [n for n in layer_names(model) if n in groups or n in steps]
+
+
+def split_at(model: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:
+    """Cut the pooled-features path after `layer`: `suffix(prefix(x)) == pooled_features(x)`.
+
+    `prefix(x)` is the output of `layer` (`layer3`, `layer3.5`, `blocks.2`, `patch_embed`,
+    `stages.2`, `stages.2.blocks.0`); `suffix` runs the rest of `forward_features` and
+    `forward_head(pre_logits=True)`, so a new head goes after it. Layers inside a block (a
+    norm, an activation) cannot be split: use a forward hook there. Grad checkpointing is
+    ignored (the segments run the plain path).
+    """
+    get_layer(model, layer)
+    steps = _feature_steps(model)
+    hits = [i for i, (name, _) in enumerate(steps) if _covers(layer, name)]
+    if not hits:
+        raise ValueError(
+            f"cannot split {type(model).__name__} at '{layer}': it is inside a block. "
+            f"Split points are: {', '.join(split_points(model))}."
+        )
+    cut = hits[-1] + 1
+    calls = [fn for _, fn in steps]
+    return BackboneSegment(model, calls[:cut], pool=False), BackboneSegment(
+        model, calls[cut:], pool=True
+    )
