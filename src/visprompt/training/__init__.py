@@ -1,0 +1,9 @@
+"""Training library: `fit` a classifier with Lightning Fabric, `predict` with it.
+
+No Kedro, no MLflow here: pipelines call these functions and log what they return.
+"""
+
+from visprompt.training.config import Preprocess, TrainConfig
+from visprompt.training.loop import TrainResult, fit, predict
+
+__all__ = ["Preprocess", "TrainConfig", "TrainResult", "fit", "predict"]

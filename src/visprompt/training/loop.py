@@ -1,0 +1,509 @@
+"""The training loop: `fit` a classifier on a train split, select on a validation split.
+
+Lightning Fabric owns devices, precision and data parallelism; this module owns the
+optimisation (optimizer, warm-up + cosine schedule, early stopping on validation top-1),
+exact resume from per-epoch checkpoints and optional prefix caching.
+
+Data order: every process draws a permutation of the training set from (seed, epoch)
+(torch's DistributedSampler) and takes every k-th index, so with `batch_size` as the
+GLOBAL batch the union of the k processes' step-t batches is the single-process step-t
+batch: 1 and k processes optimise the same objective, step for step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.fabric import Fabric
+from lightning.fabric.utilities.seed import seed_everything
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Subset
+from tqdm.auto import tqdm
+
+from visprompt.training import checkpoint, prefix_cache
+from visprompt.training.augment import flip_crop
+from visprompt.training.config import Preprocess, TrainConfig
+from visprompt.training.schedule import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    """What `fit` returns; `history` has one dict per epoch run (0-based `epoch`)."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_top1: float
+    train_time_s: float
+    epochs_run: int
+    #: prefix cache use: {"train": status, "val": status} ("off", "hit", "built", "over_budget")
+    cache: dict[str, str] = field(default_factory=dict)
+
+
+# -- model helpers ---------------------------------------------------------------------------
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What training changes: a method's own tensors, or a plain module's whole state."""
+    if hasattr(model, "prompt_state_dict"):
+        return model.prompt_state_dict()
+    return model.state_dict()
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    if hasattr(model, "load_prompt_state_dict"):
+        model.load_prompt_state_dict(state)
+    else:
+        model.load_state_dict(state)
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    if hasattr(model, "param_groups"):
+        groups = model.param_groups(config.lr, config.weight_decay)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = [{"params": params, "lr": config.lr, "weight_decay": config.weight_decay}]
+    if not any(len(list(g["params"])) for g in groups):
+        raise ValueError(f"{type(model).__name__} has no trainable parameters to fit")
+    return groups
+
+
+def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=config.lr)
+
+
+def _signature(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    preprocess: Preprocess,
+    config: TrainConfig,
+) -> dict[str, Any]:
+    """What a checkpoint must agree with to be resumed (JSON-normalised)."""
+    shapes = {k: list(v.shape) for k, v in trainable_state(model).items()}
+    model_config = model.config() if hasattr(model, "config") else None
+    sig = {
+        "train": config.result_fields(),
+        "model": {"class": type(model).__qualname__, "config": model_config, "state": shapes},
+        "data": {"train": len(train_set), "val": len(val_set) if val_set is not None else None},
+        "preprocess": preprocess.to_dict(),
+    }
+    return json.loads(json.dumps(sig, sort_keys=True, default=str))
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + rank) % 2**32
+
+
+# -- batches ---------------------------------------------------------------------------------
+class _Batches:
+    """(inputs, labels) on the device for one pass: raw images through Preprocess, or cached."""
+
+    def __init__(
+        self,
+        fabric: Fabric,
+        dataset: Dataset,
+        preprocess: Preprocess,
+        batch_sampler: Any,
+        num_workers: int,
+        cached: prefix_cache.Activations | None,
+    ) -> None:
+        self.fabric, self.preprocess, self.cached = fabric, preprocess, cached
+        self.batch_sampler = batch_sampler
+        self.loader = None
+        if cached is None:
+            loader = DataLoader(
+                dataset,
+                batch_sampler=batch_sampler,
+                num_workers=num_workers,
+                pin_memory=fabric.device.type == "cuda",
+                persistent_workers=False,
+            )
+            self.loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.cached is not None:
+            for indices in self.batch_sampler:
+                idx = torch.as_tensor(indices, device=self.cached.features.device)
+                yield self.cached.features[idx], self.cached.labels[idx]
+            return
+        for images, labels in self.loader:
+            yield self.preprocess(images), labels
+
+
+def _sequential(dataset: Dataset, batch_size: int) -> BatchSampler:
+    return BatchSampler(range(len(dataset)), batch_size, drop_last=False)
+
+
+def _val_shard(dataset: Dataset, fabric: Fabric) -> Dataset:
+    """This process's share of the validation set (every k-th item; no padding, no repeats)."""
+    if fabric.world_size == 1:
+        return dataset
+    return Subset(dataset, range(fabric.global_rank, len(dataset), fabric.world_size))
+
+
+# -- passes ----------------------------------------------------------------------------------
+def _evaluate(module: nn.Module, batches: _Batches, fabric: Fabric) -> tuple[float, float]:
+    """(mean loss, top-1) over all processes' shards."""
+    was_training = module.training
+    module.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=fabric.device)
+    with torch.no_grad(), fabric.autocast():
+        for x, y in batches:
+            logits = module(x).float()
+            sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+            sums[1] += (logits.argmax(1) == y).sum()
+            sums[2] += len(y)
+    module.train(was_training)
+    sums = fabric.all_reduce(sums, reduce_op="sum")
+    count = max(1.0, float(sums[2]))
+    return float(sums[0]) / count, float(sums[1]) / count
+
+
+def _train_epoch(
+    wrapped: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    batches: _Batches,
+    fabric: Fabric,
+    config: TrainConfig,
+    epoch: int,
+    generator: torch.Generator | None,
+) -> dict[str, float]:
+    wrapped.train()
+    sums = torch.zeros(3, dtype=torch.float64, device=fabric.device)
+    wait = 0.0
+    start = time.perf_counter()
+    bar = tqdm(
+        total=len(batches),
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        leave=False,
+        disable=not (config.progress and fabric.is_global_zero),
+        dynamic_ncols=True,
+    )
+    iterator = iter(batches)
+    for step in range(len(batches)):
+        t0 = time.perf_counter()
+        x, y = next(iterator)
+        wait += time.perf_counter() - t0
+        if generator is not None:
+            x = flip_crop(x, generator)
+        logits = wrapped(x).float()
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            sums[0] += loss.detach().double() * len(y)
+            sums[1] += (logits.argmax(1) == y).sum()
+            sums[2] += len(y)
+        bar.update(1)
+        if bar.n % 10 == 0 or step == len(batches) - 1:
+            seen = float(sums[2])
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(
+                loss=f"{float(sums[0]) / seen:.4f}",
+                acc=f"{float(sums[1]) / seen:.3f}",
+                ips=f"{seen * fabric.world_size / elapsed:.0f}",
+                refresh=False,
+            )
+        if config.log_every and (step + 1) % config.log_every == 0 and fabric.is_global_zero:
+            log.info("epoch %d step %d/%d loss %.4f", epoch, step + 1, len(batches), loss.item())
+    bar.close()
+    elapsed = time.perf_counter() - start
+    sums = fabric.all_reduce(sums, reduce_op="sum")
+    count = max(1.0, float(sums[2]))
+    return {
+        "train_loss": float(sums[0]) / count,
+        "train_top1": float(sums[1]) / count,
+        "images_per_s": float(sums[2]) / elapsed,
+        "data_wait_s": wait,
+        "train_step_s": elapsed / max(1, len(batches)),
+    }
+
+
+# -- public API ------------------------------------------------------------------------------
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    preprocess: Preprocess,
+    config: TrainConfig,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train `model`'s trainable parameters; load the best validation epoch's weights back.
+
+    `model` is an `AdaptedModel` (its `param_groups`, `on_epoch_start`, `extra_state`,
+    `split_for_cache` are used) or any classifier module (all its parameters with
+    requires_grad train). With `config.checkpoint_dir`, a checkpoint is written atomically
+    after every epoch and a later call with the same run resumes from it (a finished run
+    returns at once). `on_epoch_end(epoch, metrics)` runs on the main process only.
+    With `val_set=None` the last epoch counts as best and early stopping is off.
+    """
+    if len(train_set) == 0:
+        raise ValueError("fit: the training set is empty")
+    fabric = Fabric(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        precision=config.precision,
+    )
+    result, best_state, best_extra = fabric.launch(
+        _fit_worker, model, train_set, val_set, preprocess, config, on_epoch_end
+    )
+    # With spawn-based strategies the worker trained a copy: load its best state here.
+    load_trainable_state(model, {k: v.to(_device_of(model)) for k, v in best_state.items()})
+    if hasattr(model, "load_extra_state"):
+        model.load_extra_state(best_extra)
+    return result
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _fit_worker(
+    fabric: Fabric,
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    preprocess: Preprocess,
+    config: TrainConfig,
+    on_epoch_end: EpochCallback | None,
+) -> tuple[TrainResult, dict[str, torch.Tensor], dict[str, Any]]:
+    world, rank = fabric.world_size, fabric.global_rank
+    if config.batch_size % world:
+        raise ValueError(
+            f"TrainConfig.batch_size={config.batch_size} is the global batch and must be "
+            f"divisible by the number of processes ({world})"
+        )
+    per_rank = config.batch_size // world
+    seed_everything(config.seed, verbose=False)
+    signature = _signature(model, train_set, val_set, preprocess, config)
+    model = fabric.to_device(model)
+
+    split = _cache_split(model, config)
+    cache_status = {"train": "off", "val": "off"}
+    train_cached = val_cached = None
+    val_shard = _val_shard(val_set, fabric) if val_set is not None else None
+    if split is not None:
+        prefix, suffix = split
+        context = json.dumps([preprocess.to_dict(), config.precision])
+        common = dict(
+            device=fabric.device,
+            batch_size=per_rank,
+            max_bytes=config.cache_max_bytes,
+            context=context,
+            autocast=fabric.autocast,
+        )
+        train_cached, cache_status["train"] = prefix_cache.cached_activations(
+            prefix, train_set, preprocess, **common
+        )
+        if val_shard is not None:
+            val_cached, cache_status["val"] = prefix_cache.cached_activations(
+                prefix, val_shard, preprocess, **common
+            )
+        if train_cached is None:
+            val_cached, split = None, None
+    train_module = split[1] if split is not None else model
+
+    optimizer = _optimizer(_param_groups(model, config), config)
+    sampler = DistributedSampler(
+        train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=False
+    )
+    train_batches = _Batches(
+        fabric,
+        train_set,
+        preprocess,
+        BatchSampler(sampler, per_rank, drop_last=False),
+        config.num_workers,
+        train_cached,
+    )
+    scheduler = warmup_cosine(
+        optimizer,
+        steps_per_epoch=len(train_batches),
+        epochs=config.epochs,
+        warmup_epochs=config.warmup_epochs,
+        lr=config.lr,
+        min_lr=config.min_lr,
+    )
+    wrapped, optimizer = fabric.setup(train_module, optimizer)
+    val_batches = None
+    if val_shard is not None:
+        val_batches = _Batches(
+            fabric,
+            val_shard,
+            preprocess,
+            _sequential(val_shard, per_rank),
+            config.num_workers,
+            val_cached,
+        )
+
+    history: list[dict[str, float]] = []
+    best = {"epoch": -1, "top1": -math.inf, "state": {}, "extra": {}}
+    train_time, start_epoch = 0.0, 0
+    state = (
+        checkpoint.load_checkpoint(config.checkpoint_dir, signature)
+        if (config.checkpoint_dir)
+        else None
+    )
+    if state is not None:
+        load_trainable_state(model, {k: v.to(fabric.device) for k, v in state["trainable"].items()})
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if hasattr(model, "load_extra_state"):
+            model.load_extra_state(json.loads(state["extra_state"]))
+        history = state["history"]
+        best = {
+            "epoch": state["best_epoch"],
+            "top1": state["best_val_top1"],
+            "state": state["best_state"],
+            "extra": json.loads(state["best_extra_state"]),
+        }
+        train_time, start_epoch = state["train_time_s"], state["epoch"] + 1
+        log.info("resuming from %s at epoch %d", config.checkpoint_dir, start_epoch)
+
+    for epoch in range(start_epoch, config.epochs):
+        if _should_stop(history, best["epoch"], config.patience):
+            break
+        epoch_start = time.perf_counter()
+        seed = _epoch_seed(config.seed, epoch, rank)
+        seed_everything(seed, verbose=False)
+        sampler.set_epoch(epoch)
+        if hasattr(model, "on_epoch_start"):
+            model.on_epoch_start(
+                epoch,
+                _Batches(
+                    fabric,
+                    train_set,
+                    preprocess,
+                    _sequential(train_set, per_rank),
+                    config.num_workers,
+                    None,
+                ),
+            )
+        generator = None
+        if config.augment == "flip_crop":
+            generator = torch.Generator(device=fabric.device).manual_seed(seed)
+        row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row |= _train_epoch(
+            wrapped, optimizer, scheduler, train_batches, fabric, config, epoch, generator
+        )
+        if val_batches is not None:
+            row["val_loss"], row["val_top1"] = _evaluate(train_module, val_batches, fabric)
+        else:
+            row["val_loss"], row["val_top1"] = math.nan, math.nan
+        row["epoch_time_s"] = time.perf_counter() - epoch_start
+        train_time += row["epoch_time_s"]
+        history.append(row)
+        improved = val_batches is None or row["val_top1"] > best["top1"]
+        if improved:
+            best = {
+                "epoch": epoch,
+                "top1": row["val_top1"],
+                "state": _cpu_copy(trainable_state(model)),
+                "extra": _extra(model),
+            }
+        if config.checkpoint_dir:
+            if fabric.is_global_zero:
+                checkpoint.save_checkpoint(
+                    config.checkpoint_dir,
+                    {
+                        "digest": checkpoint.signature_digest(signature),
+                        "signature": json.dumps(signature, sort_keys=True),
+                        "epoch": epoch,
+                        "trainable": _cpu_copy(trainable_state(model)),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "extra_state": json.dumps(_extra(model)),
+                        "history": history,
+                        "best_epoch": best["epoch"],
+                        "best_val_top1": best["top1"],
+                        "best_state": best["state"],
+                        "best_extra_state": json.dumps(best["extra"]),
+                        "train_time_s": train_time,
+                    },
+                )
+            fabric.barrier()
+        if on_epoch_end is not None and fabric.is_global_zero:
+            on_epoch_end(epoch, dict(row))
+
+    result = TrainResult(
+        history=history,
+        best_epoch=int(best["epoch"]),
+        best_val_top1=float(best["top1"]),
+        train_time_s=train_time,
+        epochs_run=len(history),
+        cache=cache_status,
+    )
+    return result, best["state"], best["extra"]
+
+
+def _cache_split(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, nn.Module] | None:
+    if not config.cache_prefix or not hasattr(model, "split_for_cache"):
+        return None
+    if config.augment != "none":
+        log.warning("cache_prefix ignored: augment=%r changes inputs every epoch", config.augment)
+        return None
+    if config.precision not in ("32-true", "64-true") and not config.precision.endswith("mixed"):
+        log.warning("cache_prefix ignored: precision %s converts the module", config.precision)
+        return None
+    return model.split_for_cache()
+
+
+def _extra(model: nn.Module) -> dict[str, Any]:
+    return copy.deepcopy(model.extra_state()) if hasattr(model, "extra_state") else {}
+
+
+def _should_stop(history: list[dict[str, float]], best_epoch: int, patience: int | None) -> bool:
+    """True when the last `patience` epochs brought no better validation top-1."""
+    return patience is not None and bool(history) and history[-1]["epoch"] - best_epoch >= patience
+
+
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    preprocess: Preprocess,
+    batch_size: int = 256,
+    *,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits float32 (N, C), labels int64 (N,)) on the CPU, in dataset order.
+
+    Runs on the device where `model`'s parameters are, in eval mode (restored afterwards).
+    """
+    device = _device_of(model)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    with torch.inference_mode():
+        for images, target in tqdm(loader, desc="predict", disable=not progress, leave=False):
+            logits.append(model(preprocess(images.to(device))).float().cpu())
+            labels.append(torch.as_tensor(target, dtype=torch.long))
+    model.train(was_training)
+    if not logits:
+        raise ValueError("predict: the dataset is empty")
+    return torch.cat(logits), torch.cat(labels)
