@@ -11,6 +11,21 @@ from visprompt.backbones import pooled_features
 from visprompt.methods.base import AdaptedModel, register
 
 
+class PooledFeatures(nn.Module):
+    """The frozen backbone's pooled features, as a module that does not own the backbone.
+
+    The backbone is held unregistered, so `.train()`/`.to()`/`.parameters()` on this
+    module leave it alone (its owner, the adapted model, keeps it frozen and in eval).
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self._backbone = (backbone,)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return pooled_features(self._backbone[0], images)
+
+
 @register("linear_probe")
 class LinearProbe(AdaptedModel):
     """Trains `Linear(D, C)` only; the backbone runs frozen in eval mode."""
@@ -21,3 +36,7 @@ class LinearProbe(AdaptedModel):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(pooled_features(self.backbone, images))
+
+    def split_for_cache(self) -> tuple[nn.Module, nn.Module]:
+        """Prefix: frozen pooled features (cacheable once per image); suffix: the head."""
+        return PooledFeatures(self.backbone), self.head

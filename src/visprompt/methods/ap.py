@@ -1,0 +1,168 @@
+"""AP (activation prompts): one universal perturbation added to a chosen layer's output."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+
+from visprompt.backbones import get_layer, pooled_features, split_at, split_points
+from visprompt.backbones import image_size as input_side
+from visprompt.methods.base import AdaptedModel, register
+
+Granularity = Literal["full", "channel"]
+
+
+def _channels_last(module: nn.Module) -> bool | None:
+    """Layout a leaf module produces: True for channels-last, False for NCHW, None unknown.
+
+    Linears and LayerNorm/RMS norms act on the last axis; convs, BatchNorm, GroupNorm and
+    timm's `*2d` norms (LayerNorm2d, RmsNorm2d, ...) on axis 1; elementwise modules
+    (activations, dropout, identity) say nothing.
+    """
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, _ConvNd | _BatchNorm | nn.GroupNorm):
+        return False
+    cls = type(module).__name__
+    if cls.endswith("2d"):
+        return False
+    if isinstance(module, nn.LayerNorm) or "Norm" in cls:
+        return True
+    return None
+
+
+def _probe(backbone: nn.Module, layer: nn.Module, size: int) -> tuple[torch.Size, int]:
+    """Output shape of `layer` (without batch) and its channel axis, from one no-grad
+    forward of a zero image; the layer must run exactly once per forward.
+
+    The channel axis of a 4-D output is read from the last leaf module inside the layer
+    whose output has the layer's shape and a known layout (so a ConvNeXt/Swin NHWC norm is
+    channels-last while a ConvNeXt block, which permutes back, is NCHW). 3-D token
+    sequences (N, D) and 2-D features use the last axis.
+    """
+    outputs: list[torch.Size] = []
+    leaves: list[tuple[nn.Module, torch.Size]] = []
+    handles = [layer.register_forward_hook(lambda m, i, o: outputs.append(o.shape))]
+    for m in layer.modules():
+        if not list(m.children()):
+            handles.append(m.register_forward_hook(lambda m, i, o: leaves.append((m, o.shape))))
+    param = next(backbone.parameters())
+    try:
+        with torch.no_grad():
+            pooled_features(backbone, param.new_zeros(1, 3, size, size))
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(
+            f"AP could not probe the backbone at {size}x{size} px ({err}); pass "
+            f"image_size=<the side your images have> to build('ap', ...)."
+        ) from err
+    finally:
+        for h in handles:
+            h.remove()
+    if len(outputs) != 1:
+        raise ValueError(
+            f"AP needs a layer that runs exactly once per forward; this one ran {len(outputs)} "
+            f"times. Choose a stage or block (e.g. one of the split points)."
+        )
+    shape = outputs[0]
+    if len(shape) != 4:
+        return shape[1:], len(shape) - 1
+    layouts = [_channels_last(m) for m, s in leaves if s == shape]
+    known = [lay for lay in layouts if lay is not None]
+    last = known[-1] if known else getattr(backbone, "output_fmt", "NCHW") == "NHWC"
+    return shape[1:], 3 if last else 1
+
+
+class ActivationPrompt(nn.Module):
+    """`z + delta`: delta is the whole activation (`full`) or one value per channel
+    (`channel`, broadcast over every other axis). Zero init: the identity at step 0."""
+
+    def __init__(self, shape: torch.Size, channel_axis: int, granularity: Granularity) -> None:
+        super().__init__()
+        if granularity == "full":
+            self.delta = nn.Parameter(torch.zeros(shape))
+            self.broadcast_shape = tuple(shape)
+        else:
+            axis = channel_axis - 1  # `shape` has no batch axis
+            self.delta = nn.Parameter(torch.zeros(shape[axis]))
+            self.broadcast_shape = tuple(n if a == axis else 1 for a, n in enumerate(shape))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.delta.view(self.broadcast_shape)
+
+
+@register("ap")
+class ActivationPrompting(AdaptedModel):
+    """One universal δ added to the output of backbone layer `layer`, plus a new head.
+
+    Options: `layer` (a module path: `layer4`, `layer3.5`, `blocks.2`, `patch_embed`,
+    `stages.2`, or a module inside a block such as `layer3.1.bn2`), `granularity`
+    (`full`: δ has the activation's shape, C×H×W or N×D with N counting CLS/register
+    tokens; `channel`: δ ∈ R^C or R^D on the channel axis, axis 1 for NCHW maps and the
+    last axis for tokens and channels-last maps), `image_size` (the input side the shape of
+    a `full` δ is probed at; default: the backbone's data config).
+
+    Choices where the paper is open: both granularities are offered (default `full`) and a
+    new linear head is trained with δ. The backbone stays frozen and in eval mode, so a
+    channel δ after a BatchNorm/LayerNorm equals shifting its β. δ is added by a forward
+    hook that exists only while `forward` runs, so the backbone object is never altered;
+    nothing before the layer requires grad, so autograd records (and stores) nothing there
+    and the backward pass stops at the layer. For a layer sweep, `split_points(backbone)`
+    lists the stages and blocks (all of them also support cached training).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        *,
+        layer: str | None = None,
+        granularity: Granularity = "full",
+        image_size: int | None = None,
+    ) -> None:
+        if not layer:
+            raise ValueError(
+                "ap needs `layer`, the module path to prompt; e.g. one of "
+                f"{', '.join(_safe_split_points(backbone)) or 'the backbone module paths'}."
+            )
+        if granularity not in ("full", "channel"):
+            raise ValueError(f"ap granularity must be 'full' or 'channel', got {granularity!r}")
+        size = int(image_size or input_side(backbone))
+        super().__init__(
+            backbone, num_classes, layer=layer, granularity=granularity, image_size=size
+        )
+        shape, axis = _probe(self.backbone, get_layer(self.backbone, layer), size)
+        self.prompt = ActivationPrompt(shape, axis, granularity)
+        self.head = self.new_head()
+
+    def _add_prompt(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return self.prompt(output)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        layer = self.backbone.get_submodule(self.options["layer"])
+        handle = layer.register_forward_hook(self._add_prompt)
+        try:
+            features = pooled_features(self.backbone, images)
+        finally:
+            handle.remove()
+        return self.head(features)
+
+    def split_for_cache(self) -> tuple[nn.Module, nn.Module] | None:
+        """Prefix: backbone up to the layer's output (no δ); suffix: δ, the rest, the head.
+
+        None when the layer sits inside a block (only stages/blocks can be split).
+        """
+        if self.options["layer"] not in _safe_split_points(self.backbone):
+            return None
+        prefix, rest = split_at(self.backbone, self.options["layer"])
+        return prefix, nn.Sequential(self.prompt, rest, self.head)
+
+
+def _safe_split_points(backbone: nn.Module) -> list[str]:
+    try:
+        return split_points(backbone)
+    except ValueError:
+        return []

@@ -1,0 +1,37 @@
+"""Bias tuning (BitFit): only the bias terms of the backbone, plus a new head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from visprompt.backbones import pooled_features
+from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.full_finetune import adaptable_parameters
+
+
+def is_bias(name: str) -> bool:
+    """`...bias` (linears, convs, norm betas) and `..._bias` (e.g. BEiT's q_bias/v_bias)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf == "bias" or leaf.endswith("_bias")
+
+
+@register("bias_tuning")
+class BiasTuning(AdaptedModel):
+    """Trains every bias of the backbone (as BitFit: norm betas included) + a new head.
+
+    The source classifier's bias is left out (it is not on the path to the new head).
+    The backbone stays in eval mode.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, **options: Any) -> None:
+        super().__init__(backbone, num_classes, **options)
+        for name, p in adaptable_parameters(self.backbone):
+            if is_bias(name):
+                p.requires_grad_(True)
+        self.head = self.new_head()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled_features(self.backbone, images))

@@ -1,0 +1,91 @@
+"""LoRA: low-rank updates on the backbone's linears/convs through the `peft` library."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from visprompt.backbones import family, pooled_features
+from visprompt.methods.base import AdaptedModel, register
+
+
+def default_targets(backbone: nn.Module) -> list[str]:
+    """Module paths LoRA adapts when `targets` is not given.
+
+    ViT: every linear inside the blocks (attention qkv/proj, MLP fc1/fc2); the patch
+    embedding and the source head stay as they are. CNN: every ungrouped conv and every
+    linear except the source classifier (depthwise convs are skipped: peft's LoRA needs the
+    rank divisible by the groups).
+    """
+    classifier = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+    names = []
+    for name, m in backbone.named_modules():
+        if m is classifier:
+            continue
+        if family(backbone) == "vit":
+            if name.startswith("blocks.") and isinstance(m, nn.Linear):
+                names.append(name)
+        elif isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1):
+            names.append(name)
+    return names
+
+
+@register("lora")
+class LoRA(AdaptedModel):
+    """LoRA matrices (rank `rank`, scale `alpha / rank`) on `targets`, plus a new head.
+
+    Options: `rank` (8), `alpha` (16), `dropout` (0.0, on the LoRA branch input only),
+    `targets` (None = `default_targets`; else peft's `target_modules`: a list of module
+    names or suffixes, or a regex matched against full paths). peft wraps the target layers
+    of the backbone object in place (the original layer becomes `base_layer`, its weights
+    untouched and frozen); pass a fresh backbone to each LoRA model. peft freezes every
+    non-LoRA backbone tensor; the frozen backbone stays in eval mode, except the LoRA
+    dropout modules, which follow `train()`.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        *,
+        rank: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        targets: list[str] | str | None = None,
+    ) -> None:
+        if rank < 1:
+            raise ValueError(f"lora rank must be >= 1, got {rank}")
+        if any(isinstance(m, LoraLayer) for m in backbone.modules()):
+            raise ValueError("this backbone already carries LoRA layers; pass a fresh backbone")
+        super().__init__(
+            backbone, num_classes, rank=rank, alpha=alpha, dropout=dropout, targets=targets
+        )
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=targets if targets is not None else default_targets(self.backbone),
+            bias="none",
+        )
+        try:
+            inject_adapter_in_model(config, self.backbone)
+        except ValueError as err:
+            raise ValueError(
+                f"lora targets {targets!r} match no supported layer of "
+                f"{type(self.backbone).__name__} (linears/convs, e.g. "
+                f"{', '.join(default_targets(self.backbone)[:6])}): {err}"
+            ) from err
+        self.head = self.new_head()
+
+    def train(self, mode: bool = True) -> LoRA:
+        """Frozen backbone in eval; the LoRA dropout follows `mode`."""
+        super().train(mode)
+        for m in self.backbone.modules():
+            if isinstance(m, LoraLayer):
+                m.lora_dropout.train(mode)
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled_features(self.backbone, images))
