@@ -1,0 +1,47 @@
+"""Window pooling of each image's token sequence (SPT's cheap `mean_pool` / `max_pool`).
+
+In raster order, consecutive windows of w = floor(N / (p - 1)) tokens are pooled: the
+floor(N / w) full windows (p - 1 of them when p - 1 divides N evenly enough, never fewer),
+plus one window of the last N mod w tokens when there are any. When N mod w = 0 every
+token already sits in a full window and no extra window is made (the SPT reference code
+pools the whole sequence there, an artefact of slicing `x[-0:]`; we do not copy it). With
+p = 1, w = N (one window, the whole sequence); when p - 1 > N, w = 1 (every token is its own
+window). Each image gives ceil(N / w) pooled tokens; p of them are drawn afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+PoolMode = Literal["mean", "max"]
+
+
+def window_size(num_tokens: int, num_prompts: int) -> int:
+    """w = floor(N / (p - 1)), at least 1; N for a single prompt."""
+    if num_tokens < 1 or num_prompts < 1:
+        raise ValueError(
+            f"need N >= 1 tokens and p >= 1 prompts; got N={num_tokens}, p={num_prompts}"
+        )
+    if num_prompts == 1:
+        return num_tokens
+    return max(1, num_tokens // (num_prompts - 1))
+
+
+def pool_windows(tokens: torch.Tensor, num_prompts: int, mode: PoolMode) -> torch.Tensor:
+    """(B, N, D) tokens -> (B, ceil(N / w), D) pooled tokens, windows in raster order."""
+    if tokens.ndim != 3:
+        raise ValueError(f"expected (B, N, D) tokens, got shape {tuple(tokens.shape)}")
+    if mode not in ("mean", "max"):
+        raise ValueError(f"pooling mode must be 'mean' or 'max', got '{mode}'")
+    b, n, d = tokens.shape
+    w = window_size(n, num_prompts)
+    full, rest = divmod(n, w)
+    windows = tokens[:, : full * w].reshape(b, full, w, d)
+    pooled = windows.mean(2) if mode == "mean" else windows.amax(2)
+    if rest:
+        tail = tokens[:, full * w :]
+        last = tail.mean(1, keepdim=True) if mode == "mean" else tail.amax(1, keepdim=True)
+        pooled = torch.cat([pooled, last], dim=1)
+    return pooled

@@ -1,0 +1,43 @@
+"""The tokens entering each layer of a frozen, un-prompted timm ViT, layer by layer.
+
+Layer 0: the patch embeddings (no prefix tokens, no position embedding). Layer l >= 1: the
+output of block l-1 without the prefix tokens (CLS, registers). Blocks after the deepest
+needed layer are not run. The backbone's own modules are called through
+`visprompt.methods.vit_tokens`, so the sequence is exactly the one VPT prompts join.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from visprompt.methods import vit_tokens as vt
+
+
+def depth(vit: nn.Module) -> int:
+    """Number of blocks, i.e. of prompt layers a deep VPT has."""
+    return len(vit.blocks)
+
+
+def layer_tokens(
+    vit: nn.Module, images: torch.Tensor, last_layer: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (layer, tokens (B, N, D)) for layers 0..last_layer, lazily, without gradients.
+
+    Lazy so that a caller can consume (and time) each layer before the next block runs.
+    """
+    vt.require_token_vit(vit, "prompt_init")
+    if not 0 <= last_layer < depth(vit):
+        raise ValueError(f"last_layer must be in [0, {depth(vit) - 1}], got {last_layer}")
+    prefix = vt.num_prefix_tokens(vit)
+    with torch.no_grad():
+        patches = vt.embed_patches(vit, images)
+        yield 0, patches
+        if last_layer == 0:
+            return
+        tokens = vt.start_blocks(vit, vt.prefix_and_pos(vit, patches))
+        for layer in range(1, last_layer + 1):
+            tokens = vit.blocks[layer - 1](tokens)
+            yield layer, tokens[:, prefix:]
