@@ -4,7 +4,9 @@ Each method lives in its own module and registers itself with `@register("name")
 importing this package imports them all.
 """
 
+from visprompt.methods import adavipro  # noqa: F401  (registers the method)
 from visprompt.methods import linear_probe  # noqa: F401  (registers the method)
+from visprompt.methods import pgn  # noqa: F401  (registers the method)
 from visprompt.methods.base import (
     AdaptedModel,
     available,

@@ -1,0 +1,205 @@
+"""Prompt inversion: PGN's prompt tokens as RGB patches, for an unmodified ViT.
+
+A ViT's patch embedding is linear per patch: e(x_g) = W·vec(x_g) + b with W ∈ R^{D×3P²}.
+When 3·P² ≥ D and W has full row rank, x_g = W⁺(t − b) is a patch whose embedding is
+exactly the token t (position embeddings are added afterwards by the model, so the
+inversion happens before them). PGN trains its tokens in the reserved strip of patch
+positions (`pgn.strip_positions`), so pasting the inverted patches there gives the
+backbone the same sequence as the token path.
+
+Constraint: RGB deployment needs 3·P² ≥ D (ViT-B/16: 768 ≥ 768; a patch-4 ViT needs
+D ≤ 48). Inversion works in normalised space; images leave the client de-normalised to
+[0, 1] RGB. Clipping to [0, 1] and 8-bit quantisation (for PNG/JPEG transport) are lossy;
+`inversion_agreement` measures what they cost.
+
+Client/server split: `PromptClient` (generator + library + inversion; it holds only the
+patch embedding's W and b, no other backbone weight) turns images into prompted images;
+`PromptServer` is the plain frozen backbone with the trained head.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from visprompt.backbones import data_config, pooled_features
+from visprompt.data.transforms import to_model_input
+from visprompt.methods.pgn import PromptGenerationNetwork, TokenGenerator
+
+
+def patch_embedding_linear(vit: nn.Module) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(W (D, 3·P²), b (D,), P) of a ViT whose patch embedding is one linear map per patch."""
+    embed = vit.patch_embed
+    proj = embed.proj
+    linear = (
+        isinstance(proj, nn.Conv2d)
+        and proj.kernel_size == proj.stride
+        and proj.kernel_size[0] == proj.kernel_size[1]
+        and proj.padding in ((0, 0), "valid")
+        and proj.groups == 1
+        and isinstance(embed.norm, nn.Identity)
+    )
+    if not linear:
+        raise ValueError(
+            "prompt inversion needs a patch embedding that is one linear map per patch "
+            "(Conv2d with kernel = stride, square, no padding, no norm after it); got "
+            f"{proj!r} with norm {type(embed.norm).__name__}"
+        )
+    weight = proj.weight.detach().reshape(proj.out_channels, -1)
+    bias = proj.bias.detach() if proj.bias is not None else weight.new_zeros(weight.shape[0])
+    return weight, bias, int(proj.kernel_size[0])
+
+
+class PatchInverter(nn.Module):
+    """Tokens (…, D) -> normalised RGB patches (…, 3, P, P) whose embeddings are the tokens."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, patch_size: int) -> None:
+        super().__init__()
+        dim, inputs = weight.shape
+        if inputs != 3 * patch_size**2:
+            raise ValueError(f"weight has {inputs} inputs; expected 3·P² = {3 * patch_size**2}")
+        rank = int(torch.linalg.matrix_rank(weight.double()))
+        if inputs < dim or rank < dim:
+            raise ValueError(
+                f"prompt inversion needs 3·P² >= D and a full-rank patch embedding: here "
+                f"3·{patch_size}² = {inputs}, D = {dim}, rank {rank}. Use a ViT with a larger "
+                f"patch or a narrower width (D <= {inputs}) for PGN's RGB deployment."
+            )
+        self.patch_size = int(patch_size)
+        self.register_buffer("pinv", torch.linalg.pinv(weight.double()).to(weight.dtype))
+        self.register_buffer("bias", bias.clone())
+
+    @classmethod
+    def from_vit(cls, vit: nn.Module) -> PatchInverter:
+        return cls(*patch_embedding_linear(vit))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        flat = (tokens - self.bias) @ self.pinv.T
+        return flat.unflatten(-1, (3, self.patch_size, self.patch_size))
+
+
+def paste_patches(
+    images: torch.Tensor, patches: torch.Tensor, positions: Sequence[int], grid_width: int
+) -> torch.Tensor:
+    """A copy of `images` (B, 3, H, W) with patch i of (B, L, 3, P, P) at raster `positions[i]`."""
+    out = images.clone()
+    p = patches.shape[-1]
+    for i, pos in enumerate(int(q) for q in positions):
+        row, col = divmod(pos, grid_width)
+        out[:, :, row * p : (row + 1) * p, col * p : (col + 1) * p] = patches[:, i]
+    return out
+
+
+def _stats(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float images -> uint8 (clipped, rounded): what a PNG can carry."""
+    return images.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+class PromptClient(nn.Module):
+    """Generator + inversion: [0, 1] RGB images -> prompted [0, 1] RGB images (float).
+
+    Needs only the trained generator/library, the patch embedding's W and b, the strip
+    positions and the backbone's normalisation; the output is not clipped, so that the
+    caller decides about clipping and quantisation (`to_uint8`).
+    """
+
+    def __init__(
+        self,
+        generator: TokenGenerator,
+        inverter: PatchInverter,
+        positions: Sequence[int],
+        grid_width: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.generator, self.inverter = generator, inverter
+        self.positions = [int(p) for p in positions]
+        self.grid_width = int(grid_width)
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    @classmethod
+    def from_pgn(cls, model: PromptGenerationNetwork) -> PromptClient:
+        """The client part of a trained PGN (a copy of its generator, in eval mode)."""
+        cfg = data_config(model.backbone)
+        return cls(
+            copy.deepcopy(model.generator).eval(),
+            PatchInverter.from_vit(model.backbone),
+            model.positions.tolist(),
+            model.backbone.patch_embed.grid_size[1],
+            cfg["mean"],
+            cfg["std"],
+        ).eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - _stats(self.mean, images)) / _stats(self.std, images)
+        patches = self.inverter(self.generator(x))
+        prompted = paste_patches(x, patches, self.positions, self.grid_width)
+        return prompted * _stats(self.std, images) + _stats(self.mean, images)
+
+
+class PromptServer(nn.Module):
+    """The unmodified frozen backbone and the trained head, fed [0, 1] or uint8 RGB images."""
+
+    def __init__(
+        self, backbone: nn.Module, head: nn.Module, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    @classmethod
+    def from_pgn(cls, model: PromptGenerationNetwork) -> PromptServer:
+        cfg = data_config(model.backbone)
+        return cls(model.backbone, model.head, cfg["mean"], cfg["std"]).eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            x = to_model_input(images, images.shape[-1], self.mean, self.std)
+        else:
+            x = (images - _stats(self.mean, images)) / _stats(self.std, images)
+        return self.head(pooled_features(self.backbone, x))
+
+
+@torch.no_grad()
+def inversion_agreement(
+    model: PromptGenerationNetwork, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64
+) -> dict[str, float]:
+    """Top-1 of the token path vs the RGB path (float, and clipped + 8-bit), and agreement.
+
+    `images` are [0, 1] RGB at the model's input size. Returns token_top1, rgb_top1,
+    agreement (fraction of equal top-1 predictions), rgb_uint8_top1, agreement_uint8 and
+    top1_drop_uint8 (token_top1 − rgb_uint8_top1), each in [0, 1] (the drop in [-1, 1]),
+    and clipped_fraction: the share of strip pixel values outside [0, 1] before clipping.
+    """
+    model.eval()
+    client, server = PromptClient.from_pgn(model), PromptServer.from_pgn(model)
+    token, rgb, rgb8, clipped = [], [], [], 0
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        x = (batch - _stats(client.mean, batch)) / _stats(client.std, batch)
+        prompted = client(batch)
+        token.append(model(x).argmax(-1))
+        rgb.append(server(prompted).argmax(-1))
+        rgb8.append(server(to_uint8(prompted)).argmax(-1))
+        clipped += int(((prompted < 0) | (prompted > 1)).sum())  # only the strip can leave [0, 1]
+    t, r, q = torch.cat(token), torch.cat(rgb), torch.cat(rgb8)
+    labels = labels.to(t.device)
+    acc = {k: float((v == labels).float().mean()) for k, v in (("t", t), ("r", r), ("q", q))}
+    return {
+        "token_top1": acc["t"],
+        "rgb_top1": acc["r"],
+        "agreement": float((t == r).float().mean()),
+        "rgb_uint8_top1": acc["q"],
+        "agreement_uint8": float((t == q).float().mean()),
+        "top1_drop_uint8": acc["t"] - acc["q"],
+        "clipped_fraction": clipped
+        / (len(images) * len(client.positions) * 3 * client.inverter.patch_size**2),
+    }
