@@ -2,6 +2,11 @@
 
 from kedro.config import OmegaConfigLoader
 
+from visprompt.hooks import DataTrackingHook
+
+# kedro-mlflow registers its own hook (one MLflow run per `kedro run`) through its entry point.
+HOOKS = (DataTrackingHook(),)
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

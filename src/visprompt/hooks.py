@@ -1,0 +1,73 @@
+"""Project hooks: dataset statistics and validation reports into the run's MLflow run.
+
+kedro-mlflow opens one MLflow run per `kedro run` and logs node parameters; these hooks add
+what the data pipelines produce, at the moment each dataset is saved (so a validation that
+then fails has already logged its report). Nodes stay free of MLflow.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+
+
+def _key(*parts: Any) -> str:
+    """An MLflow metric key from parts (characters MLflow refuses become '_')."""
+    return re.sub(r"[^\w\-. /]", "_", ".".join(str(p) for p in parts))
+
+
+def log_ingestion_report(report: Mapping[str, Any]) -> None:
+    metrics = {"data.images": report["num_in_shards"], "data.records": report["num_records"]}
+    metrics["data.unreadable"] = len(report["unreadable"])
+    metrics["data.converted"] = report["conversions"]["total"]
+    for mode, n in report["conversions"]["by_mode"].items():
+        metrics[_key("data.converted", mode)] = n
+    for split, per_class in report["images_per_split_and_class"].items():
+        metrics[_key("data.images", split)] = sum(per_class.values())
+        for name, n in per_class.items():
+            metrics[_key("data.images", split, name)] = n
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict(dict(report), "data/ingestion_report.json")
+
+
+def log_validation_report(report: Mapping[str, Any]) -> None:
+    mlflow.log_metrics(
+        {
+            "data.validation.success": float(report["success"]),
+            "data.validation.failed_expectations": len(report["failures"]),
+        }
+    )
+    mlflow.set_tag("data_hash", report["data_hash"])
+    mlflow.set_tag("data_validation", "passed" if report["success"] else "failed")
+    mlflow.log_dict(dict(report), "data/validation/report.json")
+
+
+def log_data_docs(files: Mapping[str, bytes]) -> None:
+    with tempfile.TemporaryDirectory(prefix="data_docs_") as tmp:
+        for relative, content in files.items():
+            target = Path(tmp) / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        mlflow.log_artifacts(tmp, "data/validation/data_docs")
+
+
+# Catalog name -> how it is logged when saved.
+TRACKED: dict[str, Callable[[Any], None]] = {
+    "ingestion_report": log_ingestion_report,
+    "validation_report": log_validation_report,
+    "validation_data_docs": log_data_docs,
+}
+
+
+class DataTrackingHook:
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        log = TRACKED.get(dataset_name)
+        if log is not None and mlflow.active_run() is not None:
+            log(data)

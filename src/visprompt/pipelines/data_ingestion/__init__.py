@@ -1,0 +1,5 @@
+"""data_ingestion: a configured source -> manifest, shards, ingestion report."""
+
+from visprompt.pipelines.data_ingestion.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,16 @@
+from kedro.pipeline import Pipeline, node, pipeline
+
+from visprompt.pipelines.data_ingestion.nodes import ingest_images
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline(
+        [
+            node(
+                ingest_images,
+                inputs="params:data_ingestion",
+                outputs=["manifest", "shards", "ingestion_report"],
+                name="ingest_images",
+            )
+        ]
+    )

@@ -1,0 +1,105 @@
+"""Custom Kedro datasets: whole directories written atomically.
+
+A directory is written next to its final place and swapped in at the end, so a failing
+save never leaves a half-written directory and never loses the previous one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kedro.io import AbstractDataset
+
+from visprompt.data.ingest import ShardSet
+from visprompt.data.manifest import TEXT_COLUMNS
+
+
+class _DirectoryDataset(AbstractDataset[str, Any]):
+    """Loads as the directory's path (str); subclasses say how to write their data into it."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def _write(self, data: Any, directory: Path) -> None:
+        raise NotImplementedError
+
+    def load(self) -> str:
+        if not self._filepath.is_dir():
+            raise FileNotFoundError(f"directory '{self._filepath}' does not exist yet")
+        return str(self._filepath)
+
+    def save(self, data: Any) -> None:
+        _swap_in(self._filepath, lambda tmp: self._write(data, tmp))
+
+    def _exists(self) -> bool:
+        return self._filepath.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+def _swap_in(final: Path, write: Callable[[Path], None]) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class ShardsDataset(_DirectoryDataset):
+    """The shard directory (visprompt.data.shards format); saves a `ShardSet`."""
+
+    def _write(self, data: ShardSet, directory: Path) -> None:
+        data.write(directory)
+
+
+class FileTreeDataset(_DirectoryDataset):
+    """A folder of files; saves {relative path: bytes} (e.g. a GX data docs site)."""
+
+    def _write(self, data: Mapping[str, bytes], directory: Path) -> None:
+        root = directory.resolve()
+        for relative, content in data.items():
+            target = (directory / relative).resolve()
+            if not target.is_relative_to(root):
+                raise ValueError(f"file '{relative}' would be written outside '{directory}'")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+
+
+class ManifestDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+    """The manifest CSV; text columns are read as text (labels "0".."9" or "01" stay strings,
+    empty cells stay missing) and the file is replaced atomically."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_csv(self._filepath, dtype=dict.fromkeys(TEXT_COLUMNS, str))
+
+    def save(self, data: pd.DataFrame) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_name(f".{self._filepath.name}.tmp-{os.getpid()}")
+        data.to_csv(tmp, index=False)
+        tmp.replace(self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
