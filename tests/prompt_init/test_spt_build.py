@@ -20,6 +20,7 @@ from visprompt.prompt_init import (
     pool_windows,
     save_prompt_init,
 )
+from visprompt.training import Preprocess
 
 STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool")
 
@@ -140,9 +141,8 @@ def test_shard_stream_feeds_a_seeded_subset(tmp_path) -> None:
     write_split(
         tmp_path, "train", rng.integers(0, 255, (10, 32, 32, 3), dtype=np.uint8), np.arange(10) % 2
     )
-    stream = ShardStream(
-        tmp_path, "train", 32, (0.5,) * 3, (0.5,) * 3, batch_size=4, max_images=7, seed=1
-    )
+    preprocess = Preprocess(32, (0.5,) * 3, (0.5,) * 3)
+    stream = ShardStream(tmp_path, "train", preprocess, batch_size=4, max_images=7, seed=1)
     batches = list(stream)
     assert len(stream) == 2 and [b.shape[0] for b in batches] == [4, 3]
     assert batches[0].dtype == torch.float32 and batches[0].shape[1:] == (3, 32, 32)

@@ -3,7 +3,7 @@ seeded subset of the images: the input stream of `build_prompt_inits`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,18 +11,19 @@ import numpy as np
 import torch
 
 from visprompt.data.shards import read_split
-from visprompt.data.transforms import to_model_input
 
 
 @dataclass(frozen=True)
 class ShardStream:
-    """Iterable of normalised float batches of one split; `len` is the number of batches."""
+    """Iterable of preprocessed batches of one split; `len` is the number of batches.
+
+    `preprocess` maps a uint8 NCHW batch (on `device`) to the model's float input, e.g.
+    `visprompt.training.Preprocess.from_data_config(spec["data_config"])`.
+    """
 
     directory: str | Path
     split: str
-    image_size: int
-    mean: Sequence[float]
-    std: Sequence[float]
+    preprocess: Callable[[torch.Tensor], torch.Tensor]
     batch_size: int = 128
     max_images: int | None = None
     seed: int = 0
@@ -46,5 +47,4 @@ class ShardStream:
         index = self.indices()
         for start in range(0, len(index), self.batch_size):
             chunk = np.asarray(images[index[start : start + self.batch_size]])
-            batch = torch.from_numpy(chunk).to(self.device).permute(0, 3, 1, 2)
-            yield to_model_input(batch, self.image_size, self.mean, self.std)
+            yield self.preprocess(torch.from_numpy(chunk).to(self.device).permute(0, 3, 1, 2))

@@ -1,0 +1,153 @@
+"""The prompt_init pipeline on a tiny real shard set, backbone file and MLflow sqlite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import TINY_BACKBONES, make_backbone
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from visprompt import backbones, methods
+from visprompt.data.shards import write_split
+from visprompt.pipelines.prompt_init import create_pipeline
+from visprompt.pipelines.prompt_init.nodes import build_prompt_inits, init_configs
+from visprompt.prompt_init import load_metadata, load_prompts
+
+CONF = Path(__file__).parents[2] / "conf" / "base"
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> dict:
+    rng = np.random.default_rng(0)
+    shards = tmp_path / "shards"
+    write_split(
+        shards, "train", rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8), np.arange(20) % 2
+    )
+    name, kwargs = TINY_BACKBONES["vit_reg"]
+    sha = backbones.save_weights(make_backbone("vit_reg"), tmp_path / "vit.safetensors")
+    spec = {
+        "name": name,
+        "model_kwargs": kwargs,
+        "weights_path": str(tmp_path / "vit.safetensors"),
+        "sha256": sha,
+        "data_config": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
+    }
+    params = {
+        "backbone": "vit",
+        "split": "train",
+        "output_dir": str(tmp_path / "out"),
+        "device": "auto",
+        "batch_size": 8,
+        "max_images": None,
+        "memory_budget_mb": 1,
+        "seed": 42,
+        "kmeans": {"max_iter": 50, "tol": 1e-4},
+        "inits": {
+            "spt_kmeans": {"strategy": "kmeans", "variant": "deep", "num_prompts": 4},
+            "spt_random": {"strategy": "random", "variant": "deep", "num_prompts": 4},
+            "spt_shallow": {"strategy": "max_pool", "variant": "shallow", "num_prompts": 6},
+        },
+    }
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield {
+        "shards": str(shards),
+        "specs": {"vit": spec},
+        "params": params,
+        "tmp": tmp_path,
+        "summary": {"success": True, "data_hash": "abc123"},
+    }
+    mlflow.set_tracking_uri(None)
+
+
+def test_pipeline_writes_prompts_metadata_and_logs_to_mlflow(setup: dict) -> None:
+    catalog = DataCatalog(
+        {
+            "shards": MemoryDataset(setup["shards"]),
+            "validation_summary": MemoryDataset(setup["summary"]),
+            "backbone_specs": MemoryDataset(setup["specs"]),
+            "params:prompt_init": MemoryDataset(setup["params"]),
+            "prompt_inits": MemoryDataset(),
+        }
+    )
+    with mlflow.start_run() as parent:
+        SequentialRunner().run(create_pipeline(), catalog)
+    index = catalog.load("prompt_inits")
+    assert set(index) == {"spt_kmeans", "spt_random", "spt_shallow"}
+    for name, shape in (("spt_kmeans", (4, 4, 64)), ("spt_shallow", (1, 6, 64))):
+        entry = index[name]
+        assert Path(entry["path"]).parent == setup["tmp"] / "out"
+        assert tuple(load_prompts(entry["path"]).shape) == shape
+        meta = load_metadata(entry["path"])
+        assert meta == entry["metadata"]
+        assert meta["data_hash"] == "abc123"
+        assert meta["backbone_sha256"] == setup["specs"]["vit"]["sha256"]
+        assert meta["images_used"] == 20
+    # VPT (register-token ViT) takes the file as it is.
+    model = methods.build(
+        "vpt",
+        make_backbone("vit_reg"),
+        2,
+        variant="deep",
+        num_prompts=4,
+        init="spt",
+        init_prompts=load_prompts(index["spt_kmeans"]["path"]),
+    )
+    assert torch.equal(model.prompts.detach(), load_prompts(index["spt_kmeans"]["path"]))
+    client = mlflow.MlflowClient()
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    by_name = {r.info.run_name: r for r in children}
+    assert set(by_name) == {
+        "prompt_init_spt_kmeans",
+        "prompt_init_spt_random",
+        "prompt_init_spt_shallow",
+    }
+    run = by_name["prompt_init_spt_kmeans"]
+    assert run.data.params["strategy"] == "kmeans"
+    history = client.get_metric_history(run.info.run_id, "seconds_per_layer")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "prompt_init")}
+    assert files == {"prompt_init/spt_kmeans.safetensors", "prompt_init/spt_kmeans.json"}
+
+
+def test_refuses_failed_validation_unknown_backbone_and_bad_fields(setup: dict) -> None:
+    args = (setup["shards"], setup["summary"], setup["specs"])
+    with pytest.raises(ValueError, match="failed validation"):
+        build_prompt_inits(setup["shards"], {"success": False}, setup["specs"], setup["params"])
+    params = setup["params"] | {"backbone": "nope"}
+    with pytest.raises(ValueError, match="backbone 'nope' is not in backbone_specs"):
+        build_prompt_inits(*args, params)
+    params = setup["params"] | {"inits": {"x": {"strategy": "median", "num_prompts": 2}}}
+    with pytest.raises(ValueError, match=r"prompt_init.inits.x: .*unknown strategy 'median'"):
+        build_prompt_inits(*args, params)
+    params = setup["params"] | {"inits": {"x": {"strategy": "random", "prompts": 2}}}
+    with pytest.raises(ValueError, match=r"inits.x: unknown key\(s\) \['prompts'\]"):
+        build_prompt_inits(*args, params)
+    assert not (setup["tmp"] / "out").exists()  # nothing half-written
+
+
+def test_configured_inits_match_the_vpt_runs_that_use_them() -> None:
+    params = yaml.safe_load((CONF / "parameters_prompt_init.yml").read_text())["prompt_init"]
+    configs = init_configs(params)
+    assert {c.strategy for _, c in configs.values()} == {
+        "kmeans",
+        "random",
+        "mean_pool",
+        "max_pool",
+    }
+    training = yaml.safe_load((CONF / "parameters_training.yml").read_text())["training"]
+    users = {n: r for n, r in training["runs"].items() if r.get("prompt_init")}
+    for name, run in users.items():
+        backbone, config = configs[run["prompt_init"]]
+        assert run["method"] == "vpt" and run["options"]["init"] == "spt", name
+        assert run["backbone"] == backbone, name
+        assert run["options"]["num_prompts"] == config.num_prompts, name
+        assert run["options"]["variant"] == config.variant, name
+        assert run.get("train") == training["runs"]["vpt_deep"].get("train"), name
