@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 from PIL import Image
@@ -22,6 +23,10 @@ from visprompt import backbones, methods
 from visprompt.data.transforms import to_model_input
 from visprompt.methods.pgn import PromptGenerationNetwork
 from visprompt.methods.prompt_inversion import PromptClient, to_uint8
+
+#: Kedro imports `<package>.cli` for project-specific `kedro` subcommands and requires a click
+#: group named `cli` in it; the project adds none (its own console command is `main`).
+cli = click.Group()
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
