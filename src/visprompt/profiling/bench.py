@@ -1,0 +1,364 @@
+"""`make bench`: the efficiency table of every method on real-size backbones, from the shell.
+
+    python -m visprompt.profiling.bench --backbone vit_base_patch16_224 resnet50 \
+        --image-size 224 --methods linear_probe vp vpt ap lora --out benchmarks/results/cpu.md
+
+Random weights (no download): speed and memory do not depend on the weight values. Runs on
+the GPU when one is present (`--device`). Writes a Markdown report (machine, settings, one
+table per backbone, the targets of issue 7 met or not, the VPT prompt-length curve), a CSV of
+every row next to it, and the curve's plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from visprompt import backbones, methods
+from visprompt.data.shards import ShardDataset, write_split
+from visprompt.data.transforms import to_model_input
+from visprompt.profiling.curves import VPT_LITERATURE_MACS, prompt_length_curve
+from visprompt.profiling.dataload import DataWait, measure_data_wait
+from visprompt.profiling.flops import backward_cost
+from visprompt.profiling.machine import describe_machine
+from visprompt.profiling.profile import REFERENCE, ProfileSettings, profile_models, random_images
+from visprompt.profiling.report import plot_curve, to_markdown
+from visprompt.profiling.steps import make_train_step
+from visprompt.profiling.timing import resolve_device
+
+DEFAULT_BACKBONES = ("vit_base_patch16_224", "resnet50")
+DEFAULT_METHODS = (
+    "linear_probe", "full_finetune", "norm_tuning", "bias_tuning", "lora",
+    "vp", "adavipro", "vpt", "ap", "pgn",
+)  # fmt: skip
+
+#: Options per method at 224 px; `ap` picks its layer by backbone family.
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    "vp": {"design": "pad", "prompt_size": 30},
+    "adavipro": {"prompt_size": 30},
+    "vpt": {"variant": "deep", "num_prompts": 10},
+    "lora": {"rank": 8},
+}
+AP_LAYER = {"cnn": "layer4", "vit": "blocks.2"}
+TARGETS = {"ap_throughput_ratio": 0.98, "ap_vs_vp_train_step": 0.65, "data_wait_fraction": 0.05}
+
+
+def method_options(method: str, backbone: nn.Module, image_size: int) -> dict[str, Any]:
+    """Bench options of `method` for this backbone; methods taking `image_size` get it."""
+    options = dict(DEFAULT_OPTIONS.get(method, {}))
+    if "image_size" in inspect.signature(methods.method_class(method)).parameters:
+        options["image_size"] = image_size
+    if method == "ap":
+        options["layer"] = AP_LAYER[backbones.family(backbone)]
+    return options
+
+
+def make_backbone(name: str, image_size: int) -> nn.Module:
+    """A randomly initialised, frozen timm backbone; ViTs are built for `image_size`."""
+    model = backbones.create_backbone(name)
+    if backbones.family(model) == "vit" and backbones.image_size(model) != image_size:
+        model = backbones.create_backbone(name, img_size=image_size)
+    return backbones.freeze(model)
+
+
+def build_models(
+    backbone: nn.Module, names: Sequence[str], image_size: int, num_classes: int
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """{name: model} with the bare backbone first, and {method: why it was skipped}."""
+    models: dict[str, nn.Module] = {REFERENCE: backbone}
+    skipped: dict[str, str] = {}
+    for name in names:
+        if name not in methods.available():
+            skipped[name] = "not implemented yet (not in methods.available())"
+            continue
+        options = method_options(name, backbone, image_size)
+        try:
+            models[name] = methods.build(name, copy.deepcopy(backbone), num_classes, **options)
+        except ValueError as err:  # a method that does not apply to this family
+            skipped[name] = str(err).splitlines()[0]
+    return models, skipped
+
+
+def ap_vs_vp(
+    models: dict[str, nn.Module], rows: list[dict[str, Any]], settings: ProfileSettings
+) -> dict[str, Any] | None:
+    """AP's training step against VP's: measured time ratio and the structural reasons."""
+    if not {"ap", "vp"} <= set(models):
+        return None
+    step = {r["method"]: r["train_step_ms"] for r in rows}
+    device = resolve_device(settings.device)
+    images = random_images(settings.train_batch_size, settings, device)
+    labels = torch.zeros(len(images), dtype=torch.long, device=device)
+    cost = {m: backward_cost(models[m].train(), images, labels) for m in ("ap", "vp")}
+    return {
+        "train_step_ratio": step["ap"] / step["vp"],
+        "backward_flops_ratio": cost["ap"].backward_flops / cost["vp"].backward_flops,
+        "saved_bytes_ratio": cost["ap"].saved_bytes / cost["vp"].saved_bytes,
+        "graph_nodes": (cost["ap"].graph_nodes, cost["vp"].graph_nodes),
+    }
+
+
+def data_wait(
+    model: nn.Module, settings: ProfileSettings, batches: int, num_workers: int
+) -> DataWait:
+    """Wait fraction of a real ShardDataset + DataLoader feeding `model`'s training step.
+
+    The shard holds random uint8 images at the bench's image size; the step includes the
+    on-device preprocessing (to_model_input), as the training loop does.
+    """
+    device = resolve_device(settings.device)
+    n = settings.train_batch_size * (batches + 1)
+    rng = np.random.default_rng(settings.seed)
+    size = settings.image_size
+    step = make_train_step(model, random_images(1, settings, device))
+    config = backbones.data_config(model.backbone)
+    mean, std = config["mean"], config["std"]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_split(
+            tmp,
+            "train",
+            rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+            rng.integers(0, 10, n),
+        )
+        loader = DataLoader(
+            ShardDataset(tmp, "train"),
+            batch_size=settings.train_batch_size,
+            shuffle=True,
+            num_workers=num_workers,
+        )
+        return measure_data_wait(
+            loader,
+            lambda x, y: step.run(to_model_input(x, size, mean, std), y),
+            device,
+            batches,
+        )
+
+
+def targets_table(
+    tables: dict[str, list[dict[str, Any]]],
+    ap_vp: dict[str, dict[str, Any]],
+    curve: list[dict[str, Any]],
+    wait: DataWait | None,
+) -> pd.DataFrame:
+    """Every target of issue 7 with its measured value, threshold and verdict."""
+    rows = []
+    for bb, table in tables.items():
+        ap = next((r for r in table if r["method"] == "ap"), None)
+        if ap is not None:
+            rows.append(
+                _target(
+                    f"{bb}: AP throughput / backbone",
+                    ap["throughput_ratio"],
+                    ">=",
+                    TARGETS["ap_throughput_ratio"],
+                )
+            )
+    for bb, cmp in ap_vp.items():
+        rows.append(
+            _target(
+                f"{bb}: AP train step / VP train step (no caching)",
+                cmp["train_step_ratio"],
+                "<=",
+                TARGETS["ap_vs_vp_train_step"],
+            )
+        )
+        rows.append(
+            _target(
+                f"{bb}: AP backward FLOPs / VP backward FLOPs",
+                cmp["backward_flops_ratio"],
+                "info",
+                None,
+            )
+        )
+        rows.append(
+            _target(
+                f"{bb}: AP saved activations / VP saved activations",
+                cmp["saved_bytes_ratio"],
+                "info",
+                None,
+            )
+        )
+    for row in curve:
+        if row["num_prompts"] in VPT_LITERATURE_MACS:
+            name = f"VPT p={row['num_prompts']}: FLOPs / p=0"
+            literature = f" (literature: MACs x{row['literature_macs_ratio']})"
+            rows.append(_target(name + literature, row["gflops_ratio"], "info", None))
+    if wait is not None:
+        rows.append(
+            _target(
+                "data wait / step time (ShardDataset + DataLoader)",
+                wait.fraction,
+                "<=",
+                TARGETS["data_wait_fraction"],
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def _target(name: str, value: float, op: str, threshold: float | None) -> dict[str, Any]:
+    met = {"<=": value <= (threshold or 0), ">=": value >= (threshold or 0)}.get(op)
+    verdict = "-" if met is None else ("met" if met else "NOT met")
+    bound = "-" if threshold is None else f"{op} {threshold}"
+    return {"target": name, "measured": round(float(value), 4), "bound": bound, "verdict": verdict}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m visprompt.profiling.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--backbone",
+        nargs="+",
+        default=list(DEFAULT_BACKBONES),
+        help="timm model names (random weights)",
+    )
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=2, help="training-step batch")
+    parser.add_argument("--infer-batch-size", type=int, default=4, help="throughput batch")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--latency-repeats", type=int, default=5)
+    parser.add_argument(
+        "--vpt-prompts",
+        type=int,
+        nargs="*",
+        default=[0, 10, 20, 50, 100],
+        help="prompt counts of the VPT cost curve (empty: no curve)",
+    )
+    parser.add_argument("--data-wait-batches", type=int, default=5)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench.md"))
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = ProfileSettings(
+        image_size=args.image_size, train_batch_size=args.batch_size,
+        infer_batch_size=args.infer_batch_size, warmup=args.warmup, repeats=args.repeats,
+        latency_repeats=args.latency_repeats, device=args.device, progress=not args.no_progress,
+    )  # fmt: skip
+    device = resolve_device(args.device)
+    tables: dict[str, list[dict[str, Any]]] = {}
+    ap_vp: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    curve: list[dict[str, Any]] = []
+    wait: DataWait | None = None
+    for name in args.backbone:
+        backbone = make_backbone(name, args.image_size)
+        models, skipped = build_models(backbone, args.methods, args.image_size, args.num_classes)
+        notes += [f"{name}: skipped `{m}`: {why}" for m, why in skipped.items()]
+        print(f"== {name}: {', '.join(models)}", file=sys.stderr)
+        tables[name] = profile_models(models, settings)
+        cmp = ap_vs_vp(models, tables[name], settings)
+        if backbones.family(backbone) == "cnn" and cmp is not None:
+            ap_vp[name] = cmp
+        if wait is None and "linear_probe" in models:
+            wait = data_wait(
+                models["linear_probe"], settings, args.data_wait_batches, args.num_workers
+            )
+        if backbones.family(backbone) == "vit" and args.vpt_prompts and not curve:
+            if "vpt" in methods.available():
+                options = {k: v for k, v in DEFAULT_OPTIONS["vpt"].items() if k != "num_prompts"}
+                curve = prompt_length_curve(
+                    backbone, args.vpt_prompts, settings, args.num_classes, options=options
+                )
+            else:
+                notes.append("VPT prompt-length curve skipped: `vpt` is not implemented yet")
+        del models
+    report = write_report(args, settings, device, tables, ap_vp, curve, wait, notes)
+    print(report)
+    return 0
+
+
+def write_report(
+    args: argparse.Namespace,
+    settings: ProfileSettings,
+    device: torch.device,
+    tables: dict[str, list[dict[str, Any]]],
+    ap_vp: dict[str, dict[str, Any]],
+    curve: list[dict[str, Any]],
+    wait: DataWait | None,
+    notes: list[str],
+) -> str:
+    """Write the Markdown report, the CSV of all rows and the curve plot; return the report."""
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# visprompt efficiency benchmark",
+        "",
+        f"- machine: {describe_machine(device)}",
+        f"- command: `python -m visprompt.profiling.bench {' '.join(sys.argv[1:])}`",
+        f"- image size {settings.image_size}; training-step batch {settings.train_batch_size}; "
+        f"throughput batch {settings.infer_batch_size}; latency batch 1; warm-up "
+        f"{settings.warmup}, {settings.repeats} timed repeats (medians; latency "
+        f"{settings.latency_repeats} calls); random weights, {args.num_classes} classes",
+        "- `backbone` is the bare frozen backbone: its training step is a no-grad forward at "
+        "the training batch (the floor); every `*_ratio` is relative to it, measured in the "
+        "same run. GFLOPs per image count a multiply-add as 2 FLOPs.",
+        "",
+    ]
+    frames = []
+    for name, rows in tables.items():
+        frame = pd.DataFrame(rows)
+        lines += [f"## {name}", "", to_markdown(frame)]
+        frames.append(frame.assign(backbone=name))
+    lines += [
+        "## Targets (issue 7), measured as ratios in this run",
+        "",
+        to_markdown(targets_table(tables, ap_vp, curve, wait)),
+    ]
+    for name, cmp in ap_vp.items():
+        nodes = cmp["graph_nodes"]
+        lines.append(f"- {name}: autograd nodes reached by the loss: AP {nodes[0]}, VP {nodes[1]}")
+    if curve:
+        frame = pd.DataFrame(curve)
+        plot = out.with_name(out.stem + "_vpt_curve.png")
+        fig = plot_curve(
+            frame,
+            "num_prompts",
+            ["gflops_ratio", "train_step_ratio"],
+            title=f"VPT cost vs prompt length ({args.backbone[0]})",
+            reference=[(p, r, "literature") for p, r in VPT_LITERATURE_MACS.items()],
+        )
+        fig.savefig(plot, dpi=120)
+        lines += [
+            "",
+            "## VPT cost vs prompt length p (deep; p = 0 is the linear probe)",
+            "",
+            to_markdown(frame),
+            f"![VPT cost curve]({plot.name})",
+        ]
+    if wait is not None:
+        lines += [
+            "",
+            f"- data wait: {wait.wait_s:.3f} s waiting vs {wait.compute_s:.3f} s "
+            f"computing over {wait.batches} batches (num_workers={args.num_workers})",
+        ]
+    lines += [""] + [f"- note: {n}" for n in notes]
+    report = "\n".join(lines) + "\n"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(report)
+    tmp.replace(out)
+    pd.concat(frames).to_csv(out.with_suffix(".csv"), index=False)
+    return report
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

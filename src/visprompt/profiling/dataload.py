@@ -1,0 +1,63 @@
+"""Is data loading the bottleneck? Time spent waiting for the next batch vs the whole step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from visprompt.profiling.timing import synchronize
+
+
+@dataclass(frozen=True)
+class DataWait:
+    """Seconds waiting for batches and seconds of compute, over `batches` steps."""
+
+    wait_s: float
+    compute_s: float
+    batches: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of the step time spent waiting for data (the target is <= 0.05)."""
+        total = self.wait_s + self.compute_s
+        return self.wait_s / total if total else 0.0
+
+
+def measure_data_wait(
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    step: Callable[[torch.Tensor, torch.Tensor], object],
+    device: torch.device,
+    max_batches: int,
+    skip: int = 1,
+) -> DataWait:
+    """Iterate `loader` as training does and split the time into waiting and computing.
+
+    Waiting is `next(loader)` (worker start-up, collation, memcpy of the uint8 batch);
+    computing is `step(images, labels)`, which should include the on-device preprocessing
+    (resize + normalise) and the training step. The first `skip` batches (worker start-up,
+    first-call allocations) are left out.
+    """
+    if max_batches < 1:
+        raise ValueError(f"max_batches must be >= 1, got {max_batches}")
+    wait = compute = 0.0
+    counted = 0
+    iterator = iter(loader)
+    for index in range(skip + max_batches):
+        start = time.perf_counter()
+        try:
+            images, labels = next(iterator)
+        except StopIteration:
+            break
+        fetched = time.perf_counter()
+        step(images.to(device), labels.to(device))
+        synchronize(device)
+        if index >= skip:
+            wait += fetched - start
+            compute += time.perf_counter() - fetched
+            counted += 1
+    if counted == 0:
+        raise ValueError(f"the loader gave no batch after the {skip} skipped: use more data")
+    return DataWait(wait, compute, counted)
