@@ -43,7 +43,8 @@ def test_profile_rows_have_every_column_and_exact_counts() -> None:
         assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]
         assert row["peak_infer_mem_mb"] > 0 and row["peak_train_mem_mb"] > 0
     assert bare["throughput_ratio"] == 1.0 and bare["train_step_ratio"] == 1.0
-    assert probe["throughput_ratio"] == pytest.approx(probe["throughput_ips"] / bare["throughput_ips"])
+    ratio = probe["throughput_ips"] / bare["throughput_ips"]
+    assert probe["throughput_ratio"] == pytest.approx(ratio)
 
 
 def test_reference_must_be_present_and_frozen() -> None:
