@@ -1,0 +1,84 @@
+"""Small MLflow helpers for pipeline nodes: nested runs per training run, flat params, history.
+
+The Kedro run's own MLflow run is opened by kedro-mlflow; nodes open a nested run per
+training run under it (or reopen it by id to add evaluation results).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+#: MLflow caps a param value at 6000 characters (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH).
+_MAX_PARAM = 6000
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}; lists and None become JSON text."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            flat[name] = text[:_MAX_PARAM]
+    return flat
+
+
+@contextmanager
+def nested_run(
+    name: str, *, run_id: str | None = None, tags: Mapping[str, str] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """A child run of the active run (kedro-mlflow's), or `run_id` reopened when it exists.
+
+    Reopening lets the evaluation add test metrics to the training run of the same method,
+    even from a later `kedro run`; an id unknown to the current tracking store (a fresh
+    store) falls back to a new nested run.
+    """
+    run = None
+    if run_id is not None:
+        try:
+            run = mlflow.start_run(run_id=run_id, nested=True, tags=dict(tags or {}))
+        except MlflowException:
+            run = None
+    if run is None:
+        run = mlflow.start_run(run_name=name, nested=True, tags=dict(tags or {}))
+    with run:
+        yield run
+
+
+def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
+    mlflow.log_params(flatten(params, prefix))
+
+
+def log_epoch(epoch: int, row: Mapping[str, float], prefix: str = "") -> None:
+    """One epoch's numbers as metrics at step `epoch` (NaN, e.g. no validation, is skipped)."""
+    metrics = {
+        f"{prefix}{k}": float(v)
+        for k, v in row.items()
+        if k != "epoch" and isinstance(v, int | float) and not math.isnan(v)
+    }
+    mlflow.log_metrics(metrics, step=int(epoch))
+
+
+def log_history(history: Sequence[Mapping[str, float]], prefix: str = "") -> None:
+    for row in history:
+        log_epoch(int(row["epoch"]), row, prefix)
+
+
+def log_numbers(values: Mapping[str, Any], prefix: str = "") -> None:
+    """Log the scalar entries of `values` as metrics (lists and dicts are left out)."""
+    mlflow.log_metrics(
+        {
+            f"{prefix}{k}": float(v)
+            for k, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+    )

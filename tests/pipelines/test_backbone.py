@@ -1,0 +1,125 @@
+"""Backbone pipeline: weights from the hub code path, a local file, or local pretraining."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from pipeline_kit import ENGINE, TINY_PRETRAIN, TINY_VIT
+from safetensors.torch import save_file
+
+from visprompt import backbones
+from visprompt.pipelines.backbone.nodes import build_backbones
+from visprompt.pipelines.backbone.weights import materialise
+
+
+def reference_model() -> torch.nn.Module:
+    torch.manual_seed(123)
+    return timm.create_model(TINY_VIT["name"], **TINY_VIT["model_kwargs"])
+
+
+def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_file_source_roundtrips_and_records_sha(tmp_path: Path, suffix: str) -> None:
+    ref = reference_model()
+    weights = tmp_path / f"ref{suffix}"
+    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
+    if suffix == ".pt":
+        torch.save({"state_dict": state}, weights)
+    else:
+        save_file(state, str(weights))
+    entry = TINY_VIT | {"weights": ["file"], "file": str(weights)}
+    spec = materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out", tmp_path / "ck")
+    assert spec["source"] == "file" and spec["origin"] == str(weights)
+    assert spec["sha256"] == backbones.sha256_file(spec["weights_path"])
+    assert spec["data_config"]["input_size"] == [3, 32, 32]  # image_size, not timm's 224
+    assert spec["num_source_classes"] == 4
+    assert_same_state(backbones.from_spec(spec), ref)
+    # a changed weights file is refused, naming the file and the fix
+    Path(spec["weights_path"]).write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="dvc pull"):
+        backbones.from_spec(spec)
+
+
+def test_hub_source_loads_through_timm_pretrained_path(tmp_path: Path) -> None:
+    """timm's own pretrained loader (pretrained=True) reading a local file via the cfg overlay."""
+    ref = reference_model()
+    weights = tmp_path / "hub_copy.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(weights))
+    # num_classes in the overlay: timm keeps a pretrained head only when the counts agree
+    overlay = {"file": str(weights), "num_classes": 4}
+    entry = TINY_VIT | {"weights": ["hub"], "pretrained_cfg_overlay": overlay}
+    spec = materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out", tmp_path / "ck")
+    assert spec["source"] == "hub"
+    assert_same_state(backbones.from_spec(spec), ref)
+
+
+def test_unavailable_sources_fall_through_then_fail_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is unreachable, as offline
+    ref = reference_model()
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(weights))
+    entry = TINY_VIT | {"weights": ["hub", "file"], "file": str(weights)}
+    spec = materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out", tmp_path / "ck")
+    assert spec["source"] == "file"
+    entry = TINY_VIT | {"weights": ["hub", "file"], "file": str(tmp_path / "missing.pt")}
+    with pytest.raises(RuntimeError, match=r"hub: .*file: no local weights file"):
+        materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out", tmp_path / "ck")
+
+
+def test_pretraining_learns_keeps_source_head_and_resumes(tmp_path: Path, vit_spec: dict) -> None:
+    assert vit_spec["source"] == "pretrain"
+    assert vit_spec["num_source_classes"] == TINY_PRETRAIN["num_classes"]
+    assert vit_spec["pretrain"]["train_images"] == 36
+    trained = backbones.from_spec(vit_spec)
+    torch.manual_seed(TINY_PRETRAIN["train"].get("seed", 0))
+    initial = timm.create_model(TINY_VIT["name"], **TINY_VIT["model_kwargs"])
+    changed = [
+        k for k, v in initial.state_dict().items() if not torch.equal(v, trained.state_dict()[k])
+    ]
+    assert "head.weight" in changed and "blocks.0.attn.qkv.weight" in changed
+    # same config again: the finished checkpoint is reused (same weights, no retraining)
+    out = Path(vit_spec["weights_path"]).parent
+    entry = TINY_VIT | {"weights": ["pretrain"]}
+    start = time.perf_counter()
+    again = materialise("vit", entry, TINY_PRETRAIN, ENGINE, out, out.parent / "ckpt")
+    assert again["sha256"] == vit_spec["sha256"]
+    assert time.perf_counter() - start < vit_spec["pretrain"]["train_time_s"] + 5
+
+
+def test_pretraining_needs_a_matching_head(tmp_path: Path) -> None:
+    entry = TINY_VIT | {"weights": ["pretrain"]}
+    settings = TINY_PRETRAIN | {"num_classes": 3}
+    with pytest.raises(ValueError, match="model_kwargs.num_classes: 3"):
+        materialise("vit", entry, settings, ENGINE, tmp_path / "out", tmp_path / "ck")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"build": {"vit": "nope"}, "models": {}}, "not in backbone.models"),
+        ({"build": {"vit": "m"}, "models": {"m": {"name": "x", "weights": ["web"]}}}, "weights"),
+        ({"build": {"vit": "m"}, "models": {"m": {"name": "x", "weight": ["hub"]}}}, "unknown key"),
+        ({"build": {}, "models": {}}, "backbone.build is empty"),
+    ],
+)
+def test_bad_backbone_config_is_a_clear_error(
+    params: dict, message: str, mlflow_store: str
+) -> None:
+    params = params | {
+        "pretrain": TINY_PRETRAIN,
+        "output_dir": "unused",
+        "checkpoint_root": "unused",
+    }
+    with pytest.raises(ValueError, match=message):
+        build_backbones(params, ENGINE)
