@@ -248,3 +248,40 @@ CASES += [
         refuses=CNNS,
     ),
 ]
+
+
+def adavipro_params(bb: nn.Module, options: dict[str, Any]) -> int:
+    """Pad 12·p·(S−p) + region conv c·r²·E + E (c = 1 gray edges) + 1×1 conv 2·E + 2 + head."""
+    p, s = options["prompt_size"], options["image_size"]
+    r, e = options["region_size"], options["embed_dim"]
+    return 12 * p * (s - p) + (r * r * e + e) + (2 * e + 2) + head(bb)
+
+
+def pgn_params(bb: nn.Module, options: dict[str, Any]) -> int:
+    """Generator (stem conv + BN, one basic block per stage, 1×1 shortcut when the shape
+    changes) + Linear(last width, L·M) + library M·D + head."""
+    w, lib, slots = options["widths"], options["library_size"], options["num_prompts"]
+    total, in_ch = 27 * w[0] + 2 * w[0], w[0]
+    for i, out in enumerate(w):
+        total += 9 * in_ch * out + 9 * out * out + 4 * out
+        total += in_ch * out + 2 * out if (i > 0 or in_ch != out) else 0
+        in_ch = out
+    return total + (w[-1] + 1) * slots * lib + lib * bb.embed_dim + head(bb)
+
+
+CASES += [
+    Case(
+        "adavipro",
+        "adavipro",
+        adavipro_params,
+        options={"region_size": 8, "embed_dim": 8, **VP_OPTIONS},
+    ),
+    Case(
+        "pgn",
+        "pgn",
+        pgn_params,
+        options={"num_prompts": 4, "library_size": 8, "widths": [4, 4, 8, 8]},
+        backbones=VITS,
+        refuses=CNNS,
+    ),
+]
