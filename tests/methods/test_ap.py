@@ -1,0 +1,231 @@
+"""AP: identity at δ = 0, no autograd before the layer, the β-shift link to norm tuning,
+channel axes per layout, sequence length, layer errors, paper-scale counts; split_at."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from conftest import IMAGE_SIZE, make_backbone
+from torch import nn
+
+from visprompt import methods
+from visprompt.backbones import get_layer, pooled_features, split_at, split_points
+
+C = 5
+
+
+def ap(kind_or_backbone: str | nn.Module, layer: str, granularity: str = "full") -> nn.Module:
+    bb = make_backbone(kind_or_backbone) if isinstance(kind_or_backbone, str) else kind_or_backbone
+    return methods.build(
+        "ap", bb, C, layer=layer, granularity=granularity, image_size=IMAGE_SIZE
+    ).eval()
+
+
+def probe_with_head_of(model: methods.AdaptedModel, backbone: nn.Module) -> nn.Module:
+    """A linear probe on `backbone` sharing `model`'s head."""
+    probe = methods.build("linear_probe", backbone, C).eval()
+    probe.head.load_state_dict(model.head.state_dict())
+    return probe
+
+
+def unit_layer_scale(bb: nn.Module) -> nn.Module:
+    """ConvNeXt initialises its layer scale at 1e-6, which hides any change inside a block;
+    a trained one is O(1)."""
+    with torch.no_grad():
+        for name, p in bb.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(1.0)
+    return bb
+
+
+def convnext() -> nn.Module:
+    return unit_layer_scale(make_backbone("convnext"))
+
+
+def convnext_channels_last() -> nn.Module:
+    """ConvNeXt whose blocks normalise in NHWC (LayerNorm + Linear MLP, conv_mlp=False)."""
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "convnext_atto", depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), conv_mlp=False
+    )
+    return unit_layer_scale(model.eval())
+
+
+@pytest.mark.parametrize(
+    ("kind", "layer"),
+    [
+        ("resnet", "layer3"),
+        ("resnet", "layer4.1"),
+        ("resnet", "layer2.0.bn1"),
+        ("vit", "blocks.1"),
+        ("vit", "patch_embed"),
+        ("vit_reg", "blocks.0"),
+        ("vit_avg", "blocks.3"),
+        ("convnext", "stages.2"),
+    ],
+)
+@pytest.mark.parametrize("granularity", ["full", "channel"])
+def test_zero_prompt_equals_linear_probe(
+    kind: str, layer: str, granularity: str, images: torch.Tensor
+) -> None:
+    model = ap(kind, layer, granularity)
+    assert not model.prompt.delta.any()
+    assert torch.equal(model(images), probe_with_head_of(model, make_backbone(kind))(images))
+
+
+def _saved_tensor_count(fn: callable) -> int:
+    count = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal count
+        count += 1
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return count
+
+
+@pytest.mark.parametrize(("kind", "layer"), [("resnet", "layer3"), ("vit", "blocks.2")])
+def test_nothing_before_the_layer_records_autograd(
+    kind: str, layer: str, images: torch.Tensor
+) -> None:
+    model = ap(kind, layer)
+    order: list[tuple[str, bool]] = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, n=n: order.append((n, o.requires_grad)))
+        for n, m in model.backbone.named_modules()
+        if n
+    ]
+    model(images).sum().backward()
+    for h in hooks:
+        h.remove()
+    names = [n for n, _ in order]
+    at = names.index(layer)
+    assert not any(grad for _, grad in order[: at + 1]), order[: at + 1]  # raw output: no δ
+    assert all(grad for _, grad in order[at + 1 :]), order[at + 1 :]
+
+    prefix, suffix = model.split_for_cache()
+    with torch.no_grad():
+        cached = prefix(images)
+    whole = _saved_tensor_count(lambda: model(images))
+    after_layer = _saved_tensor_count(lambda: suffix(cached))
+    assert whole == after_layer > 0  # the prefix stores no activation for backward
+
+
+def test_deeper_layer_stores_fewer_activations(images: torch.Tensor) -> None:
+    counts = [
+        _saved_tensor_count(lambda layer=layer: ap("resnet", layer)(images))
+        for layer in ("layer1", "layer2", "layer3", "layer4")
+    ]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+
+
+@pytest.mark.parametrize(
+    ("make", "norm"),
+    [
+        (lambda: make_backbone("resnet"), "layer3.1.bn2"),
+        (lambda: make_backbone("vit"), "blocks.1.norm1"),
+        (lambda: make_backbone("vit_avg"), "fc_norm"),
+        (convnext, "stages.2.blocks.0.norm"),  # LayerNorm2d, NCHW
+        (convnext_channels_last, "stages.2.blocks.0.norm"),  # LayerNorm on NHWC
+    ],
+    ids=["resnet-bn", "vit-ln", "vit_avg-fc_norm", "convnext-ln2d", "convnext-nhwc-ln"],
+)
+def test_channel_prompt_after_a_norm_equals_shifting_its_beta(
+    make: callable, norm: str, images: torch.Tensor
+) -> None:
+    model = ap(make(), norm, "channel")
+    delta = torch.randn(model.prompt.delta.shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model.prompt.delta.copy_(delta)
+    shifted = make()
+    with torch.no_grad():
+        get_layer(shifted, norm).bias.add_(delta)
+    torch.testing.assert_close(
+        model(images), probe_with_head_of(model, shifted)(images), rtol=0, atol=1e-5
+    )
+    assert not torch.allclose(model(images), probe_with_head_of(model, make())(images))
+
+
+def test_channel_axis_follows_the_layout() -> None:
+    nchw = ap("convnext", "stages.2", "channel").prompt
+    nhwc = ap(convnext_channels_last(), "stages.2.blocks.0.norm", "channel").prompt
+    tokens = ap("vit", "blocks.1", "channel").prompt
+    assert nchw.broadcast_shape == (48, 1, 1)
+    assert nhwc.broadcast_shape == (1, 1, 48)  # (H, W, C) inside the block
+    assert tokens.broadcast_shape == (1, 64)
+    assert ap(convnext_channels_last(), "stages.2", "channel").prompt.broadcast_shape == (48, 1, 1)
+
+
+@pytest.mark.parametrize("kind", ["vit", "vit_reg", "vit_avg"])
+def test_sequence_length_unchanged(kind: str, images: torch.Tensor) -> None:
+    def block_shapes(model: nn.Module, blocks: nn.Module) -> list[torch.Size]:
+        shapes: list[torch.Size] = []
+        hooks = [b.register_forward_hook(lambda m, i, o: shapes.append(o.shape)) for b in blocks]
+        model(images)
+        for h in hooks:
+            h.remove()
+        return shapes
+
+    bare = make_backbone(kind)
+    model = ap(kind, "blocks.1")
+    prompted = block_shapes(model, model.backbone.blocks)
+    assert prompted == block_shapes(bare, bare.blocks)
+    tokens = bare.patch_embed.num_patches + bare.num_prefix_tokens
+    assert prompted[0][1] == tokens and model.prompt.delta.shape == (tokens, bare.embed_dim)
+
+
+def test_layer_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match=r"unknown layer 'layer9'.*layer1, layer1\.0"):
+        ap("resnet", "layer9")
+    with pytest.raises(ValueError, match="ap needs `layer`.*layer3"):
+        methods.build("ap", make_backbone("resnet"), C)
+    with pytest.raises(ValueError, match="granularity"):
+        ap("resnet", "layer3", "pixel")
+    with pytest.raises(ValueError, match="image_size"):
+        methods.build("ap", make_backbone("vit"), C, layer="blocks.1")  # probes at 224
+
+
+def test_layer_inside_a_block_trains_without_cache(images: torch.Tensor) -> None:
+    assert ap("resnet", "layer3.1.bn2").split_for_cache() is None
+    assert ap("resnet", "layer3.1").split_for_cache() is not None
+
+
+def test_paper_scale_parameter_counts() -> None:
+    """ResNet-50 `layer4` at 224: 2048·7·7 = 100,352 (full), 2048 (channel); ViT-B/16
+    `blocks.2`: 197·768 = 151,296 (full); each plus the head Linear(D, 10).
+
+    Counts do not depend on values: the backbones are allocated uninitialised (fast).
+    """
+    resnet50 = timm.create_model("resnet50", device="meta").to_empty(device="cpu")
+    for granularity, prompt in (("full", 100_352), ("channel", 2048)):
+        model = methods.build("ap", resnet50, 10, layer="layer4", granularity=granularity)
+        assert model.prompt.delta.numel() == prompt
+        assert methods.count_parameters(model)["trainable"] == prompt + 2048 * 10 + 10
+    vit_b = timm.create_model("vit_base_patch16_224", device="meta").to_empty(device="cpu")
+    model = methods.build("ap", vit_b, 10, layer="blocks.2")
+    assert tuple(model.prompt.delta.shape) == (197, 768)
+    assert methods.count_parameters(model)["trainable"] == 151_296 + 768 * 10 + 10
+
+
+@pytest.mark.parametrize("kind", ["resnet", "vit", "vit_reg", "vit_avg", "convnext"])
+def test_split_at_every_point_reproduces_pooled_features(kind: str, images: torch.Tensor) -> None:
+    bb = make_backbone(kind)
+    reference = pooled_features(bb, images)
+    points = split_points(bb)
+    assert len(points) > 4
+    for point in points:
+        prefix, suffix = split_at(bb, point)
+        assert torch.equal(suffix(prefix(images)), reference), point
+        assert not list(prefix.parameters()) and not list(suffix.parameters())
+
+
+def test_split_at_refuses_what_it_cannot_cut() -> None:
+    with pytest.raises(ValueError, match=r"inside a block.*layer3\.1"):
+        split_at(make_backbone("resnet"), "layer3.1.bn2")
+    with pytest.raises(ValueError, match="unknown layer"):
+        split_at(make_backbone("vit"), "blocks.7")
+    with pytest.raises(ValueError, match="supports timm ResNet, VisionTransformer and ConvNeXt"):
+        split_at(nn.Sequential(nn.Conv2d(3, 4, 3)), "0")
