@@ -91,3 +91,20 @@ def test_uint8_loader_is_preprocessed_with_the_backbone_data_config() -> None:
     model.on_epoch_start(0, [(raw, torch.arange(8))])
     assert sorted(model.head.mapping.tolist()) == list(range(10))
     assert model.training  # restored after the eval-mode pass
+
+
+def test_counts_are_summed_over_data_parallel_processes(tmp_path) -> None:
+    """Under a process group the counts are all-reduced (one gloo process here)."""
+    import torch.distributed as dist
+
+    bb = make_backbone("vit")
+    model = methods.build("vp", bb, 10, image_size=IMAGE_SIZE, output="iterative")
+    loader, *_ = _permuted_task(model, torch.tensor([3, 7, 0, 9, 5, 1, 8, 2, 6, 4]))
+    model.on_epoch_start(0, loader)
+    alone = model.head.mapping.clone()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        model.on_epoch_start(1, loader)
+    finally:
+        dist.destroy_process_group()
+    assert torch.equal(model.head.mapping, alone)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -65,6 +66,14 @@ def greedy_one_to_one(counts: torch.Tensor) -> torch.Tensor:
         work[source, :] = -1.0
         work[:, target] = -1.0
     return mapping
+
+
+def _summed_over_processes(counts: torch.Tensor) -> torch.Tensor:
+    """Under data-parallel training each process sees a shard of the training split: sum
+    the counts, so every process computes the same mapping from the whole split."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(counts)
+    return counts
 
 
 @torch.no_grad()
@@ -119,6 +128,7 @@ class LabelMapping(nn.Module):
                 f"[{int(labels.min())}, {int(labels.max())}]"
             )
         counts = co_occurrence(preds, labels, self.num_source_classes, self.num_classes)
-        self.mapping.copy_(greedy_one_to_one(counts).to(self.mapping.device))
+        counts = _summed_over_processes(counts.to(self.mapping.device))
+        self.mapping.copy_(greedy_one_to_one(counts.cpu()).to(self.mapping.device))
         self.updates += 1
         return self.mapping

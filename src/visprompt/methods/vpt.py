@@ -106,7 +106,8 @@ class VisualPromptTuning(AdaptedModel):
         return init_prompts.detach().to(torch.float32).clone()
 
     def _layer_prompts(self, layer: int, batch: int) -> torch.Tensor:
-        return self.prompt_dropout(self.prompts[layer]).unsqueeze(0).expand(batch, -1, -1)
+        """Layer `layer`'s prompts for a batch; dropout masks differ per image."""
+        return self.prompt_dropout(self.prompts[layer].expand(batch, -1, -1))
 
     def _replace_deep(self, block: int, tokens: torch.Tensor) -> torch.Tensor:
         if block == 0:
