@@ -49,3 +49,23 @@ def vit_spec(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> dic
     root = tmp_path_factory.mktemp("backbones")
     entry = TINY_VIT | {"weights": ["pretrain"]}
     return materialise("vit", entry, TINY_PRETRAIN, ENGINE, root / "out", root / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def trained(shard_dir: Path, vit_spec: dict[str, Any], tmp_path_factory: pytest.TempPathFactory):
+    """linear_probe trained for 2 epochs through the training node: (model, summary, history)."""
+    from visprompt.pipelines.training.nodes import train_run
+
+    run = {"method": "linear_probe", "backbone": "vit"}
+    defaults = {"epochs": 2, "batch_size": 16, "lr": 0.01, "progress": False}
+    root = tmp_path_factory.mktemp("checkpoints")
+    return train_run(
+        "lp",
+        run,
+        defaults,
+        ENGINE,
+        str(root),
+        str(shard_dir),
+        {"success": True, "data_hash": "x"},
+        {"vit": vit_spec},
+    )

@@ -1,0 +1,5 @@
+"""evaluation pipeline: test metrics per run, then the comparison table and plots."""
+
+from visprompt.pipelines.evaluation.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,132 @@
+"""Node of the training pipeline: train one configured run and report what it cost."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+
+from visprompt import backbones, methods
+from visprompt.data.shards import ShardDataset, read_classes
+from visprompt.pipelines import tracking
+from visprompt.pipelines.backbone.weights import fingerprint
+from visprompt.pipelines.runs import parse_run, train_config
+from visprompt.prompt_init.io import load_prompts
+from visprompt.training import Preprocess, fit
+
+log = logging.getLogger(__name__)
+
+
+def require_valid(validation_summary: dict[str, Any]) -> None:
+    """Refuse to train on data whose validation failed (or never ran)."""
+    if validation_summary.get("success") is not True:
+        raise ValueError(
+            "data validation failed (validation_summary.success is not true): see "
+            "data/08_reporting/validation/report.json, fix the data, then rerun "
+            "`kedro run --pipelines data_ingestion,data_validation`"
+        )
+
+
+def _init_prompts(name: str | None, prompt_inits: dict[str, Any] | None) -> dict[str, Any]:
+    if name is None:
+        return {}
+    if not prompt_inits or name not in prompt_inits:
+        raise ValueError(
+            f"prompt_init '{name}' not found in prompt_inits "
+            f"({sorted(prompt_inits or {})}); add it to parameters_prompt_init.yml"
+        )
+    return {"init_prompts": load_prompts(prompt_inits[name]["path"])}
+
+
+def train_run(
+    run_name: str,
+    run: dict[str, Any],
+    defaults: dict[str, Any],
+    engine: dict[str, Any],
+    checkpoint_root: str,
+    shards: str,
+    validation_summary: dict[str, Any],
+    backbone_specs: dict[str, dict[str, Any]],
+    prompt_inits: dict[str, Any] | None = None,
+) -> tuple[methods.AdaptedModel, dict[str, Any], list[dict[str, float]]]:
+    """Train `run` on the shards' train split, select on val; (model, summary, history).
+
+    A nested MLflow run named after the run records its parameters, per-epoch metrics,
+    parameter counts and the saved artifact. Checkpoints go to a folder named by every input
+    that changes the result, so a killed run resumes and a finished one returns at once.
+    """
+    require_valid(validation_summary)
+    spec = parse_run(run_name, run)
+    if spec.backbone not in backbone_specs:
+        raise ValueError(
+            f"run '{run_name}': backbone '{spec.backbone}' is not in backbone_specs "
+            f"({sorted(backbone_specs)}); run `kedro run --pipelines backbone`"
+        )
+    bb_spec = backbone_specs[spec.backbone]
+    init = _init_prompts(spec.prompt_init, prompt_inits)
+    config = train_config(defaults, spec.train, engine)
+    key = fingerprint(
+        run, config.result_fields(), bb_spec["sha256"], validation_summary.get("data_hash")
+    )
+    config.checkpoint_dir = str(Path(checkpoint_root) / f"{run_name}-{key[:16]}")
+    classes = read_classes(shards)
+    torch.manual_seed(config.seed)  # the new head's initial weights belong to the run
+    model = methods.build(
+        spec.method, backbones.from_spec(bb_spec), len(classes), **spec.options, **init
+    )
+    counts = methods.count_parameters(model)
+    with tracking.nested_run(run_name, tags={"visprompt.stage": "training"}) as mlrun:
+        tracking.log_params(
+            {"method": spec.method, "backbone": spec.backbone, "prompt_init": spec.prompt_init}
+        )
+        tracking.log_params(spec.options, "options.")
+        tracking.log_params(config.to_dict(), "train.")
+        tracking.log_params({"backbone_sha256": bb_spec["sha256"]})
+        logged: set[int] = set()
+
+        def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
+            tracking.log_epoch(epoch, row)
+            logged.add(epoch)
+
+        result = fit(
+            model,
+            ShardDataset(shards, "train"),
+            ShardDataset(shards, "val"),
+            Preprocess.from_data_config(bb_spec["data_config"]),
+            config,
+            on_epoch_end=on_epoch_end,
+        )
+        # a run resumed from a finished checkpoint trains no epoch here: log its history
+        tracking.log_history([row for row in result.history if row["epoch"] not in logged])
+        summary = {
+            "run": run_name,
+            "method": spec.method,
+            "backbone": spec.backbone,
+            "trainable_params": counts["trainable"],
+            "total_params": counts["total"],
+            "train_time_s": result.train_time_s,
+            "epochs": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_val_top1": result.best_val_top1,
+            "val_top1": result.history[result.best_epoch]["val_top1"],
+            "mlflow_run_id": mlrun.info.run_id,
+        }
+        tracking.log_numbers(summary)
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.log_artifacts(str(methods.save(model, Path(tmp) / run_name)), "artifact")
+    log.info(
+        "run %s (%s on %s): best val top1 %.3f at epoch %d, %d/%d trainable, %.1fs",
+        run_name,
+        spec.method,
+        spec.backbone,
+        result.best_val_top1,
+        result.best_epoch,
+        counts["trainable"],
+        counts["total"],
+        result.train_time_s,
+    )
+    return model, summary, result.history

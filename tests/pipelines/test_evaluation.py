@@ -1,0 +1,94 @@
+"""Evaluation pipeline: test metrics of a trained run, and the comparison across runs."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import torch
+
+from visprompt import methods
+from visprompt.data.shards import ShardDataset
+from visprompt.pipelines.evaluation.nodes import compare_runs, evaluate_run
+from visprompt.pipelines.evaluation.pipeline import run_pipeline
+from visprompt.pipelines.training.datasets import MethodArtifactDataset
+from visprompt.training import Preprocess
+
+PARAMS = {"batch_size": 7, "ece_bins": 10}
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
+    model, summary, history = trained
+    dataset = MethodArtifactDataset(str(tmp_path_factory.mktemp("artifacts") / "lp"))
+    dataset.save(model)
+    metrics = evaluate_run(dataset.load(), summary, {"vit": vit_spec}, str(shard_dir), PARAMS)
+    return metrics
+
+
+def test_test_metrics_match_the_model_on_the_test_split(evaluated, trained, vit_spec, shard_dir):
+    model = trained[0].eval()
+    test = ShardDataset(shard_dir, "test")
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    labels = torch.tensor([test[i][1] for i in range(len(test))])
+    with torch.no_grad():
+        logits = model(Preprocess.from_data_config(vit_spec["data_config"])(images))
+    expected = (logits.argmax(1) == labels).float().mean().item()
+    assert evaluated["num_images"] == len(test) == 16
+    assert evaluated["top1"] == pytest.approx(expected)
+    assert evaluated["top5"] == 1.0  # 4 classes: top-min(5, 4) always hits
+    assert len(evaluated["per_class"]) == 4 and len(evaluated["confusion"]) == 4
+    assert sum(map(sum, evaluated["confusion"])) == 16
+
+
+def test_test_metrics_join_the_training_mlflow_run(evaluated, trained) -> None:
+    run = mlflow.get_run(trained[1]["mlflow_run_id"])
+    assert run.data.metrics["test_top1"] == pytest.approx(evaluated["top1"])
+    assert run.data.metrics["trainable_params"] == trained[1]["trainable_params"]  # same run
+
+
+def test_comparison_table_markdown_and_plots(evaluated, trained, shard_dir, mlflow_store) -> None:
+    _, summary, history = trained
+    other = summary | {"run": "lp2", "method": "full_finetune", "trainable_params": 10_000}
+    worse = evaluated | {"top1": evaluated["top1"] / 2}
+    with mlflow.start_run() as parent:
+        table, markdown, plots = compare_runs(
+            ["lp", "lp2"], str(shard_dir), summary, evaluated, history, other, worse, history
+        )
+    assert table["run"].tolist() == ["lp", "lp2"]  # by top-1, ties by name
+    assert table.loc[table["run"] == "lp2", "trainable_params"].item() == 10_000
+    assert "| lp2 " in markdown
+    assert set(plots) == {
+        "accuracy_vs_params.png",
+        "training_curves.png",
+        "confusion_lp.png",
+        "confusion_lp2.png",
+    }
+    logged = {
+        a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "comparison")
+    }
+    assert {"comparison/comparison.csv", "comparison/comparison.md", "comparison/plots"} == logged
+
+
+def test_compare_runs_checks_its_inputs(shard_dir) -> None:
+    with pytest.raises(ValueError, match="3 inputs per run"):
+        compare_runs(["a", "b"], str(shard_dir), {}, {}, {})
+
+
+def test_evaluation_pipeline_is_namespaced_per_run() -> None:
+    pipe = run_pipeline("vp")
+    assert [n.name for n in pipe.nodes] == ["vp.evaluate"]
+    assert pipe.inputs() == {
+        "vp.artifact_dir",
+        "vp.train_summary",
+        "backbone_specs",
+        "shards",
+        "params:evaluation",
+    }
+    assert pipe.outputs() == {"vp.test_metrics"}
+
+
+def test_evaluation_rebuilds_the_backbone_from_its_spec(trained, vit_spec, tmp_path) -> None:
+    path = methods.save(trained[0], tmp_path / "a")
+    spec = vit_spec | {"sha256": "0" * 64}
+    with pytest.raises(ValueError, match="sha256"):
+        evaluate_run(str(path), trained[1], {"vit": spec}, "unused", PARAMS)

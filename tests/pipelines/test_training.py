@@ -1,0 +1,141 @@
+"""Training pipeline: the per-run node, its namespaced pipeline and its artifact dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from kedro.io import DatasetError
+from pipeline_kit import ENGINE, TINY_VIT
+
+from visprompt import backbones, methods
+from visprompt.pipelines.runs import RunSpec, configured_runs, parse_run, train_config
+from visprompt.pipelines.training.datasets import MethodArtifactDataset
+from visprompt.pipelines.training.nodes import train_run
+from visprompt.pipelines.training.pipeline import run_pipeline
+
+D, C = TINY_VIT["model_kwargs"]["embed_dim"], 4
+
+
+def test_train_node_reports_counts_history_and_mlflow(trained, vit_spec, mlflow_store) -> None:
+    model, summary, history = trained
+    total_backbone = vit_spec["total_params"]
+    assert summary["trainable_params"] == D * C + C  # the linear head only
+    assert summary["total_params"] == total_backbone + D * C + C
+    assert summary["method"] == "linear_probe" and summary["epochs"] == 2 == len(history)
+    assert summary["val_top1"] == history[summary["best_epoch"]]["val_top1"]
+    assert {"train_loss", "val_top1", "lr", "epoch_time_s"} <= set(history[0])
+    # the frozen backbone is bitwise the pretrained one
+    reference = backbones.from_spec(vit_spec).state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in model.backbone.state_dict().items())
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.info.run_name == "lp"
+    assert run.data.params["method"] == "linear_probe"
+    assert run.data.params["train.batch_size"] == "16"
+    assert run.data.metrics["trainable_params"] == D * C + C
+    losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in losses] == [0, 1]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "artifact")}
+    assert artifacts == {"artifact/config.json", "artifact/prompt.safetensors"}
+
+
+def test_train_node_refuses_failed_validation(shard_dir: Path, vit_spec: dict) -> None:
+    run = {"method": "linear_probe", "backbone": "vit"}
+    with pytest.raises(ValueError, match="data validation failed"):
+        train_run(
+            "lp", run, {}, ENGINE, "unused", str(shard_dir), {"success": False}, {"vit": vit_spec}
+        )
+
+
+def test_train_node_names_missing_backbone_and_prompt_init(shard_dir: Path, vit_spec: dict) -> None:
+    ok = {"success": True}
+    with pytest.raises(ValueError, match="backbone 'resnet' is not in backbone_specs"):
+        train_run(
+            "x",
+            {"method": "linear_probe", "backbone": "resnet"},
+            {},
+            ENGINE,
+            "u",
+            str(shard_dir),
+            ok,
+            {"vit": vit_spec},
+        )
+    run = {"method": "vpt", "backbone": "vit", "prompt_init": "spt_kmeans"}
+    with pytest.raises(ValueError, match="prompt_init 'spt_kmeans' not found"):
+        train_run("x", run, {}, ENGINE, "u", str(shard_dir), ok, {"vit": vit_spec}, {})
+
+
+def test_artifact_dataset_saves_model_and_loads_path(trained, tmp_path: Path, vit_spec) -> None:
+    model = trained[0]
+    dataset = MethodArtifactDataset(str(tmp_path / "lp"))
+    with pytest.raises(DatasetError, match="no method artifact"):
+        dataset.load()
+    dataset.save(model)
+    path = dataset.load()
+    reloaded = methods.load(path, backbones.from_spec(vit_spec))
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    assert torch.equal(reloaded.eval()(x), model(x))
+    with pytest.raises(DatasetError, match="expected an AdaptedModel"):
+        dataset.save(torch.nn.Linear(2, 2))
+
+
+def test_run_pipeline_is_namespaced_per_run() -> None:
+    pipe = run_pipeline(RunSpec(name="ap", method="ap", backbone="vit"))
+    assert [n.name for n in pipe.nodes] == ["ap.train"]
+    assert pipe.outputs() == {"ap.artifact_dir", "ap.train_summary", "ap.history"}
+    assert pipe.inputs() == {
+        "shards",
+        "validation_summary",
+        "backbone_specs",
+        "params:training.runs.ap",
+        "params:training.defaults",
+        "params:training_engine",
+        "params:training.checkpoint_root",
+    }
+    spt = run_pipeline(RunSpec(name="s", method="vpt", backbone="vit", prompt_init="k"))
+    assert "prompt_inits" in spt.inputs()
+
+
+def test_configured_runs_skip_missing_methods_and_check_backbones(caplog) -> None:
+    params = {
+        "backbone": {"build": {"vit": "m"}},
+        "training": {
+            "runs": {
+                "a": {"method": "linear_probe", "backbone": "vit"},
+                "b": {"method": "not_a_method", "backbone": "vit"},
+            }
+        },
+    }
+    assert list(configured_runs(params)) == ["a"]
+    assert "'b' skipped: method 'not_a_method'" in caplog.text
+    params["training"]["runs"]["a"]["backbone"] = "resnet"
+    with pytest.raises(ValueError, match="training.runs.a.backbone is 'resnet'"):
+        configured_runs(params)
+
+
+@pytest.mark.parametrize(
+    ("name", "entry", "message"),
+    [
+        ("bad-name", {"method": "ap", "backbone": "vit"}, "identifier"),
+        ("a", {"method": "ap"}, "'backbone' is required"),
+        ("a", {"method": "ap", "backbone": "vit", "lr": 1}, "unknown key"),
+    ],
+)
+def test_parse_run_errors_name_the_field(name: str, entry: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_run(name, entry)
+
+
+def test_train_config_layers_defaults_engine_and_run() -> None:
+    config = train_config({"lr": 0.1, "epochs": 3}, {"lr": 0.5}, {"precision": "bf16-mixed"})
+    assert (config.lr, config.epochs, config.precision) == (0.5, 3, "bf16-mixed")
+    with pytest.raises(ValueError, match="unknown training option"):
+        train_config({"lr": 0.1}, {"learning_rate": 1}, {})
+
+
+def test_project_run_list_uses_every_available_method() -> None:
+    runs = configured_runs()
+    assert {spec.method for spec in runs.values()} == set(methods.available())
