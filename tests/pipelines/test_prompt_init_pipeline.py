@@ -5,16 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_BACKBONES, make_backbone
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from visprompt import backbones, methods
-from visprompt.data.shards import write_split
 from visprompt.pipelines.prompt_init import create_pipeline
 from visprompt.pipelines.prompt_init.nodes import build_prompt_inits, init_configs
 from visprompt.prompt_init import load_metadata, load_prompts
@@ -23,27 +20,14 @@ CONF = Path(__file__).parents[2] / "conf" / "base"
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> dict:
-    rng = np.random.default_rng(0)
-    shards = tmp_path / "shards"
-    write_split(
-        shards, "train", rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8), np.arange(20) % 2
-    )
-    name, kwargs = TINY_BACKBONES["vit_reg"]
-    sha = backbones.save_weights(make_backbone("vit_reg"), tmp_path / "vit.safetensors")
-    spec = {
-        "name": name,
-        "model_kwargs": kwargs,
-        "weights_path": str(tmp_path / "vit.safetensors"),
-        "sha256": sha,
-        "data_config": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
-    }
+def setup(tmp_path: Path, shard_dir: Path, vit_spec: dict, mlflow_store: str) -> dict:
+    """The session's tiny shards (48 train images, 16 patches) and ViT (D=32, 2 blocks)."""
     params = {
         "backbone": "vit",
         "split": "train",
         "output_dir": str(tmp_path / "out"),
         "device": "auto",
-        "batch_size": 8,
+        "batch_size": 16,
         "max_images": None,
         "memory_budget_mb": 1,
         "seed": 42,
@@ -54,15 +38,13 @@ def setup(tmp_path: Path) -> dict:
             "spt_shallow": {"strategy": "max_pool", "variant": "shallow", "num_prompts": 6},
         },
     }
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    yield {
-        "shards": str(shards),
-        "specs": {"vit": spec},
+    return {
+        "shards": str(shard_dir),
+        "specs": {"vit": vit_spec},
         "params": params,
         "tmp": tmp_path,
         "summary": {"success": True, "data_hash": "abc123"},
     }
-    mlflow.set_tracking_uri(None)
 
 
 def test_pipeline_writes_prompts_metadata_and_logs_to_mlflow(setup: dict) -> None:
@@ -79,7 +61,7 @@ def test_pipeline_writes_prompts_metadata_and_logs_to_mlflow(setup: dict) -> Non
         SequentialRunner().run(create_pipeline(), catalog)
     index = catalog.load("prompt_inits")
     assert set(index) == {"spt_kmeans", "spt_random", "spt_shallow"}
-    for name, shape in (("spt_kmeans", (4, 4, 64)), ("spt_shallow", (1, 6, 64))):
+    for name, shape in (("spt_kmeans", (2, 4, 32)), ("spt_shallow", (1, 6, 32))):
         entry = index[name]
         assert Path(entry["path"]).parent == setup["tmp"] / "out"
         assert tuple(load_prompts(entry["path"]).shape) == shape
@@ -87,11 +69,11 @@ def test_pipeline_writes_prompts_metadata_and_logs_to_mlflow(setup: dict) -> Non
         assert meta == entry["metadata"]
         assert meta["data_hash"] == "abc123"
         assert meta["backbone_sha256"] == setup["specs"]["vit"]["sha256"]
-        assert meta["images_used"] == 20
-    # VPT (register-token ViT) takes the file as it is.
+        assert meta["images_used"] == 48
+    # VPT on the same backbone takes the file as it is.
     model = methods.build(
         "vpt",
-        make_backbone("vit_reg"),
+        backbones.from_spec(setup["specs"]["vit"]),
         2,
         variant="deep",
         num_prompts=4,
@@ -112,7 +94,7 @@ def test_pipeline_writes_prompts_metadata_and_logs_to_mlflow(setup: dict) -> Non
     run = by_name["prompt_init_spt_kmeans"]
     assert run.data.params["strategy"] == "kmeans"
     history = client.get_metric_history(run.info.run_id, "seconds_per_layer")
-    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    assert sorted(m.step for m in history) == [0, 1]
     files = {f.path for f in client.list_artifacts(run.info.run_id, "prompt_init")}
     assert files == {"prompt_init/spt_kmeans.safetensors", "prompt_init/spt_kmeans.json"}
 
