@@ -24,18 +24,16 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from visprompt import backbones, methods
 from visprompt.data.shards import ShardDataset, write_split
 from visprompt.data.transforms import to_model_input
 from visprompt.profiling.curves import VPT_LITERATURE_MACS, prompt_length_curve
-from visprompt.profiling.dataload import DataWait, measure_data_wait
+from visprompt.profiling.dataload import DataWait, training_data_wait
 from visprompt.profiling.flops import backward_cost
 from visprompt.profiling.machine import describe_machine
 from visprompt.profiling.profile import REFERENCE, ProfileSettings, profile_models, random_images
 from visprompt.profiling.report import plot_curve, to_markdown
-from visprompt.profiling.steps import make_train_step
 from visprompt.profiling.timing import resolve_device
 
 DEFAULT_BACKBONES = ("vit_base_patch16_224", "resnet50")
@@ -122,25 +120,16 @@ def data_wait(
     n = settings.train_batch_size * (batches + 1)
     rng = np.random.default_rng(settings.seed)
     size = settings.image_size
-    step = make_train_step(model, random_images(1, settings, device))
     config = backbones.data_config(model.backbone)
-    mean, std = config["mean"], config["std"]
     with tempfile.TemporaryDirectory() as tmp:
-        write_split(
-            tmp,
-            "train",
-            rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-            rng.integers(0, 10, n),
-        )
-        loader = DataLoader(
+        images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        write_split(tmp, "train", images, rng.integers(0, 10, n))
+        return training_data_wait(
+            model,
             ShardDataset(tmp, "train"),
-            batch_size=settings.train_batch_size,
-            shuffle=True,
-            num_workers=num_workers,
-        )
-        return measure_data_wait(
-            loader,
-            lambda x, y: step.run(to_model_input(x, size, mean, std), y),
+            lambda x: to_model_input(x, size, config["mean"], config["std"]),
+            settings.train_batch_size,
+            num_workers,
             device,
             batches,
         )

@@ -7,7 +7,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
+from visprompt.profiling.steps import make_train_step
 from visprompt.profiling.timing import synchronize
 
 
@@ -61,3 +64,25 @@ def measure_data_wait(
     if counted == 0:
         raise ValueError(f"the loader gave no batch after the {skip} skipped: use more data")
     return DataWait(wait, compute, counted)
+
+
+def training_data_wait(
+    model: nn.Module,
+    dataset: Dataset,
+    preprocess: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    batches: int,
+) -> DataWait:
+    """Data wait of `model`'s training step fed by a shuffled DataLoader over `dataset`.
+
+    `dataset` yields (uint8 CHW image, label) like ShardDataset; `preprocess` turns a uint8
+    batch into model input on the device (resize + normalise), as the training loop does.
+    """
+    step = make_train_step(model, preprocess(dataset[0][0].unsqueeze(0).to(device)))
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    return measure_data_wait(loader, lambda x, y: step.run(preprocess(x), y), device, batches)

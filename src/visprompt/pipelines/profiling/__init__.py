@@ -1,0 +1,1 @@
+"""profiling pipeline: efficiency of every trained run next to the bare frozen backbone."""

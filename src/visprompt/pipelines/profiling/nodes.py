@@ -1,0 +1,134 @@
+"""Nodes of the profiling pipeline: measure every run, then join with accuracy and plot."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import mlflow
+import pandas as pd
+from matplotlib.figure import Figure
+
+from visprompt import backbones, methods
+from visprompt.data.shards import ShardDataset
+from visprompt.pipelines import tracking
+from visprompt.profiling import REFERENCE, ProfileSettings, profile_models, to_markdown
+from visprompt.profiling.dataload import training_data_wait
+from visprompt.profiling.report import pareto_front, plot_tradeoff
+from visprompt.profiling.timing import resolve_device
+from visprompt.training import Preprocess
+
+#: Accuracy columns taken from the evaluation's comparison table.
+ACCURACY = ("top1", "macro_f1", "train_time_s", "best_val_top1")
+
+
+def profile_runs(
+    run_names: list[str],
+    backbone_specs: dict[str, dict[str, Any]],
+    shards: str,
+    params: dict[str, Any],
+    train_defaults: dict[str, Any],
+    *per_run: Any,
+) -> pd.DataFrame:
+    """One row per run plus one `backbone` row per backbone key, measured side by side.
+
+    `per_run` holds (artifact_dir, train_summary) per run in `run_names` order. Runs on the
+    same backbone are profiled in one `profile_models` call with that backbone, so their
+    ratios share one reference. The training step uses `params.train_batch_size`, or the
+    training default batch size when it is null. Each run's figures go to its MLflow run.
+    """
+    if len(per_run) != 2 * len(run_names):
+        raise ValueError(f"expected 2 inputs per run for {run_names}, got {len(per_run)}")
+    if REFERENCE in run_names:
+        raise ValueError(f"a training run may not be named '{REFERENCE}' (the bare backbone row)")
+    artifacts = dict(zip(run_names, per_run[0::2], strict=True))
+    summaries = dict(zip(run_names, per_run[1::2], strict=True))
+    batch_size = int(params.get("train_batch_size") or train_defaults["batch_size"])
+    frames = []
+    for key in dict.fromkeys(s["backbone"] for s in summaries.values()):
+        runs = [r for r in run_names if summaries[r]["backbone"] == key]
+        frames.append(_profile_backbone(key, backbone_specs[key], runs, artifacts, summaries,
+                                        shards, params, batch_size))  # fmt: skip
+    table = pd.concat(frames, ignore_index=True)
+    for run in run_names:
+        row = table[table["run"] == run].iloc[0]
+        with tracking.nested_run(run, run_id=summaries[run].get("mlflow_run_id")):
+            tracking.log_numbers(row.drop(["run", "method", "backbone"]).to_dict(), "eff_")
+    return table
+
+
+def _profile_backbone(
+    key: str,
+    spec: dict[str, Any],
+    runs: list[str],
+    artifacts: dict[str, str],
+    summaries: dict[str, dict[str, Any]],
+    shards: str,
+    params: dict[str, Any],
+    batch_size: int,
+) -> pd.DataFrame:
+    backbone = backbones.from_spec(spec)
+    models = {REFERENCE: backbone}
+    models |= {run: methods.load(artifacts[run], copy.deepcopy(backbone)) for run in runs}
+    preprocess = Preprocess.from_data_config(spec["data_config"])
+    settings = ProfileSettings(
+        image_size=preprocess.image_size,
+        train_batch_size=batch_size,
+        infer_batch_size=int(params["infer_batch_size"]),
+        warmup=int(params["warmup"]),
+        repeats=int(params["repeats"]),
+        latency_repeats=int(params["latency_repeats"]),
+        device=str(params["device"]),
+    )
+    table = pd.DataFrame(profile_models(models, settings))
+    device = resolve_device(settings.device)
+    train = ShardDataset(shards, "train")
+    waits = {
+        run: training_data_wait(models[run], train, preprocess, batch_size,
+                                int(params["num_workers"]), device,
+                                int(params["data_wait_batches"])).fraction
+        for run in runs
+    }  # fmt: skip
+    table.insert(0, "run", table["method"])
+    table["method"] = [summaries.get(r, {"method": REFERENCE})["method"] for r in table["run"]]
+    table.insert(2, "backbone", key)
+    table["data_wait_frac"] = table["run"].map(waits)
+    return table
+
+
+def efficiency_report(
+    profile: pd.DataFrame, comparison: pd.DataFrame
+) -> tuple[pd.DataFrame, str, dict[str, Figure]]:
+    """(efficiency table joined with accuracy, its Markdown, trade-off plots), also logged.
+
+    The backbone rows have no accuracy. Plots: test top-1 against throughput (Pareto front
+    marked), against trainable parameters and against training time.
+    """
+    missing = [c for c in ("run", *ACCURACY) if c not in comparison.columns]
+    if missing:
+        raise ValueError(f"comparison table lacks columns {missing}; rerun the evaluation pipeline")
+    table = profile.merge(comparison[["run", *ACCURACY]], on="run", how="left")
+    runs = table[table["method"] != REFERENCE].reset_index(drop=True)
+    table["pareto_throughput"] = False
+    table.loc[table["method"] != REFERENCE, "pareto_throughput"] = pareto_front(
+        runs, "throughput_ips", "top1", cost_lower=False
+    ).to_numpy()
+    plots = {
+        "accuracy_vs_throughput.png": plot_tradeoff(
+            runs, "throughput_ips", "top1", label="run", x_lower_better=False,
+            title="test top-1 vs inference throughput",
+        ),
+        "accuracy_vs_trainable_params.png": plot_tradeoff(
+            runs, "trainable_params", "top1", label="run", log_x=True,
+            title="test top-1 vs trainable parameters",
+        ),
+        "accuracy_vs_train_time.png": plot_tradeoff(
+            runs, "train_time_s", "top1", label="run", title="test top-1 vs training time",
+        ),
+    }  # fmt: skip
+    markdown = to_markdown(table)
+    mlflow.log_text(table.to_csv(index=False), "efficiency/efficiency.csv")
+    mlflow.log_text(markdown, "efficiency/efficiency.md")
+    for name, fig in plots.items():
+        mlflow.log_figure(fig, f"efficiency/plots/{name}")
+    return table, markdown, plots

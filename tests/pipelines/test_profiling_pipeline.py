@@ -1,0 +1,110 @@
+"""The profiling pipeline on a tiny ViT: every run next to the bare backbone, joined with
+accuracy, plotted and logged to a real MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from visprompt import backbones, methods
+from visprompt.evaluation import comparison_table
+from visprompt.pipelines.profiling.pipeline import profiling_pipeline
+
+PARAMS = {
+    "train_batch_size": None, "infer_batch_size": 8, "warmup": 1, "repeats": 2,
+    "latency_repeats": 3, "device": "cpu", "num_workers": 0, "data_wait_batches": 2,
+}  # fmt: skip
+RUNS = {"probe": ("linear_probe", {}), "prompts": ("vpt", {"variant": "deep", "num_prompts": 2})}
+
+
+def _summary(run: str, method: str, model: methods.AdaptedModel, run_id: str) -> dict[str, Any]:
+    counts = methods.count_parameters(model)
+    return {
+        "run": run, "method": method, "backbone": "vit", "mlflow_run_id": run_id,
+        "trainable_params": counts["trainable"], "total_params": counts["total"],
+        "train_time_s": 1.5, "epochs": 1, "best_epoch": 0, "best_val_top1": 0.5,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def outputs(
+    vit_spec: dict[str, Any], shard_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    tmp_path = tmp_path_factory.mktemp("profiling")
+    catalog = DataCatalog()
+    entries: dict[str, Any] = {
+        "backbone_specs": {"vit": vit_spec},
+        "shards": str(shard_dir),
+        "params:profiling": PARAMS,
+        "params:training.defaults": {"batch_size": 4},
+    }
+    summaries, metrics = {}, {}
+    with mlflow.start_run(run_name="profiling-test") as parent:
+        for i, (run, (method, options)) in enumerate(RUNS.items()):
+            model = methods.build(method, backbones.from_spec(vit_spec), 4, **options)
+            with mlflow.start_run(run_name=run, nested=True) as child:
+                summaries[run] = _summary(run, method, model, child.info.run_id)
+            metrics[run] = {"top1": 0.4 + 0.2 * i, "top5": 1.0, "macro_f1": 0.3, "ece": 0.1}
+            entries[f"{run}.artifact_dir"] = str(methods.save(model, tmp_path / run))
+            entries[f"{run}.train_summary"] = summaries[run]
+        entries["comparison"] = comparison_table(summaries, metrics)
+        for name, value in entries.items():
+            catalog[name] = MemoryDataset(value)
+        for name in ("efficiency", "efficiency_markdown", "efficiency_plots"):
+            catalog[name] = MemoryDataset()
+        SequentialRunner().run(profiling_pipeline(list(RUNS)), catalog)
+        artifacts = {
+            a.path
+            for a in mlflow.artifacts.list_artifacts(
+                run_id=parent.info.run_id, artifact_path="efficiency"
+            )
+        }
+    return {
+        "table": catalog.load("efficiency"),
+        "markdown": catalog.load("efficiency_markdown"),
+        "plots": catalog.load("efficiency_plots"),
+        "artifacts": artifacts,
+        "summaries": summaries,
+    }
+
+
+def test_efficiency_table_rows_columns_and_counts(outputs: dict[str, Any]) -> None:
+    table: pd.DataFrame = outputs["table"].set_index("run")
+    assert list(table.index) == ["backbone", "probe", "prompts"]
+    required = ["method", "trainable_params", "total_params", "gflops", "train_step_ms",
+                "train_step_ratio", "throughput_ips", "throughput_ratio", "latency_p50_ms",
+                "latency_p95_ms", "peak_train_mem_mb", "peak_infer_mem_mb", "top1",
+                "train_time_s", "data_wait_frac", "pareto_throughput"]  # fmt: skip
+    assert set(required) <= set(table.columns)
+    assert table.at["backbone", "trainable_params"] == 0
+    assert table.at["backbone", "throughput_ratio"] == 1.0
+    # linear probe on D=32 features, 4 classes; deep VPT adds depth*p*D prompts (2 blocks)
+    assert table.at["probe", "trainable_params"] == 32 * 4 + 4
+    assert table.at["prompts", "trainable_params"] == 32 * 4 + 4 + 2 * 2 * 32
+    # prompts lengthen the sequence; the probe's head has the source head's width (4)
+    assert table.at["prompts", "gflops_ratio"] > 1.01
+    assert table.at["probe", "gflops_ratio"] == 1.0
+    assert table.at["probe", "top1"] == pytest.approx(0.4)
+    assert pd.isna(table.at["backbone", "top1"])
+    assert 0.0 <= table.at["probe", "data_wait_frac"] <= 1.0
+    assert table["pareto_throughput"].sum() >= 1
+    assert not table.at["backbone", "pareto_throughput"]
+    assert "| probe" in outputs["markdown"]
+
+
+def test_plots_and_mlflow_logging(outputs: dict[str, Any]) -> None:
+    assert set(outputs["plots"]) == {"accuracy_vs_throughput.png",
+                                     "accuracy_vs_trainable_params.png",
+                                     "accuracy_vs_train_time.png"}  # fmt: skip
+    assert {"efficiency/efficiency.csv", "efficiency/efficiency.md"} <= outputs["artifacts"]
+    table = outputs["table"].set_index("run")
+    for run, summary in outputs["summaries"].items():
+        logged = mlflow.get_run(summary["mlflow_run_id"]).data.metrics
+        assert logged["eff_trainable_params"] == table.at[run, "trainable_params"]
+        assert logged["eff_throughput_ratio"] == pytest.approx(table.at[run, "throughput_ratio"])
