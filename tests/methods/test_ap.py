@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from conftest import IMAGE_SIZE, make_backbone
+from conftest import IMAGE_SIZE, TINY_BACKBONES, make_backbone
 from torch import nn
 
 from visprompt import methods
@@ -157,6 +157,10 @@ def test_channel_axis_follows_the_layout() -> None:
     assert nhwc.broadcast_shape == (1, 1, 48)  # (H, W, C) inside the block
     assert tokens.broadcast_shape == (1, 64)
     assert ap(convnext_channels_last(), "stages.2", "channel").prompt.broadcast_shape == (48, 1, 1)
+    torch.manual_seed(0)
+    name, kwargs = TINY_BACKBONES["vit"]
+    dynamic = timm.create_model(name, dynamic_img_size=True, **kwargs).eval()  # NHWC patches
+    assert ap(dynamic, "patch_embed", "channel").prompt.broadcast_shape == (1, 1, 64)
 
 
 @pytest.mark.parametrize("kind", ["vit", "vit_reg", "vit_avg"])

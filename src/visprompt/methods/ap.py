@@ -39,17 +39,24 @@ def _probe(backbone: nn.Module, layer: nn.Module, size: int) -> tuple[torch.Size
     """Output shape of `layer` (without batch) and its channel axis, from one no-grad
     forward of a zero image; the layer must run exactly once per forward.
 
-    The channel axis of a 4-D output is read from the last leaf module inside the layer
-    whose output has the layer's shape and a known layout (so a ConvNeXt/Swin NHWC norm is
-    channels-last while a ConvNeXt block, which permutes back, is NCHW). 3-D token
-    sequences (N, D) and 2-D features use the last axis.
+    The channel axis of a 4-D output is the layer's declared `output_fmt` (timm PatchEmbed)
+    if any, else that of the last leaf module inside the layer whose output has the layer's
+    shape and a known layout (so a ConvNeXt/Swin NHWC norm is channels-last while a ConvNeXt
+    block, which permutes back, is NCHW), else the backbone's `output_fmt`, else NCHW. 3-D
+    token sequences (N, D) and 2-D features use the last axis.
     """
     outputs: list[torch.Size] = []
     leaves: list[tuple[nn.Module, torch.Size]] = []
-    handles = [layer.register_forward_hook(lambda m, i, o: outputs.append(o.shape))]
+    handles = [
+        layer.register_forward_hook(lambda m, i, o: outputs.append(getattr(o, "shape", None)))
+    ]
     for m in layer.modules():
         if not list(m.children()):
-            handles.append(m.register_forward_hook(lambda m, i, o: leaves.append((m, o.shape))))
+            handles.append(
+                m.register_forward_hook(
+                    lambda m, i, o: leaves.append((m, getattr(o, "shape", None)))
+                )
+            )
     param = next(backbone.parameters())
     try:
         with torch.no_grad():
@@ -68,11 +75,16 @@ def _probe(backbone: nn.Module, layer: nn.Module, size: int) -> tuple[torch.Size
             f"times. Choose a stage or block (e.g. one of the split points)."
         )
     shape = outputs[0]
+    if shape is None:
+        raise ValueError("AP needs a layer whose output is one tensor; this one returns a tuple.")
     if len(shape) != 4:
         return shape[1:], len(shape) - 1
-    layouts = [_channels_last(m) for m, s in leaves if s == shape]
-    known = [lay for lay in layouts if lay is not None]
-    last = known[-1] if known else getattr(backbone, "output_fmt", "NCHW") == "NHWC"
+    declared = getattr(layer, "output_fmt", None)  # timm PatchEmbed, Swin stages
+    if declared is not None:
+        last = declared == "NHWC"  # timm's Format is a str enum
+    else:
+        known = [lay for m, s in leaves if s == shape and (lay := _channels_last(m)) is not None]
+        last = known[-1] if known else getattr(backbone, "output_fmt", "NCHW") == "NHWC"
     return shape[1:], 3 if last else 1
 
 
