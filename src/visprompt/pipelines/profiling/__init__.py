@@ -1,1 +1,5 @@
 """profiling pipeline: efficiency of every trained run next to the bare frozen backbone."""
+
+from visprompt.pipelines.profiling.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]
