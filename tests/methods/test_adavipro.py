@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -133,3 +134,35 @@ def test_bad_options_are_refused() -> None:
         build(edge_channels="hsv")
     with pytest.raises(ValueError, match="resize inputs"):
         build().mask(torch.zeros(1, 3, 16, 16))
+
+
+def test_temperature_survives_fit_checkpoint_and_resume(tmp_path) -> None:
+    """Through the training loop: the checkpoint stores the schedule; a resumed run restores it."""
+    from visprompt.data.shards import ShardDataset, write_classes, write_split
+    from visprompt.training import Preprocess, TrainConfig, fit
+
+    rng = torch.Generator().manual_seed(0)
+    for split, n in (("train", 16), ("val", 8)):
+        images = torch.randint(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE, 3), generator=rng)
+        write_split(
+            tmp_path / "shards",
+            split,
+            images.to(torch.uint8).numpy(),
+            (torch.arange(n) % C).numpy(),
+        )
+    write_classes(tmp_path / "shards", [str(i) for i in range(C)])
+    data = [ShardDataset(tmp_path / "shards", s) for s in ("train", "val")]
+    preprocess = Preprocess(IMAGE_SIZE, (0.5,) * 3, (0.5,) * 3)
+    config = TrainConfig(epochs=2, batch_size=8, lr=0.01, checkpoint_dir=str(tmp_path / "ckpt"))
+
+    torch.manual_seed(0)
+    model = build()
+    fit(model, *data, preprocess, config)
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    last = json.loads(state["extra_state"])
+    assert last == {"epoch": 1, "temperature": pytest.approx(5.0 * 0.98)}
+
+    torch.manual_seed(0)
+    resumed = build()
+    fit(resumed, *data, preprocess, config)  # finished run in the checkpoint: restored, no epoch
+    assert resumed.extra_state() == model.extra_state()

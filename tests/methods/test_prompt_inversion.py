@@ -63,8 +63,8 @@ def trained_pgn() -> PromptGenerationNetwork:
     torch.manual_seed(0)
     model = build_pgn().train()
     opt = torch.optim.Adam(model.trainable_parameters(), lr=3e-3)
-    for step in range(60):
-        images, labels = quadrant_images(64, seed=step)
+    for step in range(40):
+        images, labels = quadrant_images(32, seed=step)
         loss = torch.nn.functional.cross_entropy(model((images - 0.5) / 0.5), labels)
         opt.zero_grad()
         loss.backward()
