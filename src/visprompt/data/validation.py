@@ -155,6 +155,8 @@ def _failure(result, key: str) -> dict[str, Any]:
     exception = result.exception_info or {}
     if exception.get("raised_exception"):
         items = [{"item": column, "value": exception.get("exception_message")}]
+    elif not items:  # a table-level expectation (e.g. a missing column): the column is the item
+        items = [{"item": column, "value": None}]
     return {
         "rule": config.meta["rule"],
         "expectation": config.type,

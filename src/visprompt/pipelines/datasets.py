@@ -76,7 +76,7 @@ class FileTreeDataset(_DirectoryDataset):
         for relative, content in data.items():
             target = (directory / relative).resolve()
             if not target.is_relative_to(root):
-                raise ValueError(f"file '{relative}' would be written outside '{directory}'")
+                raise ValueError(f"file '{relative}' would be written outside the dataset's folder")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
 

@@ -1,0 +1,105 @@
+"""data_validation through Kedro's runner with the project's hooks and a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from kedro.framework.hooks.manager import _create_hook_manager
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.io.core import DatasetError
+from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
+from PIL import Image
+
+from visprompt.data.validation import DataValidationError
+from visprompt.hooks import DataTrackingHook
+from visprompt.pipelines.data_ingestion import create_pipeline as ingestion
+from visprompt.pipelines.data_validation import create_pipeline as validation
+from visprompt.pipelines.datasets import FileTreeDataset, ManifestDataset, ShardsDataset
+
+INGEST = {
+    "source": "synthetic",
+    "image_size": 16,
+    "split": {"seed": 0, "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}},
+    "sources": {"synthetic": {"num_classes": 3, "num_images": 30, "image_size": 16, "seed": 2}},
+}
+VALIDATE = {
+    "required_columns": ["path", "label", "split", "sha256", "width", "height", "bytes", "error"],
+    "non_null_columns": ["path", "label", "split"],
+    "splits": ["train", "val", "test"],
+    "min_train_images_per_class": 3,
+    "width": {"min": 8, "max": 64},
+    "height": {"min": 8, "max": 64},
+}
+
+
+def run_both(tmp_path: Path, ingest: dict) -> tuple[DataCatalog, str]:
+    catalog = DataCatalog(
+        {
+            "params:data_ingestion": MemoryDataset(ingest),
+            "params:data_validation": MemoryDataset(VALIDATE),
+            "manifest": ManifestDataset(str(tmp_path / "manifest.csv")),
+            "shards": ShardsDataset(str(tmp_path / "shards")),
+            "ingestion_report": MemoryDataset(),
+            "validation_report": JSONDataset(filepath=str(tmp_path / "report.json")),
+            "validation_data_docs": FileTreeDataset(str(tmp_path / "docs")),
+            "validation_summary": JSONDataset(filepath=str(tmp_path / "summary.json")),
+        }
+    )
+    hooks = _create_hook_manager()
+    hooks.register(DataTrackingHook())
+    with mlflow.start_run() as run:
+        try:
+            SequentialRunner().run(ingestion() + validation(), catalog, hook_manager=hooks)
+        finally:
+            run_id = run.info.run_id
+    return catalog, run_id
+
+
+def test_valid_data_gives_summary_and_mlflow_statistics(tmp_path, mlflow_store):
+    catalog, run_id = run_both(tmp_path, INGEST)
+    summary = catalog.load("validation_summary")
+    assert summary["success"] and summary["num_images"] == 30 and summary["failed_rules"] == []
+    assert sum(summary["counts"]["train"].values()) == 18 and len(summary["data_hash"]) == 64
+    run = mlflow.get_run(run_id)
+    assert run.data.tags["data_hash"] == summary["data_hash"]
+    assert run.data.metrics["data.validation.success"] == 1.0
+    assert run.data.metrics["data.images.train"] == 18
+    assert (
+        run.data.metrics["data.images.test.disk_solid"] == summary["counts"]["test"]["disk_solid"]
+    )
+    artifacts = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data")
+    assert json.loads(Path(artifacts, "validation", "report.json").read_text())["success"]
+    assert Path(artifacts, "validation", "data_docs", "index.html").is_file()
+    assert Path(artifacts, "ingestion_report.json").is_file()
+
+
+def test_bad_data_stops_the_run_after_writing_the_report(tmp_path, mlflow_store):
+    root = tmp_path / "images"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (12, 12), (i * 40, 10, 200 if label == "a" else 0)).save(
+                root / label / f"{i}.png"
+            )
+    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 10)
+    ingest = {
+        **INGEST,
+        "source": "imagefolder",
+        "split": {"seed": 0, "fractions": {"train": 0.75, "test": 0.25}},
+        "sources": {"imagefolder": {"root": str(root)}},
+    }
+    with pytest.raises(DataValidationError, match=r"rule decodable.*a/broken\.jpg") as error:
+        run_both(tmp_path, ingest)
+    assert "fix: replace or remove these files" in str(error.value)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["success"] is False and report["rules"]["decodable"] is False
+    assert (tmp_path / "docs" / "index.html").is_file()
+    assert not (tmp_path / "summary.json").exists()  # nothing downstream can start
+    last = mlflow.search_runs(max_results=1, order_by=["start_time DESC"], output_format="list")
+    assert last[0].data.tags["data_validation"] == "failed"
+    with pytest.raises(DatasetError):
+        JSONDataset(filepath=str(tmp_path / "summary.json")).load()
