@@ -12,6 +12,7 @@ from visprompt.data.shards import write_split
 from visprompt.prompt_init import (
     InitConfig,
     ShardStream,
+    TensorImages,
     build_prompt_inits,
     inertia,
     layer_tokens,
@@ -30,10 +31,10 @@ def data() -> torch.Tensor:
     return torch.randn(24, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-def run(vit, data, configs, budget=1 << 20, batch=8):
-    return build_prompt_inits(
-        vit, data.split(batch), configs, memory_budget_bytes=budget, progress=False
-    )
+def run(vit, data, configs, budget=1 << 20, batch=8, indexed=False):
+    """Streamed (a plain list of batches) or, with `indexed`, sampled by index."""
+    images = TensorImages(data, batch_size=batch) if indexed else data.split(batch)
+    return build_prompt_inits(vit, images, configs, memory_budget_bytes=budget, progress=False)
 
 
 def all_tokens(vit, data, layer):
@@ -55,38 +56,51 @@ def test_layer_tokens_are_the_inputs_of_each_block(kind: str, data: torch.Tensor
         torch.testing.assert_close(tokens[layer], outputs[layer - 1])
 
 
+@pytest.mark.parametrize("indexed", [False, True])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_shapes_per_layer_strategy_and_variant(strategy: str, data: torch.Tensor) -> None:
+def test_shapes_per_layer_strategy_and_variant(
+    strategy: str, indexed: bool, data: torch.Tensor
+) -> None:
     vit = make_backbone("vit")
     configs = {
         "deep": InitConfig(strategy, num_prompts=3, variant="deep"),
         "shallow": InitConfig(strategy, num_prompts=5, variant="shallow"),
     }
-    out = run(vit, data, configs)
+    out = run(vit, data, configs, indexed=indexed)
     assert out["deep"].prompts.shape == (4, 3, 64)
     assert out["shallow"].prompts.shape == (1, 5, 64)
     meta = out["deep"].metadata
     assert meta["layers"] == [0, 1, 2, 3] and meta["images_used"] == 24
-    assert meta["tokens_seen_per_layer"]["3"] == 24 * 64
+    assert meta["tokens_per_layer"]["3"] == 24 * 64
     assert set(meta["seconds_per_layer"]) == {"0", "1", "2", "3"}
     assert out["shallow"].metadata["layers"] == [0]
     assert torch.isfinite(out["deep"].prompts).all()
 
 
+@pytest.mark.parametrize("indexed", [False, True])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_deterministic_by_seed(strategy: str, data: torch.Tensor) -> None:
+def test_deterministic_by_seed(strategy: str, indexed: bool, data: torch.Tensor) -> None:
     vit = make_backbone("vit")
-    a = run(vit, data, {"a": InitConfig(strategy, 3, seed=1)})["a"].prompts
-    b = run(vit, data, {"a": InitConfig(strategy, 3, seed=1)})["a"].prompts
-    c = run(vit, data, {"a": InitConfig(strategy, 3, seed=2)})["a"].prompts
+    a = run(vit, data, {"a": InitConfig(strategy, 3, seed=1)}, indexed=indexed)["a"].prompts
+    b = run(vit, data, {"a": InitConfig(strategy, 3, seed=1)}, indexed=indexed)["a"].prompts
+    c = run(vit, data, {"a": InitConfig(strategy, 3, seed=2)}, indexed=indexed)["a"].prompts
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 
 
+@pytest.mark.parametrize("indexed", [False, True])
 @pytest.mark.parametrize("strategy", ["random", "mean_pool", "max_pool"])
-def test_sampled_prompts_are_members_of_the_token_set(strategy: str, data: torch.Tensor) -> None:
+def test_sampled_prompts_are_members_of_the_token_set(
+    strategy: str, indexed: bool, data: torch.Tensor
+) -> None:
     vit = make_backbone("vit_reg")
-    prompts = run(vit, data, {"s": InitConfig(strategy, 6)})["s"].prompts
+    out = run(vit, data, {"s": InitConfig(strategy, 6)}, indexed=indexed)["s"]
+    prompts = out.prompts
+    distinct = {tuple(r.tolist()) for layer in prompts for r in layer}
+    assert len(distinct) == 4 * 6  # drawn without replacement
+    if indexed:  # only the images holding the drawn tokens ran
+        assert out.metadata["images_forwarded"] <= 4 * 6
+        assert out.metadata["images_used"] == 24
     for layer in range(4):
         tokens = all_tokens(vit, data, layer)
         if strategy != "random":
@@ -115,7 +129,7 @@ def test_memory_stays_under_the_budget_on_a_larger_dataset() -> None:
     configs = {s: InitConfig(s, 4) for s in STRATEGIES}
     out = run(vit, images, configs, budget=budget, batch=16)
     meta = out["kmeans"].metadata
-    assert meta["bytes_held_peak_all_inits"] <= budget
+    assert meta["bytes_held_peak_of_pass"] <= budget
     kept = meta["layer_stats"]["0"]["rows_kept"]
     assert 4 <= kept < 64 * 64  # a subsample, as large as the budget allows
     assert kept * 4 * (64 * 4 + 4) + 3 * 4 * 4 * (64 * 4 + 4) <= budget
@@ -144,7 +158,11 @@ def test_shard_stream_feeds_a_seeded_subset(tmp_path) -> None:
     preprocess = Preprocess(32, (0.5,) * 3, (0.5,) * 3)
     stream = ShardStream(tmp_path, "train", preprocess, batch_size=4, max_images=7, seed=1)
     batches = list(stream)
-    assert len(stream) == 2 and [b.shape[0] for b in batches] == [4, 3]
+    assert stream.num_batches == 2 and [b.shape[0] for b in batches] == [4, 3]
+    chosen = stream.indices()
+    assert len(set(chosen.tolist())) == 7 and np.array_equal(chosen, stream.indices())
+    first = torch.from_numpy(np.load(tmp_path / "images_train.npy")[chosen[:4]])
+    assert torch.equal(batches[0], preprocess(first.permute(0, 3, 1, 2)))
     assert batches[0].dtype == torch.float32 and batches[0].shape[1:] == (3, 32, 32)
     out = build_prompt_inits(
         make_backbone("vit"),

@@ -10,18 +10,21 @@ from visprompt.prompt_init.io import load_metadata, load_prompts, save_prompt_in
 from visprompt.prompt_init.kmeans import KMeansResult, inertia, kmeans, kmeans_plus_plus
 from visprompt.prompt_init.pooling import pool_windows, window_size
 from visprompt.prompt_init.reservoir import Reservoir
-from visprompt.prompt_init.stream import ShardStream
+from visprompt.prompt_init.sampling import sample_prompts
+from visprompt.prompt_init.stream import IndexedImages, ShardStream, TensorImages
 from visprompt.prompt_init.tokens import layer_tokens
 
 __all__ = [
     "STRATEGIES",
     "VARIANTS",
     "InitCollector",
+    "IndexedImages",
     "InitConfig",
     "KMeansResult",
     "PromptInit",
     "Reservoir",
     "ShardStream",
+    "TensorImages",
     "build_prompt_inits",
     "inertia",
     "kmeans",
@@ -31,6 +34,7 @@ __all__ = [
     "load_metadata",
     "load_prompts",
     "pool_windows",
+    "sample_prompts",
     "save_prompt_init",
     "window_size",
 ]

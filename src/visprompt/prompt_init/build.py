@@ -1,5 +1,6 @@
-"""One no-grad pass of a frozen ViT over a stream of image batches feeds every requested
-initialisation at once; the memory they hold is planned up front from a byte budget.
+"""Build SPT initialisations: k-means inits (and every init of a plain batch stream) share
+one no-grad pass of the frozen ViT over all images, in memory planned from a byte budget;
+sampling inits of a random-access source run only the images their tokens come from.
 
 Budget: `random` and pooling inits hold p tokens per layer; the rest of the budget is
 split evenly over the layers of the `kmeans` inits, as their sample capacity. The bytes
@@ -22,6 +23,8 @@ from tqdm.auto import tqdm
 
 from visprompt.prompt_init.collect import InitCollector, InitConfig
 from visprompt.prompt_init.reservoir import Reservoir
+from visprompt.prompt_init.sampling import candidates_per_image, sample_prompts
+from visprompt.prompt_init.stream import IndexedImages
 from visprompt.prompt_init.tokens import depth, layer_tokens
 
 
@@ -80,7 +83,7 @@ def _sync(device: torch.device) -> None:
 
 def build_prompt_inits(
     backbone: nn.Module,
-    batches: Iterable[torch.Tensor],
+    images: IndexedImages | Iterable[torch.Tensor],
     configs: Mapping[str, InitConfig],
     *,
     memory_budget_bytes: int,
@@ -89,19 +92,86 @@ def build_prompt_inits(
     lineage: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, PromptInit]:
-    """Run `backbone` once over `batches` (normalised float NCHW) and build every init.
+    """Build every init of `configs` from the tokens `backbone` makes of `images`.
 
-    `lineage` (e.g. backbone_sha256, data_hash) is copied into each metadata; a missing
-    backbone_sha256 is computed from the weights. Seconds per layer count the forward
-    pass up to that layer (shared by every init of the pass), the init's own streaming
-    work and its final step (k-means or the draw).
+    `images` yields normalised float NCHW batches. With random access (`IndexedImages`, e.g.
+    `ShardStream`), sampling strategies draw their token indices first and run only the
+    images they need (`sampling`); k-means inits (and everything, for a plain stream) share
+    one streamed pass over all images. `lineage` (e.g. backbone_sha256, data_hash) is
+    copied into each metadata; a missing backbone_sha256 is computed from the weights.
+    Seconds per layer count the forward pass up to that layer (shared by the inits of a
+    pass), the init's own streaming work and its final step (k-means or the draw).
     """
     if not configs:
         raise ValueError("prompt_init: no initialisation configured")
     device = torch.device(device)
     backbone = backbone.to(device).eval()
+    indexed = isinstance(images, IndexedImages)
+    lineage = dict(lineage or {})
+    lineage.setdefault("backbone_sha256", state_sha256(backbone))
+    common = {"memory_budget_bytes": int(memory_budget_bytes), "device": str(device)} | lineage
+    streamed = {n: c for n, c in configs.items() if not indexed or c.strategy == "kmeans"}
+    results = {}
+    if streamed:
+        if indexed:
+            total_batches = images.num_batches
+        results = _streamed(
+            backbone, images, streamed, memory_budget_bytes, device, total_batches, progress
+        )
+    for name, config in configs.items():
+        if name not in streamed:
+            start = time.perf_counter()
+            prompts, seconds, forwarded = sample_prompts(backbone, images, config, device)
+            num_tokens = images.num_images * int(backbone.patch_embed.num_patches)
+            per_image = candidates_per_image(int(backbone.patch_embed.num_patches), config)
+            results[name] = PromptInit(
+                prompts,
+                _metadata(name, config, prompts, seconds)
+                | {
+                    "collection": "sampled (indices drawn first, only their images run)",
+                    "images_used": images.num_images,
+                    "images_forwarded": forwarded,
+                    "tokens_per_layer": dict.fromkeys(map(str, seconds), num_tokens),
+                    "layer_stats": {
+                        str(k): {"candidates": images.num_images * per_image} for k in seconds
+                    },
+                    "seconds_wall": time.perf_counter() - start,
+                },
+            )
+    return {
+        name: PromptInit(results[name].prompts, results[name].metadata | common) for name in configs
+    }
+
+
+def _metadata(
+    name: str, config: InitConfig, prompts: torch.Tensor, seconds: Mapping[int, float]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "strategy": config.strategy,
+        "variant": config.variant,
+        "num_prompts": config.num_prompts,
+        "layers": [int(k) for k in seconds],
+        "shape": list(prompts.shape),
+        "seed": config.seed,
+        "seconds_per_layer": {str(k): float(v) for k, v in seconds.items()},
+        "seconds_total": float(sum(seconds.values())),
+    }
+
+
+def _streamed(
+    backbone: nn.Module,
+    batches: Iterable[torch.Tensor],
+    configs: Mapping[str, InitConfig],
+    budget: int,
+    device: torch.device,
+    total_batches: int | None,
+    progress: bool,
+) -> dict[str, PromptInit]:
+    """One no-grad pass over every batch feeding every init's per-layer reservoirs."""
+    start_pass = time.perf_counter()
     num_layers, dim = depth(backbone), int(backbone.embed_dim)
-    capacity = kmeans_capacity(configs, num_layers, dim, memory_budget_bytes)
+    capacity = kmeans_capacity(configs, num_layers, dim, budget)
     collectors = {
         name: InitCollector(c, num_layers, dim, kmeans_capacity=capacity, device=device)
         for name, c in configs.items()
@@ -124,35 +194,24 @@ def build_prompt_inits(
         peak = max(peak, sum(c.nbytes for c in collectors.values()))
     if images == 0:
         raise ValueError("prompt_init: the image stream was empty (no training images?)")
-    lineage = dict(lineage or {})
-    lineage.setdefault("backbone_sha256", state_sha256(backbone))
     results = {}
     for name, collector in collectors.items():
         prompts = collector.finalize()
         seconds = {
-            str(layer): forward_seconds[layer] + collector.seconds[layer]
-            for layer in collector.layers
+            layer: forward_seconds[layer] + collector.seconds[layer] for layer in collector.layers
         }
         results[name] = PromptInit(
-            prompts=prompts,
-            metadata={
-                "name": name,
-                "strategy": collector.config.strategy,
-                "variant": collector.config.variant,
-                "num_prompts": collector.config.num_prompts,
-                "layers": collector.layers,
-                "shape": list(prompts.shape),
-                "seed": collector.config.seed,
+            prompts,
+            _metadata(name, collector.config, prompts, seconds)
+            | {
+                "collection": "streamed (one pass over every image, reservoir per layer)",
                 "images_used": images,
-                "tokens_seen_per_layer": {str(k): v for k, v in collector.tokens_seen.items()},
+                "images_forwarded": images,
+                "tokens_per_layer": {str(k): v for k, v in collector.tokens_seen.items()},
                 "layer_stats": {str(k): v for k, v in collector.stats.items()},
-                "seconds_per_layer": seconds,
-                "seconds_total": sum(seconds.values()),
-                "memory_budget_bytes": int(memory_budget_bytes),
-                "bytes_held_peak_all_inits": int(peak),
+                "bytes_held_peak_of_pass": int(peak),
                 "shared_pass_with": sorted(n for n in configs if n != name),
-                "device": str(device),
-                **lineage,
+                "seconds_wall": time.perf_counter() - start_pass,
             },
         )
     return results

@@ -1,5 +1,8 @@
-"""Normalised image batches straight from a shard split (memory-mapped uint8), optionally a
-seeded subset of the images: the input stream of `build_prompt_inits`."""
+"""Image sources for prompt_init: batches in order (for the streamed pass) and random access
+by index (so that a token sample only runs the images it needs).
+
+Both sources cover `indices()`: every image, or a seeded, sorted subset of `max_images`.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,47 @@ import torch
 from visprompt.data.shards import read_split
 
 
+class IndexedImages:
+    """Base of the sources: `load(indices)` -> a model-input batch; iteration in batches."""
+
+    batch_size: int
+    max_images: int | None
+    seed: int
+
+    def total_images(self) -> int:
+        raise NotImplementedError
+
+    def load(self, indices: np.ndarray) -> torch.Tensor:
+        """The preprocessed float NCHW batch of these images (indices into the full set)."""
+        raise NotImplementedError
+
+    def indices(self) -> np.ndarray:
+        """All image indices, or a seeded, sorted subset of `max_images` of them."""
+        n = self.total_images()
+        if self.max_images is None or self.max_images >= n:
+            return np.arange(n)
+        if self.max_images < 1:
+            raise ValueError(f"prompt_init: max_images must be >= 1 or null, got {self.max_images}")
+        chosen = np.random.default_rng(self.seed).choice(n, self.max_images, replace=False)
+        return np.sort(chosen)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.indices())
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.num_images // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        index = self.indices()
+        for start in range(0, len(index), self.batch_size):
+            yield self.load(index[start : start + self.batch_size])
+
+
 @dataclass(frozen=True)
-class ShardStream:
-    """Iterable of preprocessed batches of one split; `len` is the number of batches.
+class ShardStream(IndexedImages):
+    """One split of a shard directory (memory-mapped uint8, never decoded twice).
 
     `preprocess` maps a uint8 NCHW batch (on `device`) to the model's float input, e.g.
     `visprompt.training.Preprocess.from_data_config(spec["data_config"])`.
@@ -29,22 +70,26 @@ class ShardStream:
     seed: int = 0
     device: str = "cpu"
 
-    def indices(self) -> np.ndarray:
-        """All image indices, or a seeded, sorted subset of `max_images` of them."""
-        n = len(read_split(self.directory, self.split)[1])
-        if self.max_images is None or self.max_images >= n:
-            return np.arange(n)
-        if self.max_images < 1:
-            raise ValueError(f"prompt_init: max_images must be >= 1 or null, got {self.max_images}")
-        chosen = np.random.default_rng(self.seed).choice(n, self.max_images, replace=False)
-        return np.sort(chosen)
+    def total_images(self) -> int:
+        return len(read_split(self.directory, self.split)[1])
 
-    def __len__(self) -> int:
-        return -(-len(self.indices()) // self.batch_size)
+    def load(self, indices: np.ndarray) -> torch.Tensor:
+        images = read_split(self.directory, self.split)[0]
+        chunk = torch.from_numpy(np.asarray(images[np.asarray(indices)]))
+        return self.preprocess(chunk.to(self.device).permute(0, 3, 1, 2))
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        images, _ = read_split(self.directory, self.split)
-        index = self.indices()
-        for start in range(0, len(index), self.batch_size):
-            chunk = np.asarray(images[index[start : start + self.batch_size]])
-            yield self.preprocess(torch.from_numpy(chunk).to(self.device).permute(0, 3, 1, 2))
+
+@dataclass(frozen=True)
+class TensorImages(IndexedImages):
+    """Model-input images already in memory (float NCHW), e.g. in a notebook or a test."""
+
+    images: torch.Tensor
+    batch_size: int = 128
+    max_images: int | None = None
+    seed: int = 0
+
+    def total_images(self) -> int:
+        return len(self.images)
+
+    def load(self, indices: np.ndarray) -> torch.Tensor:
+        return self.images[torch.as_tensor(indices, dtype=torch.long)]

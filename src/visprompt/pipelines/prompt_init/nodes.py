@@ -115,7 +115,6 @@ def build_prompt_inits(
             group,
             memory_budget_bytes=budget,
             device=device,
-            total_batches=len(stream),
             lineage={
                 "backbone": key,
                 "backbone_sha256": spec["sha256"],
