@@ -2,7 +2,8 @@
 
 A checkpoint holds only what a resume needs: the trainable state (not the frozen backbone),
 the best state so far, optimizer and scheduler state, the epoch, the history, the model's
-JSON `extra_state` and the run's signature (config, model, data, preprocessing). Random
+JSON `extra_state` and the run's signature (config, model, frozen weights, data,
+preprocessing). Random
 number generators are re-derived from (seed, epoch, rank) at the start of every epoch, so
 no generator state has to be stored for a resumed run to repeat an uninterrupted one.
 """

@@ -127,16 +127,14 @@ class _Batches:
     ) -> None:
         self.fabric, self.preprocess, self.cached = fabric, preprocess, cached
         self.batch_sampler = batch_sampler
-        self.loader = None
-        if cached is None:
-            loader = DataLoader(
-                dataset,
-                batch_sampler=batch_sampler,
-                num_workers=num_workers,
-                pin_memory=fabric.device.type == "cuda",
-                persistent_workers=False,
-            )
-            self.loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+        # A plain DataLoader: Fabric's wrapper would reset the sampler's epoch to its own
+        # iteration count, which breaks the data order of a resumed run.
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            num_workers=num_workers,
+            pin_memory=fabric.device.type == "cuda",
+        )
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
@@ -148,6 +146,7 @@ class _Batches:
                 yield self.cached.features[idx], self.cached.labels[idx]
             return
         for images, labels in self.loader:
+            images, labels = self.fabric.to_device((images, labels))
             yield self.preprocess(images), labels
 
 
@@ -269,6 +268,11 @@ def fit(
         strategy=config.strategy,
         precision=config.precision,
     )
+    if config.batch_size % fabric.world_size:
+        raise ValueError(
+            f"TrainConfig.batch_size={config.batch_size} is the global batch and must be "
+            f"divisible by the number of processes ({fabric.world_size})"
+        )
     result, best_state, best_extra = fabric.launch(
         _fit_worker, model, train_set, val_set, preprocess, config, on_epoch_end
     )
@@ -293,14 +297,12 @@ def _fit_worker(
     on_epoch_end: EpochCallback | None,
 ) -> tuple[TrainResult, dict[str, torch.Tensor], dict[str, Any]]:
     world, rank = fabric.world_size, fabric.global_rank
-    if config.batch_size % world:
-        raise ValueError(
-            f"TrainConfig.batch_size={config.batch_size} is the global batch and must be "
-            f"divisible by the number of processes ({world})"
-        )
     per_rank = config.batch_size // world
     seed_everything(config.seed, verbose=False)
-    signature = _signature(model, train_set, val_set, preprocess, config)
+    frozen_digest = prefix_cache.frozen_state_digest(model)
+    signature = _signature(model, train_set, val_set, preprocess, config) | {
+        "frozen": frozen_digest
+    }
     model = fabric.to_device(model)
 
     split = _cache_split(model, config)
@@ -309,7 +311,7 @@ def _fit_worker(
     val_shard = _val_shard(val_set, fabric) if val_set is not None else None
     if split is not None:
         prefix, suffix = split
-        context = json.dumps([preprocess.to_dict(), config.precision])
+        context = json.dumps([frozen_digest, preprocess.to_dict(), config.precision])
         common = dict(
             device=fabric.device,
             batch_size=per_rank,
@@ -348,7 +350,13 @@ def _fit_worker(
         lr=config.lr,
         min_lr=config.min_lr,
     )
-    wrapped, optimizer = fabric.setup(train_module, optimizer)
+    progress = _Progress()
+    if config.checkpoint_dir:
+        state = checkpoint.load_checkpoint(config.checkpoint_dir, signature)
+        if state is not None:  # restore before setup: Fabric's optimizer wrapper copies state
+            progress = _restore(state, model, optimizer, scheduler, fabric.device)
+            log.info("resuming %s at epoch %d", config.checkpoint_dir, progress.next_epoch)
+    wrapped, fabric_optimizer = fabric.setup(train_module, optimizer)
     val_batches = None
     if val_shard is not None:
         val_batches = _Batches(
@@ -360,104 +368,120 @@ def _fit_worker(
             val_cached,
         )
 
-    history: list[dict[str, float]] = []
-    best = {"epoch": -1, "top1": -math.inf, "state": {}, "extra": {}}
-    train_time, start_epoch = 0.0, 0
-    state = (
-        checkpoint.load_checkpoint(config.checkpoint_dir, signature)
-        if (config.checkpoint_dir)
-        else None
-    )
-    if state is not None:
-        load_trainable_state(model, {k: v.to(fabric.device) for k, v in state["trainable"].items()})
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if hasattr(model, "load_extra_state"):
-            model.load_extra_state(json.loads(state["extra_state"]))
-        history = state["history"]
-        best = {
-            "epoch": state["best_epoch"],
-            "top1": state["best_val_top1"],
-            "state": state["best_state"],
-            "extra": json.loads(state["best_extra_state"]),
-        }
-        train_time, start_epoch = state["train_time_s"], state["epoch"] + 1
-        log.info("resuming from %s at epoch %d", config.checkpoint_dir, start_epoch)
-
-    for epoch in range(start_epoch, config.epochs):
-        if _should_stop(history, best["epoch"], config.patience):
+    for epoch in range(progress.next_epoch, config.epochs):
+        if _should_stop(progress.history, progress.best_epoch, config.patience):
             break
         epoch_start = time.perf_counter()
         seed = _epoch_seed(config.seed, epoch, rank)
         seed_everything(seed, verbose=False)
         sampler.set_epoch(epoch)
         if hasattr(model, "on_epoch_start"):
+            full_train = _sequential(train_set, per_rank)
             model.on_epoch_start(
-                epoch,
-                _Batches(
-                    fabric,
-                    train_set,
-                    preprocess,
-                    _sequential(train_set, per_rank),
-                    config.num_workers,
-                    None,
-                ),
+                epoch, _Batches(fabric, train_set, preprocess, full_train, config.num_workers, None)
             )
         generator = None
         if config.augment == "flip_crop":
             generator = torch.Generator(device=fabric.device).manual_seed(seed)
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row |= _train_epoch(
-            wrapped, optimizer, scheduler, train_batches, fabric, config, epoch, generator
+            wrapped, fabric_optimizer, scheduler, train_batches, fabric, config, epoch, generator
         )
+        row["val_loss"], row["val_top1"] = math.nan, math.nan
         if val_batches is not None:
             row["val_loss"], row["val_top1"] = _evaluate(train_module, val_batches, fabric)
-        else:
-            row["val_loss"], row["val_top1"] = math.nan, math.nan
         row["epoch_time_s"] = time.perf_counter() - epoch_start
-        train_time += row["epoch_time_s"]
-        history.append(row)
-        improved = val_batches is None or row["val_top1"] > best["top1"]
-        if improved:
-            best = {
-                "epoch": epoch,
-                "top1": row["val_top1"],
-                "state": _cpu_copy(trainable_state(model)),
-                "extra": _extra(model),
-            }
+        progress.record(row, model, improved=val_batches is None)
         if config.checkpoint_dir:
             if fabric.is_global_zero:
-                checkpoint.save_checkpoint(
-                    config.checkpoint_dir,
-                    {
-                        "digest": checkpoint.signature_digest(signature),
-                        "signature": json.dumps(signature, sort_keys=True),
-                        "epoch": epoch,
-                        "trainable": _cpu_copy(trainable_state(model)),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "extra_state": json.dumps(_extra(model)),
-                        "history": history,
-                        "best_epoch": best["epoch"],
-                        "best_val_top1": best["top1"],
-                        "best_state": best["state"],
-                        "best_extra_state": json.dumps(best["extra"]),
-                        "train_time_s": train_time,
-                    },
-                )
+                _save(config.checkpoint_dir, signature, model, optimizer, scheduler, progress)
             fabric.barrier()
         if on_epoch_end is not None and fabric.is_global_zero:
             on_epoch_end(epoch, dict(row))
 
     result = TrainResult(
-        history=history,
-        best_epoch=int(best["epoch"]),
-        best_val_top1=float(best["top1"]),
-        train_time_s=train_time,
-        epochs_run=len(history),
+        history=progress.history,
+        best_epoch=progress.best_epoch,
+        best_val_top1=progress.best_top1,
+        train_time_s=progress.train_time_s,
+        epochs_run=len(progress.history),
         cache=cache_status,
     )
-    return result, best["state"], best["extra"]
+    return result, progress.best_state, progress.best_extra
+
+
+@dataclass
+class _Progress:
+    """What the loop carries from epoch to epoch, and what a checkpoint restores."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_top1: float = -math.inf
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_extra: dict[str, Any] = field(default_factory=dict)
+    train_time_s: float = 0.0
+
+    @property
+    def next_epoch(self) -> int:
+        return int(self.history[-1]["epoch"]) + 1 if self.history else 0
+
+    def record(self, row: dict[str, float], model: nn.Module, improved: bool) -> None:
+        """Append an epoch; keep a copy of the weights when validation top-1 improved."""
+        self.history.append(row)
+        self.train_time_s += row["epoch_time_s"]
+        if improved or row["val_top1"] > self.best_top1:
+            self.best_epoch, self.best_top1 = int(row["epoch"]), float(row["val_top1"])
+            self.best_state, self.best_extra = _cpu_copy(trainable_state(model)), _extra(model)
+
+
+def _save(
+    directory: str,
+    signature: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    progress: _Progress,
+) -> None:
+    checkpoint.save_checkpoint(
+        directory,
+        {
+            "digest": checkpoint.signature_digest(signature),
+            "signature": json.dumps(signature, sort_keys=True),
+            "epoch": progress.next_epoch - 1,
+            "trainable": _cpu_copy(trainable_state(model)),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "extra_state": json.dumps(_extra(model)),
+            "history": progress.history,
+            "best_epoch": progress.best_epoch,
+            "best_val_top1": progress.best_top1,
+            "best_state": progress.best_state,
+            "best_extra_state": json.dumps(progress.best_extra),
+            "train_time_s": progress.train_time_s,
+        },
+    )
+
+
+def _restore(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    device: torch.device,
+) -> _Progress:
+    load_trainable_state(model, {k: v.to(device) for k, v in state["trainable"].items()})
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if hasattr(model, "load_extra_state"):
+        model.load_extra_state(json.loads(state["extra_state"]))
+    return _Progress(
+        history=state["history"],
+        best_epoch=state["best_epoch"],
+        best_top1=state["best_val_top1"],
+        best_state=state["best_state"],
+        best_extra=json.loads(state["best_extra_state"]),
+        train_time_s=state["train_time_s"],
+    )
 
 
 def _cache_split(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, nn.Module] | None:

@@ -6,8 +6,9 @@ change between epochs (no augmentation). The cache lives in process memory, on t
 training device, in an LRU store bounded by a byte budget; a dataset whose activations
 would exceed the budget is not cached (the loop trains uncached and logs a warning).
 
-Key: the prefix's identity (class, structure, every parameter and buffer byte, and its
-output on a fixed probe of the dataset, which also pins the layer it stops at), the
+Key: the frozen state of the whole model (every frozen parameter and buffer byte), the
+prefix's identity (class, structure, own state, and its output on a fixed probe of the
+dataset, which pins the layer it stops at), the
 dataset's identity (length + a content fingerprint), the preprocessing and the precision.
 Any change gives a new key, so a stale entry is never reused.
 """
@@ -73,8 +74,8 @@ STORE = PrefixCacheStore()
 
 
 def _hash_tensor(digest: hashlib._Hash, tensor: torch.Tensor) -> None:
-    t = tensor.detach().cpu().contiguous()
-    digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    t = tensor.detach().cpu().contiguous().reshape(-1)
+    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
     digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
@@ -87,6 +88,20 @@ def dataset_fingerprint(dataset: Dataset, max_items: int = FINGERPRINT_ITEMS) ->
         image, label = dataset[index]
         _hash_tensor(digest, torch.as_tensor(image))
         digest.update(f"|{int(label)}|".encode())
+    return digest.hexdigest()
+
+
+def frozen_state_digest(model: nn.Module) -> str:
+    """Hash of every tensor of `model` that training does not change (frozen weights, buffers).
+
+    Segments returned by `split_for_cache` may hold the backbone without registering it, so
+    the backbone's state is hashed from the whole model.
+    """
+    digest = hashlib.sha256()
+    frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
+    for name, tensor in sorted(frozen + list(model.named_buffers()), key=lambda kv: kv[0]):
+        digest.update(name.encode())
+        _hash_tensor(digest, tensor)
     return digest.hexdigest()
 
 
@@ -114,10 +129,12 @@ def cached_activations(
 ) -> tuple[Activations | None, str]:
     """(activations, status) with status "hit", "built" or "over_budget" (then None).
 
-    `context` is folded into the key (preprocessing, precision); `autocast` is the engine's
-    mixed-precision context so cached features match what the uncached forward would see.
+    `context` is folded into the key (the model's frozen-state digest, preprocessing,
+    precision); `autocast` is the engine's mixed-precision context so cached features match
+    what the uncached forward computes.
     """
-    probe_images = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(_PROBE_ITEMS)])
+    probe = range(min(_PROBE_ITEMS, len(dataset)))
+    probe_images = torch.stack([torch.as_tensor(dataset[i][0]) for i in probe])
     with autocast():
         ident = prefix_identity(prefix, preprocess(probe_images.to(device)))
     key = hashlib.sha256(f"{ident}|{dataset_fingerprint(dataset)}|{context}".encode()).hexdigest()
@@ -163,5 +180,6 @@ def _compute(
             features[start : start + len(out)] = out
             labels[start : start + len(out)] = target.to(device)
             start += len(out)
-    assert features is not None, "empty dataset"
+    if features is None:
+        raise ValueError("prefix cache: the dataset is empty")
     return Activations(features, labels)
