@@ -139,10 +139,18 @@ def num_source_classes(model: nn.Module) -> int:
 
 
 def data_config(model: nn.Module) -> dict[str, Any]:
-    """Preprocessing the backbone expects: input size, mean, std (from timm's pretrained_cfg)."""
+    """Preprocessing the backbone expects: input size, mean, std (from timm's pretrained_cfg).
+
+    A ViT built with another `img_size` than its pretrained_cfg (e.g. 32 px) reports the size
+    its patch embedding was built for; CNNs accept any size and keep the config's.
+    """
     cfg = timm.data.resolve_data_config({}, model=model)
+    input_size = tuple(cfg["input_size"])
+    built_for = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if built_for:
+        input_size = (input_size[0], *built_for)
     return {
-        "input_size": tuple(cfg["input_size"]),
+        "input_size": input_size,
         "mean": tuple(float(m) for m in cfg["mean"]),
         "std": tuple(float(s) for s in cfg["std"]),
         "interpolation": cfg.get("interpolation", "bilinear"),
