@@ -4,16 +4,19 @@ Each method lives in its own module and registers itself with `@register("name")
 importing this package imports them all.
 """
 
-from visprompt.methods import adavipro  # noqa: F401  (registers the method)
-from visprompt.methods import ap  # noqa: F401  (registers the method)
-from visprompt.methods import bias_tuning  # noqa: F401  (registers the method)
-from visprompt.methods import full_finetune  # noqa: F401  (registers the method)
-from visprompt.methods import linear_probe  # noqa: F401  (registers the method)
-from visprompt.methods import lora  # noqa: F401  (registers the method)
-from visprompt.methods import norm_tuning  # noqa: F401  (registers the method)
-from visprompt.methods import pgn  # noqa: F401  (registers the method)
-from visprompt.methods import vp  # noqa: F401  (registers the method)
-from visprompt.methods import vpt  # noqa: F401  (registers the method)
+# Importing each method module registers it.
+from visprompt.methods import (  # noqa: F401
+    adavipro,
+    ap,
+    bias_tuning,
+    full_finetune,
+    linear_probe,
+    lora,
+    norm_tuning,
+    pgn,
+    vp,
+    vpt,
+)
 from visprompt.methods.base import (
     AdaptedModel,
     available,
