@@ -7,10 +7,12 @@ node parameters (`params:training.runs.<run>`) and follow `--params` overrides a
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,21 @@ def train_config(
     separate top-level key so that an environment such as `conf/gpu` can override it alone.
     """
     return TrainConfig.from_dict({**defaults, **engine, **overrides})
+
+
+def bind_first(func: Callable[..., Any], value: Any) -> Callable[..., Any]:
+    """`func` with its first argument fixed (a run name), still introspectable by Kedro.
+
+    Kedro has no constant node inputs; a bare `functools.partial` loses the name, the type
+    hints (Kedro's parameter validation warns on every run) and the signature's annotations.
+    """
+    bound = functools.partial(func, value)
+
+    @functools.wraps(func)
+    def node_func(*args: Any, **kwargs: Any) -> Any:
+        return bound(*args, **kwargs)
+
+    first = next(iter(inspect.signature(func).parameters))
+    node_func.__signature__ = inspect.signature(bound)  # type: ignore[attr-defined]
+    node_func.__annotations__ = {k: v for k, v in func.__annotations__.items() if k != first}
+    return node_func

@@ -1,12 +1,10 @@
 """evaluation pipeline: `<run>.test_metrics` per configured run (in the run's namespace),
 then `comparison`, `comparison_markdown` and `comparison_plots` across runs."""
 
-from functools import partial
-
 from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.evaluation.nodes import compare_runs, evaluate_run
-from visprompt.pipelines.runs import configured_runs
+from visprompt.pipelines.runs import bind_first, configured_runs
 
 
 def run_pipeline(run: str) -> Pipeline:
@@ -36,15 +34,15 @@ def run_pipeline(run: str) -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     runs = list(configured_runs())
-    compare = partial(compare_runs, runs)
-    compare.__name__ = compare_runs.__name__  # kedro names and logs nodes by their function
+    if not runs:
+        return Pipeline([])
     per_run = [
         f"{run}.{name}" for run in runs for name in ("train_summary", "test_metrics", "history")
     ]
     return sum((run_pipeline(run) for run in runs), Pipeline([])) + Pipeline(
         [
             node(
-                compare,
+                bind_first(compare_runs, runs),
                 inputs=["shards", *per_run],
                 outputs=["comparison", "comparison_markdown", "comparison_plots"],
                 name="compare_runs",

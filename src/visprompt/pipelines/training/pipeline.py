@@ -4,11 +4,9 @@
 trains (and, with the evaluation pipeline, evaluates) only the run named `ap`.
 """
 
-from functools import partial
-
 from kedro.pipeline import Pipeline, node
 
-from visprompt.pipelines.runs import RunSpec, configured_runs
+from visprompt.pipelines.runs import RunSpec, bind_first, configured_runs
 from visprompt.pipelines.training.nodes import train_run
 
 #: Free inputs shared by every run (not prefixed with the run's namespace).
@@ -17,8 +15,6 @@ SHARED_INPUTS = {"shards", "validation_summary", "backbone_specs"}
 
 def run_pipeline(spec: RunSpec) -> Pipeline:
     """One run's pipeline: outputs `<run>.artifact_dir`, `<run>.train_summary`, `<run>.history`."""
-    func = partial(train_run, spec.name)
-    func.__name__ = train_run.__name__  # kedro names and logs nodes by their function
     inputs = {
         "run": f"params:training.runs.{spec.name}",
         "defaults": "params:training.defaults",
@@ -35,7 +31,7 @@ def run_pipeline(spec: RunSpec) -> Pipeline:
     template = Pipeline(
         [
             node(
-                func,
+                bind_first(train_run, spec.name),
                 inputs=inputs,
                 outputs=["artifact_dir", "train_summary", "history"],
                 name="train",

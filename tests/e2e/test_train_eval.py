@@ -1,0 +1,123 @@
+"""End to end through the real `kedro` CLI in a project copy: ingest, validate, backbone
+(local pretraining), train two runs, evaluate, compare; then one run alone by namespace."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pandas as pd
+import pytest
+import yaml
+
+from visprompt.backbones import sha256_file
+
+pytestmark = pytest.mark.slow
+
+TINY_TRAINING = {
+    "training": {
+        "checkpoint_root": "data/06_models/checkpoints",
+        "defaults": {"epochs": 1, "batch_size": 32, "lr": 0.01, "progress": False},
+        "runs": {
+            "lp": {"method": "linear_probe", "backbone": "vit"},
+            "ap": {
+                "method": "ap",
+                "backbone": "vit",
+                "options": {"layer": "blocks.0", "image_size": 32},
+            },
+        },
+    },
+    "training_engine": {"accelerator": "cpu", "devices": 1},
+}
+TINY_BACKBONE = {
+    "backbone": {
+        "build": {"vit": "tiny"},
+        "models": {
+            "tiny": {
+                "name": "vit_tiny_patch16_224",
+                "model_kwargs": {
+                    "img_size": 32,
+                    "patch_size": 8,
+                    "embed_dim": 32,
+                    "depth": 2,
+                    "num_heads": 2,
+                    "num_classes": 4,
+                },
+                "image_size": 32,
+                "weights": ["pretrain"],
+            }
+        },
+        "pretrain": {
+            "num_classes": 4,
+            "num_images": 64,
+            "seed": 0,
+            "val_fraction": 0.25,
+            "train": {"epochs": 1, "batch_size": 32, "progress": False},
+        },
+    }
+}
+
+
+def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
+    conf = project_copy.path / "conf/base"
+    (conf / "parameters_training.yml").write_text(yaml.safe_dump(TINY_TRAINING))
+    backbone = yaml.safe_load((conf / "parameters_backbone.yml").read_text())["backbone"]
+    (conf / "parameters_backbone.yml").write_text(
+        yaml.safe_dump({"backbone": backbone | TINY_BACKBONE["backbone"]})
+    )
+    project_copy.update_yaml(
+        "conf/base/parameters_data_ingestion.yml",
+        {
+            "data_ingestion": {
+                "source": "synthetic",
+                "sources": {"synthetic": {"num_classes": 4, "num_images": 120}},
+            }
+        },
+    )
+    pipelines = "data_ingestion,data_validation,backbone,training,evaluation"
+    project_copy.run("--pipelines", pipelines)
+
+    data = project_copy.path / "data"
+    specs = json.loads((data / "06_models/backbones/specs.json").read_text())
+    assert specs["vit"]["source"] == "pretrain"
+    assert specs["vit"]["sha256"] == sha256_file(project_copy.path / specs["vit"]["weights_path"])
+    table = pd.read_csv(data / "08_reporting/comparison.csv")
+    assert sorted(table["run"]) == ["ap", "lp"]
+    assert (table["epochs"] == 1).all() and table["top1"].between(0, 1).all()
+    lp = table.set_index("run").loc["lp"]
+    assert lp["trainable_params"] == 32 * 4 + 4  # Linear(D=32, C=4)
+    assert "| lp " in (data / "08_reporting/comparison.md").read_text()
+    plots = {p.name for p in (data / "08_reporting/plots").iterdir()}
+    assert {"accuracy_vs_params.png", "training_curves.png", "confusion_lp.png"} <= plots
+    for run in ("lp", "ap"):
+        assert (data / f"06_models/methods/{run}/prompt.safetensors").is_file()
+        metrics = json.loads((data / f"07_model_output/{run}/test_metrics.json").read_text())
+        assert metrics["top1"] == pytest.approx(table.set_index("run").loc[run, "top1"])
+
+    # MLflow: each run is a child of the `kedro run`'s run and holds its test metrics
+    db = sqlite3.connect(project_copy.path / "mlflow/mlflow.db")
+    children = dict(
+        db.execute(
+            "SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "WHERE t.key = 'mlflow.parentRunId'"
+        ).fetchall()
+    )
+    assert {"lp", "ap", "backbone_vit"} <= set(children)
+    assert children["lp"] == children["ap"]
+    top1 = db.execute(
+        "SELECT m.value FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+        "WHERE r.name = 'lp' AND m.key = 'test_top1'"
+    ).fetchone()[0]
+    assert top1 == pytest.approx(lp["top1"])
+
+    # one run alone, by namespace: only its nodes run (the other run's outputs stay as they are)
+    untouched = [
+        data / "07_model_output/ap/test_metrics.json",
+        data / "08_reporting/comparison.csv",
+    ]
+    before = [p.stat().st_mtime_ns for p in untouched]
+    lp_summary = data / "07_model_output/lp/train_summary.json"
+    lp_before = lp_summary.stat().st_mtime_ns
+    project_copy.run("--pipelines", "training,evaluation", "--namespaces", "lp")
+    assert [p.stat().st_mtime_ns for p in untouched] == before
+    assert lp_summary.stat().st_mtime_ns > lp_before
