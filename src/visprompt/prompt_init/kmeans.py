@@ -10,6 +10,7 @@ every device up to floating-point rounding.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,16 +30,47 @@ class KMeansResult:
     seeds: torch.Tensor
 
 
-def _nearest(x: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _nearest(
+    x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(squared distance to, index of) the nearest centre for every row of `x`, chunked."""
-    c_sq = centers.pow(2).sum(1)
     dists, index = [], []
-    for chunk in x.split(CHUNK):
-        d = chunk.pow(2).sum(1, keepdim=True) - 2.0 * chunk @ centers.T + c_sq
+    for _, d in _chunk_distances(x, centers, x_sq):
         best, arg = d.min(1)
         dists.append(best.clamp_min_(0.0))
         index.append(arg)
     return torch.cat(dists), torch.cat(index)
+
+
+def _chunk_distances(
+    x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(rows, their squared distances to every centre) per chunk: |x|^2 - 2 x.c + |c|^2."""
+    if x_sq is None:
+        x_sq = x.pow(2).sum(1, keepdim=True)
+    c_sq = centers.pow(2).sum(1)
+    for chunk, chunk_sq in zip(x.split(CHUNK), x_sq.split(CHUNK), strict=True):
+        yield chunk, torch.addmm(chunk_sq, chunk, centers.T, alpha=-2.0).add_(c_sq)
+
+
+def _lloyd_step(
+    x: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(distance of each point to its centre, per-centre sums of points, per-centre counts).
+
+    Sums are one-hot matrix products per chunk: BLAS work instead of a scatter.
+    """
+    k = centers.shape[0]
+    sums = torch.zeros_like(centers)
+    counts = torch.zeros(k, dtype=x.dtype, device=x.device)
+    dists = []
+    for chunk, d in _chunk_distances(x, centers, x_sq):
+        best, arg = d.min(1)
+        onehot = torch.nn.functional.one_hot(arg, k).to(x.dtype)
+        sums.addmm_(onehot.T, chunk)
+        counts += onehot.sum(0)
+        dists.append(best.clamp_min_(0.0))
+    return torch.cat(dists), sums, counts
 
 
 def inertia(x: torch.Tensor, centers: torch.Tensor) -> float:
@@ -53,13 +85,17 @@ def _draw(weights: torch.Tensor, count: int, generator: torch.Generator) -> torc
     return torch.searchsorted(cdf, u).clamp_max_(len(cdf) - 1)
 
 
-def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+def kmeans_plus_plus(
+    x: torch.Tensor, k: int, generator: torch.Generator, x_sq: torch.Tensor | None = None
+) -> torch.Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; the variant scikit-learn uses).
 
     Each new seed is the best, by resulting objective, of 2 + ln k candidates drawn with
     probability proportional to the squared distance to the nearest seed so far.
     """
     n = x.shape[0]
+    if x_sq is None:
+        x_sq = x.pow(2).sum(1, keepdim=True)
     trials = 2 + int(math.log(k))
     first = int(torch.randint(n, (1,), generator=generator))
     centers = [x[first]]
@@ -70,8 +106,8 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
         else:
             candidates = _draw(closest, trials, generator)
         # (trials, n) potentials of each candidate added to the seeds, chosen by their sum.
-        cand_d = torch.cdist(x[candidates], x).pow_(2)
-        potentials = torch.minimum(closest.unsqueeze(0), cand_d)
+        cand_d = torch.cat([d for _, d in _chunk_distances(x, x[candidates], x_sq)]).T
+        potentials = torch.minimum(closest.unsqueeze(0), cand_d.clamp_min_(0.0))
         best = int(potentials.sum(1).argmin())
         centers.append(x[candidates[best]])
         closest = potentials[best]
@@ -97,22 +133,20 @@ def kmeans(
     if not 1 <= k <= x.shape[0]:
         raise ValueError(f"k-means needs 1 <= k <= n points; got k={k}, n={x.shape[0]}")
     x = x.float()
+    x_sq = x.pow(2).sum(1, keepdim=True)
     generator = torch.Generator().manual_seed(seed)
-    seeds = kmeans_plus_plus(x, k, generator)
+    seeds = kmeans_plus_plus(x, k, generator, x_sq)
     centers = seeds.clone()
     previous = float("inf")
     converged = False
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007  (read after the loop)
-        dists, assign = _nearest(x, centers)
+        dists, sums, counts = _lloyd_step(x, x_sq, centers)
         current = float(dists.double().sum())
-        counts = torch.bincount(assign, minlength=k)
-        sums = torch.zeros_like(centers).index_add_(0, assign, x)
         empty = (counts == 0).nonzero().flatten()
-        centers = sums / counts.clamp_min(1).unsqueeze(1).to(x.dtype)
+        centers = sums / counts.clamp_min(1).unsqueeze(1)
         if len(empty):
-            far = dists.topk(len(empty)).indices
-            centers[empty] = x[far]
+            centers[empty] = x[dists.topk(len(empty)).indices]
         if previous - current <= tol * max(current, 1e-12):
             converged = True
             break
