@@ -86,6 +86,29 @@ def test_pgn_invert_writes_prompted_pngs(saved: dict[str, Path]) -> None:
     assert server(batch).shape == (3, 3)
 
 
+def test_pgn_invert_reads_a_backbone_spec(saved: dict[str, Path]) -> None:
+    spec = {
+        "name": NAME,
+        "model_kwargs": KWARGS,
+        "weights_path": str(saved["weights"]),
+        "data_config": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
+    }
+    specs = saved["weights"].with_name("specs.json")
+    specs.write_text(json.dumps({"vit_p8": spec}))
+    common = [
+        str(saved["inputs"] / "img1.png"),
+        "--artifact",
+        str(saved["artifact"]),
+        "--spec",
+        str(specs),
+        "--out",
+        str(saved["out"]),
+    ]
+    assert main(["pgn-invert", *common, "--key", "vit_p8"]) == 0
+    assert [p.name for p in saved["out"].glob("*.png")] == ["img1.png"]
+    assert main(["pgn-invert", *common, "--key", "nope"]) == 2
+
+
 def test_pgn_invert_reports_bad_input(saved: dict[str, Path], capsys) -> None:
     bad = args(saved)
     bad[bad.index("--artifact") + 1] = str(saved["inputs"])  # not an artifact

@@ -77,22 +77,22 @@ def write_prompted_images(client: PromptClient, paths: Sequence[Path], out: Path
     return written
 
 
-def _backbone(args: argparse.Namespace) -> torch.nn.Module:
+def _backbone(args: argparse.Namespace) -> tuple[torch.nn.Module, dict | None]:
+    """(backbone, normalisation): from --spec (with its data_config) or --backbone/--weights."""
     if args.spec is None:
         if args.weights is None:
             raise ValueError("--backbone needs --weights (a local file: nothing is downloaded)")
-        return backbones.create_backbone(
-            args.backbone, weights=args.weights, **args.backbone_kwargs
-        )
+        kwargs = args.backbone_kwargs
+        return backbones.create_backbone(args.backbone, weights=args.weights, **kwargs), None
     specs = json.loads(args.spec.read_text())
     if args.key not in specs:
         raise ValueError(f"--key '{args.key}' is not in {args.spec}; keys: {sorted(specs)}")
-    return backbones.from_spec(specs[args.key])
+    return backbones.from_spec(specs[args.key]), specs[args.key].get("data_config")
 
 
 def _pgn_invert(args: argparse.Namespace) -> int:
-    backbone = _backbone(args)
-    client = PromptClient.from_pgn(load_pgn(args.artifact, backbone))
+    backbone, normalisation = _backbone(args)
+    client = PromptClient.from_pgn(load_pgn(args.artifact, backbone), normalisation)
     written = write_prompted_images(client, image_paths(args.images), args.out)
     print(f"wrote {len(written)} prompted image(s) to {args.out}")
     return 0

@@ -20,7 +20,8 @@ patch embedding's W and b, no other backbone weight) turns images into prompted 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -126,9 +127,15 @@ class PromptClient(nn.Module):
         self.mean, self.std = tuple(mean), tuple(std)
 
     @classmethod
-    def from_pgn(cls, model: PromptGenerationNetwork) -> PromptClient:
-        """The client part of a trained PGN (a copy of its generator, in eval mode)."""
-        cfg = data_config(model.backbone)
+    def from_pgn(
+        cls, model: PromptGenerationNetwork, normalisation: Mapping[str, Any] | None = None
+    ) -> PromptClient:
+        """The client part of a trained PGN (a copy of its generator, in eval mode).
+
+        `normalisation` (mean, std; e.g. a backbone spec's data_config) must be what the
+        model was trained with; default: the backbone's timm data config.
+        """
+        cfg = normalisation or data_config(model.backbone)
         return cls(
             copy.deepcopy(model.generator).eval(),
             PatchInverter.from_vit(model.backbone),
@@ -156,8 +163,10 @@ class PromptServer(nn.Module):
         self.mean, self.std = tuple(mean), tuple(std)
 
     @classmethod
-    def from_pgn(cls, model: PromptGenerationNetwork) -> PromptServer:
-        cfg = data_config(model.backbone)
+    def from_pgn(
+        cls, model: PromptGenerationNetwork, normalisation: Mapping[str, Any] | None = None
+    ) -> PromptServer:
+        cfg = normalisation or data_config(model.backbone)
         return cls(model.backbone, model.head, cfg["mean"], cfg["std"]).eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -170,7 +179,11 @@ class PromptServer(nn.Module):
 
 @torch.no_grad()
 def inversion_agreement(
-    model: PromptGenerationNetwork, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64
+    model: PromptGenerationNetwork,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 64,
+    normalisation: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Top-1 of the token path vs the RGB path (float, and clipped + 8-bit), and agreement.
 
@@ -180,7 +193,8 @@ def inversion_agreement(
     and clipped_fraction: the share of strip pixel values outside [0, 1] before clipping.
     """
     model.eval()
-    client, server = PromptClient.from_pgn(model), PromptServer.from_pgn(model)
+    client = PromptClient.from_pgn(model, normalisation)
+    server = PromptServer.from_pgn(model, normalisation)
     token, rgb, rgb8, clipped = [], [], [], 0
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
