@@ -133,7 +133,7 @@ def main() -> None:
         preprocess_for(model),
         config,
     )
-    if result is not None and (args.devices == 1 or _is_rank_zero()):
+    if _is_rank_zero():
         head = {k: v.tolist() for k, v in model.head.state_dict().items()}
         Path(args.out).write_text(
             json.dumps({"history": result.history, "head": head, "best_epoch": result.best_epoch})
