@@ -48,8 +48,9 @@ class TrainResult:
     best_val_top1: float
     train_time_s: float
     epochs_run: int
-    #: prefix cache use: {"train": status, "val": status} ("off", "hit", "built", "over_budget")
-    cache: dict[str, str] = field(default_factory=dict)
+    #: prefix cache use: {"train": status, "val": status, "build_s": seconds}, status one of
+    #: "off", "hit", "built", "over_budget"; build_s is included in train_time_s
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 # -- model helpers ---------------------------------------------------------------------------
@@ -305,29 +306,10 @@ def _fit_worker(
     }
     model = fabric.to_device(model)
 
-    split = _cache_split(model, config)
-    cache_status = {"train": "off", "val": "off"}
-    train_cached = val_cached = None
     val_shard = _val_shard(val_set, fabric) if val_set is not None else None
-    if split is not None:
-        prefix, suffix = split
-        context = json.dumps([frozen_digest, preprocess.to_dict(), config.precision])
-        common = dict(
-            device=fabric.device,
-            batch_size=per_rank,
-            max_bytes=config.cache_max_bytes,
-            context=context,
-            autocast=fabric.autocast,
-        )
-        train_cached, cache_status["train"] = prefix_cache.cached_activations(
-            prefix, train_set, preprocess, **common
-        )
-        if val_shard is not None:
-            val_cached, cache_status["val"] = prefix_cache.cached_activations(
-                prefix, val_shard, preprocess, **common
-            )
-        if train_cached is None:
-            val_cached, split = None, None
+    split, train_cached, val_cached, cache_info = _prefix_activations(
+        model, train_set, val_shard, preprocess, config, fabric, per_rank, frozen_digest
+    )
     train_module = split[1] if split is not None else model
 
     optimizer = _optimizer(_param_groups(model, config), config)
@@ -391,6 +373,8 @@ def _fit_worker(
         if val_batches is not None:
             row["val_loss"], row["val_top1"] = _evaluate(train_module, val_batches, fabric)
         row["epoch_time_s"] = time.perf_counter() - epoch_start
+        if epoch == progress.next_epoch:  # this call's cache build is training time too
+            progress.train_time_s += cache_info["build_s"]
         progress.record(row, model, improved=val_batches is None)
         if config.checkpoint_dir:
             if fabric.is_global_zero:
@@ -405,7 +389,7 @@ def _fit_worker(
         best_val_top1=progress.best_top1,
         train_time_s=progress.train_time_s,
         epochs_run=len(progress.history),
-        cache=cache_status,
+        cache=cache_info,
     )
     return result, progress.best_state, progress.best_extra
 
@@ -482,6 +466,41 @@ def _restore(
         best_extra=json.loads(state["best_extra_state"]),
         train_time_s=state["train_time_s"],
     )
+
+
+def _prefix_activations(
+    model: nn.Module,
+    train_set: Dataset,
+    val_shard: Dataset | None,
+    preprocess: Preprocess,
+    config: TrainConfig,
+    fabric: Fabric,
+    batch_size: int,
+    frozen_digest: str,
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(split or None, train activations, val activations, info) for prefix caching."""
+    start = time.perf_counter()
+    info: dict[str, Any] = {"train": "off", "val": "off", "build_s": 0.0}
+    split = _cache_split(model, config)
+    if split is None:
+        return None, None, None, info
+    common = dict(
+        device=fabric.device,
+        batch_size=batch_size,
+        max_bytes=config.cache_max_bytes,
+        context=json.dumps([frozen_digest, preprocess.to_dict(), config.precision]),
+        autocast=fabric.autocast,
+    )
+    train, info["train"] = prefix_cache.cached_activations(
+        split[0], train_set, preprocess, **common
+    )
+    val = None
+    if train is not None and val_shard is not None:
+        val, info["val"] = prefix_cache.cached_activations(
+            split[0], val_shard, preprocess, **common
+        )
+    info["build_s"] = time.perf_counter() - start
+    return (split, train, val, info) if train is not None else (None, None, None, info)
 
 
 def _cache_split(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, nn.Module] | None:

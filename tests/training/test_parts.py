@@ -1,0 +1,92 @@
+"""The loop's parts without a model: config, schedule, augmentation, checkpoint files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from visprompt.training import Preprocess, TrainConfig
+from visprompt.training.augment import flip_crop
+from visprompt.training.checkpoint import load_checkpoint, save_checkpoint, signature_digest
+from visprompt.training.schedule import lr_factor, warmup_cosine
+
+
+def test_warmup_then_cosine_to_the_floor() -> None:
+    kw = dict(total_steps=10, warmup_steps=4, floor=0.1)
+    factors = [lr_factor(step, **kw) for step in range(10)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[4] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(factors[4:], factors[5:], strict=False))
+    assert lr_factor(10, **kw) == pytest.approx(0.1)  # the end of the last step: the floor
+    # midway through the decay: halfway between peak and floor
+    assert lr_factor(7, **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_schedule_keeps_per_group_lr_ratios() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 40.0}], lr=1.0)
+    sched = warmup_cosine(opt, steps_per_epoch=5, epochs=2, warmup_epochs=1, lr=1.0, min_lr=0.0)
+    for _ in range(7):
+        opt.step()
+        sched.step()
+        assert opt.param_groups[1]["lr"] == pytest.approx(40 * opt.param_groups[0]["lr"])
+
+
+def test_flip_crop_is_a_shifted_or_flipped_crop_of_the_padded_image() -> None:
+    images = torch.randn(6, 3, 8, 8)
+    out = flip_crop(images, torch.Generator().manual_seed(0))
+    again = flip_crop(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and torch.equal(out, again)
+    padded = F.pad(images, (1, 1, 1, 1))
+    flipped = 0
+    for i in range(6):
+        crops = {
+            (oy, ox, flip): (
+                padded[i, :, oy : oy + 8, ox : ox + 8].flip(-1)
+                if flip
+                else padded[i, :, oy : oy + 8, ox : ox + 8]
+            )
+            for oy in range(3)
+            for ox in range(3)
+            for flip in (False, True)
+        }
+        match = [k for k, crop in crops.items() if torch.equal(crop, out[i])]
+        assert match, f"image {i} is not a crop of its padded input"
+        flipped += match[0][2]
+    assert 0 < flipped < 6  # both flipped and unflipped images in a batch of 6 (seed 0)
+
+
+def test_config_and_preprocess_validation() -> None:
+    base = TrainConfig(epochs=2, lr=0.1)
+    assert base.digest() == TrainConfig(epochs=2, lr=0.1, num_workers=4).digest()
+    assert base.digest() != TrainConfig(epochs=2, lr=0.2).digest()
+    with pytest.raises(ValueError, match="TrainConfig.warmup_epochs"):
+        TrainConfig(epochs=2, warmup_epochs=3)
+    with pytest.raises(ValueError, match="TrainConfig.augment"):
+        TrainConfig(augment="mixup")
+    pre = Preprocess.from_data_config(
+        {"input_size": (3, 16, 16), "mean": [0.5] * 3, "std": [0.5] * 3}
+    )
+    x = pre(torch.full((2, 3, 32, 32), 255, dtype=torch.uint8))
+    assert x.shape == (2, 3, 16, 16) and torch.allclose(x, torch.ones_like(x))
+    with pytest.raises(KeyError, match="input_size"):
+        Preprocess.from_data_config({"mean": [0.5], "std": [0.5]})
+
+
+def test_checkpoint_is_atomic_and_refuses_another_run(tmp_path) -> None:
+    signature = {"train": {"lr": 0.1}, "data": {"train": 10}}
+    state = {
+        "digest": signature_digest(signature),
+        "signature": '{"train": {"lr": 0.1}, "data": {"train": 10}}',
+        "epoch": 0,
+        "trainable": {"w": torch.ones(2)},
+    }
+    assert load_checkpoint(tmp_path, signature) is None
+    save_checkpoint(tmp_path, state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary left
+    assert torch.equal(load_checkpoint(tmp_path, signature)["trainable"]["w"], torch.ones(2))
+    with pytest.raises(ValueError, match=r"train\.lr \(0\.1 -> 0\.2\)"):
+        load_checkpoint(tmp_path, {"train": {"lr": 0.2}, "data": {"train": 10}})
