@@ -1,0 +1,5 @@
+"""registry pipeline: register every trained run's prompt artifact and promote the best."""
+
+from visprompt.pipelines.registry.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

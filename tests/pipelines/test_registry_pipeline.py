@@ -1,0 +1,135 @@
+"""registry pipeline: lineage-tagged versions, guarded promotion, and a champion that a fresh
+process loads by alias and that labels the test split exactly as the evaluation does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from visprompt.data.shards import ShardDataset, read_split
+from visprompt.pipelines.registry.nodes import register_runs, selected_runs
+from visprompt.pipelines.registry.pipeline import create_pipeline
+from visprompt.pipelines.training.datasets import MethodArtifactDataset
+from visprompt.registry.promotion import CHALLENGER, CHAMPION
+from visprompt.registry.pyfunc_model import encode_png
+from visprompt.training import Preprocess, predict
+
+NAME = "registry-pipeline-test"
+TRAINING = {
+    "defaults": {"epochs": 2},
+    "runs": {"lp": {"method": "linear_probe", "backbone": "vit"}, "lp_low": {"method": "x"}},
+}
+
+
+@pytest.fixture(scope="module")
+def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
+    """Two runs through the node: `lp` (its real metric) and `lp_low` (same artifact, worse)."""
+    model, summary, _ = trained
+    dataset = MethodArtifactDataset(str(tmp_path_factory.mktemp("artifacts") / "lp"))
+    dataset.save(model)
+    params = {
+        "model_name": NAME,
+        "metric": "best_val_top1",
+        "margin": 0.0,
+        "num_examples": 3,
+        "lock_file": str(tmp_path_factory.mktemp("lock") / "registry.lock"),
+    }
+    low = summary | {"best_val_top1": summary["best_val_top1"] - 0.1}
+    with mlflow.start_run(tags={"run_id": "kedro-session-1"}) as parent:  # as kedro-mlflow tags
+        result = register_runs(
+            ["lp", "lp_low"],
+            str(shard_dir),
+            {"success": True, "data_hash": "md5-of-data"},
+            {"vit": vit_spec},
+            TRAINING,
+            params,
+            dataset.load(),
+            summary,
+            dataset.load(),
+            low,
+        )
+    return result, parent.info.run_id
+
+
+def test_first_run_is_champion_worse_one_only_challenger(registered) -> None:
+    summary, _ = registered
+    first, second = summary["decisions"]
+    assert first["promoted"] and first["reason"] == "first champion"
+    assert not second["promoted"] and second["champion_before"] == first["version"]
+    client = MlflowClient()
+    assert client.get_model_version_by_alias(NAME, CHAMPION).version == first["version"]
+    assert client.get_model_version_by_alias(NAME, CHALLENGER).version == second["version"]
+    assert summary["champion"] == first["version"]
+    json.dumps(summary)  # the registry.json dataset must be able to write it
+
+
+def test_versions_carry_their_lineage(registered, trained) -> None:
+    summary, parent_id = registered
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    tags = [MlflowClient().get_model_version(NAME, d["version"]).tags for d in summary["decisions"]]
+    for tag in tags:
+        assert tag["git_commit"].startswith(head.strip())
+        assert tag["data_hash"] == "md5-of-data"
+        assert tag["kedro_run_id"] == "kedro-session-1"
+        assert tag["training_mlflow_run_id"] == trained[1]["mlflow_run_id"]
+        run = mlflow.get_run(tag["mlflow_run_id"])  # the version's own nested run
+        assert run.data.tags["mlflow.parentRunId"] == parent_id
+        assert len(tag["params_hash"]) == 64
+    assert tags[0]["params_hash"] != tags[1]["params_hash"]  # different run parameters
+    assert float(tags[0]["best_val_top1"]) == pytest.approx(trained[1]["best_val_top1"])
+
+
+def test_champion_in_a_fresh_process_labels_the_test_split_like_evaluation(
+    registered, trained, vit_spec, shard_dir, mlflow_store, tmp_path
+) -> None:
+    logits, _ = predict(
+        trained[0],
+        ShardDataset(shard_dir, "test"),
+        Preprocess.from_data_config(vit_spec["data_config"]),
+        batch_size=7,
+    )
+    images, _ = read_split(shard_dir, "test")
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps([encode_png(image) for image in images]))
+    script = (
+        "import json, sys, mlflow, pandas as pd;"
+        f"m = mlflow.pyfunc.load_model('models:/{NAME}@{CHAMPION}');"
+        "frame = pd.DataFrame({'image': json.load(open(sys.argv[1]))});"
+        "print(json.dumps(m.predict(frame)['label'].tolist()))"
+    )
+    env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(request)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    labels = json.loads(done.stdout.strip().splitlines()[-1])
+    assert labels == logits.argmax(-1).tolist()
+    assert len(labels) == len(images) == 16
+
+
+def test_unknown_runs_and_metrics_are_refused(vit_spec, shard_dir, trained) -> None:
+    with pytest.raises(ValueError, match="registry.runs names \\['nope'\\]"):
+        selected_runs(["lp", "vp"], ["vp", "nope"])
+    assert selected_runs(["lp", "vp", "ap"], ["ap", "lp"]) == ["lp", "ap"]
+    assert selected_runs(["lp", "vp"], None) == ["lp", "vp"]
+    params = {"model_name": NAME, "metric": "val_f1", "margin": 0, "num_examples": 1}
+    with pytest.raises(ValueError, match="has no 'val_f1'"):
+        register_runs(["lp"], str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {})
+
+
+def test_pipeline_takes_every_configured_runs_artifact() -> None:
+    pipe = create_pipeline()
+    inputs = pipe.inputs()
+    assert {"shards", "validation_summary", "backbone_specs", "params:registry"} <= inputs
+    assert "linear_probe.artifact_dir" in inputs and "vp.train_summary" in inputs
+    assert pipe.outputs() == {"registry_summary"}
