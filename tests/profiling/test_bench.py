@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_backbone
+import torch
 
 from visprompt import methods
 from visprompt.backbones import freeze
@@ -44,15 +44,17 @@ def test_bench_writes_tables_targets_and_notes(tmp_path: Path) -> None:
     assert rows.at["vp", "trainable_params"] == 12 * pad * (32 - pad) + 512 * 10 + 10
 
 
-def test_method_options_follow_the_backbone_and_image_size() -> None:
-    resnet, vit = make_backbone("resnet"), make_backbone("vit")
+def test_method_options_follow_the_backbone_and_image_size(
+    tiny_resnet: torch.nn.Module, tiny_vit: torch.nn.Module
+) -> None:
+    resnet, vit = tiny_resnet, tiny_vit
     assert bench.method_options("ap", resnet, 224) == {"layer": "layer4", "image_size": 224}
     assert bench.method_options("ap", vit, 32)["layer"] == "blocks.2"
     assert bench.method_options("vp", vit, 224)["prompt_size"] == 30
 
 
-def test_vpt_prompt_length_curve_grows_with_the_sequence() -> None:
-    backbone = freeze(make_backbone("vit"))  # 64 patches + CLS at 32 px
+def test_vpt_prompt_length_curve_grows_with_the_sequence(tiny_vit: torch.nn.Module) -> None:
+    backbone = freeze(tiny_vit)  # 64 patches + CLS at 32 px
     settings = ProfileSettings(image_size=32, train_batch_size=2, warmup=0, repeats=1,
                                device="cpu", progress=False)  # fmt: skip
     curve = prompt_length_curve(backbone, [0, 8, 32], settings, options={"variant": "deep"})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
-from conftest import make_backbone
 
 from visprompt import methods
 from visprompt.profiling.flops import backward_cost
@@ -15,8 +16,8 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 3])
 
 
-def test_linear_probe_backward_is_the_head_only() -> None:
-    model = methods.build("linear_probe", make_backbone("resnet"), 5).train()
+def test_linear_probe_backward_is_the_head_only(tiny_resnet: torch.nn.Module) -> None:
+    model = methods.build("linear_probe", tiny_resnet, 5).train()
     images, labels = _batch()
     cost = backward_cost(model, images, labels)
     width = model.backbone.num_features
@@ -32,10 +33,14 @@ def test_linear_probe_backward_is_the_head_only() -> None:
 @pytest.mark.skipif(
     not {"ap", "vp"} <= set(methods.available()), reason="needs the ap and vp methods"
 )
-def test_ap_at_the_last_stage_backpropagates_far_less_than_vp() -> None:
+def test_ap_at_the_last_stage_backpropagates_far_less_than_vp(
+    tiny_resnet: torch.nn.Module,
+) -> None:
     images, labels = _batch()
-    ap = methods.build("ap", make_backbone("resnet"), 5, layer="layer4", image_size=32).train()
-    vp = methods.build("vp", make_backbone("resnet"), 5, prompt_size=4, image_size=32).train()
+    ap = methods.build("ap", copy.deepcopy(tiny_resnet), 5, layer="layer4", image_size=32)
+    vp = methods.build("vp", tiny_resnet, 5, prompt_size=4, image_size=32)
+    ap.train()
+    vp.train()
     cost_ap, cost_vp = backward_cost(ap, images, labels), backward_cost(vp, images, labels)
     # VP differentiates through every conv to reach its input-space prompt; AP stops at
     # layer4's output: its backward is the pooled head plus the broadcast add
@@ -47,8 +52,8 @@ def test_ap_at_the_last_stage_backpropagates_far_less_than_vp() -> None:
 
 
 @pytest.mark.skipif("ap" not in methods.available(), reason="needs the ap method")
-def test_ap_backward_never_enters_modules_before_its_layer() -> None:
-    model = methods.build("ap", make_backbone("resnet"), 5, layer="layer4", image_size=32).train()
+def test_ap_backward_never_enters_modules_before_its_layer(tiny_resnet: torch.nn.Module) -> None:
+    model = methods.build("ap", tiny_resnet, 5, layer="layer4", image_size=32).train()
     entered: list[str] = []
     for name, module in model.backbone.named_children():
         module.register_full_backward_pre_hook(lambda m, g, name=name: entered.append(name))

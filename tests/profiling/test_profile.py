@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from conftest import make_backbone
 
 from visprompt import methods
 from visprompt.backbones import freeze
@@ -20,16 +19,16 @@ FAST = ProfileSettings(
 )  # fmt: skip
 
 
-def _models(kind: str) -> dict[str, torch.nn.Module]:
-    backbone = freeze(make_backbone(kind))
+def _models(backbone: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    backbone = freeze(backbone)
     return {
         "backbone": backbone,
         "linear_probe": methods.build("linear_probe", copy.deepcopy(backbone), 5),
     }
 
 
-def test_profile_rows_have_every_column_and_exact_counts() -> None:
-    models = _models("resnet")
+def test_profile_rows_have_every_column_and_exact_counts(tiny_resnet: torch.nn.Module) -> None:
+    models = _models(tiny_resnet)
     rows = profile_models(models, FAST)
     assert [r["method"] for r in rows] == ["backbone", "linear_probe"]
     assert all(tuple(r)[: len(COLUMNS)] == COLUMNS for r in rows)
@@ -47,8 +46,8 @@ def test_profile_rows_have_every_column_and_exact_counts() -> None:
     assert probe["throughput_ratio"] == pytest.approx(ratio)
 
 
-def test_reference_must_be_present_and_frozen() -> None:
-    models = _models("resnet")
+def test_reference_must_be_present_and_frozen(tiny_resnet: torch.nn.Module) -> None:
+    models = _models(tiny_resnet)
     with pytest.raises(ValueError, match="reference model 'bare' missing"):
         profile_models(models, FAST, reference="bare")
     models["backbone"].requires_grad_(True)
@@ -63,10 +62,10 @@ def test_bad_settings_are_refused() -> None:
         ProfileSettings(latency_repeats=1)
 
 
-def test_forward_flops_of_a_linear_layer_and_of_attention() -> None:
+def test_forward_flops_of_a_linear_layer_and_of_attention(tiny_vit: torch.nn.Module) -> None:
     layer = torch.nn.Linear(8, 3)
     assert forward_flops(layer, torch.randn(4, 8)) == 2 * 4 * 8 * 3
-    vit = freeze(make_backbone("vit"))  # 64 patches + CLS, D=64, 4 blocks, MLP 4D
+    vit = freeze(tiny_vit)  # 64 patches + CLS, D=64, 4 blocks, MLP 4D
     n, d, blocks = 65, 64, 4
     linear = blocks * 2 * n * (3 * d * d + d * d + 2 * 4 * d * d)
     attention = blocks * 2 * 2 * n * n * d  # QK^T and AV, counted on CPU fused SDPA too
@@ -75,8 +74,10 @@ def test_forward_flops_of_a_linear_layer_and_of_attention() -> None:
     assert forward_flops(vit, torch.randn(1, 3, 32, 32)) == linear + attention + patch + head
 
 
-def test_train_step_updates_only_trainable_and_memory_counts_gradients() -> None:
-    backbone = freeze(make_backbone("resnet"))
+def test_train_step_updates_only_trainable_and_memory_counts_gradients(
+    tiny_resnet: torch.nn.Module,
+) -> None:
+    backbone = freeze(tiny_resnet)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     model = methods.build("linear_probe", backbone, 5)
     step = make_train_step(model, torch.randn(4, 3, 32, 32))

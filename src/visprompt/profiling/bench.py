@@ -243,10 +243,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=2, help="training-step batch")
-    parser.add_argument("--infer-batch-size", type=int, default=4, help="throughput batch")
+    parser.add_argument("--infer-batch-size", type=int, default=2, help="throughput batch")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--latency-repeats", type=int, default=5)
+    parser.add_argument("--latency-repeats", type=int, default=3)
     parser.add_argument(
         "--vpt-prompts",
         type=int,
@@ -259,7 +259,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cache-images",
         type=int,
-        default=16,
+        default=8,
         help="images of the AP-with-prefix-cache vs VP epoch test (0: skip)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
@@ -276,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_repeats=args.latency_repeats, device=args.device, progress=not args.no_progress,
     )  # fmt: skip
     device = resolve_device(args.device)
+    start = time.perf_counter()
     tables: dict[str, list[dict[str, Any]]] = {}
     ap_vp: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
@@ -305,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 notes.append("VPT prompt-length curve skipped: `vpt` is not implemented yet")
         del models
+    notes.append(f"wall time of the whole bench: {time.perf_counter() - start:.0f} s")
     report = write_report(args, settings, device, tables, ap_vp, curve, wait, notes)
     print(report)
     return 0
