@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from conftest import IMAGE_SIZE, TINY_BACKBONES
+from tiny import IMAGE_SIZE, TINY_BACKBONES
 from torch import nn
 
 NUM_CLASSES = 5

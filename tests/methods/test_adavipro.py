@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import IMAGE_SIZE, make_backbone
+from tiny import IMAGE_SIZE, make_backbone
 
 from visprompt import methods
 from visprompt.methods.adavipro import default_region_size, edge_map

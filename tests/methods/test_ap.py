@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from conftest import IMAGE_SIZE, TINY_BACKBONES, make_backbone
+from tiny import IMAGE_SIZE, TINY_BACKBONES, make_backbone
 from torch import nn
 
 from visprompt import methods

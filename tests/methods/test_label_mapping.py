@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import IMAGE_SIZE, make_backbone
+from tiny import IMAGE_SIZE, make_backbone
 
 from visprompt import methods
 from visprompt.methods.label_mapping import co_occurrence, greedy_one_to_one

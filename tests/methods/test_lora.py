@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_backbone
 from peft.tuners.lora import LoraLayer
+from tiny import make_backbone
 
 from visprompt import methods
 from visprompt.methods.lora import default_targets

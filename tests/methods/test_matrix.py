@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import IMAGE_SIZE, make_backbone
 from methods.cases import NUM_CLASSES, Case, matrix, refusals
 from safetensors.torch import load_file
+from tiny import IMAGE_SIZE, make_backbone
 
 from visprompt import methods
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_backbone
+from tiny import make_backbone
 
 from visprompt import methods
 from visprompt.backbones import pooled_features

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from conftest import make_backbone
+from tiny import make_backbone
 
 from visprompt import methods
 from visprompt.methods import vit_tokens

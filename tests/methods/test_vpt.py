@@ -7,7 +7,7 @@ import math
 import pytest
 import timm
 import torch
-from conftest import make_backbone
+from tiny import make_backbone
 
 from visprompt import methods
 from visprompt.methods import vit_tokens as vt

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny import make_backbone
 
-from tests.conftest import make_backbone
 from visprompt import methods
 from visprompt.data.shards import write_split
 from visprompt.prompt_init import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_backbone
-from train_helpers import (
+from tiny import make_backbone
+from training.train_helpers import (
     ColourImages,
     LayerShift,
     metrics,

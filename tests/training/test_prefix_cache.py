@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_backbone
-from train_helpers import ColourImages, LayerShift, preprocess_for, probe_model, run_config
+from tiny import make_backbone
+from training.train_helpers import ColourImages, LayerShift, preprocess_for, probe_model, run_config
 
+from visprompt import methods
 from visprompt.training import fit
 from visprompt.training.prefix_cache import STORE
 
@@ -43,6 +44,22 @@ def test_linear_probe_cached_equals_uncached_and_is_reused() -> None:
     again = probe_model()
     assert _status(_fit(again, cache=True)) == ("hit", "hit")
     torch.testing.assert_close(again.head.weight, cached.head.weight, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("kind", "layer"), [("resnet", "layer3"), ("vit", "blocks.1")])
+def test_activation_prompt_cached_equals_uncached(kind: str, layer: str) -> None:
+    STORE.clear()
+    runs = []
+    for cache in (False, True):
+        model = methods.build("ap", make_backbone(kind), 4, layer=layer, image_size=32)
+        runs.append((model, _fit(model, cache=cache)))
+    (plain, reference), (cached, result) = runs
+    assert _status(result) == ("built", "built")
+    _assert_same_numbers(result.history, reference.history)
+    for (name, a), b in zip(
+        cached.prompt_state_dict().items(), plain.prompt_state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
 
 
 def test_cache_follows_layer_backbone_and_data() -> None:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for conftest
 
-from conftest import make_backbone  # noqa: E402
+from tiny import make_backbone  # noqa: E402
 
 from visprompt import methods  # noqa: E402
 from visprompt.backbones import data_config, split_at  # noqa: E402
