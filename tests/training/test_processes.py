@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import train_helpers
-from train_helpers import ColourImages, metrics, preprocess_for, probe_model, run_config
+from training import train_helpers
+from training.train_helpers import ColourImages, metrics, preprocess_for, probe_model, run_config
 
 from visprompt.training import fit
 

@@ -7,7 +7,13 @@ exact resume from per-epoch checkpoints and optional prefix caching.
 Data order: every process draws a permutation of the training set from (seed, epoch)
 (torch's DistributedSampler) and takes every k-th index, so with `batch_size` as the
 GLOBAL batch the union of the k processes' step-t batches is the single-process step-t
-batch: 1 and k processes optimise the same objective, step for step.
+batch: 1 and k processes optimise the same objective, step for step (when the training set
+size is not a multiple of k, the sampler repeats a few items to even out the shards).
+Validation is split into disjoint shards and its sums are all-reduced, so it is exact.
+
+Randomness (global torch/numpy/python generators, augmentation) is re-seeded from
+(seed, epoch, rank) at the start of every epoch: a resumed run repeats an uninterrupted
+one exactly without storing generator states.
 """
 
 from __future__ import annotations
@@ -73,12 +79,14 @@ def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """A method's own groups (per-part learning rates), or every parameter with requires_grad."""
     if hasattr(model, "param_groups"):
         groups = model.param_groups(config.lr, config.weight_decay)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
         groups = [{"params": params, "lr": config.lr, "weight_decay": config.weight_decay}]
-    if not any(len(list(g["params"])) for g in groups):
+    groups = [{**g, "params": list(g["params"])} for g in groups]  # generators are one-shot
+    if not any(g["params"] for g in groups):
         raise ValueError(f"{type(model).__name__} has no trainable parameters to fit")
     return groups
 
@@ -99,7 +107,7 @@ def _signature(
 ) -> dict[str, Any]:
     """What a checkpoint must agree with to be resumed (JSON-normalised)."""
     shapes = {k: list(v.shape) for k, v in trainable_state(model).items()}
-    model_config = model.config() if hasattr(model, "config") else None
+    model_config = model.config() if callable(getattr(model, "config", None)) else None
     sig = {
         "train": config.result_fields(),
         "model": {"class": type(model).__qualname__, "config": model_config, "state": shapes},
@@ -256,10 +264,16 @@ def fit(
 
     `model` is an `AdaptedModel` (its `param_groups`, `on_epoch_start`, `extra_state`,
     `split_for_cache` are used) or any classifier module (all its parameters with
-    requires_grad train). With `config.checkpoint_dir`, a checkpoint is written atomically
-    after every epoch and a later call with the same run resumes from it (a finished run
-    returns at once). `on_epoch_end(epoch, metrics)` runs on the main process only.
-    With `val_set=None` the last epoch counts as best and early stopping is off.
+    requires_grad train). Datasets yield (uint8 CHW tensor, int label); `preprocess` runs
+    batched on the device. History rows: epoch, lr (at the epoch's first step), train_loss,
+    train_top1, val_loss, val_top1, epoch_time_s, data_wait_s (time blocked on the loader),
+    train_step_s, images_per_s. With `config.checkpoint_dir`, a checkpoint is written
+    atomically after every epoch and a later call for the same run resumes from it (a
+    finished run returns at once); a checkpoint of a different run is an error.
+    `on_epoch_end(epoch, row)` runs in the rank-0 training process. With `val_set=None` the
+    last epoch counts as best and early stopping is off. Strategies: "ddp" re-executes the
+    current command for the other ranks (as torchrun would); "ddp_spawn" pickles the
+    arguments into fresh processes and loads the best state back here.
     """
     if len(train_set) == 0:
         raise ValueError("fit: the training set is empty")
