@@ -8,9 +8,10 @@ would exceed the budget is not cached (the loop trains uncached and logs a warni
 
 Key: the frozen state of the whole model (every frozen parameter and buffer byte), the
 prefix's identity (class, structure, own state, and its output on a fixed probe of the
-dataset, which pins the layer it stops at), the
-dataset's identity (length + a content fingerprint), the preprocessing and the precision.
-Any change gives a new key, so a stale entry is never reused.
+dataset, which pins the layer it stops at), the dataset's identity (length + a content
+fingerprint), the preprocessing and the precision. Any change gives a new key, so a stale
+entry is never reused. The store keeps entries after `fit` returns (a rerun with the same
+key skips the prefix); `STORE.clear()` frees them.
 """
 
 from __future__ import annotations
