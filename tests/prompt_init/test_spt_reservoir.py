@@ -32,3 +32,16 @@ def test_inclusion_is_uniform_over_the_stream() -> None:
         counts[res.sample()[:, 0].long()] += 1
     freq = counts / 2000
     assert float((freq - 0.25).abs().max()) < 0.05
+
+
+def test_keeps_exactly_the_rows_with_the_smallest_keys() -> None:
+    # Replay the key stream: the sample must be the `capacity` rows with the smallest keys.
+    stream = torch.arange(500, dtype=torch.float32).unsqueeze(1)
+    sizes = [7, 64, 1, 200, 3, 225]
+    res = Reservoir(40, 1, generator=torch.Generator().manual_seed(5))
+    for batch in stream.split(sizes):
+        res.add(batch)
+    replay = torch.Generator().manual_seed(5)
+    keys = torch.cat([torch.rand(n, generator=replay) for n in sizes])
+    expected = keys.argsort()[:40].float()
+    assert torch.equal(res.sample()[:, 0], expected)  # same rows, in key order

@@ -3,7 +3,11 @@
 Each incoming token gets a uniform random key; the reservoir keeps the `capacity` tokens with
 the smallest keys seen so far. That is exactly a uniform sample of all tokens streamed
 (any `capacity`-subset is equally likely), it is vectorised per batch, and the memory held is
-`capacity` tokens plus their keys, however long the stream.
+at most `capacity` tokens plus their keys, however long the stream.
+
+Storage is preallocated (grown by doubling up to `capacity` while filling), and once full a
+batch only touches the slots it displaces: the m entering tokens compete with the m largest
+kept keys, so a batch costs O(capacity) key comparisons but no copy of the kept tokens.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ class Reservoir:
         self.generator = generator
         self.device = torch.device(device)
         self.dtype = dtype
-        self.values = torch.empty(0, dim, device=self.device, dtype=dtype)
-        self.keys = torch.empty(0, device=self.device, dtype=self.KEY_DTYPE)
+        self._values = torch.empty(0, dim, device=self.device, dtype=dtype)
+        self._keys = torch.empty(0, device=self.device, dtype=self.KEY_DTYPE)
+        self.size = 0
         self.seen = 0
 
     @staticmethod
@@ -44,8 +49,27 @@ class Reservoir:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the sample right now (tensor storage)."""
-        return self.values.numel() * self.values.element_size() + self.keys.numel() * 4
+        """Bytes of storage allocated right now (never more than capacity rows)."""
+        return (
+            self._values.numel() * self._values.element_size()
+            + self._keys.numel() * self._keys.element_size()
+        )
+
+    @property
+    def values(self) -> torch.Tensor:
+        """The kept rows, in storage order."""
+        return self._values[: self.size]
+
+    def _grow(self, rows: int) -> None:
+        """Make room for `rows` kept rows: doubling, capped at capacity (amortised O(1))."""
+        if rows <= len(self._keys):
+            return
+        size = min(self.capacity, max(rows, 2 * len(self._keys)))
+        values = torch.empty(size, self.dim, device=self.device, dtype=self.dtype)
+        keys = torch.empty(size, device=self.device, dtype=self.KEY_DTYPE)
+        values[: self.size] = self._values[: self.size]
+        keys[: self.size] = self._keys[: self.size]
+        self._values, self._keys = values, keys
 
     def add(self, rows: torch.Tensor) -> None:
         """Offer a batch of rows (n, dim); keeps the sample uniform over everything offered."""
@@ -56,19 +80,30 @@ class Reservoir:
             return
         self.seen += n
         keys = torch.rand(n, generator=self.generator, dtype=self.KEY_DTYPE).to(self.device)
-        if len(self.keys) == self.capacity:
-            # Only rows that beat the current worst key can enter: usually few, late on.
-            enter = keys < self.keys.max()
-            if not bool(enter.any()):
-                return
-            keys, rows = keys[enter], rows[enter]
-        keys = torch.cat([self.keys, keys])
-        values = torch.cat([self.values, rows.to(self.device, self.dtype)])
-        if len(keys) > self.capacity:
-            keep = keys.topk(self.capacity, largest=False, sorted=False).indices
-            keys, values = keys[keep], values[keep]
-        self.keys, self.values = keys, values
+        rows = rows.to(self.device, self.dtype)
+        take = min(self.capacity - self.size, n)
+        if take > 0:  # still filling: keep everything
+            self._grow(self.size + take)
+            self._values[self.size : self.size + take] = rows[:take]
+            self._keys[self.size : self.size + take] = keys[:take]
+            self.size += take
+            rows, keys = rows[take:], keys[take:]
+        if len(keys) == 0:
+            return
+        enter = keys < self._keys.max()  # only rows beating the worst kept key can enter
+        keys, rows = keys[enter], rows[enter]
+        if len(keys) > self.capacity:  # a batch larger than the sample: its best suffice
+            best = keys.topk(self.capacity, largest=False).indices
+            keys, rows = keys[best], rows[best]
+        m = len(keys)
+        if m == 0:
+            return
+        worst = self._keys.topk(m)  # the m largest kept keys and their slots
+        pool_keys = torch.cat([worst.values, keys])
+        keep = pool_keys.topk(m, largest=False).indices  # the m smallest of those 2m
+        self._values[worst.indices] = torch.cat([self._values[worst.indices], rows])[keep]
+        self._keys[worst.indices] = pool_keys[keep]
 
     def sample(self) -> torch.Tensor:
-        """The kept rows in key order (a uniformly random order), shape (min(seen, cap), dim)."""
-        return self.values[self.keys.argsort()]
+        """The kept rows in key order (a uniformly random order), shape (size, dim)."""
+        return self._values[: self.size][self._keys[: self.size].argsort()]
