@@ -226,7 +226,7 @@ def _target(name: str, value: float, op: str, threshold: float | None) -> dict[s
     met = {"<=": value <= (threshold or 0), ">=": value >= (threshold or 0)}.get(op)
     verdict = "-" if met is None else ("met" if met else "NOT met")
     bound = "-" if threshold is None else f"{op} {threshold}"
-    return {"target": name, "measured": round(float(value), 4), "bound": bound, "verdict": verdict}
+    return {"target": name, "measured": float(value), "bound": bound, "verdict": verdict}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
