@@ -5,8 +5,8 @@ sampling inits of a random-access source run only the images their tokens come f
 Budget: `random` and pooling inits hold p tokens per layer; the rest of the budget is
 split evenly over the layers of the `kmeans` inits, as their sample capacity. The bytes
 held (tensor storage of every reservoir) never exceed the budget, whatever the number of
-images; the transient memory of one batch (its activations) comes on top and is bounded
-by the batch size.
+images. Transient memory comes on top: one batch's activations (bounded by the batch size)
+and, while a reservoir grows, its old storage for the moment of the copy.
 """
 
 from __future__ import annotations
