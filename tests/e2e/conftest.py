@@ -1,7 +1,7 @@
 """A temporary copy of the project for end-to-end runs through the real `kedro` CLI.
 
-`project_copy` copies conf/base, src, pyproject.toml, dvc.yaml, pipelines/ and the DVC
-config (not data/, mlflow/, conf/local or caches) into a tmp dir and returns a
+`project_copy` copies conf/base, src, pyproject.toml, dvc.yaml, pipelines/, .gitignore and
+the DVC config (not data/, mlflow/, conf/local or caches) into a tmp dir and returns a
 `ProjectCopy` whose `run()` starts `kedro run ...` there as a subprocess with the venv's
 kedro, and whose `update_yaml()` edits a config file (e.g. smaller parameters).
 HOME points into the tmp dir, so DVC's default remote (~/.cache/...) lands there too.
@@ -23,7 +23,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-COPIED = ("conf/base", "src", "pyproject.toml", "dvc.yaml", "pipelines", ".dvc", ".dvcignore")
+COPIED = (
+    "conf/base",
+    "src",
+    "pyproject.toml",
+    "dvc.yaml",
+    "pipelines",
+    ".gitignore",
+    ".dvc",
+    ".dvcignore",
+)
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "cache", "tmp", "config.local")
 
 

@@ -1,7 +1,14 @@
-"""DVC round trip: repro, push to the default remote, fresh clone, pull, identical bytes."""
+"""DVC round trip: repro, push to the default remote, fresh clone, pull, identical bytes.
+
+`dvc repro` runs the stages' `kedro run --pipelines ...` commands: this is also the e2e run
+of both data pipelines on the synthetic source.
+"""
 
 from __future__ import annotations
 
+import json
+
+import mlflow
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -42,6 +49,12 @@ def test_repro_push_clone_pull_restores_identical_outputs(project_copy):
     _ok(repo.command("git", "add", "-A"))
     _ok(repo.command("git", "commit", "-qm", "dvc.lock and outputs' .gitignore"))
     assert (repo.path / "dvc.lock").is_file()
+    summary = json.loads((repo.path / OUTPUTS[6]).read_text())
+    assert summary["success"] and summary["num_images"] == 36 and summary["num_classes"] == 3
+    client = mlflow.MlflowClient(f"sqlite:///{repo.path / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("visprompt").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["data_ingestion", "data_validation"]
+    assert all(r.info.status == "FINISHED" for r in runs)
     _ok(repo.command(dvc, "push"))
     remote = repo.path.parent / "home" / ".cache" / "visprompt" / "dvc-remote"
     assert remote.is_dir() and any(remote.rglob("*"))  # the default remote, outside the tree

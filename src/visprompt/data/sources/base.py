@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 # File extensions read as images by the folder-based sources (others are ignored).
@@ -44,6 +45,6 @@ class SourceData:
     info: dict = field(default_factory=dict)
 
 
-def array_loader(array) -> Callable[[], Image.Image]:
+def array_loader(array: np.ndarray) -> Callable[[], Image.Image]:
     """A `pixels` loader for a uint8 HxW or HxWx3 array (copied lazily into a PIL image)."""
     return lambda: Image.fromarray(array)
