@@ -14,6 +14,7 @@ from kedro.runner import SequentialRunner
 
 from visprompt import backbones, methods
 from visprompt.evaluation import comparison_table
+from visprompt.pipelines.profiling.nodes import efficiency_report, profile_runs
 from visprompt.pipelines.profiling.pipeline import profiling_pipeline
 
 PARAMS = {
@@ -108,3 +109,13 @@ def test_plots_and_mlflow_logging(outputs: dict[str, Any]) -> None:
         logged = mlflow.get_run(summary["mlflow_run_id"]).data.metrics
         assert logged["eff_trainable_params"] == table.at[run, "trainable_params"]
         assert logged["eff_throughput_ratio"] == pytest.approx(table.at[run, "throughput_ratio"])
+
+
+def test_bad_inputs_are_clear_errors() -> None:
+    profile = pd.DataFrame({"run": ["backbone"], "method": ["backbone"]})
+    with pytest.raises(ValueError, match=r"comparison table lacks columns \['top1'"):
+        efficiency_report(profile, pd.DataFrame({"run": ["a"]}))
+    with pytest.raises(ValueError, match="may not be named 'backbone'"):
+        profile_runs(["backbone"], {}, "shards", PARAMS, {"batch_size": 4}, "dir", {})
+    with pytest.raises(ValueError, match="expected 2 inputs per run"):
+        profile_runs(["a"], {}, "shards", PARAMS, {"batch_size": 4}, "dir")
