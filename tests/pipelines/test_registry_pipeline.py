@@ -3,6 +3,7 @@ process loads by alias and that labels the test split exactly as the evaluation 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 
 import mlflow
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from visprompt.data.shards import ShardDataset, read_split
@@ -31,8 +33,14 @@ TRAINING = {
 def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
     """Two runs through the node: `lp` (its real metric) and `lp_low` (same artifact, worse)."""
     model, summary, _ = trained
-    dataset = MethodArtifactDataset(str(tmp_path_factory.mktemp("artifacts") / "lp"))
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    dataset = MethodArtifactDataset(str(artifacts / "lp"))
     dataset.save(model)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.head.bias.add_(1.0)
+    low_dataset = MethodArtifactDataset(str(artifacts / "lp_low"))
+    low_dataset.save(other)
     params = {
         "model_name": NAME,
         "metric": "best_val_top1",
@@ -41,24 +49,27 @@ def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
         "lock_file": str(tmp_path_factory.mktemp("lock") / "registry.lock"),
     }
     low = summary | {"best_val_top1": summary["best_val_top1"] - 0.1}
+    inputs = (
+        ["lp", "lp_low"],
+        str(shard_dir),
+        {"success": True, "data_hash": "md5-of-data"},
+        {"vit": vit_spec},
+        TRAINING,
+        params,
+        dataset.load(),
+        summary,
+        low_dataset.load(),
+        low,
+    )
     with mlflow.start_run(tags={"run_id": "kedro-session-1"}) as parent:  # as kedro-mlflow tags
-        result = register_runs(
-            ["lp", "lp_low"],
-            str(shard_dir),
-            {"success": True, "data_hash": "md5-of-data"},
-            {"vit": vit_spec},
-            TRAINING,
-            params,
-            dataset.load(),
-            summary,
-            dataset.load(),
-            low,
-        )
-    return result, parent.info.run_id
+        result = register_runs(*inputs)
+    with mlflow.start_run(tags={"run_id": "kedro-session-2"}):
+        rerun = register_runs(*inputs)
+    return result, parent.info.run_id, rerun
 
 
 def test_first_run_is_champion_worse_one_only_challenger(registered) -> None:
-    summary, _ = registered
+    summary, _, _ = registered
     first, second = summary["decisions"]
     assert first["promoted"] and first["reason"] == "first champion"
     assert not second["promoted"] and second["champion_before"] == first["version"]
@@ -69,8 +80,18 @@ def test_first_run_is_champion_worse_one_only_challenger(registered) -> None:
     json.dumps(summary)  # the registry.json dataset must be able to write it
 
 
+def test_rerun_with_unchanged_artifacts_registers_nothing(registered) -> None:
+    summary, _, rerun = registered
+    versions = [d["version"] for d in summary["decisions"]]
+    assert [d["version"] for d in rerun["decisions"]] == versions
+    assert [d["promoted"] for d in rerun["decisions"]] == [False, False]
+    assert rerun["decisions"][0]["reason"].startswith("unchanged artifact")
+    assert len(MlflowClient().search_model_versions(f"name='{NAME}'")) == 2
+    assert rerun["champion"] == summary["champion"]
+
+
 def test_versions_carry_their_lineage(registered, trained) -> None:
-    summary, parent_id = registered
+    summary, parent_id, _ = registered
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     tags = [MlflowClient().get_model_version(NAME, d["version"]).tags for d in summary["decisions"]]
     for tag in tags:
@@ -82,7 +103,7 @@ def test_versions_carry_their_lineage(registered, trained) -> None:
         assert run.data.tags["mlflow.parentRunId"] == parent_id
         assert len(tag["params_hash"]) == 64
     assert tags[0]["params_hash"] != tags[1]["params_hash"]  # different run parameters
-    assert float(tags[0]["best_val_top1"]) == pytest.approx(trained[1]["best_val_top1"])
+    assert float(tags[0]["best_val_top1"]) == trained[1]["best_val_top1"]  # full precision
 
 
 def test_champion_in_a_fresh_process_labels_the_test_split_like_evaluation(

@@ -35,9 +35,14 @@ def test_champion_moves_only_when_beaten_and_rolls_back(project: Path, model_nam
     assert better.promoted and _alias(model_name, CHAMPION) == better.version
     assert better.champion_before == first.version and better.champion_metric_before == 0.5
     tags = MlflowClient().get_model_version(model_name, better.version).tags
-    assert tags["git_commit"] == "abc" and tags["val_top1"] == "0.700000"
+    assert tags["git_commit"] == "abc" and tags["val_top1"] == "0.7"
     assert rollback(model_name, project / "mlflow" / ".registry.lock") == first.version
     assert _alias(model_name, CHAMPION) == first.version
+    again = register_candidate(project, model_name, seed=3, metric=0.70)  # the same artifact
+    assert not again.promoted and again.version == better.version
+    assert again.reason == f"unchanged artifact: already version {better.version}"
+    assert _alias(model_name, CHAMPION) == first.version  # the rollback stands
+    assert len(MlflowClient().search_model_versions(f"name='{model_name}'")) == 3
     with pytest.raises(RuntimeError, match="no previous champion"):
         rollback(model_name, project / "mlflow" / ".registry.lock")
 
@@ -118,4 +123,4 @@ def test_concurrent_registry_runs_leave_a_valid_best_champion(
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     client = MlflowClient()
     best = client.get_model_version_by_alias(model_name, CHAMPION)
-    assert best.tags["val_top1"] == "0.900000" and best.tags["validation_status"] == "passed"
+    assert best.tags["val_top1"] == "0.9" and best.tags["validation_status"] == "passed"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
+from visprompt.backbones import sha256_file
 from visprompt.registry.pyfunc_model import (
     PACKAGE_ARTIFACT,
     PACKAGE_FILE,
@@ -41,6 +43,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 STATUS_TAG = "validation_status"
+ARTIFACT_TAG = "artifact_sha256"
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "image")]),
@@ -143,6 +146,24 @@ def _set_champion(client: MlflowClient, name: str, version: str, history: list[s
     client.set_registered_model_alias(name, CHAMPION, version)
 
 
+def artifact_digest(artifact_dir: str | Path, package: dict[str, Any]) -> str:
+    """sha256 over the artifact's files and the package (less the machine-specific root)."""
+    digest = hashlib.sha256()
+    root = Path(artifact_dir)
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(root).as_posix()}:{sha256_file(file)}\n".encode())
+    portable = {k: v for k, v in package.items() if k != "project_root"}
+    digest.update(json.dumps(portable, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _registered(client: MlflowClient, model_name: str, digest: str) -> ModelVersion | None:
+    for version in client.search_model_versions(f"name='{model_name}'"):
+        if version.tags.get(ARTIFACT_TAG) == digest:
+            return version
+    return None
+
+
 def register_and_promote(
     *,
     run: str,
@@ -157,26 +178,49 @@ def register_and_promote(
     lock_file: str | Path,
 ) -> Decision:
     """Log, smoke-test, register (alias challenger) and promote if better. Any failure
-    before the alias move leaves `champion` where it was."""
+    before the alias move leaves `champion` where it was.
+
+    An artifact already registered under `model_name` is not registered again: rerunning the
+    registry changes nothing, and a rolled-back version is not promoted back.
+    """
     client = MlflowClient()
+    digest = artifact_digest(artifact_dir, package)
+    existing = _registered(client, model_name, digest)
+    if existing is not None:
+        current = champion(client, model_name)
+        before = _tagged_metric(current, model_name, metric_name) if current else None
+        return Decision(
+            run,
+            existing.version,
+            metric,
+            current.version if current else None,
+            before,
+            False,
+            f"unchanged artifact: already version {existing.version}",
+        )
     info = log_prompt_model(artifact_dir, package, example_images)
     smoke_test(info.model_uri, example_images, len(package["class_names"]))
-    tags = lineage | {metric_name: f"{metric:.6f}", "run": run, STATUS_TAG: "passed"}
+    tags = lineage | {
+        metric_name: repr(float(metric)),
+        "run": run,
+        STATUS_TAG: "passed",
+        ARTIFACT_TAG: digest,
+    }
     version = mlflow.register_model(info.model_uri, model_name, tags=tags).version
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     with registry_lock(lock_file):
         current = champion(client, model_name)
         before = _tagged_metric(current, model_name, metric_name) if current else None
-        # "beats by at least margin": strictly better, so re-registering an equal artifact
-        # with margin 0 leaves the champion alone (1e-12 absorbs float subtraction error)
+        # "beats by at least margin": strictly better, so a tie leaves the champion in place
+        # even with margin 0 (1e-12 absorbs float subtraction error)
         promoted = before is None or (metric > before and metric - before >= margin - 1e-12)
         if promoted:
             _set_champion(client, model_name, version, _history(client, model_name) + [version])
         reason = (
             "first champion"
             if before is None
-            else f"{metric_name} {metric:.4f} {'>=' if promoted else '<'} "
-            f"champion {before:.4f} + margin {margin}"
+            else f"{metric_name} {metric:.4f} {'beats' if promoted else 'does not beat'} "
+            f"champion {before:.4f} by margin {margin}"
         )
     return Decision(
         run, version, metric, current.version if current else None, before, promoted, reason
