@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from registry_kit import example_images, make_package, register_candidate
 
 from visprompt.data.transforms import to_model_input
+from visprompt.registry.__main__ import main
 from visprompt.registry.promotion import CHALLENGER, CHAMPION, register_and_promote, rollback
 from visprompt.registry.pyfunc_model import encode_png
 
@@ -124,3 +126,20 @@ def test_concurrent_registry_runs_leave_a_valid_best_champion(
     client = MlflowClient()
     best = client.get_model_version_by_alias(model_name, CHAMPION)
     assert best.tags["val_top1"] == "0.9" and best.tags["validation_status"] == "passed"
+
+
+def test_cli_rolls_back_and_prints_the_registry_state(
+    project: Path, model_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = register_candidate(project, model_name, seed=12, metric=0.5)
+    second = register_candidate(project, model_name, seed=13, metric=0.6)
+    lock = str(project / "mlflow" / ".registry.lock")
+    main(["rollback", "--name", model_name, "--lock-file", lock])
+    out = capsys.readouterr().out
+    assert out.startswith(f"champion of '{model_name}' is now version {first.version}")
+    state = json.loads(out[out.index("{") :])
+    assert state["aliases"] == {CHAMPION: first.version, CHALLENGER: second.version}
+    assert state["champion_history"] == [first.version]
+    assert state["versions"][str(second.version)]["run"] == "run13"
+    with pytest.raises(RuntimeError, match="no previous champion"):
+        main(["rollback", "--name", model_name, "--lock-file", lock])
