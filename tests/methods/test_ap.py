@@ -188,8 +188,9 @@ def test_layer_errors_are_clear() -> None:
         methods.build("ap", make_backbone("resnet"), C)
     with pytest.raises(ValueError, match="granularity"):
         ap("resnet", "layer3", "pixel")
-    with pytest.raises(ValueError, match="image_size"):
-        methods.build("ap", make_backbone("vit"), C, layer="blocks.1")  # probes at 224
+    # A 32 px ViT is probed at the size its patch embedding was built for (no option needed).
+    probed = methods.build("ap", make_backbone("vit"), C, layer="blocks.1")
+    assert tuple(probed.prompt.delta.shape[-2:]) == (65, 64)
 
 
 def test_layer_inside_a_block_trains_without_cache(images: torch.Tensor) -> None:
