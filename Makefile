@@ -12,12 +12,14 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: install run test bench lint format clean
 
+# Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set, every process
+# (each `kedro run`, each test subprocess) would otherwise recompile torch and mlflow.
 install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip sync --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip sync --compile-bytecode --python $(PY) requirements.lock
 	$(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
