@@ -201,4 +201,3 @@ def load(directory: str | Path, backbone: nn.Module) -> AdaptedModel:
     model.load_prompt_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     model.load_extra_state(config.get("extra_state", {}))
     return model
-
