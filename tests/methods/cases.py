@@ -42,6 +42,8 @@ class Case:
     per_backbone: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the artifact holds the whole backbone (full fine-tuning) instead of a few tensors
     trains_backbone: bool = False
+    #: the method offers a frozen prefix / trainable suffix split (prefix caching)
+    cacheable: bool = False
 
     def options_for(self, kind: str) -> dict[str, Any]:
         return self.options | self.per_backbone.get(kind, {})
@@ -166,7 +168,7 @@ def ap_params(bb: nn.Module, options: dict[str, Any]) -> int:
 AP_PER_BACKBONE = {k: {"layer": v} for k, v in AP_LAYERS.items()}
 
 CASES: list[Case] = [
-    Case("linear_probe", "linear_probe", lambda bb, _: head(bb)),
+    Case("linear_probe", "linear_probe", lambda bb, _: head(bb), cacheable=True),
     Case("full_finetune", "full_finetune", total_minus_classifier, trains_backbone=True),
     Case("norm_tuning", "norm_tuning", norm_affine),
     Case("bias_tuning", "bias_tuning", biases),
@@ -177,6 +179,7 @@ CASES: list[Case] = [
         ap_params,
         options={"granularity": "full", "image_size": IMAGE_SIZE},
         per_backbone=AP_PER_BACKBONE,
+        cacheable=True,
     ),
     Case(
         "ap_channel",
@@ -184,6 +187,7 @@ CASES: list[Case] = [
         ap_params,
         options={"granularity": "channel", "image_size": IMAGE_SIZE},
         per_backbone=AP_PER_BACKBONE,
+        cacheable=True,
     ),
 ]
 
