@@ -7,6 +7,7 @@ backbone family is supported in one place.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,6 +91,22 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def update_digest(digest: hashlib._Hash, tensor: torch.Tensor) -> None:
+    """Feed a tensor's dtype, shape and bytes into `digest` (content identity, any device)."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+
+
+def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """sha256 over named tensors in name order: a checksum of weights for lineage and caches."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(named, key=lambda kv: kv[0]):
+        digest.update(name.encode())
+        update_digest(digest, tensor)
     return digest.hexdigest()
 
 

@@ -11,7 +11,6 @@ and, while a reservoir grows, its old storage for the moment of the copy.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from visprompt.backbones import tensors_sha256
 from visprompt.prompt_init.collect import InitCollector, InitConfig
 from visprompt.prompt_init.reservoir import Reservoir
 from visprompt.prompt_init.sampling import candidates_per_image, sample_prompts
@@ -34,16 +34,6 @@ class PromptInit:
 
     prompts: torch.Tensor
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def state_sha256(model: nn.Module) -> str:
-    """A checksum of a model's weights (names, shapes, bytes), for lineage in metadata."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def kmeans_capacity(
@@ -108,7 +98,7 @@ def build_prompt_inits(
     backbone = backbone.to(device).eval()
     indexed = isinstance(images, IndexedImages)
     lineage = dict(lineage or {})
-    lineage.setdefault("backbone_sha256", state_sha256(backbone))
+    lineage.setdefault("backbone_sha256", tensors_sha256(backbone.state_dict().items()))
     common = {"memory_budget_bytes": int(memory_budget_bytes), "device": str(device)} | lineage
     streamed = {n: c for n, c in configs.items() if not indexed or c.strategy == "kmeans"}
     results = {}

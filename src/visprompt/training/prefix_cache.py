@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from visprompt.backbones import tensors_sha256, update_digest
+
 log = logging.getLogger(__name__)
 
 #: Datasets up to this many items are fingerprinted in full; larger ones on evenly spaced items.
@@ -74,12 +76,6 @@ class PrefixCacheStore:
 STORE = PrefixCacheStore()
 
 
-def _hash_tensor(digest: hashlib._Hash, tensor: torch.Tensor) -> None:
-    t = tensor.detach().cpu().contiguous().reshape(-1)
-    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-
-
 def dataset_fingerprint(dataset: Dataset, max_items: int = FINGERPRINT_ITEMS) -> str:
     """Length plus a hash of every item (or `max_items` evenly spaced ones) and its label."""
     n = len(dataset)
@@ -87,7 +83,7 @@ def dataset_fingerprint(dataset: Dataset, max_items: int = FINGERPRINT_ITEMS) ->
     step = max(1, n / max_items)
     for index in sorted({int(i * step) for i in range(min(n, max_items))}):
         image, label = dataset[index]
-        _hash_tensor(digest, torch.as_tensor(image))
+        update_digest(digest, torch.as_tensor(image))
         digest.update(f"|{int(label)}|".encode())
     return digest.hexdigest()
 
@@ -98,12 +94,8 @@ def frozen_state_digest(model: nn.Module) -> str:
     Segments returned by `split_for_cache` may hold the backbone without registering it, so
     the backbone's state is hashed from the whole model.
     """
-    digest = hashlib.sha256()
     frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
-    for name, tensor in sorted(frozen + list(model.named_buffers()), key=lambda kv: kv[0]):
-        digest.update(name.encode())
-        _hash_tensor(digest, tensor)
-    return digest.hexdigest()
+    return tensors_sha256(frozen + list(model.named_buffers()))
 
 
 def prefix_identity(prefix: nn.Module, probe: torch.Tensor) -> str:
@@ -111,9 +103,9 @@ def prefix_identity(prefix: nn.Module, probe: torch.Tensor) -> str:
     digest = hashlib.sha256(f"{type(prefix).__qualname__}\n{prefix!r}".encode())
     for name, tensor in sorted(prefix.state_dict().items()):
         digest.update(name.encode())
-        _hash_tensor(digest, tensor)
+        update_digest(digest, tensor)
     with torch.no_grad():
-        _hash_tensor(digest, prefix(probe))
+        update_digest(digest, prefix(probe))
     return digest.hexdigest()
 
 
