@@ -18,6 +18,18 @@ def to_model_input(
     x = images.float().div_(255.0)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
+    return normalize(x, mean, std)
+
+
+def _channel_stats(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """[0, 1] NCHW images -> the backbone's normalised input space."""
+    return (x - _channel_stats(mean, x)) / _channel_stats(std, x)
+
+
+def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalised NCHW input -> [0, 1] image space (unclipped): the inverse of `normalize`."""
+    return x * _channel_stats(std, x) + _channel_stats(mean, x)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from visprompt.backbones import data_config, pooled_features
-from visprompt.data.transforms import to_model_input
+from visprompt.data.transforms import denormalize, normalize, to_model_input
 from visprompt.methods.pgn import PromptGenerationNetwork, TokenGenerator
 
 
@@ -94,10 +94,6 @@ def paste_patches(
     return out
 
 
-def _stats(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
-
-
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[0, 1] float images -> uint8 (clipped, rounded): what a PNG can carry."""
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
@@ -146,10 +142,10 @@ class PromptClient(nn.Module):
         ).eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - _stats(self.mean, images)) / _stats(self.std, images)
+        x = normalize(images, self.mean, self.std)
         patches = self.inverter(self.generator(x))
         prompted = paste_patches(x, patches, self.positions, self.grid_width)
-        return prompted * _stats(self.std, images) + _stats(self.mean, images)
+        return denormalize(prompted, self.mean, self.std)
 
 
 class PromptServer(nn.Module):
@@ -173,7 +169,7 @@ class PromptServer(nn.Module):
         if images.dtype == torch.uint8:
             x = to_model_input(images, images.shape[-1], self.mean, self.std)
         else:
-            x = (images - _stats(self.mean, images)) / _stats(self.std, images)
+            x = normalize(images, self.mean, self.std)
         return self.head(pooled_features(self.backbone, x))
 
 
@@ -198,7 +194,7 @@ def inversion_agreement(
     token, rgb, rgb8, clipped = [], [], [], 0
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
-        x = (batch - _stats(client.mean, batch)) / _stats(client.std, batch)
+        x = normalize(batch, client.mean, client.std)
         prompted = client(batch)
         token.append(model(x).argmax(-1))
         rgb.append(server(prompted).argmax(-1))

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from visprompt import backbones, methods
 from visprompt.data.shards import read_classes, read_split
+from visprompt.data.transforms import denormalize
 from visprompt.methods.adavipro import AdaViPro
 from visprompt.training import Preprocess
 
@@ -20,9 +21,8 @@ COLUMNS = ["image", "edge map |∇²x|", "chosen regions", "prompted input"]
 
 def _to_display(x: torch.Tensor, preprocess: Preprocess) -> np.ndarray:
     """Normalised (B, 3, H, W) -> [0, 1] (B, H, W, 3) for imshow."""
-    mean = torch.tensor(preprocess.mean).view(1, -1, 1, 1)
-    std = torch.tensor(preprocess.std).view(1, -1, 1, 1)
-    return (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    x = denormalize(x, preprocess.mean, preprocess.std)
+    return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
 def region_figure(
