@@ -17,6 +17,7 @@ from visprompt.pipelines.backbone.weights import fingerprint
 from visprompt.pipelines.runs import parse_run, train_config
 from visprompt.prompt_init.io import load_prompts
 from visprompt.training import Preprocess, fit
+from visprompt.training.code_digest import source_digest
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,9 @@ def train_run(
     bb_spec = backbone_specs[spec.backbone]
     init = _init_prompts(spec.prompt_init, prompt_inits)
     config = train_config(defaults, spec.train, engine)
+    code = source_digest()  # edited method/loop/backbone code must not reuse a checkpoint
     key = fingerprint(
-        run, config.result_fields(), bb_spec["sha256"], validation_summary.get("data_hash")
+        run, config.result_fields(), bb_spec["sha256"], validation_summary.get("data_hash"), code
     )
     config.checkpoint_dir = str(Path(checkpoint_root) / f"{run_name}-{key[:16]}")
     classes = read_classes(shards)
@@ -85,7 +87,7 @@ def train_run(
         )
         tracking.log_params(spec.options, "options.")
         tracking.log_params(config.to_dict(), "train.")
-        tracking.log_params({"backbone_sha256": bb_spec["sha256"]})
+        tracking.log_params({"backbone_sha256": bb_spec["sha256"], "code_sha256": code})
         logged: set[int] = set()
 
         def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
