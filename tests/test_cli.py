@@ -34,7 +34,7 @@ def saved(tmp_path: Path) -> dict[str, Path]:
     backbone = timm.create_model(NAME, pretrained=False, **KWARGS).eval()
     weights = tmp_path / "vit.safetensors"
     save_weights(backbone, weights)
-    model = methods.build("pgn", backbone, 3, num_prompts=4, library_size=8, widths=[8, 8, 8, 8])
+    model = methods.build("pgn", backbone, 3, num_prompts=4, library_size=8, width=4)
     methods.save(model.eval(), tmp_path / "pgn")
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -74,9 +74,8 @@ def test_pgn_invert_writes_prompted_pngs(saved: dict[str, Path]) -> None:
     assert [p.name for p in written] == ["img0.png", "img1.png", "img2.png"]
     original = np.asarray(Image.open(saved["inputs"] / "img0.png"))
     prompted = np.asarray(Image.open(saved["out"] / "img0.png"))
-    assert prompted.shape == (32, 32, 3) and prompted.dtype == np.uint8
-    assert np.array_equal(prompted[:24], original[:24])  # the bottom patch row is the prompt
-    assert not np.array_equal(prompted[24:], original[24:])
+    assert prompted.shape == (40, 32, 3) and prompted.dtype == np.uint8  # + one patch row
+    assert np.array_equal(prompted[:32], original)  # the whole image, then the prompt row
     # the server (unmodified backbone + head) reads the PNGs as they are
     backbone = timm.create_model(NAME, pretrained=False, **KWARGS)
     server = PromptServer.from_pgn(methods.load(saved["artifact"], backbone))

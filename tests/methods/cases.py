@@ -264,7 +264,8 @@ def adavipro_params(bb: nn.Module, options: dict[str, Any]) -> int:
 def pgn_params(bb: nn.Module, options: dict[str, Any]) -> int:
     """Generator (stem conv + BN, one basic block per stage, 1×1 shortcut when the shape
     changes) + Linear(last width, L·M) + library M·D + head."""
-    w, lib, slots = options["widths"], options["library_size"], options["num_prompts"]
+    w, lib, slots = options["width"], options["library_size"], options["num_prompts"]
+    w = [w, 2 * w, 4 * w, 8 * w]
     total, in_ch = 27 * w[0] + 2 * w[0], w[0]
     for i, out in enumerate(w):
         total += 9 * in_ch * out + 9 * out * out + 4 * out
@@ -284,7 +285,7 @@ CASES += [
         "pgn",
         "pgn",
         pgn_params,
-        options={"num_prompts": 4, "library_size": 8, "widths": [4, 4, 8, 8]},
+        options={"num_prompts": 4, "library_size": 8, "width": 2},
         backbones=VITS,
         refuses=CNNS,
     ),

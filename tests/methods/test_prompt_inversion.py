@@ -1,7 +1,7 @@
 """Prompt inversion: exact token reproduction, token/RGB agreement, the client/server split.
 
 RGB deployment needs 3·P² >= D: these tests use a patch-8 ViT at 32 px (3·64 = 192 >= D = 64,
-a 4×4 patch grid with the bottom row reserved for L = 4 prompts).
+a 4×4 patch grid; L = 4 prompts fill one extra patch row under the image: 40×32 px inputs).
 """
 
 from __future__ import annotations
@@ -52,16 +52,16 @@ def quadrant_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def build_pgn(seed: int = 0) -> PromptGenerationNetwork:
+def build_pgn(seed: int = 0, **options) -> PromptGenerationNetwork:
     return methods.build(
-        "pgn", invertible_vit(seed), CLASSES, num_prompts=L, library_size=16, widths=[8, 16, 32, 32]
+        "pgn", invertible_vit(seed), CLASSES, num_prompts=L, library_size=16, width=4, **options
     )
 
 
-@pytest.fixture(scope="module")
-def trained_pgn() -> PromptGenerationNetwork:
+@pytest.fixture(scope="module", params=["below", "replace"])
+def trained_pgn(request) -> PromptGenerationNetwork:
     torch.manual_seed(0)
-    model = build_pgn().train()
+    model = build_pgn(placement=request.param).train()
     opt = torch.optim.Adam(model.trainable_parameters(), lr=3e-3)
     for step in range(40):
         images, labels = quadrant_images(32, seed=step)
@@ -110,9 +110,24 @@ def test_client_needs_only_the_patch_embedding(trained_pgn: PromptGenerationNetw
     assert set(client.state_dict()) == own | {"inverter.pinv", "inverter.bias"}
     images, _ = quadrant_images(8, seed=7)
     prompted = client(images)
-    assert torch.allclose(prompted[:, :, :24], images[:, :, :24], atol=1e-6)  # bottom row only
-    assert not torch.allclose(prompted[:, :, 24:], images[:, :, 24:])
+    if trained_pgn.layout.placement == "below":
+        assert prompted.shape == (8, 3, 40, 32)
+        assert torch.allclose(prompted[:, :, :32], images, atol=1e-6)  # the whole image
+        assert prompted[:, :, 32:].std() > 0.01  # a prompt row, not the blank fill
+    else:
+        assert prompted.shape == (8, 3, 32, 32)
+        assert torch.allclose(prompted[:, :, :24], images[:, :, :24], atol=1e-6)
+        assert not torch.allclose(prompted[:, :, 24:], images[:, :, 24:])
     server = PromptServer.from_pgn(trained_pgn)
     as_uint8 = to_uint8(prompted)
     assert as_uint8.dtype == torch.uint8
     assert torch.allclose(server(as_uint8), server(as_uint8.float() / 255), atol=1e-5)
+
+
+def test_server_leaves_the_trained_backbone_as_it_was() -> None:
+    model = build_pgn()
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    server = PromptServer.from_pgn(model)
+    assert tuple(server.backbone.patch_embed.img_size) == (40, 32)
+    assert tuple(model.backbone.patch_embed.img_size) == (32, 32)
+    assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())

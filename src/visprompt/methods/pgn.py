@@ -1,24 +1,35 @@
 """PGN: prompt generation networks (Loedeman et al. 2022/2024).
 
 A small ResNet maps each (normalised) image to L prompt tokens, each a softmax mixture over
-a learned M×D token library. The tokens enter the frozen ViT *in place of* the patch
-tokens of a reserved strip of patch positions: the last L positions in raster order (the
-bottom patch rows; when L is not a multiple of the grid width, the right end of the row
-above them). They get those positions' position embeddings, exactly as
-image patches there would. This choice (the reference appends the tokens to the sequence
-instead) keeps the model's input size fixed and makes `prompt_inversion` exact: an RGB
-patch whose patch embedding equals a token, pasted at its strip position, gives the same
-sequence, so the RGB path in front of an unmodified backbone computes the same function.
+a learned M×D token library. Placement (option `placement`):
+
+- `below` (default, as in the paper): the ViT sees the image's whole patch grid plus
+  k = ceil(L / grid width) extra patch rows under it; the L tokens fill the first L positions
+  of those rows (raster order), the rest hold the embedding of a blank patch (0 in
+  normalised space: the mean colour). Position embeddings for the taller grid are the ones
+  the unmodified timm model computes for an input k·P pixels taller (`resample_abs_pos_embed`,
+  as timm's dynamic image size / `set_input_size` does), in training and in deployment alike.
+- `replace`: the tokens overwrite the last L patch positions of the image (bottom rows):
+  the input size stays fixed but image content there is lost. Explicit opt-in only.
+
+Either way `prompt_inversion` is exact: an RGB patch whose embedding equals a token, pasted
+at its position (under the image for `below`), gives the same sequence to an unmodified
+backbone.
 
 Trainable: the generator (its BatchNorm layers are *not* part of the frozen backbone: they
 run in train mode during training and use their running statistics at evaluation), the
-library and a new head. Parameters: generator (307,536 with the default widths) +
-129·L·M (its final Linear) + M·D (library) + D·C + C (head).
+library and a new head. The generator's stage widths are w, 2w, 4w, 8w; the reference uses
+w = 16 with ViT-B/16, a trunk of 0.36 % of the backbone's parameters. `width` defaults to
+the largest w whose trunk keeps that share of the given backbone (`default_width`), so the
+generator scales with the backbone (ViT-B/16: 16; the embedded 0.47 M-parameter ViT: 1).
+Parameters: generator(w) (307,536 at w = 16, `generator_parameters`) + (8w + 1)·L·M (its
+final Linear) + M·D (library) + D·C + C (head).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from dataclasses import dataclass
 
 import torch
 from timm.models.resnet import BasicBlock
@@ -27,7 +38,40 @@ from torch import nn
 from visprompt.methods import vit_tokens
 from visprompt.methods.base import AdaptedModel, register
 
-DEFAULT_WIDTHS = (16, 32, 64, 128)
+REFERENCE_WIDTH = 16  # the paper's generator trunk (16/32/64/128 channels) ...
+REFERENCE_BACKBONE = 86_567_656  # ... with ViT-B/16 (timm, 1000-class head)
+PLACEMENTS = ("below", "replace")
+
+
+def stage_widths(width: int) -> tuple[int, int, int, int]:
+    """The generator's four stage widths for base width `width` (reference: 16/32/64/128)."""
+    return (width, 2 * width, 4 * width, 8 * width)
+
+
+def generator_parameters(width: int) -> int:
+    """Parameters of the generator's convolutional trunk (before its final Linear).
+
+    Stem 3×3 conv + BN (29·w); per stage i with input c and output o: two 3×3 convs + two
+    BNs (9·c·o + 9·o² + 4·o), plus a 1×1 conv + BN shortcut (c·o + 2·o) when the shape changes.
+    """
+    widths = stage_widths(width)
+    total, in_ch = 29 * widths[0], widths[0]
+    for i, out in enumerate(widths):
+        total += 9 * in_ch * out + 9 * out * out + 4 * out
+        if i > 0 or in_ch != out:
+            total += in_ch * out + 2 * out
+        in_ch = out
+    return total
+
+
+def default_width(backbone_parameters: int) -> int:
+    """The largest base width (at least 1) whose trunk is at most the reference's share of
+    the backbone: generator_parameters(w) <= 307,536 / 86,567,656 × backbone_parameters."""
+    budget = generator_parameters(REFERENCE_WIDTH) * backbone_parameters / REFERENCE_BACKBONE
+    width = 1
+    while generator_parameters(width + 1) <= budget:
+        width += 1
+    return width
 
 
 def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
@@ -41,7 +85,7 @@ def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
 class TokenGenerator(nn.Module):
     """Image -> L prompt tokens: small ResNet logits (L, M), softmax over M, mix the library.
 
-    Stem: 3×3 conv stride 2 (widths[0] channels), BN, ReLU, 3×3 max-pool stride 2; one
+    Stem: 3×3 conv stride 2 (`width` channels), BN, ReLU, 3×3 max-pool stride 2; one
     basic block per stage (stride 1 first, then 2); global average pool; Linear to L·M.
     """
 
@@ -50,14 +94,15 @@ class TokenGenerator(nn.Module):
         num_prompts: int,
         library_size: int,
         embed_dim: int,
-        widths: Sequence[int] = DEFAULT_WIDTHS,
+        width: int = REFERENCE_WIDTH,
     ) -> None:
         super().__init__()
-        if num_prompts < 1 or library_size < 1 or not widths:
+        if num_prompts < 1 or library_size < 1 or width < 1:
             raise ValueError(
-                f"pgn needs num_prompts >= 1, library_size >= 1 and at least one width; got "
-                f"{num_prompts}, {library_size}, {list(widths)}"
+                f"pgn needs num_prompts >= 1, library_size >= 1 and width >= 1; got "
+                f"{num_prompts}, {library_size}, {width}"
             )
+        widths = stage_widths(int(width))
         self.num_prompts, self.library_size = int(num_prompts), int(library_size)
         stem_width = int(widths[0])
         layers: list[nn.Module] = [
@@ -67,10 +112,10 @@ class TokenGenerator(nn.Module):
             nn.MaxPool2d(3, stride=2, padding=1),
         ]
         in_ch = stem_width
-        for i, width in enumerate(int(w) for w in widths):
+        for i, out_ch in enumerate(widths):
             stride = 1 if i == 0 else 2
-            layers.append(BasicBlock(in_ch, width, stride, _downsample(in_ch, width, stride)))
-            in_ch = width
+            layers.append(BasicBlock(in_ch, out_ch, stride, _downsample(in_ch, out_ch, stride)))
+            in_ch = out_ch
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.logits = nn.Linear(in_ch, self.num_prompts * self.library_size)
@@ -86,29 +131,66 @@ class TokenGenerator(nn.Module):
         return self.mixture(images) @ self.library
 
 
-def strip_positions(grid_size: Sequence[int], num_prompts: int) -> torch.Tensor:
-    """Raster indices of the reserved strip: the last `num_prompts` patch positions."""
-    total = int(grid_size[0]) * int(grid_size[1])
-    if not 1 <= num_prompts <= total:
-        raise ValueError(
-            f"pgn: num_prompts must be in [1, {total}] (the ViT has a {grid_size[0]}×"
-            f"{grid_size[1]} patch grid and the prompts replace patches); got {num_prompts}"
-        )
-    return torch.arange(total - num_prompts, total)
+@dataclass(frozen=True)
+class PromptLayout:
+    """Where PGN's L prompt patches sit in the ViT's input patch grid.
+
+    `image_grid` is the backbone's (rows, cols) patch grid of the image; `below` adds
+    `extra_rows` rows under it, `replace` reuses the image's last L positions.
+    """
+
+    image_grid: tuple[int, int]
+    num_prompts: int
+    placement: str = "below"
+
+    def __post_init__(self) -> None:
+        rows, cols = self.image_grid
+        if self.placement not in PLACEMENTS:
+            raise ValueError(
+                f"pgn: placement must be one of {list(PLACEMENTS)}; got {self.placement!r}"
+            )
+        if self.num_prompts < 1:
+            raise ValueError(f"pgn: num_prompts must be >= 1; got {self.num_prompts}")
+        if self.placement == "replace" and self.num_prompts > rows * cols:
+            raise ValueError(
+                f"pgn: num_prompts must be in [1, {rows * cols}] (the ViT has a {rows}×{cols} "
+                f"patch grid and placement 'replace' overwrites image patches); got "
+                f"{self.num_prompts}"
+            )
+
+    @property
+    def extra_rows(self) -> int:
+        """k = ceil(L / grid width) patch rows under the image (0 for `replace`)."""
+        if self.placement == "replace":
+            return 0
+        return math.ceil(self.num_prompts / self.image_grid[1])
+
+    @property
+    def input_grid(self) -> tuple[int, int]:
+        """(rows, cols) of the patch grid the ViT sees."""
+        return (self.image_grid[0] + self.extra_rows, self.image_grid[1])
+
+    @property
+    def positions(self) -> list[int]:
+        """Raster indices of the prompt patches in `input_grid`."""
+        rows, cols = self.image_grid
+        first = rows * cols if self.placement == "below" else rows * cols - self.num_prompts
+        return list(range(first, first + self.num_prompts))
 
 
-def place_in_strip(patches: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Patch tokens (B, N, D) with the last L positions replaced by `tokens` (B, L, D)."""
-    keep = patches.shape[1] - tokens.shape[1]
-    return torch.cat([patches[:, :keep], tokens.to(patches.dtype)], dim=1)
+def blank_patch_token(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(1, 1, D) patch embedding of a blank patch (0 in normalised space): the fill under
+    the image where no prompt sits, the same token an all-zero RGB patch gives the model."""
+    return vit_tokens.embed_patches(vit, images.new_zeros((1, *images.shape[1:])))[:, :1]
 
 
 @register("pgn")
 class PromptGenerationNetwork(AdaptedModel):
-    """Generated prompt tokens in a reserved strip of the frozen ViT's patch positions.
+    """Generated prompt tokens as extra patch rows under the image (or, opt-in, over it).
 
-    Options: num_prompts (L, default 16), library_size (M, default 256), widths (the
-    generator's four stage widths, default 16/32/64/128). ViT backbones only.
+    Options: num_prompts (L, default 16), library_size (M, default 256), width (the
+    generator's base width; default scaled to the backbone, see `default_width`),
+    placement (`below`, default, or `replace`). ViT backbones only.
     """
 
     def __init__(
@@ -117,31 +199,48 @@ class PromptGenerationNetwork(AdaptedModel):
         num_classes: int,
         num_prompts: int = 16,
         library_size: int = 256,
-        widths: Sequence[int] = DEFAULT_WIDTHS,
+        width: int | None = None,
+        placement: str = "below",
     ) -> None:
         vit_tokens.require_token_vit(backbone, "pgn")
-        widths = [int(w) for w in widths]
+        if width is None:
+            width = default_width(sum(p.numel() for p in backbone.parameters()))
+        layout = PromptLayout(
+            tuple(int(g) for g in backbone.patch_embed.grid_size), int(num_prompts), placement
+        )
         super().__init__(
             backbone,
             num_classes,
             num_prompts=int(num_prompts),
             library_size=int(library_size),
-            widths=widths,
+            width=int(width),
+            placement=placement,
         )
-        self.positions = strip_positions(backbone.patch_embed.grid_size, int(num_prompts))
-        self.generator = TokenGenerator(num_prompts, library_size, backbone.embed_dim, widths)
+        self.layout = layout
+        self.generator = TokenGenerator(num_prompts, library_size, backbone.embed_dim, int(width))
         self.head = self.new_head()
 
     def prompt_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) tokens for the strip, generated from the whole (un-prompted) image."""
+        """(B, L, D) prompt tokens, generated from the whole (un-prompted) image."""
         return self.generator(images)
 
+    def patch_sequence(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, rows·cols, D) patch tokens of the input grid, `tokens` at the layout's positions."""
+        patches = vit_tokens.embed_patches(self.backbone, images)
+        tokens = tokens.to(patches.dtype)
+        if self.layout.placement == "replace":
+            return torch.cat([patches[:, : -tokens.shape[1]], tokens], dim=1)
+        cols = self.layout.image_grid[1]
+        fill = self.layout.extra_rows * cols - tokens.shape[1]
+        blank = blank_patch_token(self.backbone, images).expand(len(images), fill, -1)
+        return torch.cat([patches, tokens, blank], dim=1)
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features of the backbone with the strip's patches replaced by prompts."""
+        """Pooled features of the backbone on the prompted patch grid."""
         vit = self.backbone
-        patches = place_in_strip(vit_tokens.embed_patches(vit, images), self.prompt_tokens(images))
-        tokens = vit_tokens.start_blocks(vit, vit_tokens.prefix_and_pos(vit, patches))
-        tokens = vit_tokens.run_blocks(vit, tokens)
+        patches = self.patch_sequence(images, self.prompt_tokens(images))
+        tokens = vit_tokens.prefix_and_pos(vit, patches, grid=self.layout.input_grid)
+        tokens = vit_tokens.run_blocks(vit, vit_tokens.start_blocks(vit, tokens))
         return vit_tokens.head_from_tokens(vit, tokens, 0, include_prompts_in_pool=True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

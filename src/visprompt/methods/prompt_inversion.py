@@ -3,9 +3,12 @@
 A ViT's patch embedding is linear per patch: e(x_g) = W·vec(x_g) + b with W ∈ R^{D×3P²}.
 When 3·P² ≥ D and W has full row rank, x_g = W⁺(t − b) is a patch whose embedding is
 exactly the token t (position embeddings are added afterwards by the model, so the
-inversion happens before them). PGN trains its tokens in the reserved strip of patch
-positions (`pgn.strip_positions`), so pasting the inverted patches there gives the
-backbone the same sequence as the token path.
+inversion happens before them). PGN trains its tokens at the positions of its
+`PromptLayout`: by default in k extra patch rows under the image, the rest of those rows
+blank (0 in normalised space). The client builds that taller image with the inverted
+patches pasted in; the server is the unmodified backbone switched to the taller input size
+by timm itself (`set_input_size`, whose resampled position embeddings are the ones PGN
+trained with), so both paths give the backbone the same sequence.
 
 Constraint: RGB deployment needs 3·P² ≥ D (ViT-B/16: 768 ≥ 768; a patch-4 ViT needs
 D ≤ 48). Inversion works in normalised space; images leave the client de-normalised to
@@ -14,7 +17,8 @@ D ≤ 48). Inversion works in normalised space; images leave the client de-norma
 
 Client/server split: `PromptClient` (generator + library + inversion; it holds only the
 patch embedding's W and b, no other backbone weight) turns images into prompted images;
-`PromptServer` is the plain frozen backbone with the trained head.
+`PromptServer` is the plain frozen backbone (at the prompted input size) with the trained
+head.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import torch
 from torch import nn
 
 from visprompt.backbones import data_config, pooled_features
-from visprompt.data.transforms import denormalize, normalize, to_model_input
-from visprompt.methods.pgn import PromptGenerationNetwork, TokenGenerator
+from visprompt.data.transforms import denormalize, normalize
+from visprompt.methods.pgn import PromptGenerationNetwork, PromptLayout, TokenGenerator
 
 
 def patch_embedding_linear(vit: nn.Module) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -99,27 +103,51 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
+def add_prompt_rows(images: torch.Tensor, layout: PromptLayout, patch_size: int) -> torch.Tensor:
+    """Normalised images (B, 3, H, W) with the layout's blank (zero) patch rows under them."""
+    rows = layout.extra_rows * patch_size
+    if rows == 0:
+        return images
+    blank = images.new_zeros((images.shape[0], images.shape[1], rows, images.shape[-1]))
+    return torch.cat([images, blank], dim=-2)
+
+
+def deployment_backbone(model: PromptGenerationNetwork) -> nn.Module:
+    """The unmodified backbone, set by timm to the prompted input size (a copy if it changes).
+
+    For `below` the input is k·P pixels taller: timm's `set_input_size` resamples the
+    position embeddings exactly as PGN's token path does (`vit_tokens.grid_pos_embed`).
+    A ViT built with `dynamic_img_size=True` would take the taller input as it is.
+    """
+    vit, layout = model.backbone, model.layout
+    if layout.extra_rows == 0:
+        return vit
+    patch = int(vit.patch_embed.patch_size[0])
+    rows, cols = layout.input_grid
+    deployed = copy.deepcopy(vit)
+    deployed.set_input_size(img_size=(rows * patch, cols * patch))
+    return deployed
+
+
 class PromptClient(nn.Module):
     """Generator + inversion: [0, 1] RGB images -> prompted [0, 1] RGB images (float).
 
-    Needs only the trained generator/library, the patch embedding's W and b, the strip
-    positions and the backbone's normalisation; the output is not clipped, so that the
-    caller decides about clipping and quantisation (`to_uint8`).
+    Needs only the trained generator/library, the patch embedding's W and b, the prompt
+    layout and the backbone's normalisation; the output (k·P pixels taller for `below`) is
+    not clipped, so that the caller decides about clipping and quantisation (`to_uint8`).
     """
 
     def __init__(
         self,
         generator: TokenGenerator,
         inverter: PatchInverter,
-        positions: Sequence[int],
-        grid_width: int,
+        layout: PromptLayout,
         mean: Sequence[float],
         std: Sequence[float],
     ) -> None:
         super().__init__()
-        self.generator, self.inverter = generator, inverter
-        self.positions = [int(p) for p in positions]
-        self.grid_width = int(grid_width)
+        self.generator, self.inverter, self.layout = generator, inverter, layout
+        self.grid_width = int(layout.image_grid[1])
         self.mean, self.std = tuple(mean), tuple(std)
 
     @classmethod
@@ -135,8 +163,7 @@ class PromptClient(nn.Module):
         return cls(
             copy.deepcopy(model.generator).eval(),
             PatchInverter.from_vit(model.backbone),
-            model.positions.tolist(),
-            model.backbone.patch_embed.grid_size[1],
+            model.layout,
             cfg["mean"],
             cfg["std"],
         ).eval()
@@ -144,12 +171,14 @@ class PromptClient(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = normalize(images, self.mean, self.std)
         patches = self.inverter(self.generator(x))
-        prompted = paste_patches(x, patches, self.positions, self.grid_width)
+        canvas = add_prompt_rows(x, self.layout, self.inverter.patch_size)
+        prompted = paste_patches(canvas, patches, self.layout.positions, self.layout.input_grid[1])
         return denormalize(prompted, self.mean, self.std)
 
 
 class PromptServer(nn.Module):
-    """The unmodified frozen backbone and the trained head, fed [0, 1] or uint8 RGB images."""
+    """The unmodified frozen backbone and the trained head, fed [0, 1] or uint8 RGB images
+    at the prompted input size (no resizing: the prompt patches must stay on the grid)."""
 
     def __init__(
         self, backbone: nn.Module, head: nn.Module, mean: Sequence[float], std: Sequence[float]
@@ -163,14 +192,11 @@ class PromptServer(nn.Module):
         cls, model: PromptGenerationNetwork, normalisation: Mapping[str, Any] | None = None
     ) -> PromptServer:
         cfg = normalisation or data_config(model.backbone)
-        return cls(model.backbone, model.head, cfg["mean"], cfg["std"]).eval()
+        return cls(deployment_backbone(model), model.head, cfg["mean"], cfg["std"]).eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype == torch.uint8:
-            x = to_model_input(images, images.shape[-1], self.mean, self.std)
-        else:
-            x = normalize(images, self.mean, self.std)
-        return self.head(pooled_features(self.backbone, x))
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        return self.head(pooled_features(self.backbone, normalize(x, self.mean, self.std)))
 
 
 @torch.no_grad()
@@ -186,7 +212,8 @@ def inversion_agreement(
     `images` are [0, 1] RGB at the model's input size. Returns token_top1, rgb_top1,
     agreement (fraction of equal top-1 predictions), rgb_uint8_top1, agreement_uint8 and
     top1_drop_uint8 (token_top1 − rgb_uint8_top1), each in [0, 1] (the drop in [-1, 1]),
-    and clipped_fraction: the share of strip pixel values outside [0, 1] before clipping.
+    and clipped_fraction: the share of prompt-patch pixel values outside [0, 1] before
+    clipping (image and blank pixels never leave it).
     """
     model.eval()
     client = PromptClient.from_pgn(model, normalisation)
@@ -199,7 +226,7 @@ def inversion_agreement(
         token.append(model(x).argmax(-1))
         rgb.append(server(prompted).argmax(-1))
         rgb8.append(server(to_uint8(prompted)).argmax(-1))
-        clipped += int(((prompted < 0) | (prompted > 1)).sum())  # only the strip can leave [0, 1]
+        clipped += int(((prompted < 0) | (prompted > 1)).sum())
     t, r, q = torch.cat(token), torch.cat(rgb), torch.cat(rgb8)
     labels = labels.to(t.device)
     acc = {k: float((v == labels).float().mean()) for k, v in (("t", t), ("r", r), ("q", q))}
@@ -211,5 +238,5 @@ def inversion_agreement(
         "agreement_uint8": float((t == q).float().mean()),
         "top1_drop_uint8": acc["t"] - acc["q"],
         "clipped_fraction": clipped
-        / (len(images) * len(client.positions) * 3 * client.inverter.patch_size**2),
+        / (len(images) * client.layout.num_prompts * 3 * client.inverter.patch_size**2),
     }

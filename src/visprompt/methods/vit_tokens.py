@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -45,13 +46,47 @@ def embed_patches(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return vit.patch_embed(images)
 
 
-def prefix_and_pos(vit: nn.Module, patches: torch.Tensor) -> torch.Tensor:
+def grid_pos_embed(vit: nn.Module, grid: tuple[int, int]) -> torch.Tensor:
+    """The position embeddings timm gives a `grid` (rows, cols) of patches.
+
+    For another grid than the one the ViT was built for, this is timm's own resampling
+    (`resample_abs_pos_embed`, the call of its dynamic image size and of `set_input_size`),
+    so a model switched to that input size by timm computes the same embeddings.
+    """
+    built_for = tuple(int(g) for g in vit.patch_embed.grid_size)
+    if tuple(grid) == built_for:
+        return vit.pos_embed
+    return resample_abs_pos_embed(
+        vit.pos_embed,
+        new_size=list(grid),
+        old_size=list(built_for),
+        num_prefix_tokens=0 if vit.no_embed_class else vit.num_prefix_tokens,
+    )
+
+
+def prefix_and_pos(
+    vit: nn.Module, patches: torch.Tensor, grid: tuple[int, int] | None = None
+) -> torch.Tensor:
     """timm's `_pos_embed` (+ `patch_drop`): [prefix, patches] with position embeddings.
 
-    `norm_pre` is not applied here, so extra tokens can join the sequence before it
-    (as CLIP-style prompt methods do); see `start_blocks`.
+    `grid` (rows, cols) of `patches` when it differs from the ViT's own: position
+    embeddings then come from `grid_pos_embed`, combined with the prefix tokens as timm's
+    `_pos_embed` does. `norm_pre` is not applied here, so extra tokens can join the sequence
+    before it (as CLIP-style prompt methods do); see `start_blocks`.
     """
-    return vit.patch_drop(vit._pos_embed(patches))
+    if grid is None or tuple(grid) == tuple(vit.patch_embed.grid_size):
+        return vit.patch_drop(vit._pos_embed(patches))
+    prefix = [
+        t.expand(len(patches), -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None
+    ]
+    if vit.pos_embed is None:
+        return vit.patch_drop(torch.cat([*prefix, patches], dim=1))
+    pos_embed = grid_pos_embed(vit, grid)
+    if vit.no_embed_class:
+        tokens = torch.cat([*prefix, patches + pos_embed], dim=1)
+    else:
+        tokens = torch.cat([*prefix, patches], dim=1) + pos_embed
+    return vit.patch_drop(vit.pos_drop(tokens))
 
 
 def insert_tokens(tokens: torch.Tensor, extra: torch.Tensor, num_prefix: int) -> torch.Tensor:
