@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test bench lint format clean
+.PHONY: install run test bench lint format clean check-lock
 
 # Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set, every process
 # (each `kedro run`, each test subprocess) would otherwise recompile torch and mlflow.
@@ -39,6 +39,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix src tests
 	$(VENV)/bin/ruff format src tests
+
+# The committed dvc.lock matches the code and parameters at HEAD (outputs may be missing).
+check-lock: install
+	PATH=$(VENV)/bin:$$PATH $(PY) .ci/check_dvc_lock.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

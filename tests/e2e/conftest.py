@@ -77,6 +77,11 @@ class ProjectCopy:
 
 @pytest.fixture
 def project_copy(tmp_path: Path) -> ProjectCopy:
+    return make_project_copy(tmp_path)
+
+
+def make_project_copy(tmp_path: Path) -> ProjectCopy:
+    """A fresh project copy under `tmp_path` (HOME and caches inside it too)."""
     project = tmp_path / "project"
     project.mkdir()
     for entry in COPIED:
