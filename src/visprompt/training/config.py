@@ -20,6 +20,8 @@ from visprompt.data.transforms import to_model_input
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTATIONS = ("none", "flip_crop")
+#: Kinds of parameter `no_weight_decay` may exempt from weight decay (training.param_groups).
+NO_DECAY_KINDS = ("bias", "norm", "prompt")
 
 #: Fields that never change the numbers a run produces; left out of the config hash so that
 #: a resumed run may use another worker count, checkpoint folder or logging cadence.
@@ -40,6 +42,9 @@ class TrainConfig:
     `"none"` feeds deterministic inputs. `cache_prefix` computes a frozen prefix once and
     trains only the suffix when the model offers `split_for_cache()` and `augment="none"`.
     `accelerator`, `devices`, `strategy`, `precision` are Lightning Fabric's own options.
+    `lr`/`weight_decay` apply to the method's own tensors; the new head uses `head_lr` and
+    `head_weight_decay` when set; parameters of the kinds in `no_weight_decay` (`bias`,
+    `norm`, `prompt`) get none (see `visprompt.training.param_groups`).
     """
 
     epochs: int = 10
@@ -47,6 +52,9 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    head_lr: float | None = None
+    head_weight_decay: float | None = None
+    no_weight_decay: tuple[str, ...] = NO_DECAY_KINDS
     momentum: float = 0.9
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
@@ -78,6 +86,13 @@ class TrainConfig:
             raise bad("lr", "must be > 0")
         if self.weight_decay < 0:
             raise bad("weight_decay", "must be >= 0")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise bad("head_lr", "must be > 0, or null to use lr")
+        if self.head_weight_decay is not None and self.head_weight_decay < 0:
+            raise bad("head_weight_decay", "must be >= 0, or null to use weight_decay")
+        self.no_weight_decay = tuple(self.no_weight_decay)
+        if not set(self.no_weight_decay) <= set(NO_DECAY_KINDS):
+            raise bad("no_weight_decay", f"must list kinds from {NO_DECAY_KINDS} (or be [])")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise bad("warmup_epochs", f"must lie in [0, epochs={self.epochs}]")
         if not 0 <= self.min_lr <= self.lr:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from visprompt.training import checkpoint, prefix_cache
 from visprompt.training.augment import flip_crop
 from visprompt.training.config import Preprocess, TrainConfig
+from visprompt.training.param_groups import optimizer_groups
 from visprompt.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -76,19 +77,6 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """A method's own groups (per-part learning rates), or every parameter with requires_grad."""
-    if hasattr(model, "param_groups"):
-        groups = model.param_groups(config.lr, config.weight_decay)
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
-        groups = [{"params": params, "lr": config.lr, "weight_decay": config.weight_decay}]
-    groups = [{**g, "params": list(g["params"])} for g in groups]  # generators are one-shot
-    if not any(g["params"] for g in groups):
-        raise ValueError(f"{type(model).__name__} has no trainable parameters to fit")
-    return groups
 
 
 def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
@@ -326,7 +314,7 @@ def _fit_worker(
     )
     train_module = split[1] if split is not None else model
 
-    optimizer = _optimizer(_param_groups(model, config), config)
+    optimizer = _optimizer(optimizer_groups(model, config), config)
     sampler = DistributedSampler(
         train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=False
     )
