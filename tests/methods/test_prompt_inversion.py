@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 from tiny import make_backbone
+from torch.utils.data import TensorDataset
 
 from visprompt import methods
 from visprompt.methods import vit_tokens
@@ -18,6 +19,7 @@ from visprompt.methods.prompt_inversion import (
     PatchInverter,
     PromptClient,
     PromptServer,
+    deployment_metrics,
     inversion_agreement,
     paste_patches,
     to_uint8,
@@ -102,6 +104,23 @@ def test_token_and_rgb_paths_agree(trained_pgn: PromptGenerationNetwork, record_
     assert result["top1_drop_uint8"] == pytest.approx(
         result["token_top1"] - result["rgb_uint8_top1"]
     )
+
+
+def test_deployment_metrics_on_a_uint8_dataset(trained_pgn: PromptGenerationNetwork) -> None:
+    images, labels = quadrant_images(64, seed=2000)
+    dataset = TensorDataset(to_uint8(images), labels)
+    config = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    result = deployment_metrics(trained_pgn, dataset, config, batch_size=16)
+    direct = inversion_agreement(trained_pgn, to_uint8(images).float() / 255, labels)
+    assert set(result) == {f"rgb_{k}" if not k.startswith("rgb_") else k for k in direct} - {
+        "rgb_token_top1"
+    }
+    assert result["rgb_agreement"] == direct["agreement"] >= 0.99
+    assert result["rgb_uint8_top1"] == direct["rgb_uint8_top1"]
+    with pytest.raises(ValueError, match=r"3·P² >= D"):
+        deployment_metrics(
+            methods.build("pgn", make_backbone("vit"), CLASSES, num_prompts=4), dataset, config
+        )
 
 
 def test_client_needs_only_the_patch_embedding(trained_pgn: PromptGenerationNetwork) -> None:

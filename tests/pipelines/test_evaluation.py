@@ -6,7 +6,7 @@ import mlflow
 import pytest
 import torch
 
-from visprompt import methods
+from visprompt import backbones, methods
 from visprompt.data.shards import ShardDataset
 from visprompt.pipelines.evaluation.nodes import compare_runs, evaluate_run
 from visprompt.pipelines.evaluation.pipeline import run_pipeline
@@ -92,3 +92,18 @@ def test_evaluation_rebuilds_the_backbone_from_its_spec(trained, vit_spec, tmp_p
     spec = vit_spec | {"sha256": "0" * 64}
     with pytest.raises(ValueError, match="sha256"):
         evaluate_run(str(path), trained[1], {"vit": spec}, "unused", PARAMS)
+
+
+def test_pgn_runs_report_their_rgb_deployment(trained, vit_spec, shard_dir, tmp_path) -> None:
+    """A PGN artifact's test metrics carry the token-vs-RGB agreement on the test split."""
+    backbone = backbones.from_spec(vit_spec)
+    model = methods.build("pgn", backbone, 4, num_prompts=4, library_size=8, width=2)
+    path = methods.save(model.eval(), tmp_path / "pgn")
+    summary = trained[1] | {"run": "pgn", "method": "pgn", "mlflow_run_id": None}
+    metrics = evaluate_run(str(path), summary, {"vit": vit_spec}, str(shard_dir), PARAMS)
+    assert metrics["num_images"] == 16
+    assert metrics["rgb_agreement"] >= 15 / 16  # exact inversion; float rounding at most
+    assert 0.0 <= metrics["rgb_agreement_uint8"] <= 1.0
+    assert metrics["rgb_top1_drop_uint8"] == pytest.approx(
+        metrics["top1"] - metrics["rgb_uint8_top1"]
+    )

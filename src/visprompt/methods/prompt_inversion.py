@@ -24,14 +24,16 @@ head.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from visprompt.backbones import data_config, pooled_features
-from visprompt.data.transforms import denormalize, normalize
+from visprompt.data.transforms import denormalize, normalize, to_model_input
 from visprompt.methods.pgn import PromptGenerationNetwork, PromptLayout, TokenGenerator
 
 
@@ -200,36 +202,37 @@ class PromptServer(nn.Module):
 
 
 @torch.no_grad()
-def inversion_agreement(
+def agreement_over_batches(
     model: PromptGenerationNetwork,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = 64,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     normalisation: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Top-1 of the token path vs the RGB path (float, and clipped + 8-bit), and agreement.
 
-    `images` are [0, 1] RGB at the model's input size. Returns token_top1, rgb_top1,
-    agreement (fraction of equal top-1 predictions), rgb_uint8_top1, agreement_uint8 and
-    top1_drop_uint8 (token_top1 − rgb_uint8_top1), each in [0, 1] (the drop in [-1, 1]),
-    and clipped_fraction: the share of prompt-patch pixel values outside [0, 1] before
-    clipping (image and blank pixels never leave it).
+    `batches` yield ([0, 1] RGB images at the model's input size, labels). Returns
+    token_top1, rgb_top1, agreement (fraction of equal top-1 predictions), rgb_uint8_top1,
+    agreement_uint8 and top1_drop_uint8 (token_top1 − rgb_uint8_top1), each in [0, 1] (the
+    drop in [-1, 1]), and clipped_fraction: the share of prompt-patch pixel values outside
+    [0, 1] before clipping (image and blank pixels never leave it).
     """
     model.eval()
-    client = PromptClient.from_pgn(model, normalisation)
-    server = PromptServer.from_pgn(model, normalisation)
-    token, rgb, rgb8, clipped = [], [], [], 0
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        x = normalize(batch, client.mean, client.std)
+    device = next(model.generator.parameters()).device
+    client = PromptClient.from_pgn(model, normalisation).to(device)
+    server = PromptServer.from_pgn(model, normalisation).to(device)
+    token, rgb, rgb8, truth, clipped = [], [], [], [], 0
+    for batch, labels in batches:
+        batch = batch.to(device)
         prompted = client(batch)
-        token.append(model(x).argmax(-1))
-        rgb.append(server(prompted).argmax(-1))
-        rgb8.append(server(to_uint8(prompted)).argmax(-1))
+        token.append(model(normalize(batch, client.mean, client.std)).argmax(-1).cpu())
+        rgb.append(server(prompted).argmax(-1).cpu())
+        rgb8.append(server(to_uint8(prompted)).argmax(-1).cpu())
+        truth.append(torch.as_tensor(labels, dtype=torch.long).cpu())
         clipped += int(((prompted < 0) | (prompted > 1)).sum())
-    t, r, q = torch.cat(token), torch.cat(rgb), torch.cat(rgb8)
-    labels = labels.to(t.device)
+    if not truth:
+        raise ValueError("prompt inversion agreement: no images")
+    t, r, q, labels = torch.cat(token), torch.cat(rgb), torch.cat(rgb8), torch.cat(truth)
     acc = {k: float((v == labels).float().mean()) for k, v in (("t", t), ("r", r), ("q", q))}
+    prompt_values = len(labels) * client.layout.num_prompts * 3 * client.inverter.patch_size**2
     return {
         "token_top1": acc["t"],
         "rgb_top1": acc["r"],
@@ -237,6 +240,50 @@ def inversion_agreement(
         "rgb_uint8_top1": acc["q"],
         "agreement_uint8": float((t == q).float().mean()),
         "top1_drop_uint8": acc["t"] - acc["q"],
-        "clipped_fraction": clipped
-        / (len(images) * client.layout.num_prompts * 3 * client.inverter.patch_size**2),
+        "clipped_fraction": clipped / prompt_values,
+    }
+
+
+def inversion_agreement(
+    model: PromptGenerationNetwork,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 64,
+    normalisation: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """`agreement_over_batches` on [0, 1] RGB `images` (N, 3, S, S) at the model's input size."""
+    batches = (
+        (images[i : i + batch_size], labels[i : i + batch_size])
+        for i in range(0, len(images), batch_size)
+    )
+    return agreement_over_batches(model, batches, normalisation)
+
+
+def deployment_metrics(
+    model: PromptGenerationNetwork,
+    dataset: Dataset,
+    data_config: Mapping[str, Any],
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, float]:
+    """RGB-deployment figures of a trained PGN on a dataset of (uint8 CHW image, label).
+
+    Images are resized to the model's input size as in evaluation; the keys of
+    `agreement_over_batches` come back prefixed `rgb_` (`rgb_agreement`, ...; token_top1 is
+    left out: it is the run's test top-1), ready to sit next to a run's test metrics. A ViT
+    whose patches cannot be inverted (3·P² < D) gives a ValueError naming the constraint.
+    """
+    PatchInverter.from_vit(model.backbone)  # fail before the pass over the data
+    size = int(data_config["input_size"][-1])
+    black, unit = (0.0,) * 3, (1.0,) * 3
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    batches = (
+        (to_model_input(images, size, black, unit), labels)
+        for images, labels in tqdm(loader, desc="pgn rgb", disable=not progress, leave=False)
+    )
+    result = agreement_over_batches(model, batches, data_config)
+    return {
+        (key if key.startswith("rgb_") else f"rgb_{key}"): value
+        for key, value in result.items()
+        if key != "token_top1"
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import mlflow
@@ -18,8 +19,12 @@ from visprompt.evaluation import (
     to_markdown,
     training_curves_figure,
 )
+from visprompt.methods.pgn import PromptGenerationNetwork
+from visprompt.methods.prompt_inversion import deployment_metrics
 from visprompt.pipelines import tracking
 from visprompt.training import Preprocess, predict
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate_run(
@@ -44,6 +49,8 @@ def evaluate_run(
         progress=True,
     )
     metrics = classification_metrics(logits, labels, ece_bins=int(params["ece_bins"]))
+    if isinstance(model, PromptGenerationNetwork):
+        metrics |= _pgn_deployment(model, shards, spec, params)
     with tracking.nested_run(
         train_summary["run"],
         run_id=train_summary.get("mlflow_run_id"),
@@ -52,6 +59,23 @@ def evaluate_run(
         tracking.log_numbers(metrics, "test_")
         mlflow.log_dict(metrics, "test_metrics.json")
     return metrics
+
+
+def _pgn_deployment(
+    model: PromptGenerationNetwork, shards: str, spec: dict[str, Any], params: dict[str, Any]
+) -> dict[str, float]:
+    """PGN's RGB-path figures (rgb_agreement, rgb_agreement_uint8, ...) on the test split."""
+    try:
+        return deployment_metrics(
+            model,
+            ShardDataset(shards, "test"),
+            spec["data_config"],
+            batch_size=int(params["batch_size"]),
+            progress=True,
+        )
+    except ValueError as error:  # a ViT whose patches cannot be inverted: say so, go on
+        logger.warning("pgn: no RGB deployment figures for this backbone: %s", error)
+        return {}
 
 
 def compare_runs(
