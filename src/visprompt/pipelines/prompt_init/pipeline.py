@@ -10,7 +10,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 build_prompt_inits,
-                inputs=["shards", "validation_summary", "backbone_specs", "params:prompt_init"],
+                inputs=[
+                    "shards",
+                    "validation_summary",
+                    "backbone_specs",
+                    "params:prompt_init",
+                    "params:training.runs",
+                ],
                 outputs="prompt_inits",
                 name="build_prompt_inits",
             )
