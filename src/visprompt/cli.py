@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from visprompt import backbones, methods
+from visprompt.atomic import atomic_path
 from visprompt.data.transforms import to_model_input
 from visprompt.methods.pgn import PromptGenerationNetwork
 from visprompt.methods.prompt_inversion import PromptClient, to_uint8
@@ -70,9 +71,8 @@ def write_prompted_images(client: PromptClient, paths: Sequence[Path], out: Path
         images = to_model_input(batch, size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         prompted = to_uint8(client(images))[0].permute(1, 2, 0).numpy()
         target = out / f"{path.stem}.png"
-        tmp = target.with_name(f".{target.name}.tmp")
-        Image.fromarray(prompted).save(tmp, format="PNG")
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            Image.fromarray(prompted).save(tmp, format="PNG")
         written.append(target)
     return written
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from visprompt.atomic import atomic_path
+
 SPLITS = ("train", "val", "test")
 
 
@@ -31,11 +33,8 @@ def write_split(directory: str | Path, split: str, images: np.ndarray, labels: n
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for stem, array in (("images", images), ("labels", labels.astype(np.int64))):
-        final = directory / f"{stem}_{split}.npy"
-        tmp = directory / f".{stem}_{split}.npy.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_path(directory / f"{stem}_{split}.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(array))
-        tmp.replace(final)
 
 
 def write_classes(directory: str | Path, classes: Sequence[str]) -> None:

@@ -6,15 +6,14 @@ save never leaves a half-written directory and never loses the previous one.
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset
 
+from visprompt.atomic import atomic_directory, atomic_path
 from visprompt.data.ingest import ShardSet
 from visprompt.data.manifest import TEXT_COLUMNS
 
@@ -35,30 +34,14 @@ class _DirectoryDataset(AbstractDataset[str, Any]):
         return str(self._filepath)
 
     def save(self, data: Any) -> None:
-        _swap_in(self._filepath, lambda tmp: self._write(data, tmp))
+        with atomic_directory(self._filepath) as tmp:
+            self._write(data, tmp)
 
     def _exists(self) -> bool:
         return self._filepath.is_dir()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
-
-
-def _swap_in(final: Path, write: Callable[[Path], None]) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class ShardsDataset(_DirectoryDataset):
@@ -93,10 +76,8 @@ class ManifestDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         return pd.read_csv(self._filepath, dtype=dict.fromkeys(TEXT_COLUMNS, str))
 
     def save(self, data: pd.DataFrame) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._filepath.with_name(f".{self._filepath.name}.tmp-{os.getpid()}")
-        data.to_csv(tmp, index=False)
-        tmp.replace(self._filepath)
+        with atomic_path(self._filepath) as tmp:
+            data.to_csv(tmp, index=False)
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

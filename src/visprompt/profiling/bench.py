@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from visprompt import backbones, methods
+from visprompt.atomic import write_text
 from visprompt.data.shards import ShardDataset, write_split
 from visprompt.profiling.curves import VPT_LITERATURE_MACS, prompt_length_curve
 from visprompt.profiling.dataload import DataWait, training_data_wait
@@ -384,9 +385,7 @@ def write_report(
         ]
     lines += [""] + [f"- note: {n}" for n in notes]
     report = "\n".join(lines) + "\n"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(report)
-    tmp.replace(out)
+    write_text(out, report)
     pd.concat(frames).to_csv(out.with_suffix(".csv"), index=False)
     return report
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from visprompt.atomic import atomic_path, write_text
 from visprompt.prompt_init.build import PromptInit
 
 TENSOR_KEY = "prompts"
@@ -17,16 +18,10 @@ TENSOR_KEY = "prompts"
 
 def save_prompt_init(directory: str | Path, name: str, init: PromptInit) -> Path:
     """Write one init; returns the safetensors path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.safetensors"
-    tmp = directory / f".{name}.safetensors.tmp"
-    save_file({TENSOR_KEY: init.prompts.contiguous().cpu()}, str(tmp))
-    tmp.replace(path)
-    meta = directory / f"{name}.json"
-    tmp_meta = directory / f".{name}.json.tmp"
-    tmp_meta.write_text(json.dumps(init.metadata, indent=2, sort_keys=True))
-    tmp_meta.replace(meta)
+    path = Path(directory) / f"{name}.safetensors"
+    with atomic_path(path) as tmp:
+        save_file({TENSOR_KEY: init.prompts.contiguous().cpu()}, str(tmp))
+    write_text(path.with_suffix(".json"), json.dumps(init.metadata, indent=2, sort_keys=True))
     return path
 
 

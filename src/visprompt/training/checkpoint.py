@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from visprompt.atomic import atomic_path
 
 FILE_NAME = "last.ckpt"
 FORMAT = 1
@@ -28,16 +29,10 @@ def signature_digest(signature: dict[str, Any]) -> str:
 
 
 def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` to `directory/last.ckpt` via a temporary file and an atomic rename."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / FILE_NAME
-    tmp = directory / f".{FILE_NAME}.tmp"
-    with open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, **state}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(final)
+    """Write `state` to `directory/last.ckpt` atomically."""
+    final = Path(directory) / FILE_NAME
+    with atomic_path(final) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
     return final
 
 

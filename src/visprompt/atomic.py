@@ -1,0 +1,129 @@
+"""Atomic writes: a reader sees the old content or the new one, never a half-written file/folder.
+
+New content is written to a hidden sibling (`.<name>.tmp-<pid>`) and renamed over the
+target; a folder being replaced is first renamed to `.<name>.old-<pid>`. A save killed
+mid-way therefore leaves only such siblings behind. The next write to the same target
+removes the leftovers of processes that no longer run (and, when the kill landed between
+the two renames of a folder swap, puts the previous folder back first), so a killed save
+never blocks a later one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_directory", "atomic_path", "clean_leftovers", "write_bytes", "write_text"]
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is not writing it now: a leftover of an aborted write
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clean_leftovers(path: str | Path) -> None:
+    """Remove temporaries of dead writers of `path`; restore a folder a killed swap moved away."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(tmp|old)-(\d+)$")
+    leftovers = []
+    for sibling in path.parent.iterdir():
+        match = pattern.match(sibling.name)
+        if match and not _alive(int(match.group(2))):
+            leftovers.append((match.group(1), sibling))
+    if not path.exists():
+        olds = [s for kind, s in leftovers if kind == "old"]
+        if olds:  # killed between "move the old folder away" and "move the new one in"
+            newest = max(olds, key=lambda s: s.stat().st_mtime)
+            os.replace(newest, path)
+            leftovers = [(k, s) for k, s in leftovers if s != newest]
+    for _, sibling in leftovers:
+        _remove(sibling)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file path; when the block succeeds it replaces `path` in one rename.
+
+    Use it for writers that want a path (`torch.save`, `safetensors.save_file`,
+    `DataFrame.to_csv`). On an exception the temporary is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path)
+    tmp = _sibling(path, "tmp")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; when the block succeeds it replaces folder `path`.
+
+    The old folder (if any) is moved aside, the new one moved in, the old one deleted.
+    On an exception the temporary folder is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path)
+    tmp = _sibling(path, "tmp")
+    _remove(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if path.exists():
+        old = _sibling(path, "old")
+        _remove(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    else:
+        os.replace(tmp, path)
