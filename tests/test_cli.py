@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from visprompt import methods
-from visprompt.backbones import save_weights
+from visprompt.backbones import create_backbone, save_weights
 from visprompt.cli import main
 from visprompt.methods.prompt_inversion import PromptServer
 
@@ -77,7 +77,7 @@ def test_pgn_invert_writes_prompted_pngs(saved: dict[str, Path]) -> None:
     assert prompted.shape == (40, 32, 3) and prompted.dtype == np.uint8  # + one patch row
     assert np.array_equal(prompted[:32], original)  # the whole image, then the prompt row
     # the server (unmodified backbone + head) reads the PNGs as they are
-    backbone = timm.create_model(NAME, pretrained=False, **KWARGS)
+    backbone = create_backbone(NAME, weights=saved["weights"], **KWARGS)
     server = PromptServer.from_pgn(methods.load(saved["artifact"], backbone))
     batch = torch.stack(
         [torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in written]

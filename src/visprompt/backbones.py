@@ -16,6 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from visprompt.atomic import atomic_path
+
 Family = Literal["vit", "cnn"]
 
 
@@ -33,9 +35,27 @@ def create_backbone(
     `torch.load(weights_only=True)`).
     """
     model = timm.create_model(name, pretrained=pretrained and weights is None, **model_kwargs)
+    model.timm_model_kwargs = dict(model_kwargs)  # for `backbone_reference`
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def backbone_reference(model: nn.Module) -> dict[str, Any]:
+    """What identifies a backbone in an artifact: timm name, model kwargs, tensor sha256.
+
+    `model_kwargs` is known for models made by `create_backbone` (None otherwise); the
+    sha256 covers every parameter and buffer, so it changes with any weight (None for a
+    model on the meta device, which has no values).
+    """
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    state = model.state_dict()
+    meta = any(t.is_meta for t in state.values())
+    return {
+        "name": cfg.get("architecture", type(model).__name__),
+        "model_kwargs": getattr(model, "timm_model_kwargs", None),
+        "sha256": None if meta else tensors_sha256(state.items()),
+    }
 
 
 def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
@@ -56,10 +76,9 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
 def save_weights(model: nn.Module, path: str | Path) -> str:
     """Write the model's state dict as safetensors atomically; return its sha256."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp))
     return sha256_file(path)
 
 

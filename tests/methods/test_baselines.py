@@ -89,3 +89,22 @@ def test_norm_tuning_on_batchnorm_counts_two_per_channel() -> None:
     BN channels = 64 + 5·(16+32+64+128) = 1264, so 2528 affine parameters + head."""
     model = methods.build("norm_tuning", make_backbone("resnet"), C)
     assert methods.count_parameters(model)["trainable"] == 2528 + 128 * C + C
+
+
+def test_building_on_a_shared_backbone_never_changes_an_earlier_model(images: torch.Tensor) -> None:
+    backbone = make_backbone("resnet")
+    flags = [p.requires_grad for p in backbone.parameters()]
+    probe = methods.build("linear_probe", backbone, C)
+    probe_counts = methods.count_parameters(probe)
+    assert probe_counts["trainable"] == 128 * C + C  # D·C + C
+    bitfit = methods.build("bias_tuning", backbone, C)
+    steps(bitfit, images)
+    assert methods.count_parameters(probe) == probe_counts
+    assert [p.requires_grad for p in backbone.parameters()] == flags  # caller's flags kept
+    # the probe's frozen features are still the untouched backbone's
+    reference = pooled_features(make_backbone("resnet"), images)
+    assert torch.equal(pooled_features(probe.backbone, images), reference)
+    assert not torch.equal(pooled_features(bitfit.backbone, images), reference)
+    # frozen tensors are shared with the caller (no copy), trained ones are the model's own
+    assert probe.backbone.conv1.weight.data_ptr() == backbone.conv1.weight.data_ptr()
+    assert bitfit.backbone.bn1.bias.data_ptr() != backbone.bn1.bias.data_ptr()

@@ -93,9 +93,11 @@ def test_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="rank must be >= 1"):
         methods.build("lora", make_backbone("vit"), C, rank=0)
     bb = make_backbone("vit")
-    methods.build("lora", bb, C)
+    first = methods.build("lora", bb, C)
+    second = methods.build("lora", bb, C)  # the caller's backbone never carries LoRA layers
+    assert methods.count_parameters(first) == methods.count_parameters(second)
     with pytest.raises(ValueError, match="already carries LoRA"):
-        methods.build("lora", bb, C)
+        methods.build("lora", first.backbone, C)
 
 
 def test_default_targets_on_a_vit_name_only_block_linears() -> None:

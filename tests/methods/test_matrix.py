@@ -54,6 +54,16 @@ def backbone_snapshot(model: methods.AdaptedModel) -> list[tuple[str, torch.Tens
     return [(n, t, t.detach().clone()) for n, t in live]
 
 
+def backbone_snapshot_of(bb: torch.nn.Module) -> list[tuple[str, str, bool, bool, bytes]]:
+    """(name, module type, training, requires_grad, tensor bytes) of a backbone object."""
+    modules = [(n, type(m).__name__, m.training, False, b"") for n, m in bb.named_modules()]
+    tensors = [
+        (n, "tensor", False, t.requires_grad, t.detach().numpy().tobytes())
+        for n, t in [*bb.named_parameters(), *bb.named_buffers()]
+    ]
+    return modules + tensors
+
+
 @pytest.mark.parametrize(("case", "kind"), PAIRS)
 def test_trainable_parameters_match_formula(case: Case, kind: str) -> None:
     model = build(case, kind)
@@ -67,8 +77,12 @@ def test_trainable_parameters_match_formula(case: Case, kind: str) -> None:
 @pytest.mark.parametrize(("case", "kind"), PAIRS)
 def test_training_changes_only_what_the_method_trains(case: Case, kind: str) -> None:
     bb = backbone(kind)
-    original_modules = list(bb.modules())  # a method may add modules (LoRA's dropout)
+    caller = backbone_snapshot_of(bb)
     model = methods.build(case.method, bb, NUM_CLASSES, **case.options_for(kind))
+    # a method may add modules to its backbone (LoRA's dropout, which follows train())
+    original_modules = [
+        m for n, m in model.backbone.named_modules() if "lora_dropout" not in n.split(".")
+    ]
     snapshot = backbone_snapshot(model)
     images, labels = batch()
     opt = torch.optim.Adam(model.param_groups(lr=1e-2, weight_decay=0.0))
@@ -87,6 +101,8 @@ def test_training_changes_only_what_the_method_trains(case: Case, kind: str) -> 
                 assert p.grad is None, f"frozen {name} received a gradient"
         opt.step()
     assert all(nonzero.values()), [n for n, ok in nonzero.items() if not ok]
+    # the caller's backbone object is exactly as before: modules, flags, mode, tensors
+    assert backbone_snapshot_of(bb) == caller
     if case.trains_backbone:
         return
     for name, live, before in snapshot:

@@ -7,9 +7,10 @@ BatchNorm uses its running statistics and they never change.
 
 from __future__ import annotations
 
+import copy
 import json
-import shutil
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,12 +18,29 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from visprompt.backbones import freeze, num_features
+from visprompt.atomic import atomic_directory
+from visprompt.backbones import backbone_reference, freeze, num_features
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "prompt.safetensors"
 
 _REGISTRY: dict[str, type[AdaptedModel]] = {}
+log = logging.getLogger(__name__)
+
+
+def private_backbone(backbone: nn.Module, *, copy_tensors: bool) -> nn.Module:
+    """A copy of `backbone`'s modules that a method may freeze, wrap and move freely.
+
+    The caller's object (its modules, flags, hooks, device) is never changed. Tensors are
+    shared with the caller (no extra memory) unless `copy_tensors`: methods that update
+    backbone tensors in place (BatchNorm statistics, trained weights) need their own.
+    """
+    if copy_tensors:
+        return copy.deepcopy(backbone)
+    memo: dict[int, Any] = {id(b): b for b in backbone.buffers()}
+    for p in backbone.parameters():
+        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=p.requires_grad)
+    return copy.deepcopy(backbone, memo)
 
 
 class AdaptedModel(nn.Module):
@@ -42,9 +60,24 @@ class AdaptedModel(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.backbone = freeze(backbone)
+        #: timm name, model kwargs and tensor sha256 of the backbone as given (saved, checked
+        #: on load), taken before the method changes anything.
+        self.backbone_reference = backbone_reference(backbone)
+        self.backbone = freeze(private_backbone(backbone, copy_tensors=self.trains_backbone))
         self.num_classes = int(num_classes)
         self.options = dict(options)
+
+    def train_backbone_parameters(self, names: Iterable[str]) -> None:
+        """Make the backbone parameters `names` trainable, on tensors of this model's own.
+
+        The frozen rest stays shared with the caller's backbone; what trains is copied first,
+        so training (or loading an artifact) never writes into the caller's tensors.
+        """
+        for name in names:
+            module_name, _, leaf = name.rpartition(".")
+            module = self.backbone.get_submodule(module_name)
+            shared = getattr(module, leaf)
+            setattr(module, leaf, nn.Parameter(shared.detach().clone(), requires_grad=True))
 
     # -- heads ------------------------------------------------------------------------
     def new_head(self) -> nn.Linear:
@@ -129,8 +162,13 @@ class AdaptedModel(nn.Module):
         return cls(backbone, config["num_classes"], **config["options"])
 
     def config(self) -> dict[str, Any]:
-        """What `load` needs to rebuild the method around a backbone."""
-        return {"method": self.name, "num_classes": self.num_classes, "options": self.options}
+        """What `load` needs to rebuild the method around a backbone, and which backbone."""
+        return {
+            "method": self.name,
+            "num_classes": self.num_classes,
+            "options": self.options,
+            "backbone": self.backbone_reference,
+        }
 
 
 def register(name: str) -> Callable[[type[AdaptedModel]], type[AdaptedModel]]:
@@ -158,7 +196,11 @@ def method_class(name: str) -> type[AdaptedModel]:
 
 
 def build(name: str, backbone: nn.Module, num_classes: int, **options: Any) -> AdaptedModel:
-    """Wrap `backbone` with method `name`; options are the method's own (see METHODS.md)."""
+    """Wrap `backbone` with method `name`; options are the method's own (see METHODS.md).
+
+    `backbone` itself is left exactly as it was (flags, modules, tensors): the model works
+    on a private copy of its modules, so one backbone can serve several methods.
+    """
     return method_class(name)(backbone, num_classes, **options)
 
 
@@ -172,31 +214,50 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 
 def save(model: AdaptedModel, directory: str | Path) -> Path:
-    """Write the method's tensors (safetensors) and config (JSON); atomic per directory."""
+    """Write the method's tensors (safetensors) and config (JSON) as one folder, atomically.
+
+    Saving the same model twice writes the same bytes; a folder left by a killed save is
+    cleaned up by the next one (`visprompt.atomic`).
+    """
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous().cpu() for k, v in model.prompt_state_dict().items()}
-    save_file(tensors, str(tmp / WEIGHTS_FILE))
     config = model.config() | {"extra_state": model.extra_state()}
-    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-    if directory.exists():
-        backup = directory.with_name(directory.name + ".old")
-        directory.replace(backup)
-        tmp.replace(directory)
-        shutil.rmtree(backup)
-    else:
-        tmp.replace(directory)
+    with atomic_directory(directory) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
     return directory
 
 
+def check_backbone(config: dict[str, Any], backbone: nn.Module, source: Path) -> None:
+    """Refuse a backbone other than the one the artifact was trained on, naming both."""
+    recorded = config.get("backbone")
+    if not recorded:
+        log.warning("%s records no backbone reference (saved by an older version)", source)
+        return
+    given = backbone_reference(backbone)
+    same = recorded["sha256"] == given["sha256"] and recorded["name"] == given["name"]
+    if not same:
+        raise ValueError(
+            f"{source} was trained on backbone {_describe(recorded)}, but the backbone given is "
+            f"{_describe(given)}. Build the recorded backbone (same timm name, model_kwargs and "
+            "weights) and pass that to methods.load."
+        )
+
+
+def _describe(reference: dict[str, Any]) -> str:
+    kwargs = reference.get("model_kwargs")
+    shown = f", model_kwargs {json.dumps(kwargs, sort_keys=True)}" if kwargs is not None else ""
+    return f"'{reference['name']}'{shown} (tensor sha256 {str(reference['sha256'])[:12]}...)"
+
+
 def load(directory: str | Path, backbone: nn.Module) -> AdaptedModel:
-    """Rebuild a saved method around `backbone` (which must be the same architecture)."""
+    """Rebuild a saved method around `backbone`, which must be the one it was trained on."""
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a visprompt artifact")
     config = json.loads(config_path.read_text())
+    check_backbone(config, backbone, config_path)
     model = method_class(config["method"]).from_config(backbone, config)
     model.load_prompt_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     model.load_extra_state(config.get("extra_state", {}))

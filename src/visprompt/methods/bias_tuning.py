@@ -28,9 +28,9 @@ class BiasTuning(AdaptedModel):
 
     def __init__(self, backbone: nn.Module, num_classes: int, **options: Any) -> None:
         super().__init__(backbone, num_classes, **options)
-        for name, p in adaptable_parameters(self.backbone):
-            if is_bias(name):
-                p.requires_grad_(True)
+        self.train_backbone_parameters(
+            [name for name, _ in adaptable_parameters(self.backbone) if is_bias(name)]
+        )
         self.head = self.new_head()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

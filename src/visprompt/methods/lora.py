@@ -39,8 +39,8 @@ class LoRA(AdaptedModel):
     Options: `rank` (8), `alpha` (16), `dropout` (0.0, on the LoRA branch input only),
     `targets` (None = `default_targets`; else peft's `target_modules`: a list of module
     names or suffixes, or a regex matched against full paths). peft wraps the target layers
-    of the backbone object in place (the original layer becomes `base_layer`, its weights
-    untouched and frozen); pass a fresh backbone to each LoRA model. peft freezes every
+    of the model's private copy of the backbone (the original layer becomes `base_layer`,
+    its weights shared with the caller's, untouched and frozen). peft freezes every
     non-LoRA backbone tensor; the frozen backbone stays in eval mode, except the LoRA
     dropout modules, which follow `train()`.
     """

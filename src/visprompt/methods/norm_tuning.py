@@ -47,9 +47,9 @@ class NormTuning(AdaptedModel):
     def __init__(self, backbone: nn.Module, num_classes: int, **options: Any) -> None:
         super().__init__(backbone, num_classes, **options)
         norms = norm_parameter_ids(self.backbone)
-        for _, p in adaptable_parameters(self.backbone):
-            if id(p) in norms:
-                p.requires_grad_(True)
+        self.train_backbone_parameters(
+            [name for name, p in adaptable_parameters(self.backbone) if id(p) in norms]
+        )
         self.head = self.new_head()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
