@@ -10,7 +10,7 @@ from visprompt.data.sources.synthetic import MAX_CLASSES, generate
 
 
 def test_registry_lists_every_source_and_refuses_unknowns(tmp_path):
-    assert available() == ["csv", "digits", "imagefolder", "synthetic", "torchvision"]
+    assert available() == ["csv", "digits", "idx", "imagefolder", "synthetic", "torchvision"]
     with pytest.raises(ValueError, match="unknown data source 'nope'"):
         load_source("nope")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['colour'\].*'synthetic'"):
@@ -130,7 +130,10 @@ def test_torchvision_class_without_splits(tmp_path):
 
 
 def test_torchvision_missing_dataset_never_downloads(tmp_path):
-    with pytest.raises(FileNotFoundError, match="download: true"):
+    with pytest.raises(FileNotFoundError) as missing:
         load_source("torchvision", {"name": "MNIST", "root": str(tmp_path)})
+    message = str(missing.value)
+    assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "MNIST" / "raw") in message
+    assert "download: true" not in message and "`idx` source" in message
     with pytest.raises(ValueError, match="not a torchvision.datasets class"):
         load_source("torchvision", {"name": "NotADataset", "root": str(tmp_path)})

@@ -1,7 +1,8 @@
-"""Image sources, chosen by name: imagefolder, csv, torchvision, digits, synthetic.
+"""Image sources, chosen by name: imagefolder, csv, torchvision, idx, digits, synthetic.
 
 Each source is a module with a `load(**options) -> SourceData`; modules are imported on
 use, so a run over a folder of JPEGs does not pay for importing torchvision or sklearn.
+Every source also takes `subset` (a seeded, stratified subset: `sources.subset`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import inspect
 from typing import Any
 
 from visprompt.data.sources.base import Record, SourceData
+from visprompt.data.sources.subset import subset_from_options
 
 __all__ = ["Record", "SourceData", "available", "load_source"]
 
@@ -18,6 +20,7 @@ _MODULES = {
     "imagefolder": "imagefolder",
     "csv": "csv_manifest",
     "torchvision": "torchvision_datasets",
+    "idx": "idx",
     "digits": "digits",
     "synthetic": "synthetic",
 }
@@ -28,15 +31,17 @@ def available() -> list[str]:
 
 
 def load_source(kind: str, options: dict[str, Any] | None = None) -> SourceData:
-    """Records of source `kind` configured by `options` (its keyword arguments)."""
+    """Records of source `kind` configured by `options` (its keyword arguments, and `subset`)."""
     if kind not in _MODULES:
         raise ValueError(f"unknown data source '{kind}'; choose one of {available()}")
     load = importlib.import_module(f"{__name__}.{_MODULES[kind]}").load
     options = dict(options or {})
+    subset = options.pop("subset", None)
     valid = set(inspect.signature(load).parameters)
     unknown = set(options) - valid
     if unknown:
         raise ValueError(
-            f"unknown option(s) {sorted(unknown)} for source '{kind}'; valid: {sorted(valid)}"
+            f"unknown option(s) {sorted(unknown)} for source '{kind}'; valid: "
+            f"{sorted(valid | {'subset'})}"
         )
-    return load(**options)
+    return subset_from_options(load(**options), subset, f"sources.{kind}.subset")

@@ -42,6 +42,23 @@ def _split_arguments(cls: type, splits: dict[str, str] | None) -> dict[str | Non
     return {None: {}}
 
 
+def _missing_message(cls: type, name: str, root: str, error: Exception, download: bool) -> str:
+    """Which files torchvision looked for and where; no download advice (it needs a network)."""
+    files = [str(r[0]) for r in getattr(cls, "resources", []) if isinstance(r, tuple)]
+    folder = Path(root) / name / "raw" if files else Path(root)
+    expected = f" (expected {files} in {folder})" if files else ""
+    idx_hint = (
+        "; for idx files in any folder (.gz or not) use the `idx` source instead"
+        if any("idx" in f for f in files)
+        else ""
+    )
+    tried = "download failed" if download else "download is off"
+    return (
+        f"torchvision {name} not found under '{root}'{expected}: {error} ({tried}). Put the "
+        f"dataset's files there{idx_hint}."
+    )
+
+
 def _labels(dataset) -> list[int]:
     for attribute in _LABEL_ATTRIBUTES:
         values = getattr(dataset, attribute, None)
@@ -70,10 +87,7 @@ def load(
         try:
             dataset = cls(root=str(Path(root)), **kwargs)
         except RuntimeError as error:
-            raise FileNotFoundError(
-                f"torchvision {name} not found under '{root}' ({error}); put its files there "
-                "or set data_ingestion.sources.torchvision.download: true"
-            ) from error
+            raise FileNotFoundError(_missing_message(cls, name, root, error, download)) from error
         names = [str(c) for c in getattr(dataset, "classes", [])]
         labels = _labels(dataset)
         if not names:
