@@ -24,10 +24,11 @@ from visprompt.atomic import atomic_path
 from visprompt.data.transforms import to_model_input
 from visprompt.methods.pgn import PromptGenerationNetwork
 from visprompt.methods.prompt_inversion import PromptClient, to_uint8
+from visprompt.pipelines import kedro_run
 
 #: Kedro imports `<package>.cli` for project-specific `kedro` subcommands and requires a click
-#: group named `cli` in it; the project adds none (its own console command is `main`).
-cli = click.Group()
+#: group named `cli` in it: the project's `run` (Kedro's, with one-paragraph config errors).
+cli = click.Group(commands=[kedro_run.run])
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

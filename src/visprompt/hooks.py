@@ -1,4 +1,8 @@
-"""Project hooks: dataset statistics and validation reports into the run's MLflow run.
+"""Project hooks: the run list checked before work starts; data reports into MLflow.
+
+`RunListHook` hands the session's parameters to the pipelines' run list as soon as the
+context exists (before kedro-mlflow opens a run, before any node), so a configuration
+mistake stops `kedro run` within seconds with one message.
 
 kedro-mlflow opens one MLflow run per `kedro run` and logs node parameters; these hooks add
 what the data pipelines produce, at the moment each dataset is saved (so a validation that
@@ -14,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
+from kedro.framework.project import pipelines
+
+from visprompt.pipelines import runs
 
 
 def _key(*parts: Any) -> str:
@@ -71,3 +79,12 @@ class DataTrackingHook:
         log = TRACKED.get(dataset_name)
         if log is not None and mlflow.active_run() is not None:
             log(data)
+
+
+class RunListHook:
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: KedroContext) -> None:
+        """Validate the run list of this session's parameters; rebuild pipelines if it moved."""
+        if runs.use_parameters(context.config_loader["parameters"]):
+            # an earlier session in this process built the pipelines from other parameters
+            pipelines.configure(f"{__package__}.pipeline_registry")

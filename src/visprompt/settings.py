@@ -2,13 +2,15 @@
 
 from kedro.config import OmegaConfigLoader
 
-from visprompt.hooks import DataTrackingHook
+from visprompt.hooks import DataTrackingHook, RunListHook
 
 # kedro-mlflow registers its own hook (one MLflow run per `kedro run`) through its entry point.
-HOOKS = (DataTrackingHook(),)
+HOOKS = (RunListHook(), DataTrackingHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # conf/local/parameters_training.yml may change one run's option, not replace `training`
+    "merge_strategy": {"parameters": "soft"},
 }

@@ -99,20 +99,17 @@ def test_run_pipeline_is_namespaced_per_run() -> None:
     assert "prompt_inits" in spt.inputs()
 
 
-def test_configured_runs_skip_missing_methods_and_check_backbones(caplog) -> None:
+def test_configured_runs_refuse_unknown_methods_and_backbones() -> None:
     params = {
         "backbone": {"build": {"vit": "m"}},
-        "training": {
-            "runs": {
-                "a": {"method": "linear_probe", "backbone": "vit"},
-                "b": {"method": "not_a_method", "backbone": "vit"},
-            }
-        },
+        "training": {"runs": {"a": {"method": "linear_probe", "backbone": "vit"}}},
     }
     assert list(configured_runs(params)) == ["a"]
-    assert "'b' skipped: method 'not_a_method'" in caplog.text
-    params["training"]["runs"]["a"]["backbone"] = "resnet"
-    with pytest.raises(ValueError, match="training.runs.a.backbone is 'resnet'"):
+    params["training"]["runs"]["b"] = {"method": "not_a_method", "backbone": "vit"}
+    with pytest.raises(ValueError, match="unknown method 'not_a_method'"):
+        configured_runs(params)
+    params["training"]["runs"]["b"] = {"method": "linear_probe", "backbone": "resnet"}
+    with pytest.raises(ValueError, match="unknown backbone 'resnet'; valid: vit"):
         configured_runs(params)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from visprompt.data.transforms import to_model_input
+from visprompt.training.typecheck import expected, matches
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTATIONS = ("none", "flip_crop")
@@ -76,6 +78,10 @@ class TrainConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
 
+        for name, hint in typing.get_type_hints(type(self)).items():
+            value = getattr(self, name)
+            if not matches(value, hint):
+                raise bad(name, f"expected {expected(hint)}, got {type(value).__name__}")
         if self.epochs < 1:
             raise bad("epochs", "must be >= 1")
         if self.batch_size < 1:

@@ -69,7 +69,7 @@ def train_run(
         )
     bb_spec = backbone_specs[spec.backbone]
     init = _init_prompts(spec.prompt_init, prompt_inits)
-    config = train_config(defaults, spec.train, engine)
+    config = train_config(defaults, spec.train, engine, run=run_name)
     code = source_digest()  # edited method/loop/backbone code must not reuse a checkpoint
     key = fingerprint(
         run, config.result_fields(), bb_spec["sha256"], validation_summary.get("data_hash"), code

@@ -1,0 +1,85 @@
+"""`kedro run` with one-paragraph answers to configuration mistakes instead of tracebacks.
+
+The project's `cli` group (imported by Kedro from `visprompt.cli`) overrides Kedro's `run`
+with this command: the same options and the same run, but an unknown pipeline name is refused
+before anything starts, and a configuration mistake (`ConfigError`, an unknown namespace)
+prints its message with the valid names and exits 1.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from typing import Any
+
+import click
+from kedro.framework.cli.project import run as kedro_run
+
+from visprompt.training.runs import ConfigError
+
+_NAMESPACE_ERROR = "Pipeline does not contain nodes with the following namespaces"
+
+
+def pipeline_names() -> list[str]:
+    """Names `kedro run --pipelines` accepts: every pipelines/<name>/pipeline.py, __default__."""
+    package = importlib.resources.files("visprompt.pipelines")
+    folders = (p.name for p in package.iterdir() if (p / "pipeline.py").is_file())
+    return ["__default__", *sorted(folders)]
+
+
+def check_pipelines(requested: list[str]) -> None:
+    """Refuse unknown pipeline names, listing the valid ones."""
+    valid = pipeline_names()
+    unknown = [name for name in requested if name not in valid]
+    if unknown:
+        raise click.ClickException(
+            f"unknown pipeline(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+
+
+def _namespaces(requested: list[str]) -> list[str]:
+    """Top-level namespaces of the requested (already built) pipelines."""
+    from kedro.framework.project import pipelines
+
+    found = set()
+    for name in requested or ["__default__"]:
+        for node in pipelines[name].nodes:
+            if node.namespace:
+                found.add(node.namespace.split(".")[0])
+    return sorted(found)
+
+
+def _config_error(error: BaseException) -> ConfigError | None:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConfigError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _run(**kwargs: Any) -> Any:
+    requested = list(kwargs.get("pipelines") or []) + (
+        [kwargs["pipeline"]] if kwargs.get("pipeline") else []
+    )
+    check_pipelines(requested)
+    try:
+        return kedro_run.callback(**kwargs)
+    except Exception as error:
+        config_error = _config_error(error)
+        if config_error is not None:
+            raise click.ClickException(str(config_error)) from None
+        if isinstance(error, ValueError) and str(error).startswith(_NAMESPACE_ERROR):
+            raise click.ClickException(
+                f"unknown namespace(s) {', '.join(kwargs['namespaces'])}; valid: "
+                f"{', '.join(_namespaces(requested))}"
+            ) from None
+        raise
+
+
+run = click.Command(
+    name="run",
+    params=kedro_run.params,
+    callback=_run,
+    help=kedro_run.help,
+    short_help=kedro_run.short_help,
+)

@@ -1,0 +1,201 @@
+"""The run list (`training.runs`), checked as a whole before anything starts.
+
+A run is a method on a backbone with the method's build options and overrides of the training
+defaults. `validate_runs` checks every run against what exists (methods, their build
+signatures, backbones, prompt inits, `TrainConfig` fields and types) and raises one
+`ConfigError` whose message names the run, the field, the bad value and the valid choices,
+so a typo costs a second, not a traceback after minutes of earlier stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from visprompt import methods
+from visprompt.training.config import TrainConfig
+from visprompt.training.typecheck import expected, matches
+
+TRAINING_FILE = "parameters_training.yml"
+BACKBONE_FILE = "parameters_backbone.yml"
+PROMPT_INIT_FILE = "parameters_prompt_init.yml"
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RUN_KEYS = ("method", "backbone", "options", "train", "prompt_init")
+#: Build arguments that are not configuration (the backbone, the class count, tensors).
+_NOT_OPTIONS = {"self", "backbone", "num_classes"}
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message is the whole story (file, field, value, fix)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a method on a backbone with its options and training overrides."""
+
+    name: str
+    method: str
+    backbone: str
+    options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    prompt_init: str | None = None
+
+
+def _where(name: str, *fields: str) -> str:
+    return f"training run '{name}' ({TRAINING_FILE}: {'.'.join(('training.runs', name, *fields))})"
+
+
+def parse_run(name: str, entry: Mapping[str, Any]) -> RunSpec:
+    """Check the shape of one `training.runs` entry (keys, required fields)."""
+    where = _where(name)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{where}: a run name must be an identifier (letters, digits, _)")
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where} must be a mapping with keys {', '.join(_RUN_KEYS)}")
+    unknown = sorted(set(entry) - set(_RUN_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(_RUN_KEYS)}")
+    for key in ("method", "backbone"):
+        if not entry.get(key):
+            raise ConfigError(f"{where}: '{key}' is required")
+    for key in ("options", "train"):
+        if entry.get(key) is not None and not isinstance(entry[key], Mapping):
+            raise ConfigError(f"{_where(name, key)} must be a mapping, got {entry[key]!r}")
+    return RunSpec(
+        name=name,
+        method=str(entry["method"]),
+        backbone=str(entry["backbone"]),
+        options=dict(entry.get("options") or {}),
+        train=dict(entry.get("train") or {}),
+        prompt_init=entry.get("prompt_init"),
+    )
+
+
+def method_options(method: str) -> dict[str, Any]:
+    """The build options of `method` from its signature: name -> type hint (Any if none).
+
+    Keyword arguments that take tensors (`init_prompts`, filled by the prompt_init pipeline)
+    are not configuration and are left out; a method whose constructor only forwards
+    `**options` has no options of its own.
+    """
+    init = methods.method_class(method).__init__
+    try:
+        hints = typing.get_type_hints(init)
+    except (NameError, TypeError):
+        hints = {}
+    options: dict[str, Any] = {}
+    for param in inspect.signature(init).parameters.values():
+        if param.name in _NOT_OPTIONS or param.kind is param.VAR_KEYWORD:
+            continue
+        if "Tensor" in str(param.annotation):
+            continue
+        options[param.name] = hints.get(param.name, Any)
+    return options
+
+
+def check_options(spec: RunSpec) -> None:
+    """Every option of `spec` is a build option of its method, with a value of its type."""
+    valid = method_options(spec.method)
+    for key, value in spec.options.items():
+        if key not in valid:
+            choices = ", ".join(valid) if valid else "none (this method takes no options)"
+            raise ConfigError(
+                f"{_where(spec.name, 'options')}: unknown option '{key}' for method "
+                f"{spec.method}; valid: {choices}"
+            )
+        if not matches(value, valid[key]):
+            raise ConfigError(
+                f"{_where(spec.name, 'options', key)} is {value!r} "
+                f"({type(value).__name__}); expected {expected(valid[key])}"
+            )
+
+
+def train_config(
+    defaults: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    engine: Mapping[str, Any],
+    run: str = "?",
+) -> TrainConfig:
+    """The run's `TrainConfig`: training.defaults, then the engine, then the run's `train`.
+
+    `engine` (training_engine: accelerator, devices, strategy, precision, num_workers) is a
+    separate top-level key so that an environment such as `conf/gpu` can override it alone.
+    Errors name the key where the bad value was set.
+    """
+    sources = (
+        (f"{TRAINING_FILE}: training.defaults", defaults),
+        ("training_engine", engine),
+        (f"{TRAINING_FILE}: training.runs.{run}.train", overrides),
+    )
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    hints = typing.get_type_hints(TrainConfig)
+    merged: dict[str, Any] = {}
+    for where, values in sources:
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(
+                    f"training run '{run}' ({where}): unknown training option '{key}'; "
+                    f"valid: {', '.join(sorted(fields))}"
+                )
+            if not matches(value, hints[key]):
+                raise ConfigError(
+                    f"training run '{run}' ({where}.{key}): {key} is {value!r} "
+                    f"({type(value).__name__}); expected {expected(hints[key])}"
+                )
+            merged[key] = value
+    try:
+        return TrainConfig(**merged)
+    except ValueError as error:
+        raise ConfigError(f"training run '{run}': {error}") from None
+
+
+def validate_runs(params: Mapping[str, Any]) -> dict[str, RunSpec]:
+    """Every run of `training.runs`, checked against methods, backbones, inits and TrainConfig.
+
+    `params` are the project's merged parameters. Raises `ConfigError` at the first mistake.
+    """
+    training = params.get("training")
+    if not isinstance(training, Mapping) or not training.get("runs"):
+        raise ConfigError(
+            f"no training runs: the parameters have no 'training.runs' (is conf/base/"
+            f"{TRAINING_FILE} missing or empty? see the project's conf/base/{TRAINING_FILE})"
+        )
+    backbones = (params.get("backbone") or {}).get("build") or {}
+    if not backbones:
+        raise ConfigError(
+            f"no backbones: the parameters have no 'backbone.build' (is conf/base/"
+            f"{BACKBONE_FILE} missing or empty?)"
+        )
+    inits = set(((params.get("prompt_init") or {}).get("inits")) or {})
+    defaults = training.get("defaults") or {}
+    engine = params.get("training_engine") or {}
+    available = methods.available()
+    runs: dict[str, RunSpec] = {}
+    for name, entry in training["runs"].items():
+        spec = parse_run(name, entry)
+        if spec.method not in available:
+            raise ConfigError(
+                f"{_where(name, 'method')}: unknown method '{spec.method}'; "
+                f"valid: {', '.join(available)}"
+            )
+        if spec.backbone not in backbones:
+            raise ConfigError(
+                f"{_where(name, 'backbone')}: unknown backbone '{spec.backbone}'; valid: "
+                f"{', '.join(backbones)} (the keys of backbone.build in {BACKBONE_FILE})"
+            )
+        if spec.prompt_init is not None and spec.prompt_init not in inits:
+            raise ConfigError(
+                f"{_where(name, 'prompt_init')}: unknown prompt init '{spec.prompt_init}'; "
+                f"valid: {', '.join(sorted(inits)) or 'none'} (prompt_init.inits in "
+                f"{PROMPT_INIT_FILE})"
+            )
+        check_options(spec)
+        train_config(defaults, spec.train, engine, run=name)
+        runs[name] = spec
+    return runs

@@ -1,0 +1,74 @@
+"""The run list comes from Kedro's own config loader: soft-merged envs, runtime params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from kedro.config import OmegaConfigLoader
+from kedro.framework.context import KedroContext
+from kedro.framework.hooks import _create_hook_manager
+
+from visprompt import settings
+from visprompt.hooks import RunListHook
+from visprompt.pipelines import runs
+from visprompt.training.runs import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    """The project's conf/base and an empty conf/local, copied to tmp."""
+    source = tmp_path / "conf"
+    (source / "base").mkdir(parents=True)
+    (source / "local").mkdir()
+    for name in (
+        "parameters_training.yml",
+        "parameters_backbone.yml",
+        "parameters_prompt_init.yml",
+    ):
+        (source / "base" / name).write_text((ROOT / "conf/base" / name).read_text())
+    return source
+
+
+def loader(conf: Path, **kwargs) -> OmegaConfigLoader:
+    return OmegaConfigLoader(conf_source=str(conf), **settings.CONFIG_LOADER_ARGS, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_session_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runs, "_SESSION_PARAMETERS", None)
+
+
+def test_a_partial_local_override_changes_one_option(conf: Path) -> None:
+    override = {"training": {"runs": {"vp": {"options": {"prompt_size": 8}}}}}
+    (conf / "local/parameters_training.yml").write_text(yaml.safe_dump(override))
+    params = loader(conf)["parameters"]
+    specs = runs.configured_runs(params)
+    assert specs["vp"].options["prompt_size"] == 8
+    assert specs["vp"].options["design"] == "pad"  # the rest of the run is kept
+    assert params["training"]["checkpoint_root"]  # and so is every other training key
+    base = yaml.safe_load((conf / "base/parameters_training.yml").read_text())
+    assert list(specs) == list(base["training"]["runs"])
+
+
+def test_the_hook_validates_the_sessions_parameters_with_runtime_params(conf: Path) -> None:
+    def context(runtime_params: dict) -> KedroContext:
+        return KedroContext(
+            package_name="visprompt",
+            project_path=conf.parent,
+            config_loader=loader(conf, runtime_params=runtime_params),
+            hook_manager=_create_hook_manager(),
+            env=None,
+        )
+
+    def vp_options(options: dict) -> dict:
+        return {"training": {"runs": {"vp": {"options": options}}}}
+
+    hook = RunListHook()
+    hook.after_context_created(context(vp_options({"prompt_size": 6})))
+    assert runs.configured_runs()["vp"].options["prompt_size"] == 6  # the session's, not disk's
+    with pytest.raises(ConfigError, match="unknown option 'promt_size' for method vp"):
+        hook.after_context_created(context(vp_options({"promt_size": 6})))

@@ -1,0 +1,135 @@
+"""The run list is checked as a whole before anything starts; each mistake names its field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from visprompt.training import TrainConfig
+from visprompt.training.runs import ConfigError, method_options, train_config, validate_runs
+
+PARAMS: dict[str, Any] = {
+    "backbone": {"build": {"vit": {}, "resnet": {}}},
+    "prompt_init": {"inits": {"spt_kmeans": {}}},
+    "training": {
+        "defaults": {"epochs": 2, "lr": 0.01},
+        "runs": {
+            "lp": {"method": "linear_probe", "backbone": "vit"},
+            "vp": {"method": "vp", "backbone": "vit", "options": {"prompt_size": 4}},
+            "ap": {"method": "ap", "backbone": "resnet", "options": {"granularity": "full"}},
+            "spt": {
+                "method": "vpt",
+                "backbone": "vit",
+                "options": {"variant": "deep", "init": "spt"},
+                "prompt_init": "spt_kmeans",
+            },
+        },
+    },
+    "training_engine": {"accelerator": "cpu", "devices": 1},
+}
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """PARAMS with the dotted `path` set to `value` (a missing last key is added)."""
+    params = copy.deepcopy(PARAMS)
+    *parents, last = path.split(".")
+    target = params
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return params
+
+
+def error_of(params: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_runs(params)
+    return str(info.value)
+
+
+def test_a_valid_run_list_comes_back_in_order() -> None:
+    runs = validate_runs(PARAMS)
+    assert list(runs) == ["lp", "vp", "ap", "spt"]
+    assert runs["vp"].options == {"prompt_size": 4} and runs["spt"].prompt_init == "spt_kmeans"
+
+
+def test_option_typo_lists_the_methods_options() -> None:
+    message = error_of(with_change("training.runs.vp.options", {"promt_size": 4}))
+    assert message == (
+        "training run 'vp' (parameters_training.yml: training.runs.vp.options): unknown option "
+        "'promt_size' for method vp; valid: design, prompt_size, image_size, output"
+    )
+
+
+def test_options_of_a_method_that_takes_none_and_tensors_are_not_options() -> None:
+    assert method_options("linear_probe") == {}
+    assert "init_prompts" not in method_options("vpt")
+    assert list(method_options("vpt")) == [
+        "variant", "num_prompts", "init", "dropout", "pool_prompts"
+    ]  # fmt: skip
+    message = error_of(with_change("training.runs.lp.options", {"rank": 4}))
+    assert "unknown option 'rank' for method linear_probe; valid: none" in message
+
+
+def test_option_values_are_checked_against_the_build_signature() -> None:
+    message = error_of(with_change("training.runs.ap.options.granularity", "channels"))
+    assert "training.runs.ap.options.granularity) is 'channels' (str)" in message
+    assert "expected one of 'full', 'channel'" in message
+    message = error_of(with_change("training.runs.vp.options.prompt_size", "4"))
+    assert "options.prompt_size) is '4' (str); expected an integer or null" in message
+
+
+def test_unknown_method_is_an_error_not_a_skipped_run() -> None:
+    message = error_of(with_change("training.runs.vp.method", "vpp"))
+    assert "training run 'vp'" in message and "training.runs.vp.method" in message
+    assert "unknown method 'vpp'; valid: adavipro, ap," in message
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "where", "words"),
+    [
+        ("training.defaults.lr", "0.01", "defaults.lr", "lr is '0.01' (str); expected a number"),
+        ("training.runs.vp.train", {"epochs": "3"}, "training.runs.vp.train.epochs", "an integer"),
+        ("training_engine.devices", 1.5, "training_engine.devices", "an integer or a string"),
+    ],
+)  # fmt: skip
+def test_training_settings_are_type_checked(path: str, value: Any, where: str, words: str) -> None:
+    message = error_of(with_change(path, value))
+    assert where in message and words in message
+    assert message.startswith("training run '")
+
+
+def test_training_values_out_of_range_and_unknown_keys_name_the_run() -> None:
+    assert "training run 'vp': TrainConfig.epochs=0: must be >= 1" in error_of(
+        with_change("training.runs.vp.train", {"epochs": 0})
+    )
+    message = error_of(with_change("training.runs.vp.train", {"learning_rate": 0.1}))
+    assert "training.runs.vp.train): unknown training option 'learning_rate'; valid:" in message
+
+
+def test_missing_parameters_files_are_named() -> None:
+    assert "conf/base/parameters_training.yml missing or empty" in error_of(
+        {k: v for k, v in PARAMS.items() if k != "training"}
+    )
+    assert "parameters_backbone.yml missing or empty" in error_of(with_change("backbone", {}))
+
+
+def test_unknown_backbone_and_prompt_init_list_the_valid_ones() -> None:
+    message = error_of(with_change("training.runs.vp.backbone", "vitt"))
+    assert "unknown backbone 'vitt'; valid: vit, resnet" in message
+    message = error_of(with_change("training.runs.spt.prompt_init", "spt_kmean"))
+    assert "unknown prompt init 'spt_kmean'; valid: spt_kmeans" in message
+
+
+def test_train_config_layers_defaults_engine_and_run() -> None:
+    config = train_config({"lr": 0.1, "epochs": 3}, {"lr": 0.5}, {"precision": "bf16-mixed"})
+    assert (config.lr, config.epochs, config.precision) == (0.5, 3, "bf16-mixed")
+
+
+def test_train_config_type_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"TrainConfig.lr='0.01': expected a number, got str"):
+        TrainConfig(lr="0.01")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"TrainConfig.patience=2.5: expected an integer or null"):
+        TrainConfig(patience=2.5)  # type: ignore[arg-type]
+    assert TrainConfig(lr=1, devices="auto").lr == 1  # an int is a number
