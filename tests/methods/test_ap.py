@@ -10,7 +10,7 @@ from tiny import IMAGE_SIZE, TINY_BACKBONES, make_backbone
 from torch import nn
 
 from visprompt import methods
-from visprompt.backbones import get_layer, pooled_features, split_at, split_points
+from visprompt.backbones import get_layer, pooled_features, split_at, split_points, stage_points
 
 C = 5
 
@@ -193,8 +193,9 @@ def test_layer_errors_are_clear() -> None:
     assert tuple(probed.prompt.delta.shape[-2:]) == (65, 64)
 
 
-def test_layer_inside_a_block_trains_without_cache(images: torch.Tensor) -> None:
-    assert ap("resnet", "layer3.1.bn2").split_for_cache() is None
+def test_layer_inside_a_block_trains_without_cache_and_says_why(images: torch.Tensor) -> None:
+    with pytest.warns(UserWarning, match=r"no prefix cache for layer 'layer3\.1\.bn2'.*inside"):
+        assert ap("resnet", "layer3.1.bn2").split_for_cache() is None
     assert ap("resnet", "layer3.1").split_for_cache() is not None
 
 
@@ -215,12 +216,16 @@ def test_paper_scale_parameter_counts() -> None:
     assert methods.count_parameters(model)["trainable"] == 151_296 + 768 * 10 + 10
 
 
-@pytest.mark.parametrize("kind", ["resnet", "vit", "vit_reg", "vit_avg", "convnext"])
+@pytest.mark.parametrize("kind", ["resnet", "vit", "vit_reg", "vit_avg", "convnext", "mobilenet"])
 def test_split_at_every_point_reproduces_pooled_features(kind: str, images: torch.Tensor) -> None:
     bb = make_backbone(kind)
     reference = pooled_features(bb, images)
     points = split_points(bb)
     assert len(points) > 4
+    # timm's feature stages are split points, shallow to deep; every layer of a stage is too
+    stages = stage_points(bb)
+    assert stages == [f["module"] for f in bb.feature_info][-len(stages) :]
+    assert set(stages) <= set(points) and len(stages) >= 4
     for point in points:
         prefix, suffix = split_at(bb, point)
         assert torch.equal(suffix(prefix(images)), reference), point
@@ -232,5 +237,35 @@ def test_split_at_refuses_what_it_cannot_cut() -> None:
         split_at(make_backbone("resnet"), "layer3.1.bn2")
     with pytest.raises(ValueError, match="unknown layer"):
         split_at(make_backbone("vit"), "blocks.7")
-    with pytest.raises(ValueError, match="supports timm ResNet, VisionTransformer and ConvNeXt"):
+    with pytest.raises(ValueError, match="not a timm model with forward_features"):
         split_at(nn.Sequential(nn.Conv2d(3, 4, 3)), "0")
+
+
+class _Residual(nn.Module):
+    """A timm-style model whose features add a shortcut around its two modules: no chain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.num_features = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1), 3
+        self.pretrained_cfg = {"input_size": (3, 8, 8), "mean": (0,) * 3, "std": (1,) * 3}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(self.a(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+def test_features_that_are_no_chain_are_refused_and_ap_says_why() -> None:
+    model = _Residual().eval()
+    with pytest.raises(ValueError, match="not a chain of its modules"):
+        split_points(model)
+    with pytest.warns(UserWarning, match="no prefix cache for layer 'a'.*not a chain"):
+        assert methods.build("ap", model, 2, layer="a", image_size=8).split_for_cache() is None
+
+
+def test_split_points_trace_leaves_the_backbone_untouched() -> None:
+    bb = make_backbone("mobilenet").train()
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    split_points(bb)
+    assert bb.training and all(torch.equal(v, bb.state_dict()[k]) for k, v in before.items())

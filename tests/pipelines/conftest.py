@@ -44,7 +44,7 @@ def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def vit_spec(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> dict[str, Any]:
     """A tiny ViT spec with pretrained weights (1 epoch on 36 synthetic images)."""
-    from visprompt.pipelines.backbone.weights import materialise
+    from visprompt.weights import materialise
 
     root = tmp_path_factory.mktemp("backbones")
     entry = TINY_VIT | {"weights": ["pretrain"]}

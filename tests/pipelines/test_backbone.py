@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from visprompt import backbones
 from visprompt.pipelines.backbone.nodes import build_backbones
-from visprompt.pipelines.backbone.weights import materialise
+from visprompt.weights import materialise
 
 
 def reference_model() -> torch.nn.Module:

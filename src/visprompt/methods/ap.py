@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from visprompt.backbones import get_layer, pooled_features, split_at, split_points
+from visprompt.backbones import get_layer, pooled_features, split_at, split_points, stage_points
 from visprompt.backbones import image_size as input_side
 from visprompt.methods.base import AdaptedModel, register
 
@@ -165,11 +166,24 @@ class ActivationPrompting(AdaptedModel):
     def split_for_cache(self) -> tuple[nn.Module, nn.Module] | None:
         """Prefix: backbone up to the layer's output (no δ); suffix: δ, the rest, the head.
 
-        None when the layer sits inside a block (only stages/blocks can be split).
+        None, with a warning that says why, when the layer sits inside a block or the
+        backbone's features are no chain of modules: training then runs the whole backbone.
         """
-        if self.options["layer"] not in _safe_split_points(self.backbone):
+        layer = self.options["layer"]
+        try:
+            points = split_points(self.backbone)
+        except ValueError as why:
+            warnings.warn(f"ap: no prefix cache for layer '{layer}': {why}", stacklevel=2)
             return None
-        prefix, rest = split_at(self.backbone, self.options["layer"])
+        if layer not in points:
+            warnings.warn(
+                f"ap: no prefix cache for layer '{layer}': it sits inside a block, where the "
+                f"backbone cannot be cut; every step runs the whole backbone. Cacheable "
+                f"layers: {', '.join(stage_points(self.backbone))} (all: split_points).",
+                stacklevel=2,
+            )
+            return None
+        prefix, rest = split_at(self.backbone, layer)
         return prefix, nn.Sequential(self.prompt, rest, self.head)
 
 

@@ -51,7 +51,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "lora": {"rank": 8},
 }
 PAD_AT_224 = 30  # VP / AdaViPro pad width at 224 px (Bahng et al.; Yang et al.)
-AP_LAYER = {"cnn": "layer4", "vit": "blocks.2"}
+AP_VIT_LAYER = "blocks.2"  # the AP paper: ViTs prefer early blocks, CNNs their deepest stage
 TARGETS = {
     "ap_throughput_ratio": 0.98,
     "ap_vs_vp_train_step": 0.65,
@@ -68,7 +68,8 @@ def method_options(method: str, backbone: nn.Module, image_size: int) -> dict[st
     if method in ("vp", "adavipro"):
         options["prompt_size"] = max(1, round(PAD_AT_224 * image_size / 224))
     if method == "ap":
-        options["layer"] = AP_LAYER[backbones.family(backbone)]
+        vit = backbones.family(backbone) == "vit"
+        options["layer"] = AP_VIT_LAYER if vit else backbones.stage_points(backbone)[-1]
     return options
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from visprompt import weights
 from visprompt.pipelines import tracking
-from visprompt.pipelines.backbone import weights
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def build_backbones(params: dict[str, Any], engine: dict[str, Any]) -> dict[str,
                 on_epoch_end=lambda epoch, row: tracking.log_epoch(epoch, row, "pretrain_"),
             )
             tracking.log_params({"source": spec["source"], "origin": spec["origin"]})
+            tracking.log_params({"architecture": spec["architecture"]})
+            tracking.log_params(spec["package"] or {}, "package.")
             tracking.log_params({"sha256": spec["sha256"], "weights_path": spec["weights_path"]})
             tracking.log_numbers(spec["pretrain"], "pretrain_")
         log.info(

