@@ -13,6 +13,7 @@ DEFAULT_CHAIN = (
     "evaluation",
     "profiling",
     "registry",
+    "claims",
 )
 
 

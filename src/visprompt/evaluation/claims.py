@@ -1,0 +1,316 @@
+"""The papers' claims, checked on this project's runs: one row per claim with the numbers.
+
+Each claim names the runs that test it and a test (below); its verdict is one of `holds`,
+`does not hold`, `not distinguishable` (the seeds cannot tell) or `not run` (a run or a
+figure is missing: the row says which recipe produces it). Accuracy claims use the per-seed
+table (`comparison_seeds.csv` and sweep tables: run, seed, top1, ...), with the paired
+t-test over the seeds two runs share (`evaluation.statistics`); cost claims use the
+profiling table (`efficiency.csv`, one row per run).
+
+Tests (`test` of a claim; `runs` in the order given):
+- `better`: runs[0] beats runs[1] on `metric` (default top1): paired test, p < alpha.
+- `preferred_depth`: runs ordered shallow -> deep (>= 4 layers) and `prefer` deep (default)
+  or shallow: holds when the best layer is in the preferred half and the preferred end beats
+  the other end (paired); does not hold when the other end wins significantly.
+- `equivalent`: runs[0] ≈ runs[1]: the paired difference's 95 % interval lies within
+  ±`margin` (default 0.01 = 1 point); does not hold when the runs differ significantly by
+  more than the margin.
+- `cheaper`: runs[0] costs less than runs[1] on every `metrics` column of the profiling table
+  (default train_step_ms, peak_train_mem_mb): holds when every ratio <= 1 − `tolerance`
+  (default 0.05), does not hold when one is >= 1 + tolerance.
+- `at_least`: runs[0]'s `metric` (e.g. rgb_agreement_uint8) reaches `min` over its seeds:
+  holds when the interval's low end (the value, for one seed) is >= min, does not hold when
+  its high end is < min.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from visprompt.evaluation.statistics import paired_test, seed_interval
+
+HOLDS, FAILS, UNCLEAR, NOT_RUN = "holds", "does not hold", "not distinguishable", "not run"
+TESTS = ("better", "preferred_depth", "equivalent", "cheaper", "at_least")
+COLUMNS = (
+    "claim",
+    "text",
+    "runs",
+    "measured",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "n_seeds",
+    "verdict",
+)
+#: Per-seed tables may name the accuracy `test_top1` (sweep tables): read as `top1`.
+_RENAMES = {"test_top1": "top1"}
+
+
+def read_seed_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """The per-seed rows (run, seed, metrics...) of every CSV in `paths` that exists.
+
+    A table without a `seed` column is one seed (0). Missing files are skipped: the claims
+    they would test say `not run`.
+    """
+    frames = []
+    for path in paths:
+        if Path(path).is_file():
+            frame = pd.read_csv(path).rename(columns=_RENAMES)
+            if "seed" not in frame:
+                frame["seed"] = 0
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["run", "seed", "top1"])
+    return pd.concat(frames, ignore_index=True).drop_duplicates(["run", "seed"], keep="last")
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _interval(values: Sequence[float]) -> str:
+    s = seed_interval(values)
+    if math.isnan(s.ci_low):
+        return f"{_pct(s.mean)} (1 seed)"
+    return f"{_pct(s.mean)} ± {_pct((s.ci_high - s.ci_low) / 2)}"
+
+
+def _per_seed(seeds: pd.DataFrame, run: str, metric: str) -> pd.Series:
+    rows = seeds[(seeds["run"] == run)]
+    if metric not in rows:
+        return pd.Series(dtype=float)
+    return rows.set_index("seed")[metric].dropna().astype(float)
+
+
+def _row(claim: str, spec: Mapping[str, Any], verdict: str, measured: str, **numbers: Any) -> dict:
+    base = {c: math.nan for c in ("estimate", "ci_low", "ci_high", "p_value")}
+    return {
+        "claim": claim,
+        "text": spec.get("text", claim),
+        "runs": ", ".join(spec["runs"]),
+        "measured": measured,
+        **base,
+        "n_seeds": 0,
+        **numbers,
+        "verdict": verdict,
+    }
+
+
+def _not_run(claim: str, spec: Mapping[str, Any], missing: Sequence[str], metric: str) -> dict:
+    recipe = spec.get("recipe", "kedro run")
+    what = ", ".join(missing)
+    return _row(claim, spec, NOT_RUN, f"no {metric} for {what}: run `{recipe}`")
+
+
+def _paired(
+    seeds: pd.DataFrame, a: str, b: str, metric: str
+) -> tuple[Any, pd.Series, pd.Series] | None:
+    x, y = _per_seed(seeds, a, metric), _per_seed(seeds, b, metric)
+    shared = sorted(set(x.index) & set(y.index))
+    if not shared:
+        return None
+    return paired_test(x[shared].tolist(), y[shared].tolist()), x[shared], y[shared]
+
+
+def _difference(test: Any) -> str:
+    if test.n < 2:
+        return f"Δ {100 * test.mean_diff:+.1f} pts (1 shared seed: no test)"
+    return (
+        f"Δ {100 * test.mean_diff:+.1f} pts [{100 * test.ci_low:+.1f}, "
+        f"{100 * test.ci_high:+.1f}], p = {test.p_value:.3g}, {test.n} paired seeds"
+    )
+
+
+def _numbers(test: Any) -> dict[str, Any]:
+    return {
+        "estimate": test.mean_diff,
+        "ci_low": test.ci_low,
+        "ci_high": test.ci_high,
+        "p_value": test.p_value,
+        "n_seeds": test.n,
+    }
+
+
+def _significant(test: Any, alpha: float) -> bool:
+    return test.n >= 2 and not math.isnan(test.p_value) and test.p_value < alpha
+
+
+def _missing(seeds: pd.DataFrame, runs: Sequence[str], metric: str) -> list[str]:
+    return [r for r in runs if _per_seed(seeds, r, metric).empty]
+
+
+def _better(claim: str, spec: Mapping, seeds: pd.DataFrame, alpha: float) -> dict:
+    a, b = spec["runs"]
+    metric = spec.get("metric", "top1")
+    missing = _missing(seeds, [a, b], metric)
+    if missing:
+        return _not_run(claim, spec, missing, metric)
+    paired = _paired(seeds, a, b, metric)
+    if paired is None:
+        return _row(claim, spec, UNCLEAR, f"{a} and {b} share no seed: no paired test")
+    test, x, y = paired
+    measured = f"{a} {_interval(x)} vs {b} {_interval(y)} % ({metric}); {_difference(test)}"
+    verdict = (HOLDS if test.mean_diff > 0 else FAILS) if _significant(test, alpha) else UNCLEAR
+    return _row(claim, spec, verdict, measured, **_numbers(test))
+
+
+def _preferred_depth(claim: str, spec: Mapping, seeds: pd.DataFrame, alpha: float) -> dict:
+    runs = list(spec["runs"])
+    metric = spec.get("metric", "top1")
+    prefer = spec.get("prefer", "deep")
+    if len(runs) < 4 or prefer not in ("deep", "shallow"):
+        raise ValueError(
+            f"claims.{claim}: preferred_depth needs >= 4 runs (shallow -> deep) and prefer "
+            f"deep|shallow; got {len(runs)} runs, prefer {prefer!r}"
+        )
+    missing = _missing(seeds, runs, metric)
+    if missing:
+        return _not_run(claim, spec, missing, metric)
+    means = [_per_seed(seeds, r, metric).mean() for r in runs]
+    best = max(range(len(runs)), key=lambda i: means[i])
+    preferred, other = (runs[-1], runs[0]) if prefer == "deep" else (runs[0], runs[-1])
+    paired = _paired(seeds, preferred, other, metric)
+    layers = ", ".join(f"{r} {_interval(_per_seed(seeds, r, metric))}" for r in runs)
+    if paired is None:
+        return _row(claim, spec, UNCLEAR, f"{layers} %; ends share no seed")
+    test = paired[0]
+    in_half = best >= len(runs) / 2 if prefer == "deep" else best < len(runs) / 2
+    measured = f"{layers} % ({metric}); best {runs[best]}; {preferred} − {other}: "
+    measured += _difference(test)
+    if _significant(test, alpha) and test.mean_diff < 0:
+        verdict = FAILS
+    elif _significant(test, alpha) and in_half:
+        verdict = HOLDS
+    else:
+        verdict = UNCLEAR
+    return _row(claim, spec, verdict, measured, **_numbers(test))
+
+
+def _equivalent(claim: str, spec: Mapping, seeds: pd.DataFrame, alpha: float) -> dict:
+    a, b = spec["runs"]
+    metric = spec.get("metric", "top1")
+    margin = float(spec.get("margin", 0.01))
+    missing = _missing(seeds, [a, b], metric)
+    if missing:
+        return _not_run(claim, spec, missing, metric)
+    paired = _paired(seeds, a, b, metric)
+    if paired is None:
+        return _row(claim, spec, UNCLEAR, f"{a} and {b} share no seed: no paired test")
+    test, x, y = paired
+    measured = (
+        f"{a} {_interval(x)} vs {b} {_interval(y)} % ({metric}); {_difference(test)}; "
+        f"margin ±{100 * margin:.1f} pts"
+    )
+    if test.n >= 2 and -margin <= test.ci_low and test.ci_high <= margin:
+        verdict = HOLDS
+    elif _significant(test, alpha) and abs(test.mean_diff) > margin:
+        verdict = FAILS
+    else:
+        verdict = UNCLEAR
+    return _row(claim, spec, verdict, measured, **_numbers(test))
+
+
+def _cheaper(claim: str, spec: Mapping, efficiency: pd.DataFrame | None) -> dict:
+    a, b = spec["runs"]
+    metrics = list(spec.get("metrics", ["train_step_ms", "peak_train_mem_mb"]))
+    tolerance = float(spec.get("tolerance", 0.05))
+    rows = {} if efficiency is None else {r: efficiency[efficiency["run"] == r] for r in (a, b)}
+    missing = [r for r in (a, b) if r not in rows or rows[r].empty]
+    if missing:
+        return _not_run(claim, spec, missing, "profile")
+    absent = [m for m in metrics if m not in efficiency or rows[a][m].isna().any()]
+    if absent:
+        return _not_run(claim, spec, [f"{m} of {a}" for m in absent], "profile")
+    ratios = {m: float(rows[a][m].iloc[0]) / float(rows[b][m].iloc[0]) for m in metrics}
+    measured = "; ".join(
+        f"{m}: {float(rows[a][m].iloc[0]):.4g} vs {float(rows[b][m].iloc[0]):.4g} "
+        f"(×{ratios[m]:.2f})"
+        for m in metrics
+    )
+    measured += f" (one profiling pass; ±{100 * tolerance:.0f} % counts as equal)"
+    if all(r <= 1 - tolerance for r in ratios.values()):
+        verdict = HOLDS
+    elif any(r >= 1 + tolerance for r in ratios.values()):
+        verdict = FAILS
+    else:
+        verdict = UNCLEAR
+    return _row(claim, spec, verdict, measured, estimate=max(ratios.values()))
+
+
+def _at_least(claim: str, spec: Mapping, seeds: pd.DataFrame) -> dict:
+    (run,) = spec["runs"]
+    metric = spec["metric"]
+    floor = float(spec["min"])
+    values = _per_seed(seeds, run, metric)
+    if values.empty:
+        return _not_run(claim, spec, [run], metric)
+    s = seed_interval(values.tolist())
+    low, high = (s.mean, s.mean) if math.isnan(s.ci_low) else (s.ci_low, s.ci_high)
+    extra = [
+        f"{m} {_interval(_per_seed(seeds, run, m))} %"
+        for m in spec.get("also", [])
+        if not _per_seed(seeds, run, m).empty
+    ]
+    measured = "; ".join([f"{metric} {_interval(values)} % (needs >= {_pct(floor)})", *extra])
+    verdict = HOLDS if low >= floor else FAILS if high < floor else UNCLEAR
+    return _row(
+        claim,
+        spec,
+        verdict,
+        measured,
+        estimate=s.mean,
+        ci_low=s.ci_low,
+        ci_high=s.ci_high,
+        n_seeds=s.n,
+    )
+
+
+def check_claims(
+    claims: Mapping[str, Mapping[str, Any]],
+    seeds: pd.DataFrame,
+    efficiency: pd.DataFrame | None = None,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """One row per claim (in the order given): the runs, the numbers and the verdict."""
+    rows = []
+    for claim, spec in claims.items():
+        test = spec.get("test")
+        if test not in TESTS:
+            raise ValueError(f"claims.{claim}: test must be one of {list(TESTS)}; got {test!r}")
+        if not spec.get("runs"):
+            raise ValueError(f"claims.{claim}: 'runs' (the runs that test it) is required")
+        if test == "better":
+            rows.append(_better(claim, spec, seeds, alpha))
+        elif test == "preferred_depth":
+            rows.append(_preferred_depth(claim, spec, seeds, alpha))
+        elif test == "equivalent":
+            rows.append(_equivalent(claim, spec, seeds, alpha))
+        elif test == "cheaper":
+            rows.append(_cheaper(claim, spec, efficiency))
+        else:
+            rows.append(_at_least(claim, spec, seeds))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def claims_markdown(table: pd.DataFrame, alpha: float = 0.05) -> str:
+    """The claims table for people: claim, runs, what was measured, verdict."""
+    lines = [
+        "# The papers' claims, checked on these runs",
+        "",
+        f"Accuracies in % as mean ± 95 % t-interval half-width over seeds; Δ is a paired "
+        f"difference over shared seeds (t-test, alpha = {alpha}). Verdicts: {HOLDS}, {FAILS}, "
+        f"{UNCLEAR} (the seeds cannot tell), {NOT_RUN} (with the command that runs it).",
+        "",
+        "| claim | runs | measured | verdict |",
+        "|---|---|---|---|",
+    ]
+    for _, row in table.iterrows():
+        cells = [row["text"], row["runs"], row["measured"], f"**{row['verdict']}**"]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"

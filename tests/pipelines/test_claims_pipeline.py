@@ -1,0 +1,61 @@
+"""claims node on tables written to a tmp dir; the project's checks name real runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from visprompt.evaluation.claims import HOLDS, NOT_RUN, TESTS
+from visprompt.pipelines.claims.nodes import report_claims
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+
+
+def test_report_reads_the_tables_that_exist(tmp_path: Path) -> None:
+    seeds = pd.DataFrame(
+        {
+            "run": ["ap"] * 3 + ["vp"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "top1": [0.80, 0.82, 0.81, 0.70, 0.71, 0.69],
+        }  # fmt: skip
+    )
+    seeds.to_csv(tmp_path / "comparison_seeds.csv", index=False)
+    efficiency = pd.DataFrame(
+        {"run": ["ap", "vp"], "train_step_ms": [5.0, 10.0], "peak_train_mem_mb": [50.0, 99.0]}
+    )
+    params = {
+        "seed_tables": [str(tmp_path / "comparison_seeds.csv"), str(tmp_path / "none.csv")],
+        "cost_tables": [str(tmp_path / "none.csv")],
+        "checks": {
+            "acc": {"text": "AP beats VP", "test": "better", "runs": ["ap", "vp"]},
+            "cost": {"text": "AP is cheaper", "test": "cheaper", "runs": ["ap", "vp"]},
+            "spt": {"test": "better", "runs": ["spt", "vp"], "recipe": "kedro run --x"},
+        },
+    }
+    table, markdown = report_claims(efficiency, params)
+    assert list(table["verdict"]) == [HOLDS, HOLDS, NOT_RUN]
+    assert "`kedro run --x`" in table.iloc[2]["measured"]
+    assert "| AP beats VP | ap, vp |" in markdown and "| AP is cheaper |" in markdown
+
+
+def test_the_projects_checks_name_configured_runs() -> None:
+    claims = yaml.safe_load((CONF / "parameters_claims.yml").read_text())["claims"]
+    training = yaml.safe_load((CONF / "parameters_training.yml").read_text())["training"]
+    adavipro = yaml.safe_load((CONF / "parameters_adavipro_report.yml").read_text())
+    sweep = yaml.safe_load((CONF / "parameters_ap_layer_sweep.yml").read_text())
+    known = (
+        set(training["runs"])
+        | set(adavipro["adavipro_report"]["runs"])
+        | set(sweep["ap_layer_sweep"]["runs"])
+    )
+    required = {
+        "ap_beats_vp_cnn", "cnn_prefers_deep_ap", "ap_channel_after_norm_is_norm_tuning",
+        "adavipro_beats_vp_p4", "spt_kmeans_beats_vpt", "ap_cheaper_than_vp",
+        "pgn_rgb_matches_tokens",
+    }  # fmt: skip
+    assert required <= set(claims["checks"])
+    for name, check in claims["checks"].items():
+        assert check["test"] in TESTS, name
+        assert set(check["runs"]) <= known, (name, set(check["runs"]) - known)
