@@ -24,11 +24,11 @@ from kedro.config import OmegaConfigLoader
 from torch.utils.data import TensorDataset
 
 from visprompt import backbones, methods, prompt_init
-from visprompt.pipelines.backbone.weights import materialise
 from visprompt.pipelines.prompt_init.nodes import init_configs
 from visprompt.pipelines.runs import parse_run, train_config
 from visprompt.settings import CONFIG_LOADER_ARGS
 from visprompt.training import Preprocess, fit
+from visprompt.weights import materialise
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ["default", *sorted(p.stem for p in (ROOT / "pipelines").glob("*.yml"))]
