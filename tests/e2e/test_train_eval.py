@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 TINY_TRAINING = {
     "training": {
         "checkpoint_root": "data/06_models/checkpoints",
+        "seeds": [0, 1],
         "defaults": {"epochs": 1, "batch_size": 32, "lr": 0.01, "progress": False},
         "runs": {
             "lp": {"method": "linear_probe", "backbone": "vit"},
@@ -24,6 +25,7 @@ TINY_TRAINING = {
                 "method": "ap",
                 "backbone": "vit",
                 "options": {"layer": "blocks.0", "image_size": 32},
+                "seeds": [0],
             },
         },
     },
@@ -83,16 +85,25 @@ def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
     assert specs["vit"]["sha256"] == sha256_file(project_copy.path / specs["vit"]["weights_path"])
     table = pd.read_csv(data / "08_reporting/comparison.csv")
     assert sorted(table["run"]) == ["ap", "lp"]
-    assert (table["epochs"] == 1).all() and table["top1"].between(0, 1).all()
+    assert (table["epochs"] == 1).all() and table["top1_mean"].between(0, 1).all()
     lp = table.set_index("run").loc["lp"]
     assert lp["trainable_params"] == 32 * 4 + 4  # Linear(D=32, C=4)
+    assert (lp["n_seeds"], table.set_index("run").loc["ap", "n_seeds"]) == (2, 1)  # ap: own seeds
     assert "| lp " in (data / "08_reporting/comparison.md").read_text()
     plots = {p.name for p in (data / "08_reporting/plots").iterdir()}
     assert {"accuracy_vs_params.png", "training_curves.png", "confusion_lp.png"} <= plots
-    for run in ("lp", "ap"):
-        assert (data / f"06_models/methods/{run}/prompt.safetensors").is_file()
-        metrics = json.loads((data / f"07_model_output/{run}/test_metrics.json").read_text())
-        assert metrics["top1"] == pytest.approx(table.set_index("run").loc[run, "top1"])
+    seeds = pd.read_csv(data / "08_reporting/comparison_seeds.csv")
+    assert seeds[["run", "seed"]].values.tolist() == [["ap", 0], ["lp", 0], ["lp", 1]]
+    significance = pd.read_csv(data / "08_reporting/significance.csv")
+    assert set(significance["reference_kind"]) <= {"best", "linear_probe"}
+    for run, seed in (("lp", 0), ("lp", 1), ("ap", 0)):
+        artifact = data / f"06_models/methods/{run}/seed_{seed}/prompt.safetensors"
+        assert artifact.is_file()
+        path = data / f"07_model_output/{run}/test/seed_{seed}/test_metrics.json"
+        top1 = json.loads(path.read_text())["top1"]
+        row = seeds[(seeds["run"] == run) & (seeds["seed"] == seed)]
+        assert top1 == pytest.approx(row["top1"].item())
+    assert lp["top1_mean"] == pytest.approx(seeds[seeds["run"] == "lp"]["top1"].mean())
 
     # MLflow: each run is a child of the `kedro run`'s run and holds its test metrics
     db = sqlite3.connect(project_copy.path / "mlflow/mlflow.db")
@@ -102,21 +113,21 @@ def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
             "WHERE t.key = 'mlflow.parentRunId'"
         ).fetchall()
     )
-    assert {"lp", "ap", "backbone_vit"} <= set(children)
-    assert children["lp"] == children["ap"]
+    assert {"lp.seed_0", "lp.seed_1", "ap.seed_0", "backbone_vit"} <= set(children)
+    assert children["lp.seed_0"] == children["ap.seed_0"]
     top1 = db.execute(
         "SELECT m.value FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
-        "WHERE r.name = 'lp' AND m.key = 'test_top1'"
+        "WHERE r.name = 'lp.seed_1' AND m.key = 'test_top1'"
     ).fetchone()[0]
-    assert top1 == pytest.approx(lp["top1"])
+    assert top1 == pytest.approx(seeds[seeds["run"] == "lp"]["top1"].iloc[1])
 
     # one run alone, by namespace: only its nodes run (the other run's outputs stay as they are)
     untouched = [
-        data / "07_model_output/ap/test_metrics.json",
+        data / "07_model_output/ap/test/seed_0/test_metrics.json",
         data / "08_reporting/comparison.csv",
     ]
     before = [p.stat().st_mtime_ns for p in untouched]
-    lp_summary = data / "07_model_output/lp/train_summary.json"
+    lp_summary = data / "07_model_output/lp/train/seed_1/train_summary.json"
     lp_before = lp_summary.stat().st_mtime_ns
     project_copy.run("--pipelines", "training,evaluation", "--namespaces", "lp")
     assert [p.stat().st_mtime_ns for p in untouched] == before

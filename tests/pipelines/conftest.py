@@ -61,6 +61,7 @@ def trained(shard_dir: Path, vit_spec: dict[str, Any], tmp_path_factory: pytest.
     root = tmp_path_factory.mktemp("checkpoints")
     return train_run(
         "lp",
+        0,
         run,
         defaults,
         ENGINE,

@@ -46,16 +46,25 @@ def test_test_metrics_join_the_training_mlflow_run(evaluated, trained) -> None:
     assert run.data.metrics["trainable_params"] == trained[1]["trainable_params"]  # same run
 
 
-def test_comparison_table_markdown_and_plots(evaluated, trained, shard_dir, mlflow_store) -> None:
+def test_comparison_over_runs_and_seeds(evaluated, trained, shard_dir, mlflow_store) -> None:
     _, summary, history = trained
     other = summary | {"run": "lp2", "method": "full_finetune", "trainable_params": 10_000}
-    worse = evaluated | {"top1": evaluated["top1"] / 2}
+    results = []
+    for run, base, seeds in (("lp", summary, (0, 1)), ("lp2", other, (0, 1))):
+        for seed in seeds:
+            top1 = evaluated["top1"] * (1 if run == "lp" else 0.5) + 0.01 * seed
+            results += [base | {"seed": seed}, evaluated | {"top1": top1}, history]
+    layout = [("lp", 0), ("lp", 1), ("lp2", 0), ("lp2", 1)]
     with mlflow.start_run() as parent:
-        table, markdown, plots = compare_runs(
-            ["lp", "lp2"], str(shard_dir), summary, evaluated, history, other, worse, history
-        )
-    assert table["run"].tolist() == ["lp", "lp2"]  # by top-1, ties by name
+        table, seeds, significance, markdown, plots = compare_runs(layout, str(shard_dir), *results)
+    assert table["run"].tolist() == ["lp", "lp2"] and table["n_seeds"].tolist() == [2, 2]
+    assert table.loc[0, "top1_mean"] == pytest.approx(evaluated["top1"] + 0.005)
     assert table.loc[table["run"] == "lp2", "trainable_params"].item() == 10_000
+    assert seeds[["run", "seed"]].values.tolist() == [list(k) for k in layout]
+    # lp2 vs the best (lp): the same 0.5 * top1 gap on both seeds
+    vs_best = significance[significance["reference_kind"] == "best"].iloc[0]
+    assert vs_best["run"] == "lp2" and vs_best["n_pairs"] == 2
+    assert vs_best["mean_diff"] == pytest.approx(-0.5 * evaluated["top1"])
     assert "| lp2 " in markdown
     assert set(plots) == {
         "accuracy_vs_params.png",
@@ -66,25 +75,30 @@ def test_comparison_table_markdown_and_plots(evaluated, trained, shard_dir, mlfl
     logged = {
         a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "comparison")
     }
-    assert {"comparison/comparison.csv", "comparison/comparison.md", "comparison/plots"} == logged
+    assert {
+        "comparison/comparison.csv",
+        "comparison/comparison_seeds.csv",
+        "comparison/significance.csv",
+        "comparison/comparison.md",
+        "comparison/plots",
+    } == logged
 
 
 def test_compare_runs_checks_its_inputs(shard_dir) -> None:
-    with pytest.raises(ValueError, match="3 inputs per run"):
-        compare_runs(["a", "b"], str(shard_dir), {}, {}, {})
+    with pytest.raises(ValueError, match="3 inputs per \\(run, seed\\)"):
+        compare_runs([("a", 0), ("b", 0)], str(shard_dir), {}, {}, {})
 
 
-def test_evaluation_pipeline_is_namespaced_per_run() -> None:
-    pipe = run_pipeline("vp")
-    assert [n.name for n in pipe.nodes] == ["vp.evaluate"]
+def test_evaluation_pipeline_is_namespaced_per_run_and_seed() -> None:
+    pipe = run_pipeline("vp", (0, 1))
+    assert sorted(n.name for n in pipe.nodes) == ["vp.seed_0.evaluate", "vp.seed_1.evaluate"]
     assert pipe.inputs() == {
-        "vp.artifact_dir",
-        "vp.train_summary",
+        *(f"vp.seed_{s}.{n}" for s in (0, 1) for n in ("artifact_dir", "train_summary")),
         "backbone_specs",
         "shards",
         "params:evaluation",
     }
-    assert pipe.outputs() == {"vp.test_metrics"}
+    assert pipe.outputs() == {"vp.seed_0.test_metrics", "vp.seed_1.test_metrics"}
 
 
 def test_evaluation_rebuilds_the_backbone_from_its_spec(trained, vit_spec, tmp_path) -> None:

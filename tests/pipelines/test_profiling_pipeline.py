@@ -13,7 +13,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from visprompt import backbones, methods
-from visprompt.evaluation import comparison_table
+from visprompt.evaluation import comparison_table, seed_table
 from visprompt.pipelines.profiling.nodes import efficiency_report, profile_runs
 from visprompt.pipelines.profiling.pipeline import profiling_pipeline
 
@@ -51,15 +51,16 @@ def outputs(
             model = methods.build(method, backbones.from_spec(vit_spec), 4, **options)
             with mlflow.start_run(run_name=run, nested=True) as child:
                 summaries[run] = _summary(run, method, model, child.info.run_id)
-            metrics[run] = {"top1": 0.4 + 0.2 * i, "top5": 1.0, "macro_f1": 0.3, "ece": 0.1}
-            entries[f"{run}.artifact_dir"] = str(methods.save(model, tmp_path / run))
-            entries[f"{run}.train_summary"] = summaries[run]
-        entries["comparison"] = comparison_table(summaries, metrics)
+            metrics[(run, 0)] = {"top1": 0.4 + 0.2 * i, "top5": 1.0, "macro_f1": 0.3, "ece": 0.1}
+            entries[f"{run}.seed_0.artifact_dir"] = str(methods.save(model, tmp_path / run))
+            entries[f"{run}.seed_0.train_summary"] = summaries[run]
+        seeds = seed_table({(r, 0): s for r, s in summaries.items()}, metrics)
+        entries["comparison"] = comparison_table(seeds)
         for name, value in entries.items():
             catalog[name] = MemoryDataset(value)
         for name in ("efficiency", "efficiency_markdown", "efficiency_plots"):
             catalog[name] = MemoryDataset()
-        SequentialRunner().run(profiling_pipeline(list(RUNS)), catalog)
+        SequentialRunner().run(profiling_pipeline(dict.fromkeys(RUNS, 0)), catalog)
         artifacts = {
             a.path
             for a in mlflow.artifacts.list_artifacts(
@@ -80,7 +81,7 @@ def test_efficiency_table_rows_columns_and_counts(outputs: dict[str, Any]) -> No
     assert list(table.index) == ["backbone", "probe", "prompts"]
     required = ["method", "trainable_params", "total_params", "gflops", "train_step_ms",
                 "train_step_ratio", "throughput_ips", "throughput_ratio", "latency_p50_ms",
-                "latency_p95_ms", "peak_train_mem_mb", "peak_infer_mem_mb", "top1",
+                "latency_p95_ms", "peak_train_mem_mb", "peak_infer_mem_mb", "top1_mean",
                 "train_time_s", "data_wait_frac", "pareto_throughput"]  # fmt: skip
     assert set(required) <= set(table.columns)
     assert table.at["backbone", "trainable_params"] == 0
@@ -91,12 +92,14 @@ def test_efficiency_table_rows_columns_and_counts(outputs: dict[str, Any]) -> No
     # prompts lengthen the sequence; the probe's head has the source head's width (4)
     assert table.at["prompts", "gflops_ratio"] > 1.01
     assert table.at["probe", "gflops_ratio"] == 1.0
-    assert table.at["probe", "top1"] == pytest.approx(0.4)
-    assert pd.isna(table.at["backbone", "top1"])
+    assert table.at["probe", "top1_mean"] == pytest.approx(0.4)
+    assert pd.isna(table.at["backbone", "top1_mean"])
     assert 0.0 <= table.at["probe", "data_wait_frac"] <= 1.0
     assert table["pareto_throughput"].sum() >= 1
     assert not table.at["backbone", "pareto_throughput"]
-    assert "| probe" in outputs["markdown"]
+    markdown = outputs["markdown"]
+    assert "| probe" in markdown and "throughput (img/s)" in markdown and "| 40.0 " in markdown
+    assert len(markdown.splitlines()[0].split("|")) == 12  # a handful of columns, with units
 
 
 def test_plots_and_mlflow_logging(outputs: dict[str, Any]) -> None:
@@ -113,8 +116,8 @@ def test_plots_and_mlflow_logging(outputs: dict[str, Any]) -> None:
 
 def test_bad_inputs_are_clear_errors() -> None:
     profile = pd.DataFrame({"run": ["backbone"], "method": ["backbone"]})
-    with pytest.raises(ValueError, match=r"comparison table lacks columns \['top1'"):
-        efficiency_report(profile, pd.DataFrame({"run": ["a"]}))
+    with pytest.raises(ValueError, match=r"comparison table lacks columns \['n_seeds'"):
+        efficiency_report(profile, pd.DataFrame({"run": ["a"]}), "shards")
     with pytest.raises(ValueError, match="may not be named 'backbone'"):
         profile_runs(["backbone"], {}, "shards", PARAMS, {"batch_size": 4}, "dir", {})
     with pytest.raises(ValueError, match="expected 2 inputs per run"):

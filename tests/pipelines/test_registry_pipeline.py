@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from visprompt.data.shards import ShardDataset, read_split
-from visprompt.pipelines.registry.nodes import register_runs, selected_runs
+from visprompt.pipelines.registry.nodes import register_runs, select_candidate, selected_runs
 from visprompt.pipelines.registry.pipeline import create_pipeline
 from visprompt.pipelines.training.datasets import MethodArtifactDataset
 from visprompt.registry.promotion import CHALLENGER, CHAMPION
@@ -50,7 +50,7 @@ def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
     }
     low = summary | {"best_val_top1": summary["best_val_top1"] - 0.1}
     inputs = (
-        ["lp", "lp_low"],
+        [("lp", 0), ("lp_low", 0)],
         str(shard_dir),
         {"success": True, "data_hash": "md5-of-data"},
         {"vit": vit_spec},
@@ -104,6 +104,17 @@ def test_versions_carry_their_lineage(registered, trained) -> None:
         assert len(tag["params_hash"]) == 64
     assert tags[0]["params_hash"] != tags[1]["params_hash"]  # different run parameters
     assert float(tags[0]["best_val_top1"]) == trained[1]["best_val_top1"]  # full precision
+    assert (tags[0]["seed"], tags[0]["n_seeds"]) == ("0", "1")
+    assert float(tags[0]["best_val_top1_seed_mean"]) == trained[1]["best_val_top1"]
+
+
+def test_candidate_is_the_seed_closest_to_the_validation_mean() -> None:
+    summaries = {0: {"val": 0.70}, 1: {"val": 0.90}, 2: {"val": 0.78}, 3: {"val": 0.62}}
+    seed, mean = select_candidate("vp", summaries, "val")
+    assert mean == pytest.approx(0.75) and seed == 2  # |0.78 - 0.75| is the smallest gap
+    assert select_candidate("vp", {5: {"val": 0.4}, 1: {"val": 0.6}}, "val") == (1, 0.5)  # tie
+    with pytest.raises(ValueError, match="vp.seed_0.train_summary has no 'f1'"):
+        select_candidate("vp", summaries, "f1")
 
 
 def test_champion_in_a_fresh_process_labels_the_test_split_like_evaluation(
@@ -145,12 +156,12 @@ def test_unknown_runs_and_metrics_are_refused(vit_spec, shard_dir, trained) -> N
     assert selected_runs(["lp", "vp"], None) == ["lp", "vp"]
     params = {"model_name": NAME, "metric": "val_f1", "margin": 0, "num_examples": 1}
     with pytest.raises(ValueError, match="has no 'val_f1'"):
-        register_runs(["lp"], str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {})
+        register_runs([("lp", 0)], str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {})
 
 
 def test_pipeline_takes_every_configured_runs_artifact() -> None:
     pipe = create_pipeline()
     inputs = pipe.inputs()
     assert {"shards", "validation_summary", "backbone_specs", "params:registry"} <= inputs
-    assert "linear_probe.artifact_dir" in inputs and "vp.train_summary" in inputs
+    assert "linear_probe.seed_0.artifact_dir" in inputs and "vp.seed_2.train_summary" in inputs
     assert pipe.outputs() == {"registry_summary"}

@@ -31,8 +31,8 @@ def test_train_node_reports_counts_history_and_mlflow(trained, vit_spec, mlflow_
     reference = backbones.from_spec(vit_spec).state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in model.backbone.state_dict().items())
     run = mlflow.get_run(summary["mlflow_run_id"])
-    assert run.info.run_name == "lp"
-    assert run.data.params["method"] == "linear_probe"
+    assert run.info.run_name == "lp.seed_0" and summary["seed"] == 0
+    assert run.data.params["method"] == "linear_probe" and run.data.params["seed"] == "0"
     assert run.data.params["train.batch_size"] == "16"
     assert run.data.metrics["trainable_params"] == D * C + C
     losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
@@ -45,7 +45,15 @@ def test_train_node_refuses_failed_validation(shard_dir: Path, vit_spec: dict) -
     run = {"method": "linear_probe", "backbone": "vit"}
     with pytest.raises(ValueError, match="data validation failed"):
         train_run(
-            "lp", run, {}, ENGINE, "unused", str(shard_dir), {"success": False}, {"vit": vit_spec}
+            "lp",
+            0,
+            run,
+            {},
+            ENGINE,
+            "unused",
+            str(shard_dir),
+            {"success": False},
+            {"vit": vit_spec},
         )
 
 
@@ -54,6 +62,7 @@ def test_train_node_names_missing_backbone_and_prompt_init(shard_dir: Path, vit_
     with pytest.raises(ValueError, match="backbone 'resnet' is not in backbone_specs"):
         train_run(
             "x",
+            0,
             {"method": "linear_probe", "backbone": "resnet"},
             {},
             ENGINE,
@@ -64,7 +73,7 @@ def test_train_node_names_missing_backbone_and_prompt_init(shard_dir: Path, vit_
         )
     run = {"method": "vpt", "backbone": "vit", "prompt_init": "spt_kmeans"}
     with pytest.raises(ValueError, match="prompt_init 'spt_kmeans' not found"):
-        train_run("x", run, {}, ENGINE, "u", str(shard_dir), ok, {"vit": vit_spec}, {})
+        train_run("x", 0, run, {}, ENGINE, "u", str(shard_dir), ok, {"vit": vit_spec}, {})
 
 
 def test_artifact_dataset_saves_model_and_loads_path(trained, tmp_path: Path, vit_spec) -> None:
@@ -82,10 +91,36 @@ def test_artifact_dataset_saves_model_and_loads_path(trained, tmp_path: Path, vi
         dataset.save(torch.nn.Linear(2, 2))
 
 
-def test_run_pipeline_is_namespaced_per_run() -> None:
-    pipe = run_pipeline(RunSpec(name="ap", method="ap", backbone="vit"))
-    assert [n.name for n in pipe.nodes] == ["ap.train"]
-    assert pipe.outputs() == {"ap.artifact_dir", "ap.train_summary", "ap.history"}
+def test_another_seed_trains_its_own_model_and_checkpoints(
+    trained, shard_dir: Path, vit_spec: dict, tmp_path: Path
+) -> None:
+    run = {"method": "linear_probe", "backbone": "vit", "seeds": [0, 1]}
+    defaults = {"epochs": 2, "batch_size": 16, "lr": 0.01, "progress": False}
+    args = (
+        run,
+        defaults,
+        ENGINE,
+        str(tmp_path),
+        str(shard_dir),
+        {"success": True, "data_hash": "x"},
+    )
+    model, summary, history = train_run("lp", 1, *args, {"vit": vit_spec})
+    assert summary["seed"] == 1 and len(history) == 2
+    assert not torch.equal(model.head.weight, trained[0].head.weight)  # another initial head
+    assert [p.name[:10] for p in tmp_path.iterdir()] == ["lp.seed_1-"]  # checkpoints per seed
+    with pytest.raises(ValueError, match="training.defaults.seed is replaced by training.seeds"):
+        train_run("lp", 1, run, defaults | {"seed": 3}, *args[2:], {"vit": vit_spec})
+
+
+def test_run_pipeline_is_namespaced_per_run_and_seed() -> None:
+    pipe = run_pipeline(RunSpec(name="ap", method="ap", backbone="vit", seeds=(0, 7)))
+    assert sorted(n.name for n in pipe.nodes) == ["ap.seed_0.train", "ap.seed_7.train"]
+    assert pipe.outputs() == {
+        f"ap.seed_{s}.{name}"
+        for s in (0, 7)
+        for name in ("artifact_dir", "train_summary", "history")
+    }
+    assert len(pipe.only_nodes_with_namespaces(["ap"]).nodes) == 2  # `--namespaces ap`
     assert pipe.inputs() == {
         "shards",
         "validation_summary",
@@ -97,6 +132,24 @@ def test_run_pipeline_is_namespaced_per_run() -> None:
     }
     spt = run_pipeline(RunSpec(name="s", method="vpt", backbone="vit", prompt_init="k"))
     assert "prompt_inits" in spt.inputs()
+
+
+def test_every_run_gets_training_seeds_unless_it_sets_its_own() -> None:
+    params = {
+        "backbone": {"build": {"vit": "m"}},
+        "training": {"runs": {"a": {"method": "linear_probe", "backbone": "vit"}}},
+    }
+    assert configured_runs(params)["a"].seeds == (0,)  # no training.seeds: one seed
+    params["training"]["seeds"] = [0, 1, 2]
+    params["training"]["runs"]["c"] = {"method": "linear_probe", "backbone": "vit", "seeds": [5]}
+    assert [s.seeds for s in configured_runs(params).values()] == [(0, 1, 2), (5,)]
+    params["training"]["seeds"] = [1, 1]
+    with pytest.raises(ValueError, match="training.seeds is \\[1, 1\\]: give a non-empty list"):
+        configured_runs(params)
+    params["training"]["seeds"] = [0]
+    params["training"]["defaults"] = {"seed": 3}
+    with pytest.raises(ValueError, match="training.defaults.seed is replaced by training.seeds"):
+        configured_runs(params)
 
 
 def test_configured_runs_refuse_unknown_methods_and_backbones() -> None:
@@ -119,6 +172,9 @@ def test_configured_runs_refuse_unknown_methods_and_backbones() -> None:
         ("bad-name", {"method": "ap", "backbone": "vit"}, "identifier"),
         ("a", {"method": "ap"}, "'backbone' is required"),
         ("a", {"method": "ap", "backbone": "vit", "lr": 1}, "unknown key"),
+        ("a", {"method": "ap", "backbone": "vit", "seeds": []}, "runs.a.seeds\\) is \\[\\]"),
+        ("a", {"method": "ap", "backbone": "vit", "seeds": "0"}, "runs.a.seeds\\) is '0'"),
+        ("a", {"method": "ap", "backbone": "vit", "train": {"seed": 1}}, "set per run by `seeds"),
     ],
 )
 def test_parse_run_errors_name_the_field(name: str, entry: dict, message: str) -> None:

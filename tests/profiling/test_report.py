@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from visprompt.profiling.report import pareto_front, plot_tradeoff, to_markdown
+from visprompt.profiling.report import efficiency_markdown, pareto_front, to_markdown
 
 
 def _frame() -> pd.DataFrame:
@@ -33,9 +33,17 @@ def test_ties_are_not_dominated_and_markdown_keeps_ints() -> None:
     assert "| 1,000 |" in to_markdown(pd.DataFrame({"n": [1000], "v": [0.5]}))
 
 
-def test_tradeoff_plot_marks_the_front() -> None:
-    fig = plot_tradeoff(_frame(), "params", "top1", log_x=True)
-    ax = fig.axes[0]
-    front_line = [line for line in ax.get_lines() if line.get_label() == "Pareto front"][0]
-    assert list(front_line.get_xdata()) == [10, 20]
-    assert ax.get_xscale() == "log"
+def test_efficiency_markdown_has_a_handful_of_columns_with_units() -> None:
+    table = pd.DataFrame(
+        {
+            "run": ["backbone", "vp"], "backbone": ["vit", "vit"],
+            "trainable_params": [0, 12345], "gflops": [0.1, 0.1], "train_step_ms": [5.0, 6.0],
+            "throughput_ips": [1000.0, 900.0], "latency_p50_ms": [1.0, 1.1],
+            "peak_train_mem_mb": [10.0, 11.0], "train_time_s": [None, 3.25],
+            "top1_mean": [None, 0.875], "gflops_ratio": [1.0, 1.0],
+        }
+    )  # fmt: skip
+    lines = efficiency_markdown(table).splitlines()
+    assert "| run " in lines[0] and "test top-1 (%)" in lines[0] and "gflops_ratio" not in lines[0]
+    assert "12,345" in lines[3] and "| 87.5 " in lines[3] and "| 3.2 " in lines[3]
+    assert lines[2].split("|")[-2].strip() == ""  # the bare backbone has no accuracy

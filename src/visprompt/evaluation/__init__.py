@@ -3,7 +3,15 @@
 A torch/pandas/matplotlib library: the evaluation pipeline wires it, notebooks can call it.
 """
 
-from visprompt.evaluation.comparison import COLUMNS, comparison_table, to_markdown
+from visprompt.evaluation.comparison import (
+    COLUMNS,
+    SEED_COLUMNS,
+    SIGNIFICANCE_COLUMNS,
+    comparison_table,
+    seed_table,
+    significance_table,
+    to_markdown,
+)
 from visprompt.evaluation.metrics import classification_metrics
 from visprompt.evaluation.plots import (
     accuracy_vs_params_figure,
@@ -13,10 +21,14 @@ from visprompt.evaluation.plots import (
 
 __all__ = [
     "COLUMNS",
+    "SEED_COLUMNS",
+    "SIGNIFICANCE_COLUMNS",
     "accuracy_vs_params_figure",
     "classification_metrics",
     "comparison_table",
     "confusion_figure",
+    "seed_table",
+    "significance_table",
     "to_markdown",
     "training_curves_figure",
 ]

@@ -1,15 +1,24 @@
-"""The comparison table across runs: one row per trained run, accuracy next to its cost."""
+"""The comparison across runs and seeds: per-seed rows, per-run means with 95 % intervals,
+paired significance against the best run and the backbone's linear probe, and Markdown.
+
+One seed is one sample: a run's accuracy is reported as the mean over its seeds with a
+t-interval, and two runs are compared on the seeds they share (same seed, same test split).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-#: Column order of comparison.csv / .md (the contract in docs/architecture.md, plus context).
-COLUMNS = (
+from visprompt.evaluation.statistics import paired_test, seed_interval
+
+#: Columns of comparison_seeds.csv: one row per (run, seed).
+SEED_COLUMNS = (
     "run",
+    "seed",
     "method",
     "backbone",
     "top1",
@@ -25,60 +34,235 @@ COLUMNS = (
     "best_val_top1",
 )
 
+#: Metrics aggregated over seeds with mean, std and a 95 % t-interval.
+INTERVAL_METRICS = ("top1", "macro_f1")
 
-def comparison_table(
-    summaries: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]]
+#: Column order of comparison.csv: one row per run (the contract in docs/architecture.md).
+COLUMNS = (
+    "run",
+    "method",
+    "backbone",
+    "n_seeds",
+    *(f"{m}_{s}" for m in INTERVAL_METRICS for s in ("mean", "std", "ci_low", "ci_high")),
+    "top5_mean",
+    "ece_mean",
+    "val_top1_mean",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "train_time_s",
+    "epochs",
+)
+
+#: Columns of significance.csv: each run against a reference run, paired over seeds.
+SIGNIFICANCE_COLUMNS = (
+    "run",
+    "reference",
+    "reference_kind",
+    "metric",
+    "n_pairs",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "distinguishable",
+)
+
+#: A difference counts as real when the paired test rejects "no difference" at this level.
+ALPHA = 0.05
+
+
+def seed_table(
+    summaries: Mapping[tuple[str, int], Mapping[str, Any]],
+    metrics: Mapping[tuple[str, int], Mapping[str, Any]],
 ) -> pd.DataFrame:
-    """Join each run's train summary with its test metrics; rows sorted by test top-1.
+    """One row per (run, seed): the seed's train summary joined with its test metrics.
 
-    Both mappings are keyed by run name and must hold the same runs: a run trained but not
-    evaluated (or the reverse) is an error naming it, not a silent gap in the table.
+    Both mappings are keyed by (run, seed) and must hold the same keys: a seed trained but
+    not evaluated (or the reverse) is an error naming it, not a silent gap in the table.
+    `hparams_source` is carried over when the train summaries have it.
     """
     if set(summaries) != set(metrics):
         raise ValueError(
-            f"runs with a train summary {sorted(summaries)} differ from runs with test metrics "
-            f"{sorted(metrics)}; evaluate every trained run"
+            f"(run, seed) with a train summary {sorted(summaries)} differ from those with test "
+            f"metrics {sorted(metrics)}; evaluate every trained seed"
         )
     rows = []
-    for run in summaries:
-        s, m = summaries[run], metrics[run]
-        rows.append(
-            {
-                "run": run,
-                "method": s["method"],
-                "backbone": s["backbone"],
-                "top1": m["top1"],
-                "top5": m["top5"],
-                "macro_f1": m["macro_f1"],
-                "ece": m["ece"],
-                "trainable_params": int(s["trainable_params"]),
-                "total_params": int(s["total_params"]),
-                "trainable_pct": 100.0 * s["trainable_params"] / s["total_params"],
-                "train_time_s": s["train_time_s"],
-                "epochs": int(s["epochs"]),
-                "best_epoch": s.get("best_epoch"),
-                "best_val_top1": s.get("best_val_top1"),
-            }
-        )
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    return table.sort_values(["top1", "run"], ascending=[False, True], ignore_index=True)
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub Markdown rendering with readable precision (accuracies in %, ECE 3 decimals)."""
-    shown = table.copy()
-    for col in ("top1", "top5", "macro_f1", "best_val_top1"):
-        shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{100 * v:.1f}")
-    shown["ece"] = shown["ece"].map(lambda v: f"{v:.3f}")
-    shown["trainable_pct"] = shown["trainable_pct"].map(lambda v: f"{v:.2f}")
-    shown["train_time_s"] = shown["train_time_s"].map(lambda v: f"{v:.1f}")
-    shown = shown.rename(
-        columns={
-            "top1": "top1 %",
-            "top5": "top5 %",
-            "macro_f1": "macro_f1 %",
-            "trainable_pct": "trainable %",
-            "best_val_top1": "best_val_top1 %",
+    for (run, seed), s in summaries.items():
+        m = metrics[(run, seed)]
+        row = {
+            "run": run,
+            "seed": int(seed),
+            "method": s["method"],
+            "backbone": s["backbone"],
+            "top1": m["top1"],
+            "top5": m["top5"],
+            "macro_f1": m["macro_f1"],
+            "ece": m["ece"],
+            "trainable_params": int(s["trainable_params"]),
+            "total_params": int(s["total_params"]),
+            "trainable_pct": 100.0 * s["trainable_params"] / s["total_params"],
+            "train_time_s": s["train_time_s"],
+            "epochs": int(s["epochs"]),
+            "best_epoch": s.get("best_epoch"),
+            "best_val_top1": s.get("best_val_top1"),
         }
+        if "hparams_source" in s:
+            row["hparams_source"] = s["hparams_source"]
+        rows.append(row)
+    extra = ["hparams_source"] if any("hparams_source" in r for r in rows) else []
+    table = pd.DataFrame(rows, columns=[*SEED_COLUMNS, *extra])
+    return table.sort_values(["run", "seed"], ignore_index=True)
+
+
+def comparison_table(seeds: pd.DataFrame) -> pd.DataFrame:
+    """One row per run from `seed_table`: means, stds and 95 % intervals; sorted by top-1 mean.
+
+    Costs are the same for every seed of a run except the training time (its mean is shown).
+    """
+    rows = []
+    for run, group in seeds.groupby("run", sort=False):
+        first = group.iloc[0]
+        row: dict[str, Any] = {
+            "run": run,
+            "method": first["method"],
+            "backbone": first["backbone"],
+            "n_seeds": len(group),
+        }
+        for metric in INTERVAL_METRICS:
+            s = seed_interval(group[metric].tolist())
+            row |= {
+                f"{metric}_mean": s.mean,
+                f"{metric}_std": s.std,
+                f"{metric}_ci_low": s.ci_low,
+                f"{metric}_ci_high": s.ci_high,
+            }
+        row |= {
+            "top5_mean": group["top5"].mean(),
+            "ece_mean": group["ece"].mean(),
+            "val_top1_mean": group["best_val_top1"].astype(float).mean(),
+            "trainable_params": int(first["trainable_params"]),
+            "total_params": int(first["total_params"]),
+            "trainable_pct": first["trainable_pct"],
+            "train_time_s": group["train_time_s"].mean(),
+            "epochs": int(group["epochs"].max()),
+        }
+        if "hparams_source" in group:
+            row["hparams_source"] = ",".join(sorted(set(group["hparams_source"].astype(str))))
+        rows.append(row)
+    extra = ["hparams_source"] if "hparams_source" in seeds else []
+    table = pd.DataFrame(rows, columns=[*COLUMNS, *extra])
+    return table.sort_values(["top1_mean", "run"], ascending=[False, True], ignore_index=True)
+
+
+def _paired(seeds: pd.DataFrame, run: str, reference: str, metric: str) -> dict[str, Any]:
+    a = seeds[seeds["run"] == run].set_index("seed")[metric]
+    b = seeds[seeds["run"] == reference].set_index("seed")[metric]
+    shared = sorted(set(a.index) & set(b.index))
+    if not shared:
+        nan = math.nan
+        return {"n_pairs": 0, "mean_diff": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
+    test = paired_test(a[shared].tolist(), b[shared].tolist())
+    return {
+        "n_pairs": test.n,
+        "mean_diff": test.mean_diff,
+        "ci_low": test.ci_low,
+        "ci_high": test.ci_high,
+        "p_value": test.p_value,
+    }
+
+
+def significance_table(
+    seeds: pd.DataFrame, comparison: pd.DataFrame, metric: str = "top1"
+) -> pd.DataFrame:
+    """Each run against the best run and against its backbone's linear probe, paired on seeds.
+
+    The best run is the first row of `comparison` (highest mean). A backbone's linear probe
+    is its `linear_probe` run (the best one when several). `mean_diff` is run minus
+    reference; `distinguishable` is p < ALPHA (false when the p-value is undefined: n < 2).
+    """
+    rows = []
+    best = comparison.iloc[0]["run"]
+    probes = comparison[comparison["method"] == "linear_probe"].drop_duplicates("backbone")
+    probe_of = dict(zip(probes["backbone"], probes["run"], strict=True))
+    for _, row in comparison.iterrows():
+        references = [(best, "best")]
+        probe = probe_of.get(row["backbone"])
+        if probe is not None:
+            references.append((probe, "linear_probe"))
+        for reference, kind in references:
+            if reference == row["run"]:
+                continue
+            result = _paired(seeds, row["run"], reference, metric)
+            p = result["p_value"]
+            rows.append(
+                {
+                    "run": row["run"],
+                    "reference": reference,
+                    "reference_kind": kind,
+                    "metric": metric,
+                    **result,
+                    "distinguishable": bool(not math.isnan(p) and p < ALPHA),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(SIGNIFICANCE_COLUMNS))
+
+
+def _pct(value: float) -> str:
+    return "" if pd.isna(value) else f"{100 * value:.1f}"
+
+
+def _mean_interval(row: pd.Series, metric: str) -> str:
+    mean, low, high = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+    if pd.isna(low):
+        return _pct(mean)
+    return f"{_pct(mean)} ± {100 * (high - low) / 2:.1f}"
+
+
+def to_markdown(comparison: pd.DataFrame, significance: pd.DataFrame | None = None) -> str:
+    """A GitHub Markdown table: mean ± 95 % half-width in %, costs, and the test vs the best.
+
+    Runs the paired test cannot tell from the best run (p >= ALPHA, or a single seed) are
+    marked `≈ best`; the best run itself `best`.
+    """
+    vs_best = {}
+    if significance is not None and len(significance):
+        rows = significance[significance["reference_kind"] == "best"]
+        vs_best = {r["run"]: r for _, r in rows.iterrows()}
+    best = comparison.iloc[0]["run"] if len(comparison) else None
+    lines = []
+    for _, row in comparison.iterrows():
+        test = vs_best.get(row["run"])
+        if row["run"] == best:
+            mark, diff, p = "best", "", ""
+        elif test is None:
+            mark, diff, p = "", "", ""
+        else:
+            mark = "" if test["distinguishable"] else "≈ best"
+            diff = f"{100 * test['mean_diff']:+.1f}"
+            p = "" if pd.isna(test["p_value"]) else f"{test['p_value']:.3f}"
+        line = {
+            "run": row["run"],
+            "method": row["method"],
+            "backbone": row["backbone"],
+            "seeds": str(int(row["n_seeds"])),
+            "top1 % (95 % CI)": _mean_interval(row, "top1"),
+            "macro-F1 % (95 % CI)": _mean_interval(row, "macro_f1"),
+            "Δ vs best (pts)": diff,
+            "p": p,
+            "vs best": mark,
+            "trainable params": f"{int(row['trainable_params']):,}",
+            "trainable %": f"{row['trainable_pct']:.2f}",
+            "train time s": f"{row['train_time_s']:.1f}",
+        }
+        if "hparams_source" in row.index:
+            line["hparams"] = str(row["hparams_source"])
+        lines.append(line)
+    if not lines:
+        return "(no runs)\n"
+    table = pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True)
+    note = (
+        f"\n\nMean over seeds ± half-width of the 95 % t-interval. `≈ best`: the paired t-test "
+        f"over shared seeds cannot tell the run from the best (p ≥ {ALPHA}, or one seed).\n"
     )
-    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
+    return table + note

@@ -31,6 +31,7 @@ __all__ = [
     "configured_runs",
     "parse_run",
     "project_parameters",
+    "seed_namespace",
     "train_config",
     "use_parameters",
 ]
@@ -76,6 +77,11 @@ def project_parameters(project_path: str | Path | None = None) -> dict[str, Any]
 def configured_runs(parameters: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:
     """Every run of `training.runs`, validated, in configuration order."""
     return validate_runs(project_parameters() if parameters is None else parameters)
+
+
+def seed_namespace(run: str, seed: int) -> str:
+    """`<run>.seed_<seed>`: the Kedro namespace of one seed of a run (inside the run's)."""
+    return f"{run}.seed_{seed}"
 
 
 def bind_first(func: Callable[..., Any], value: Any) -> Callable[..., Any]:

@@ -18,6 +18,39 @@ def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     return table + "\n"
 
 
+#: The efficiency .md's columns: (CSV column, header with unit, format).
+MARKDOWN_COLUMNS = (
+    ("run", "run", "{}"),
+    ("backbone", "backbone", "{}"),
+    ("trainable_params", "trainable params", "{:,.0f}"),
+    ("gflops", "GFLOPs / image", "{:.3f}"),
+    ("train_step_ms", "train step (ms)", "{:.1f}"),
+    ("throughput_ips", "throughput (img/s)", "{:,.0f}"),
+    ("latency_p50_ms", "latency p50 (ms)", "{:.2f}"),
+    ("peak_train_mem_mb", "peak train mem (MB)", "{:.0f}"),
+    ("train_time_s", "train time / seed (s)", "{:.1f}"),
+    ("top1_mean", "test top-1 (%)", "{:.1%}"),
+)
+
+
+def efficiency_markdown(table: pd.DataFrame) -> str:
+    """The efficiency table for people: a handful of columns with units (the CSV has all).
+
+    Accuracy is the mean over seeds; rows without a figure (the bare backbone's accuracy)
+    are left blank.
+    """
+    shown = pd.DataFrame(
+        {
+            header: [
+                "" if pd.isna(v) else fmt.format(v).removesuffix("%")
+                for v in table.get(column, pd.Series([None] * len(table)))
+            ]
+            for column, header, fmt in MARKDOWN_COLUMNS
+        }
+    )
+    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
 def pareto_front(frame: pd.DataFrame, cost: str, value: str, cost_lower: bool = True) -> pd.Series:
     """Boolean mask of rows no other row beats on both `cost` and `value` (higher is better).
 
@@ -41,38 +74,6 @@ def pareto_front(frame: pd.DataFrame, cost: str, value: str, cost_lower: bool = 
         )
         front.append(not dominated.any())
     return pd.Series(front, index=frame.index)
-
-
-def plot_tradeoff(
-    frame: pd.DataFrame,
-    x: str,
-    y: str,
-    *,
-    label: str = "method",
-    x_lower_better: bool = True,
-    log_x: bool = False,
-    title: str | None = None,
-) -> plt.Figure:
-    """Scatter of `y` (accuracy) against a cost `x`, each point labelled, Pareto front drawn."""
-    data = frame.dropna(subset=[x, y])
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    on_front = pareto_front(data, x, y, cost_lower=x_lower_better)
-    ax.scatter(data.loc[~on_front, x], data.loc[~on_front, y], color="tab:gray", label="dominated")
-    front = data[on_front].sort_values(x)
-    ax.plot(front[x], front[y], "o-", color="tab:red", label="Pareto front")
-    for _, row in data.iterrows():
-        ax.annotate(
-            str(row[label]), (row[x], row[y]), fontsize=8, xytext=(3, 3), textcoords="offset points"
-        )
-    if log_x and (data[x] > 0).all():
-        ax.set_xscale("log")
-    ax.set_xlabel(x + ("" if x_lower_better else " (higher is better)"))
-    ax.set_ylabel(y)
-    ax.set_title(title or f"{y} vs {x}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def plot_curve(

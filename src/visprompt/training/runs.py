@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ BACKBONE_FILE = "parameters_backbone.yml"
 PROMPT_INIT_FILE = "parameters_prompt_init.yml"
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_RUN_KEYS = ("method", "backbone", "options", "train", "prompt_init")
+_RUN_KEYS = ("method", "backbone", "options", "train", "prompt_init", "seeds")
 #: Build arguments that are not configuration (the backbone, the class count, tensors).
 _NOT_OPTIONS = {"self", "backbone", "num_classes"}
 
@@ -45,14 +45,32 @@ class RunSpec:
     options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     prompt_init: str | None = None
+    seeds: tuple[int, ...] = (0,)
 
 
 def _where(name: str, *fields: str) -> str:
     return f"training run '{name}' ({TRAINING_FILE}: {'.'.join(('training.runs', name, *fields))})"
 
 
-def parse_run(name: str, entry: Mapping[str, Any]) -> RunSpec:
-    """Check the shape of one `training.runs` entry (keys, required fields)."""
+def parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
+    """A non-empty list of distinct integer seeds; the error names `where` and the fix."""
+    if (
+        not isinstance(seeds, list | tuple)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise ConfigError(
+            f"{where} is {seeds!r}: give a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]"
+        )
+    return tuple(seeds)
+
+
+def parse_run(name: str, entry: Mapping[str, Any], default_seeds: Sequence[int] = (0,)) -> RunSpec:
+    """Check the shape of one `training.runs` entry (keys, required fields).
+
+    The run trains once per seed: its own `seeds`, else `default_seeds` (`training.seeds`).
+    """
     where = _where(name)
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(f"{where}: a run name must be an identifier (letters, digits, _)")
@@ -67,6 +85,8 @@ def parse_run(name: str, entry: Mapping[str, Any]) -> RunSpec:
     for key in ("options", "train"):
         if entry.get(key) is not None and not isinstance(entry[key], Mapping):
             raise ConfigError(f"{_where(name, key)} must be a mapping, got {entry[key]!r}")
+    if "seed" in (entry.get("train") or {}):
+        raise ConfigError(f"{_where(name, 'train')}: 'seed' is set per run by `seeds: [...]`")
     return RunSpec(
         name=name,
         method=str(entry["method"]),
@@ -74,6 +94,7 @@ def parse_run(name: str, entry: Mapping[str, Any]) -> RunSpec:
         options=dict(entry.get("options") or {}),
         train=dict(entry.get("train") or {}),
         prompt_init=entry.get("prompt_init"),
+        seeds=parse_seeds(entry.get("seeds", list(default_seeds)), _where(name, "seeds")),
     )
 
 
@@ -174,11 +195,17 @@ def validate_runs(params: Mapping[str, Any]) -> dict[str, RunSpec]:
         )
     inits = set(((params.get("prompt_init") or {}).get("inits")) or {})
     defaults = training.get("defaults") or {}
+    if "seed" in defaults:
+        raise ConfigError(
+            f"{TRAINING_FILE}: training.defaults.seed is replaced by training.seeds (a list, "
+            "e.g. [0, 1, 2]); move it there"
+        )
+    seeds = parse_seeds(training.get("seeds", [0]), f"{TRAINING_FILE}: training.seeds")
     engine = params.get("training_engine") or {}
     available = methods.available()
     runs: dict[str, RunSpec] = {}
     for name, entry in training["runs"].items():
-        spec = parse_run(name, entry)
+        spec = parse_run(name, entry, seeds)
         if spec.method not in available:
             raise ConfigError(
                 f"{_where(name, 'method')}: unknown method '{spec.method}'; "

@@ -3,7 +3,8 @@
 The sweep runs live in `parameters_adavipro_report.yml` (`adavipro_report.runs`, the same
 format as `training.runs`), so `kedro run` (the default chain) does not train them. Each run
 reuses the training and evaluation pipelines' per-run pipelines, with its `run` parameter
-read from `adavipro_report.runs.<name>`; outputs use the usual `<run>.*` datasets.
+read from `adavipro_report.runs.<name>`; outputs use the usual `<run>.seed_<s>.*` datasets.
+A sweep run trains seed 0 unless it sets `seeds`; the table and figure use its first seed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.adavipro_report.nodes import region_figure, sweep_figure, sweep_table
 from visprompt.pipelines.evaluation.pipeline import run_pipeline as evaluation_run
-from visprompt.pipelines.runs import RunSpec, parse_run, project_parameters
+from visprompt.pipelines.runs import RunSpec, parse_run, project_parameters, seed_namespace
 from visprompt.pipelines.training.pipeline import run_pipeline as training_run
 
 
@@ -39,15 +40,18 @@ def _trained_and_tested(spec: RunSpec) -> Pipeline:
         training_run(spec),
         parameters={f"params:training.runs.{name}": f"params:adavipro_report.runs.{name}"},
     )
-    return train + evaluation_run(name)
+    return train + evaluation_run(name, spec.seeds)
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
     report = report_parameters()
-    runs = report.get("runs") or {}
-    results = [f"{run}.{name}" for run in runs for name in ("train_summary", "test_metrics")]
-    figure_run = report["figure_run"]
-    sweep = (_trained_and_tested(parse_run(name, entry)) for name, entry in runs.items())
+    specs = [parse_run(name, entry) for name, entry in (report.get("runs") or {}).items()]
+    first = {spec.name: seed_namespace(spec.name, spec.seeds[0]) for spec in specs}
+    results = [
+        f"{first[s.name]}.{name}" for s in specs for name in ("train_summary", "test_metrics")
+    ]
+    figure_run = first[report["figure_run"]]
+    sweep = (_trained_and_tested(spec) for spec in specs)
     return sum(sweep, Pipeline([])) + Pipeline(
         [
             node(

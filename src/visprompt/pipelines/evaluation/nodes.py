@@ -16,6 +16,8 @@ from visprompt.evaluation import (
     classification_metrics,
     comparison_table,
     confusion_figure,
+    seed_table,
+    significance_table,
     to_markdown,
     training_curves_figure,
 )
@@ -79,33 +81,44 @@ def _pgn_deployment(
 
 
 def compare_runs(
-    run_names: list[str], shards: str, *results: dict[str, Any] | list[dict[str, float]]
-) -> tuple[pd.DataFrame, str, dict[str, Figure]]:
-    """(comparison table, its Markdown, plots) from (summary, metrics, history) per run.
+    layout: list[tuple[str, int]], shards: str, *results: dict[str, Any] | list[dict[str, float]]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str, dict[str, Figure]]:
+    """(comparison, comparison_seeds, significance, Markdown, plots) across runs and seeds.
 
-    `results` holds three entries per run, in `run_names` order. The table, its Markdown
-    and the plots are also logged to the active MLflow run (the `kedro run`'s).
+    `results` holds (summary, metrics, history) per (run, seed) of `layout`, in its order.
+    The tables, the Markdown and the plots are also logged to the active MLflow run (the
+    `kedro run`'s). Confusion matrices are those of each run's first seed.
     """
-    if len(results) != 3 * len(run_names):
-        raise ValueError(f"expected 3 inputs per run for {run_names}, got {len(results)}")
-    summaries = dict(zip(run_names, results[0::3], strict=True))
-    metrics = dict(zip(run_names, results[1::3], strict=True))
-    histories = dict(zip(run_names, results[2::3], strict=True))
-    table = comparison_table(summaries, metrics)
-    markdown = to_markdown(table)
+    if len(results) != 3 * len(layout):
+        raise ValueError(f"expected 3 inputs per (run, seed) for {layout}, got {len(results)}")
+    keys = [(run, int(seed)) for run, seed in layout]
+    summaries = dict(zip(keys, results[0::3], strict=True))
+    metrics = dict(zip(keys, results[1::3], strict=True))
+    histories = dict(zip(keys, results[2::3], strict=True))
+    seeds = seed_table(summaries, metrics)
+    table = comparison_table(seeds)
+    significance = significance_table(seeds, table)
+    markdown = to_markdown(table, significance)
     classes = read_classes(shards)
     plots = {
-        "accuracy_vs_params.png": accuracy_vs_params_figure(table),
-        "training_curves.png": training_curves_figure(histories),
+        "accuracy_vs_params.png": accuracy_vs_params_figure(table, num_classes=len(classes)),
+        "training_curves.png": training_curves_figure(histories, table),
     }
-    for run in run_names:
+    first_seed = {}
+    for run, seed in keys:
+        first_seed.setdefault(run, seed)
+    for run, seed in first_seed.items():
+        m = metrics[(run, seed)]
         plots[f"confusion_{run}.png"] = confusion_figure(
-            metrics[run]["confusion"],
-            classes,
-            f"{run} (test top-1 {100 * metrics[run]['top1']:.1f} %)",
+            m["confusion"], classes, f"{run} seed {seed} (test top-1 {100 * m['top1']:.1f} %)"
         )
-    mlflow.log_text(table.to_csv(index=False), "comparison/comparison.csv")
+    for name, frame in (
+        ("comparison", table),
+        ("comparison_seeds", seeds),
+        ("significance", significance),
+    ):
+        mlflow.log_text(frame.to_csv(index=False), f"comparison/{name}.csv")
     mlflow.log_text(markdown, "comparison/comparison.md")
     for name, fig in plots.items():
         mlflow.log_figure(fig, f"comparison/plots/{name}")
-    return table, markdown, plots
+    return table, seeds, significance, markdown, plots

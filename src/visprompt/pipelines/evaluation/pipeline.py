@@ -1,13 +1,14 @@
-"""evaluation pipeline: `<run>.test_metrics` per configured run (in the run's namespace),
-then `comparison`, `comparison_markdown` and `comparison_plots` across runs."""
+"""evaluation pipeline: `<run>.seed_<s>.test_metrics` per configured run and seed (in the
+seed's namespace), then the comparison tables, significance and plots across runs."""
 
 from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.evaluation.nodes import compare_runs, evaluate_run
-from visprompt.pipelines.runs import bind_first, configured_runs
+from visprompt.pipelines.runs import bind_first, configured_runs, seed_namespace
 
 
-def run_pipeline(run: str) -> Pipeline:
+def run_pipeline(run: str, seeds: tuple[int, ...] = (0,)) -> Pipeline:
+    """Every seed of `run`: `<run>.seed_<s>.test_metrics` from its artifact and summary."""
     template = Pipeline(
         [
             node(
@@ -24,27 +25,43 @@ def run_pipeline(run: str) -> Pipeline:
             )
         ]
     )
-    return Pipeline(
-        template,
-        namespace=run,
-        inputs={"backbone_specs", "shards"},
-        parameters={"params:evaluation"},
+    return sum(
+        (
+            Pipeline(
+                template,
+                namespace=seed_namespace(run, seed),
+                inputs={"backbone_specs", "shards"},
+                parameters={"params:evaluation"},
+            )
+            for seed in seeds
+        ),
+        Pipeline([]),
     )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    runs = list(configured_runs())
+    runs = configured_runs()
     if not runs:
         return Pipeline([])
-    per_run = [
-        f"{run}.{name}" for run in runs for name in ("train_summary", "test_metrics", "history")
+    layout = [(run, seed) for run, spec in runs.items() for seed in spec.seeds]
+    per_seed = [
+        f"{seed_namespace(run, seed)}.{name}"
+        for run, seed in layout
+        for name in ("train_summary", "test_metrics", "history")
     ]
-    return sum((run_pipeline(run) for run in runs), Pipeline([])) + Pipeline(
+    per_run = (run_pipeline(run, spec.seeds) for run, spec in runs.items())
+    return sum(per_run, Pipeline([])) + Pipeline(
         [
             node(
-                bind_first(compare_runs, runs),
-                inputs=["shards", *per_run],
-                outputs=["comparison", "comparison_markdown", "comparison_plots"],
+                bind_first(compare_runs, layout),
+                inputs=["shards", *per_seed],
+                outputs=[
+                    "comparison",
+                    "comparison_seeds",
+                    "significance",
+                    "comparison_markdown",
+                    "comparison_plots",
+                ],
                 name="compare_runs",
             )
         ]

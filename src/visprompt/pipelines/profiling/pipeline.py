@@ -5,18 +5,26 @@ from functools import partial
 from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.profiling.nodes import efficiency_report, profile_runs
-from visprompt.pipelines.runs import configured_runs
+from visprompt.pipelines.runs import configured_runs, seed_namespace
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return profiling_pipeline(list(configured_runs()))
+    return profiling_pipeline({run: spec.seeds[0] for run, spec in configured_runs().items()})
 
 
-def profiling_pipeline(runs: list[str]) -> Pipeline:
-    """The pipeline for these training runs (their artifacts and summaries are inputs)."""
-    profile = partial(profile_runs, runs)
+def profiling_pipeline(runs: dict[str, int]) -> Pipeline:
+    """The pipeline for these training runs, each profiled on one seed's artifact ({run: seed}).
+
+    Costs do not depend on the seed (same architecture and shapes); the training time in the
+    report is the mean over seeds, from the comparison table.
+    """
+    profile = partial(profile_runs, list(runs))
     profile.__name__ = profile_runs.__name__  # kedro names and logs nodes by their function
-    per_run = [f"{run}.{name}" for run in runs for name in ("artifact_dir", "train_summary")]
+    per_run = [
+        f"{seed_namespace(run, seed)}.{name}"
+        for run, seed in runs.items()
+        for name in ("artifact_dir", "train_summary")
+    ]
     return Pipeline(
         [
             node(
@@ -33,7 +41,7 @@ def profiling_pipeline(runs: list[str]) -> Pipeline:
             ),
             node(
                 efficiency_report,
-                inputs=["efficiency_profile", "comparison"],
+                inputs=["efficiency_profile", "comparison", "shards"],
                 outputs=["efficiency", "efficiency_markdown", "efficiency_plots"],
                 name="efficiency_report",
             ),

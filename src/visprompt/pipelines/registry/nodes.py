@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,32 @@ def selected_runs(configured: list[str], wanted: list[str] | None) -> list[str]:
     return [run for run in configured if run in wanted]
 
 
+def select_candidate(
+    run: str, summaries: Mapping[int, Mapping[str, Any]], metric_name: str
+) -> tuple[int, float]:
+    """(seed, mean): a run's candidate is its seed whose validation `metric_name` is closest
+    to the mean over seeds (ties: the lowest seed); promotion compares that mean.
+
+    The mean is what the comparison trusts; registering the most typical seed (rather than
+    the luckiest) keeps the registered artifact representative of it.
+    """
+    if not summaries:
+        raise ValueError(f"run '{run}' has no trained seed to register")
+    values = {}
+    for seed, summary in summaries.items():
+        if metric_name not in summary:
+            raise ValueError(
+                f"{run}.seed_{seed}.train_summary has no '{metric_name}' (keys: "
+                f"{sorted(summary)}); set registry.metric in parameters_registry.yml to one of them"
+            )
+        values[int(seed)] = float(summary[metric_name])
+    mean = sum(values.values()) / len(values)
+    seed = min(values, key=lambda s: (abs(values[s] - mean), s))
+    return seed, mean
+
+
 def register_runs(
-    run_names: list[str],
+    layout: list[tuple[str, int]],
     shards: str,
     validation_summary: dict[str, Any],
     backbone_specs: dict[str, dict[str, Any]],
@@ -86,14 +111,19 @@ def register_runs(
     params: dict[str, Any],
     *results: Any,
 ) -> dict[str, Any]:
-    """Register each run's artifact under `registry.model_name`, in order; the summary.
+    """Register each run's candidate seed under `registry.model_name`, in order; the summary.
 
-    `results` holds (artifact_dir, train_summary) per run, in `run_names` order. Each
-    version is logged in its own nested MLflow run and carries its lineage as tags.
+    `results` holds (artifact_dir, train_summary) per (run, seed) of `layout`, in its order.
+    A run's candidate is `select_candidate`'s seed, promoted on the validation mean over
+    seeds. Each version is logged in its own nested MLflow run and carries its lineage (the
+    seed, the mean and the number of seeds included) as tags.
     """
-    if len(results) != 2 * len(run_names):
-        raise ValueError(f"expected 2 inputs per run for {run_names}, got {len(results)}")
+    if len(results) != 2 * len(layout):
+        raise ValueError(f"expected 2 inputs per (run, seed) for {layout}, got {len(results)}")
     metric_name = str(params["metric"])
+    per_run: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
+    for (run, seed), artifact, summary in zip(layout, results[0::2], results[1::2], strict=True):
+        per_run.setdefault(run, {})[int(seed)] = (artifact, summary)
     classes = read_classes(shards)
     examples = read_split(shards, "val")[0][: int(params["num_examples"])]
     common = {
@@ -102,12 +132,9 @@ def register_runs(
         "kedro_run_id": kedro_run_id(),
     }
     decisions = []
-    for run, artifact_dir, summary in zip(run_names, results[0::2], results[1::2], strict=True):
-        if metric_name not in summary:
-            raise ValueError(
-                f"{run}.train_summary has no '{metric_name}' (keys: {sorted(summary)}); set "
-                "registry.metric in parameters_registry.yml to one of them"
-            )
+    for run, seeds in per_run.items():
+        seed, mean = select_candidate(run, {s: v[1] for s, v in seeds.items()}, metric_name)
+        artifact_dir, summary = seeds[seed]
         spec = backbone_specs[summary["backbone"]]
         package = build_package(spec, classes, str(Path.cwd()))
         run_params = training["runs"][run]
@@ -116,6 +143,9 @@ def register_runs(
             "training_mlflow_run_id": str(summary.get("mlflow_run_id", "none")),
             "method": summary["method"],
             "backbone_sha256": spec["sha256"],
+            "seed": str(seed),
+            "n_seeds": str(len(seeds)),
+            f"{metric_name}_seed_mean": repr(mean),
         }
         with tracking.nested_run(f"register_{run}", tags={"visprompt.stage": "registry"}) as r:
             lineage["mlflow_run_id"] = r.info.run_id
@@ -126,12 +156,15 @@ def register_runs(
                 example_images=examples,
                 model_name=str(params["model_name"]),
                 metric_name=metric_name,
-                metric=float(summary[metric_name]),
+                metric=mean,
                 margin=float(params["margin"]),
                 lineage=lineage,
                 lock_file=str(params["lock_file"]),
             )
-        log.info("registry %s: version %s, %s", run, decision.version, decision.reason)
+        log.info(
+            "registry %s: seed %d of %d (val %s mean %.4f), version %s, %s",
+            run, seed, len(seeds), metric_name, mean, decision.version, decision.reason,
+        )  # fmt: skip
         decisions.append(dataclasses.asdict(decision) | {"lineage": lineage})
     current = champion(MlflowClient(), str(params["model_name"]))
     return {

@@ -13,7 +13,7 @@ import torch
 from visprompt import backbones, methods
 from visprompt.data.shards import ShardDataset, read_classes
 from visprompt.pipelines import tracking
-from visprompt.pipelines.runs import parse_run, train_config
+from visprompt.pipelines.runs import parse_run, seed_namespace, train_config
 from visprompt.prompt_init.io import load_prompts
 from visprompt.training import Preprocess, fit
 from visprompt.training.code_digest import source_digest
@@ -45,6 +45,7 @@ def _init_prompts(name: str | None, prompt_inits: dict[str, Any] | None) -> dict
 
 def train_run(
     run_name: str,
+    seed: int,
     run: dict[str, Any],
     defaults: dict[str, Any],
     engine: dict[str, Any],
@@ -54,9 +55,10 @@ def train_run(
     backbone_specs: dict[str, dict[str, Any]],
     prompt_inits: dict[str, Any] | None = None,
 ) -> tuple[methods.AdaptedModel, dict[str, Any], list[dict[str, float]]]:
-    """Train `run` on the shards' train split, select on val; (model, summary, history).
+    """Train `run` with `seed` on the shards' train split, select on val; (model, summary, history).
 
-    A nested MLflow run named after the run records its parameters, per-epoch metrics,
+    The seed fixes the head's initial weights, data order and augmentation. A nested MLflow
+    run named `<run>.seed_<seed>` records its parameters, per-epoch metrics,
     parameter counts and the saved artifact. Checkpoints go to a folder named by every input
     that changes the result, so a killed run resumes and a finished one returns at once.
     """
@@ -69,21 +71,34 @@ def train_run(
         )
     bb_spec = backbone_specs[spec.backbone]
     init = _init_prompts(spec.prompt_init, prompt_inits)
-    config = train_config(defaults, spec.train, engine, run=run_name)
+    if "seed" in defaults:
+        raise ValueError(
+            "parameters_training.yml: training.defaults.seed is replaced by training.seeds "
+            "(a list, e.g. [0, 1, 2]); move it there"
+        )
+    config = train_config(defaults, spec.train | {"seed": int(seed)}, engine, run=run_name)
     code = source_digest()  # edited method/loop/backbone code must not reuse a checkpoint
-    key = fingerprint(
-        run, config.result_fields(), bb_spec["sha256"], validation_summary.get("data_hash"), code
-    )
-    config.checkpoint_dir = str(Path(checkpoint_root) / f"{run_name}-{key[:16]}")
+    # the seed list is not part of one seed's result: adding a seed keeps the others' checkpoints
+    result_inputs = {k: v for k, v in run.items() if k != "seeds"}
+    data_hash = validation_summary.get("data_hash")
+    key = fingerprint(result_inputs, config.result_fields(), bb_spec["sha256"], data_hash, code)
+    name = seed_namespace(run_name, seed)
+    config.checkpoint_dir = str(Path(checkpoint_root) / f"{name}-{key[:16]}")
     classes = read_classes(shards)
     torch.manual_seed(config.seed)  # the new head's initial weights belong to the run
     model = methods.build(
         spec.method, backbones.from_spec(bb_spec), len(classes), **spec.options, **init
     )
     counts = methods.count_parameters(model)
-    with tracking.nested_run(run_name, tags={"visprompt.stage": "training"}) as mlrun:
+    tags = {"visprompt.stage": "training", "visprompt.run": run_name, "visprompt.seed": str(seed)}
+    with tracking.nested_run(name, tags=tags) as mlrun:
         tracking.log_params(
-            {"method": spec.method, "backbone": spec.backbone, "prompt_init": spec.prompt_init}
+            {
+                "method": spec.method,
+                "backbone": spec.backbone,
+                "prompt_init": spec.prompt_init,
+                "seed": seed,
+            }
         )
         tracking.log_params(spec.options, "options.")
         tracking.log_params(config.to_dict(), "train.")
@@ -106,6 +121,7 @@ def train_run(
         tracking.log_history([row for row in result.history if row["epoch"] not in logged])
         summary = {
             "run": run_name,
+            "seed": int(seed),
             "method": spec.method,
             "backbone": spec.backbone,
             "trainable_params": counts["trainable"],
@@ -121,8 +137,9 @@ def train_run(
         with tempfile.TemporaryDirectory() as tmp:
             mlflow.log_artifacts(str(methods.save(model, Path(tmp) / run_name)), "artifact")
     log.info(
-        "run %s (%s on %s): best val top1 %.3f at epoch %d, %d/%d trainable, %.1fs",
+        "run %s seed %d (%s on %s): best val top1 %.3f at epoch %d, %d/%d trainable, %.1fs",
         run_name,
+        seed,
         spec.method,
         spec.backbone,
         result.best_val_top1,

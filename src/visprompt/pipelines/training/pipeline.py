@@ -1,12 +1,14 @@
-"""training pipeline: the same one-node pipeline instantiated per run under its namespace.
+"""training pipeline: the same one-node pipeline instantiated per run and seed.
 
-`kedro run --pipelines training` trains every configured run; `kedro run --namespaces ap`
-trains (and, with the evaluation pipeline, evaluates) only the run named `ap`.
+Each seed of a run has the namespace `<run>.seed_<seed>` inside the run's namespace, so
+`kedro run --pipelines training` trains every configured run and seed, `kedro run
+--namespaces ap` trains (and, with the evaluation pipeline, evaluates) every seed of the
+run named `ap`, and `--namespaces ap.seed_1` one seed.
 """
 
 from kedro.pipeline import Pipeline, node
 
-from visprompt.pipelines.runs import RunSpec, bind_first, configured_runs
+from visprompt.pipelines.runs import RunSpec, bind_first, configured_runs, seed_namespace
 from visprompt.pipelines.training.nodes import train_run
 
 #: Free inputs shared by every run (not prefixed with the run's namespace).
@@ -14,7 +16,7 @@ SHARED_INPUTS = {"shards", "validation_summary", "backbone_specs"}
 
 
 def run_pipeline(spec: RunSpec) -> Pipeline:
-    """One run's pipeline: outputs `<run>.artifact_dir`, `<run>.train_summary`, `<run>.history`."""
+    """One run's pipeline: `<run>.seed_<s>.{artifact_dir,train_summary,history}` per seed."""
     inputs = {
         "run": f"params:training.runs.{spec.name}",
         "defaults": "params:training.defaults",
@@ -28,17 +30,25 @@ def run_pipeline(spec: RunSpec) -> Pipeline:
     if spec.prompt_init is not None:
         inputs["prompt_inits"] = "prompt_inits"
         shared.add("prompt_inits")
-    template = Pipeline(
-        [
-            node(
-                bind_first(train_run, spec.name),
-                inputs=inputs,
-                outputs=["artifact_dir", "train_summary", "history"],
-                name="train",
+    return sum(
+        (
+            Pipeline(
+                [
+                    node(
+                        bind_first(bind_first(train_run, spec.name), seed),
+                        inputs=inputs,
+                        outputs=["artifact_dir", "train_summary", "history"],
+                        name="train",
+                    )
+                ],
+                namespace=seed_namespace(spec.name, seed),
+                inputs=shared,
+                parameters=_params(inputs),
             )
-        ]
+            for seed in spec.seeds
+        ),
+        Pipeline([]),
     )
-    return Pipeline(template, namespace=spec.name, inputs=shared, parameters=_params(inputs))
 
 
 def _params(inputs: dict[str, str]) -> set[str]:
