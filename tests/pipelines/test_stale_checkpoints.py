@@ -36,7 +36,7 @@ for step in ("train", "again", "edited"):
         probe = package / "methods" / "linear_probe.py"
         probe.write_text(probe.read_text().replace(args["old"], args["old"] + " * 0.5"))
     _, summary, _ = train_run(
-        "lp", {"method": "linear_probe", "backbone": "vit"}, args["defaults"], args["engine"],
+        "lp", 0, {"method": "linear_probe", "backbone": "vit"}, args["defaults"], args["engine"],
         str(root), args["shards"], {"success": True, "data_hash": "x"}, {"vit": args["spec"]},
     )
     ckpts = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("*/last.ckpt")}

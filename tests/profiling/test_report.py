@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from visprompt.profiling.report import efficiency_markdown, pareto_front, to_markdown
+from visprompt.evaluation.pareto import pareto_front
+from visprompt.profiling.report import efficiency_markdown, to_markdown
 
 
 def _frame() -> pd.DataFrame:

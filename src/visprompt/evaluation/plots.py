@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from visprompt.profiling.report import pareto_front
+from visprompt.evaluation.pareto import pareto_front
 
 
 def _figure(width: float, height: float) -> Figure:

@@ -9,7 +9,7 @@ from visprompt.profiling.dataload import DataWait, measure_data_wait
 from visprompt.profiling.flops import BackwardCost, backward_cost, forward_flops
 from visprompt.profiling.memory import peak_memory_mb
 from visprompt.profiling.profile import COLUMNS, REFERENCE, ProfileSettings, profile_models
-from visprompt.profiling.report import efficiency_markdown, pareto_front, to_markdown
+from visprompt.profiling.report import efficiency_markdown, to_markdown
 
 __all__ = [
     "COLUMNS",
@@ -21,7 +21,6 @@ __all__ = [
     "forward_flops",
     "measure_data_wait",
     "efficiency_markdown",
-    "pareto_front",
     "peak_memory_mb",
     "profile_models",
     "to_markdown",

@@ -11,11 +11,12 @@ from matplotlib.figure import Figure
 
 from visprompt import backbones, methods
 from visprompt.data.shards import ShardDataset, read_classes
+from visprompt.evaluation.pareto import pareto_front
 from visprompt.evaluation.plots import tradeoff_figure
 from visprompt.pipelines import tracking
 from visprompt.profiling import REFERENCE, ProfileSettings, profile_models
 from visprompt.profiling.dataload import training_data_wait
-from visprompt.profiling.report import efficiency_markdown, pareto_front
+from visprompt.profiling.report import efficiency_markdown
 from visprompt.profiling.timing import resolve_device
 from visprompt.training import Preprocess
 
