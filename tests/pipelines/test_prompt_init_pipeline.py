@@ -31,7 +31,7 @@ def setup(tmp_path: Path, shard_dir: Path, vit_spec: dict, mlflow_store: str) ->
     params = {
         "split": "train",
         "output_dir": str(tmp_path / "out"),
-        "device": "auto",
+        "device": "run",
         "batch_size": 16,
         "max_images": None,
         "memory_budget_mb": 1,
@@ -68,6 +68,7 @@ def test_pipeline_writes_prompts_metadata_and_logs_to_mlflow(setup: dict) -> Non
             "backbone_specs": MemoryDataset(setup["specs"]),
             "params:prompt_init": MemoryDataset(setup["params"]),
             "params:training.runs": MemoryDataset(setup["runs"]),
+            "params:training_engine": MemoryDataset({"accelerator": "cpu", "precision": "32-true"}),
             "prompt_inits": MemoryDataset(),
         }
     )

@@ -1,4 +1,4 @@
-"""Prefix caching: same numbers as the uncached run, and a key that follows backbone/data/layer."""
+"""Prefix caching: same numbers as the uncached run; the cache lives and dies with one `fit`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from training.train_helpers import ColourImages, LayerShift, preprocess_for, pro
 
 from visprompt import methods
 from visprompt.training import fit
-from visprompt.training.prefix_cache import STORE
+from visprompt.training.prefix_cache import live_bytes
 
 TRAIN, VAL = ColourImages(48, 0), ColourImages(20, 1)
 NUMBERS = ("train_loss", "train_top1", "val_loss", "val_top1", "lr")
@@ -26,29 +26,33 @@ def _status(result) -> tuple[str, str]:
     return result.cache["train"], result.cache["val"]
 
 
-def _fit(model, cache: bool, train=TRAIN, **overrides):
+def _fit(model, cache: bool, train=TRAIN, on_epoch_end=None, **overrides):
     config = run_config(epochs=2, cache_prefix=cache, **overrides)
-    return fit(model, train, VAL, preprocess_for(model), config)
+    return fit(model, train, VAL, preprocess_for(model), config, on_epoch_end=on_epoch_end)
 
 
-def test_linear_probe_cached_equals_uncached_and_is_reused() -> None:
-    STORE.clear()
+def test_linear_probe_cached_equals_uncached_and_frees_its_cache() -> None:
     plain, cached = probe_model(), probe_model()
     reference = _fit(plain, cache=False)
-    result = _fit(cached, cache=True)
+    before = live_bytes()
+    held: list[int] = []
+    result = _fit(cached, cache=True, on_epoch_end=lambda epoch, row: held.append(live_bytes()))
     assert _status(reference) == ("off", "off")
     assert _status(result) == ("built", "built")
     assert 0 < result.cache["build_s"] < result.train_time_s
+    # features (48 + 20 items x D floats) and labels were held while training, not after
+    width = cached.head.in_features
+    assert held == [before + (48 + 20) * (width * 4 + 8)] * 2
+    assert live_bytes() == before
     _assert_same_numbers(result.history, reference.history)
     torch.testing.assert_close(cached.head.weight, plain.head.weight, atol=1e-5, rtol=0)
     again = probe_model()
-    assert _status(_fit(again, cache=True)) == ("hit", "hit")
+    assert _status(_fit(again, cache=True)) == ("built", "built")  # nothing kept across fits
     torch.testing.assert_close(again.head.weight, cached.head.weight, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(("kind", "layer"), [("resnet", "layer3"), ("vit", "blocks.1")])
 def test_activation_prompt_cached_equals_uncached(kind: str, layer: str) -> None:
-    STORE.clear()
     runs = []
     for cache in (False, True):
         model = methods.build("ap", make_backbone(kind), 4, layer=layer, image_size=32)
@@ -62,34 +66,28 @@ def test_activation_prompt_cached_equals_uncached(kind: str, layer: str) -> None
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
 
 
-def test_cache_follows_layer_backbone_and_data() -> None:
-    STORE.clear()
+def test_cached_layer_shift_gets_gradients_through_the_frozen_rest() -> None:
     plain = LayerShift(make_backbone("resnet"), 4, layer="layer3")
-    backbone = make_backbone("resnet")  # same seed: the same weights, and the same head init
-    cached = LayerShift(backbone, 4, layer="layer3")
+    cached = LayerShift(make_backbone("resnet"), 4, layer="layer3")  # same weights, same head
     reference = _fit(plain, cache=False)
     result = _fit(cached, cache=True)
     assert result.cache["train"] == "built"
     _assert_same_numbers(result.history, reference.history)
-    # gradients reached the shift through the frozen rest of the network
     torch.testing.assert_close(cached.delta, plain.delta, atol=1e-5, rtol=0)
     assert cached.delta.abs().sum() > 0
 
-    status = lambda model, **kw: _fit(model, cache=True, **kw).cache["train"]  # noqa: E731
-    assert status(LayerShift(backbone, 4, layer="layer3")) == "hit"
-    assert status(LayerShift(backbone, 4, layer="layer4.0")) == "built"  # other layer
-    assert status(LayerShift(backbone, 4, layer="layer3")) == "hit"
-    assert status(LayerShift(backbone, 4, layer="layer3"), train=ColourImages(48, 5)) == "built"
-    with torch.no_grad():
-        backbone.layer1[0].conv1.weight.mul_(1.01)  # the backbone changed
-    assert status(LayerShift(backbone, 4, layer="layer3")) == "built"
 
+def test_past_its_budget_the_cache_spills_to_disk_with_same_numbers(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where fit's temporary folder goes
+    import tempfile
 
-def test_over_budget_or_augmented_runs_uncached_with_same_numbers() -> None:
-    STORE.clear()
+    monkeypatch.setattr(tempfile, "tempdir", None)
     reference = _fit(probe_model(), cache=False)
-    over = _fit(probe_model(), cache=True, cache_max_bytes=1024)
-    assert over.cache["train"] == "over_budget"
+    files: list[int] = []
+    count = lambda epoch, row: files.append(len(list(tmp_path.rglob("prefix-*.bin"))))  # noqa: E731
+    over = _fit(probe_model(), cache=True, cache_max_bytes=1024, on_epoch_end=count)
+    assert _status(over) == ("spilled", "spilled")
+    assert files == [2, 2] and list(tmp_path.iterdir()) == []  # removed when fit returned
     _assert_same_numbers(over.history, reference.history)
     augmented = _fit(probe_model(), cache=True, augment="flip_crop")
     assert _status(augmented) == ("off", "off")

@@ -21,6 +21,7 @@ from visprompt.profiling.flops import forward_flops
 from visprompt.profiling.memory import peak_memory_mb
 from visprompt.profiling.steps import make_infer_step, make_train_step
 from visprompt.profiling.timing import percentile_ms, resolve_device, time_call
+from visprompt.training.placement import Placement
 
 REFERENCE = "backbone"
 
@@ -61,6 +62,8 @@ class ProfileSettings:
     repeats: int = 10
     latency_repeats: int = 50
     device: str = "auto"
+    #: Lightning precision string; half precisions (`bf16-mixed`, ...) time under autocast
+    precision: str = "32-true"
     seed: int = 0
     progress: bool = True
 
@@ -94,7 +97,21 @@ def profile_models(
     infer_batch = random_images(settings.infer_batch_size, settings, device)
     single = infer_batch[:1]
     rows = {name: _static_figures(name, m, single) for name, m in models.items()}
+    with Placement(device, settings.precision).autocast():
+        _measure(models, rows, settings, device, batch, infer_batch)
+    return add_ratios(list(rows.values()), reference)
 
+
+def _measure(
+    models: Mapping[str, nn.Module],
+    rows: dict[str, dict[str, Any]],
+    settings: ProfileSettings,
+    device: torch.device,
+    batch: torch.Tensor,
+    infer_batch: torch.Tensor,
+) -> None:
+    """Add the timing and memory figures of every model to its row."""
+    single = infer_batch[:1]
     train = {name: make_train_step(m, batch) for name, m in models.items()}
     infer = {name: make_infer_step(m, infer_batch) for name, m in models.items()}
     latency = {name: make_infer_step(m, single) for name, m in models.items()}
@@ -109,7 +126,6 @@ def profile_models(
         row["peak_train_mem_mb"] = peak_memory_mb(train[name], device, train[name].resident())
         resident = [*models[name].parameters(), *models[name].buffers(), infer_batch]
         row["peak_infer_mem_mb"] = peak_memory_mb(infer[name], device, resident)
-    return add_ratios(list(rows.values()), reference)
 
 
 def add_ratios(rows: list[dict[str, Any]], reference: str = REFERENCE) -> list[dict[str, Any]]:

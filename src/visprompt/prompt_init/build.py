@@ -78,6 +78,7 @@ def build_prompt_inits(
     *,
     memory_budget_bytes: int,
     device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
     total_batches: int | None = None,
     lineage: Mapping[str, Any] | None = None,
     progress: bool = True,
@@ -90,7 +91,8 @@ def build_prompt_inits(
     one streamed pass over all images. `lineage` (e.g. backbone_sha256, data_hash) is
     copied into each metadata; a missing backbone_sha256 is computed from the weights.
     Seconds per layer count the forward pass up to that layer (shared by the inits of a
-    pass), the init's own streaming work and its final step (k-means or the draw).
+    pass), the init's own streaming work and its final step (k-means or the draw). `dtype`
+    (e.g. bfloat16) runs the forward passes under autocast, as the training run does.
     """
     if not configs:
         raise ValueError("prompt_init: no initialisation configured")
@@ -99,19 +101,23 @@ def build_prompt_inits(
     indexed = isinstance(images, IndexedImages)
     lineage = dict(lineage or {})
     lineage.setdefault("backbone_sha256", tensors_sha256(backbone.state_dict().items()))
-    common = {"memory_budget_bytes": int(memory_budget_bytes), "device": str(device)} | lineage
+    common = {
+        "memory_budget_bytes": int(memory_budget_bytes),
+        "device": str(device),
+        "dtype": str(dtype or torch.float32),
+    } | lineage
     streamed = {n: c for n, c in configs.items() if not indexed or c.strategy == "kmeans"}
     results = {}
     if streamed:
         if indexed:
             total_batches = images.num_batches
         results = _streamed(
-            backbone, images, streamed, memory_budget_bytes, device, total_batches, progress
+            backbone, images, streamed, memory_budget_bytes, device, dtype, total_batches, progress
         )
     for name, config in configs.items():
         if name not in streamed:
             start = time.perf_counter()
-            prompts, seconds, forwarded = sample_prompts(backbone, images, config, device)
+            prompts, seconds, forwarded = sample_prompts(backbone, images, config, device, dtype)
             num_tokens = images.num_images * int(backbone.patch_embed.num_patches)
             per_image = candidates_per_image(int(backbone.patch_embed.num_patches), config)
             results[name] = PromptInit(
@@ -155,6 +161,7 @@ def _streamed(
     configs: Mapping[str, InitConfig],
     budget: int,
     device: torch.device,
+    dtype: torch.dtype | None,
     total_batches: int | None,
     progress: bool,
 ) -> dict[str, PromptInit]:
@@ -174,7 +181,7 @@ def _streamed(
         images += batch.shape[0]
         _sync(device)
         start = time.perf_counter()
-        for layer, tokens in layer_tokens(backbone, batch, last):
+        for layer, tokens in layer_tokens(backbone, batch, last, dtype):
             _sync(device)
             forward_seconds[layer] += time.perf_counter() - start
             for collector in collectors.values():

@@ -46,9 +46,14 @@ def draw_positions(
 
 
 def sample_prompts(
-    backbone: nn.Module, source: IndexedImages, config: InitConfig, device: torch.device
+    backbone: nn.Module,
+    source: IndexedImages,
+    config: InitConfig,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, dict[int, float], int]:
-    """(prompts (layers, p, D), seconds per layer, images run) for a sampling strategy."""
+    """(prompts (layers, p, D), seconds per layer, images run) for a sampling strategy;
+    `dtype`: the forward's autocast dtype (`layer_tokens`)."""
     if config.strategy == "kmeans":
         raise ValueError("sample_prompts draws tokens; k-means needs the streamed pass")
     layers = config.layers(depth(backbone))
@@ -63,7 +68,7 @@ def sample_prompts(
         chunk = needed[start : start + source.batch_size]
         clock = time.perf_counter()
         batch = source.load(chunk).to(device)
-        for layer, tokens in layer_tokens(backbone, batch, max(layers)):  # layers = 0..last
+        for layer, tokens in layer_tokens(backbone, batch, max(layers), dtype):  # 0..last
             if config.strategy != "random":
                 tokens = pool_windows(
                     tokens, config.num_prompts, config.strategy.removesuffix("_pool")

@@ -9,6 +9,8 @@ needed layer are not run. The backbone's own modules are called through
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,22 +24,33 @@ def depth(vit: nn.Module) -> int:
 
 
 def layer_tokens(
-    vit: nn.Module, images: torch.Tensor, last_layer: int
+    vit: nn.Module, images: torch.Tensor, last_layer: int, dtype: torch.dtype | None = None
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (layer, tokens (B, N, D)) for layers 0..last_layer, lazily, without gradients.
 
     Lazy so that a caller can consume (and time) each layer before the next block runs.
+    `dtype` (e.g. bfloat16): the blocks run under autocast in it, as in a bf16 training run;
+    the tokens come back in float32 either way, so reservoirs and k-means stay exact.
     """
     vt.require_token_vit(vit, "prompt_init")
     if not 0 <= last_layer < depth(vit):
         raise ValueError(f"last_layer must be in [0, {depth(vit) - 1}], got {last_layer}")
     prefix = vt.num_prefix_tokens(vit)
+
+    def compute() -> AbstractContextManager[Any]:
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(images.device.type, dtype=dtype)
+
     with torch.no_grad():
-        patches = vt.embed_patches(vit, images)
-        yield 0, patches
+        with compute():
+            patches = vt.embed_patches(vit, images)
+        yield 0, patches.float()
         if last_layer == 0:
             return
-        tokens = vt.start_blocks(vit, vt.prefix_and_pos(vit, patches))
+        with compute():
+            tokens = vt.start_blocks(vit, vt.prefix_and_pos(vit, patches))
         for layer in range(1, last_layer + 1):
-            tokens = vit.blocks[layer - 1](tokens)
-            yield layer, tokens[:, prefix:]
+            with compute():
+                tokens = vit.blocks[layer - 1](tokens)
+            yield layer, tokens[:, prefix:].float()

@@ -5,5 +5,6 @@ No Kedro, no MLflow here: pipelines call these functions and log what they retur
 
 from visprompt.training.config import Preprocess, TrainConfig
 from visprompt.training.loop import TrainResult, fit, predict
+from visprompt.training.placement import Placement
 
-__all__ = ["Preprocess", "TrainConfig", "TrainResult", "fit", "predict"]
+__all__ = ["Placement", "Preprocess", "TrainConfig", "TrainResult", "fit", "predict"]

@@ -42,7 +42,9 @@ class TrainConfig:
     (None: never stop early). `augment="flip_crop"` is a batched on-device random crop with
     zero padding (image_size // 8 pixels, in normalised space) plus a horizontal flip;
     `"none"` feeds deterministic inputs. `cache_prefix` computes a frozen prefix once and
-    trains only the suffix when the model offers `split_for_cache()` and `augment="none"`.
+    trains only the suffix when the model offers `split_for_cache()` and `augment="none"`;
+    the cache holds up to `cache_max_bytes` on the device, spills to a temporary file past
+    it, and is freed when `fit` returns.
     `accelerator`, `devices`, `strategy`, `precision` are Lightning Fabric's own options.
     `lr`/`weight_decay` apply to the method's own tensors; the new head uses `head_lr` and
     `head_weight_decay` when set; parameters of the kinds in `no_weight_decay` (`bias`,

@@ -18,10 +18,12 @@ one exactly without storing generator states.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from visprompt.training import checkpoint, prefix_cache
 from visprompt.training.augment import flip_crop
 from visprompt.training.config import Preprocess, TrainConfig
 from visprompt.training.param_groups import optimizer_groups
+from visprompt.training.placement import Placement
 from visprompt.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,8 @@ class TrainResult:
     train_time_s: float
     epochs_run: int
     #: prefix cache use: {"train": status, "val": status, "build_s": seconds}, status one of
-    #: "off", "hit", "built", "over_budget"; build_s is included in train_time_s
+    #: "off", "built" (on the device), "spilled" (to a file, past cache_max_bytes); build_s is
+    #: included in train_time_s. The cache is freed when `fit` returns.
     cache: dict[str, Any] = field(default_factory=dict)
 
 
@@ -139,8 +143,7 @@ class _Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.cached is not None:
             for indices in self.batch_sampler:
-                idx = torch.as_tensor(indices, device=self.cached.features.device)
-                yield self.cached.features[idx], self.cached.labels[idx]
+                yield self.cached.batch(indices)
             return
         for images, labels in self.loader:
             images, labels = self.fabric.to_device((images, labels))
@@ -299,6 +302,23 @@ def _fit_worker(
     config: TrainConfig,
     on_epoch_end: EpochCallback | None,
 ) -> tuple[TrainResult, dict[str, torch.Tensor], dict[str, Any]]:
+    # the prefix cache (and its spill file) belongs to this call: gone when it returns
+    with tempfile.TemporaryDirectory(prefix="visprompt-prefix-cache-") as spill_dir:
+        return _train(
+            fabric, model, train_set, val_set, preprocess, config, on_epoch_end, spill_dir
+        )
+
+
+def _train(
+    fabric: Fabric,
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    preprocess: Preprocess,
+    config: TrainConfig,
+    on_epoch_end: EpochCallback | None,
+    spill_dir: str,
+) -> tuple[TrainResult, dict[str, torch.Tensor], dict[str, Any]]:
     world, rank = fabric.world_size, fabric.global_rank
     per_rank = config.batch_size // world
     seed_everything(config.seed, verbose=False)
@@ -310,7 +330,7 @@ def _fit_worker(
 
     val_shard = _val_shard(val_set, fabric) if val_set is not None else None
     split, train_cached, val_cached, cache_info = _prefix_activations(
-        model, train_set, val_shard, preprocess, config, fabric, per_rank, frozen_digest
+        model, train_set, val_shard, preprocess, config, fabric, per_rank, spill_dir
     )
     train_module = split[1] if split is not None else model
 
@@ -478,7 +498,7 @@ def _prefix_activations(
     config: TrainConfig,
     fabric: Fabric,
     batch_size: int,
-    frozen_digest: str,
+    spill_dir: str,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(split or None, train activations, val activations, info) for prefix caching."""
     start = time.perf_counter()
@@ -490,19 +510,20 @@ def _prefix_activations(
         device=fabric.device,
         batch_size=batch_size,
         max_bytes=config.cache_max_bytes,
-        context=json.dumps([frozen_digest, preprocess.to_dict(), config.precision]),
+        spill_dir=spill_dir,
         autocast=fabric.autocast,
     )
     train, info["train"] = prefix_cache.cached_activations(
         split[0], train_set, preprocess, **common
     )
     val = None
-    if train is not None and val_shard is not None:
+    if val_shard is not None:
+        common["max_bytes"] = max(0, config.cache_max_bytes - train.nbytes)
         val, info["val"] = prefix_cache.cached_activations(
             split[0], val_shard, preprocess, **common
         )
     info["build_s"] = time.perf_counter() - start
-    return (split, train, val, info) if train is not None else (None, None, None, info)
+    return split, train, val, info
 
 
 def _cache_split(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, nn.Module] | None:
@@ -534,17 +555,22 @@ def predict(
     *,
     num_workers: int = 0,
     progress: bool = False,
+    placement: Placement | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits float32 (N, C), labels int64 (N,)) on the CPU, in dataset order.
 
-    Runs on the device where `model`'s parameters are, in eval mode (restored afterwards).
+    Runs in eval mode (restored afterwards) on `placement` (the model is moved there, and
+    runs in its precision), else on the device where `model`'s parameters are, in fp32.
     """
+    if placement is not None:
+        model.to(placement.device)
     device = _device_of(model)
+    autocast = placement.autocast() if placement is not None else contextlib.nullcontext()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval()
     logits, labels = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         for images, target in tqdm(loader, desc="predict", disable=not progress, leave=False):
             logits.append(model(preprocess(images.to(device))).float().cpu())
             labels.append(torch.as_tensor(target, dtype=torch.long))

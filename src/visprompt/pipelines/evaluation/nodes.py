@@ -24,7 +24,7 @@ from visprompt.evaluation import (
 from visprompt.methods.pgn import PromptGenerationNetwork
 from visprompt.methods.prompt_inversion import deployment_metrics
 from visprompt.pipelines import tracking
-from visprompt.training import Preprocess, predict
+from visprompt.training import Placement, Preprocess, predict
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,11 @@ def evaluate_run(
     """`<run>.test_metrics` on the test split (never used for selection), logged to the run.
 
     The metrics go to the run's MLflow run from training (reopened by id), so one MLflow run
-    holds a method's training curve and its test result.
+    holds a method's training curve and its test result. It runs on the accelerator and in
+    the precision the run trained with (recorded in its summary).
     """
     spec = backbone_specs[train_summary["backbone"]]
+    placement = Placement.from_engine(train_summary)
     model = methods.load(artifact_dir, backbones.from_spec(spec))
     logits, labels = predict(
         model,
@@ -49,6 +51,7 @@ def evaluate_run(
         Preprocess.from_data_config(spec["data_config"]),
         batch_size=int(params["batch_size"]),
         progress=True,
+        placement=placement,
     )
     metrics = classification_metrics(logits, labels, ece_bins=int(params["ece_bins"]))
     if isinstance(model, PromptGenerationNetwork):
@@ -66,7 +69,11 @@ def evaluate_run(
 def _pgn_deployment(
     model: PromptGenerationNetwork, shards: str, spec: dict[str, Any], params: dict[str, Any]
 ) -> dict[str, float]:
-    """PGN's RGB-path figures (rgb_agreement, rgb_agreement_uint8, ...) on the test split."""
+    """PGN's RGB-path figures (rgb_agreement, rgb_agreement_uint8, ...) on the test split.
+
+    On the model's device, in fp32: the figures measure how exactly a client inverts the
+    prompt into pixels, which is what a deployed client computes.
+    """
     try:
         return deployment_metrics(
             model,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import mlflow
@@ -18,7 +17,7 @@ from visprompt.profiling import REFERENCE, ProfileSettings, profile_models
 from visprompt.profiling.dataload import training_data_wait
 from visprompt.profiling.report import efficiency_markdown
 from visprompt.profiling.timing import resolve_device
-from visprompt.training import Preprocess
+from visprompt.training import Placement, Preprocess
 
 #: Accuracy columns taken from the evaluation's comparison table (means over seeds).
 ACCURACY = (
@@ -78,9 +77,10 @@ def _profile_backbone(
     batch_size: int,
 ) -> pd.DataFrame:
     backbone = backbones.from_spec(spec)
-    models = {REFERENCE: backbone}
-    models |= {run: methods.load(artifacts[run], copy.deepcopy(backbone)) for run in runs}
+    models = {REFERENCE: backbone}  # methods.load never changes the backbone it is given
+    models |= {run: methods.load(artifacts[run], backbone) for run in runs}
     preprocess = Preprocess.from_data_config(spec["data_config"])
+    placement = _placement(str(params.get("device", "run")), [summaries[r] for r in runs])
     settings = ProfileSettings(
         image_size=preprocess.image_size,
         train_batch_size=batch_size,
@@ -88,10 +88,11 @@ def _profile_backbone(
         warmup=int(params["warmup"]),
         repeats=int(params["repeats"]),
         latency_repeats=int(params["latency_repeats"]),
-        device=str(params["device"]),
+        device=str(placement.device),
+        precision=placement.precision,
     )
     table = pd.DataFrame(profile_models(models, settings))
-    device = resolve_device(settings.device)
+    device = placement.device
     train = ShardDataset(shards, "train")
     waits = {
         run: training_data_wait(models[run], train, preprocess, batch_size,
@@ -104,6 +105,21 @@ def _profile_backbone(
     table.insert(2, "backbone", key)
     table["data_wait_frac"] = table["run"].map(waits)
     return table
+
+
+def _placement(device: str, summaries: list[dict[str, Any]]) -> Placement:
+    """`run`: where and in which precision the runs trained (they must agree); else the
+    named device (`auto`, `cpu`, `cuda`) in fp32."""
+    if device != "run":
+        return Placement(resolve_device(device))
+    engines = {(s.get("accelerator", "cpu"), s.get("precision", "32-true")) for s in summaries}
+    if len(engines) > 1:
+        raise ValueError(
+            f"profiling.device is 'run' but the runs trained on different engines {engines}; "
+            "set profiling.device to one device (e.g. cuda) to compare them there in fp32"
+        )
+    accelerator, precision = engines.pop()
+    return Placement.from_engine({"accelerator": accelerator, "precision": precision})
 
 
 def efficiency_report(

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import torch
 
 from visprompt import backbones, methods, prompt_init
 from visprompt.pipelines import tracking
 from visprompt.pipelines.runs import parse_run
-from visprompt.training import Preprocess
+from visprompt.profiling.timing import resolve_device
+from visprompt.training import Placement, Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,11 @@ def init_configs(
     return configs
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+def _placement(device: str, engine: Mapping[str, Any] | None) -> Placement:
+    """`run`: the training engine's accelerator and precision; else that device, in fp32."""
+    if device == "run":
+        return Placement.from_engine(engine or {})
+    return Placement(resolve_device(device))
 
 
 def _log(name: str, path: Path, metadata: Mapping[str, Any]) -> None:
@@ -123,10 +124,13 @@ def build_prompt_inits(
     backbone_specs: Mapping[str, Mapping[str, Any]],
     params: Mapping[str, Any],
     runs: Mapping[str, Any],
+    engine: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`prompt_inits`: name -> {path, metadata}; one backbone pass per backbone key.
 
-    Each init is sized by the training run(s) naming it (`init_configs`).
+    Each init is sized by the training run(s) naming it (`init_configs`). With
+    `prompt_init.device: run` the tokens come from the training engine's device and
+    precision (`engine`, e.g. bf16 autocast on the GPU), as the runs will see them.
 
     Writes `<output_dir>/<name>.safetensors` (prompts (layers, p, D)) and `<name>.json`.
     """
@@ -137,7 +141,8 @@ def build_prompt_inits(
         )
     configs = init_configs(params, runs)
     output_dir = Path(params["output_dir"])
-    device = _device(str(params.get("device", "auto")))
+    placement = _placement(str(params.get("device", "run")), engine)
+    device = str(placement.device)
     budget = int(float(params["memory_budget_mb"]) * 2**20)
     index: dict[str, dict[str, Any]] = {}
     for key in sorted({backbone for backbone, _ in configs.values()}):
@@ -164,6 +169,7 @@ def build_prompt_inits(
             group,
             memory_budget_bytes=budget,
             device=device,
+            dtype=placement.dtype,
             lineage={
                 "backbone": key,
                 "backbone_sha256": spec["sha256"],

@@ -16,6 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "backbone_specs",
                     "params:prompt_init",
                     "params:training.runs",
+                    "params:training_engine",
                 ],
                 outputs="prompt_inits",
                 name="build_prompt_inits",

@@ -132,6 +132,9 @@ def train_run(
             "best_val_top1": result.best_val_top1,
             "val_top1": result.history[result.best_epoch]["val_top1"],
             "mlflow_run_id": mlrun.info.run_id,
+            # later work on this run (evaluation) runs where and how it trained
+            "accelerator": config.accelerator,
+            "precision": config.precision,
         }
         tracking.log_numbers(summary)
         with tempfile.TemporaryDirectory() as tmp:
