@@ -36,6 +36,13 @@ class Placement:
                         strategy="auto", precision=precision)  # fmt: skip
         return cls(fabric.device, precision)
 
+    @classmethod
+    def on(cls, device: str) -> Placement:
+        """A named device (`cpu`, `cuda`, `cuda:1`; `auto`: CUDA when present) in fp32."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(torch.device(device))
+
     @property
     def dtype(self) -> torch.dtype | None:
         """The half dtype computations run in, or None for full precision."""

@@ -16,7 +16,6 @@ from visprompt.pipelines import tracking
 from visprompt.profiling import REFERENCE, ProfileSettings, profile_models
 from visprompt.profiling.dataload import training_data_wait
 from visprompt.profiling.report import efficiency_markdown
-from visprompt.profiling.timing import resolve_device
 from visprompt.training import Placement, Preprocess
 
 #: Accuracy columns taken from the evaluation's comparison table (means over seeds).
@@ -111,7 +110,7 @@ def _placement(device: str, summaries: list[dict[str, Any]]) -> Placement:
     """`run`: where and in which precision the runs trained (they must agree); else the
     named device (`auto`, `cpu`, `cuda`) in fp32."""
     if device != "run":
-        return Placement(resolve_device(device))
+        return Placement.on(device)
     engines = {(s.get("accelerator", "cpu"), s.get("precision", "32-true")) for s in summaries}
     if len(engines) > 1:
         raise ValueError(

@@ -13,7 +13,6 @@ import mlflow
 from visprompt import backbones, methods, prompt_init
 from visprompt.pipelines import tracking
 from visprompt.pipelines.runs import parse_run
-from visprompt.profiling.timing import resolve_device
 from visprompt.training import Placement, Preprocess
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ def _placement(device: str, engine: Mapping[str, Any] | None) -> Placement:
     """`run`: the training engine's accelerator and precision; else that device, in fp32."""
     if device == "run":
         return Placement.from_engine(engine or {})
-    return Placement(resolve_device(device))
+    return Placement.on(device)
 
 
 def _log(name: str, path: Path, metadata: Mapping[str, Any]) -> None:
