@@ -59,14 +59,13 @@ def project_backbone() -> tuple[torch.nn.Module, Preprocess, str]:
 def digits_train(directory: Path) -> Path:
     """The embedded default's training split, ingested exactly as data_ingestion does."""
     params = conf("data_ingestion")["data_ingestion"]
-    _, shard_set, _ = ingest(
+    ingest(
         load_source("digits"),
         params["image_size"],
         params["split"]["fractions"],
         params["split"]["seed"],
+        directory,
     )
-    images, labels = shard_set.splits["train"]
-    write_split(directory, "train", images, labels)
     return directory
 
 

@@ -6,17 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from image_kit import image_bytes, write
+from PIL import Image
 
 from visprompt.data.ingest import ingest
+from visprompt.data.shards import read_classes, read_split
 from visprompt.data.sources import load_source
 
 FRACTIONS = {"train": 0.5, "val": 0.25, "test": 0.25}
 
 
 @pytest.fixture
-def ingested(bad_folder):
+def ingested(bad_folder, tmp_path):
+    """(manifest, shard directory, report) of the folder with every bad kind of file."""
     source = load_source("imagefolder", {"root": str(bad_folder)})
-    return ingest(source, image_size=16, fractions=FRACTIONS, seed=0)
+    manifest, report = ingest(source, 16, FRACTIONS, 0, tmp_path / "shards")
+    return manifest, tmp_path / "shards", report
 
 
 def _row(manifest: pd.DataFrame, path: str) -> pd.Series:
@@ -33,7 +37,7 @@ def _row(manifest: pd.DataFrame, path: str) -> pd.Series:
     ],
 )
 def test_unreadable_files_are_recorded_not_dropped(ingested, path, error):
-    manifest, shards, report = ingested
+    manifest, _, report = ingested
     row = _row(manifest, path)
     assert error in row["error"]
     assert pd.isna(row["shard_index"])
@@ -63,16 +67,21 @@ def test_tiny_image_is_decoded_and_described(ingested):
 
 
 def test_shards_hold_exactly_the_readable_images(ingested):
-    manifest, shards, report = ingested
+    manifest, directory, report = ingested
     readable = manifest[manifest["error"].isna()]
     assert len(readable) == 10 and report["num_in_shards"] == 10
-    total = sum(len(labels) for _, labels in shards.splits.values())
-    assert total == 10
-    for split, (images, labels) in shards.splits.items():
+    classes = read_classes(directory)
+    total = 0
+    for split in ("train", "val", "test"):
+        images, labels = read_split(directory, split)
         assert images.shape[1:] == (16, 16, 3) and images.dtype == np.uint8
         rows = manifest[(manifest["split"] == split) & manifest["shard_index"].notna()]
-        assert rows["shard_index"].tolist() == list(range(len(labels)))
-        assert [shards.classes[i] for i in labels] == rows["label"].tolist()
+        kept = labels[labels >= 0]  # -1: a row left by an image that failed to decode
+        assert rows["shard_index"].tolist() == np.flatnonzero(labels >= 0).tolist()
+        assert [classes[i] for i in kept] == rows["label"].tolist()
+        assert not images[labels < 0].any()
+        total += len(kept)
+    assert total == 10
 
 
 def test_manifest_columns_and_hashes(ingested):
@@ -93,7 +102,8 @@ def test_same_bytes_same_hash_and_split_when_unsplit(tmp_path):
         write(tmp_path / "b" / f"{i}.png", image_bytes(seed=20 + i))
     write(tmp_path / "a" / "copy1.png", content)
     write(tmp_path / "a" / "copy2.png", content)
-    manifest, _, _ = ingest(load_source("imagefolder", {"root": str(tmp_path)}), 8, FRACTIONS, 1)
+    source = load_source("imagefolder", {"root": str(tmp_path)})
+    manifest, _ = ingest(source, 8, FRACTIONS, 1, tmp_path / "out")
     copies = manifest[manifest["path"].isin(["a/copy1.png", "a/copy2.png"])]
     assert copies["sha256"].nunique() == 1 and copies["split"].nunique() == 1
 
@@ -105,9 +115,54 @@ def test_csv_missing_file_and_unknown_label(tmp_path):
         "path,label,split\na.png,cat,train\nb.png,bird,train\ngone.png,cat,test\n"
     )
     source = load_source("csv", {"path": str(tmp_path / "labels.csv"), "classes": ["cat", "dog"]})
-    manifest, shards, _ = ingest(source, 8, FRACTIONS, 0)
+    manifest, _ = ingest(source, 8, FRACTIONS, 0, tmp_path / "out")
     gone = _row(manifest, "gone.png")
     assert gone["error"].startswith("file not found") and pd.isna(gone["sha256"])
     bird = _row(manifest, "b.png")
     assert pd.isna(bird["error"]) and pd.isna(bird["shard_index"])  # label not in class list
-    assert shards.classes == ["cat", "dog"] and len(shards.splits["train"][1]) == 1
+    assert read_classes(tmp_path / "out") == ["cat", "dog"]
+    assert len(read_split(tmp_path / "out", "train")[1]) == 1
+
+
+def _files(directory) -> dict[str, bytes]:
+    """Every file of a shard directory except ingestion's resume state."""
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and ".work" not in p.parts
+    }
+
+
+def test_parallel_ingestion_writes_the_same_bytes_as_sequential(bad_folder, tmp_path):
+    source = load_source("imagefolder", {"root": str(bad_folder)})
+    _, one = ingest(source, 16, FRACTIONS, 0, tmp_path / "one", num_workers=1, chunk_size=64)
+    _, two = ingest(source, 16, FRACTIONS, 0, tmp_path / "two", num_workers=2, chunk_size=3)
+    first, second = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert set(first) >= {"images_train.npy", "manifest.csv", "dataset.json", "labels_val.npy"}
+    assert first == second and one == two
+
+
+def test_exif_orientation_counts_as_a_conversion(tmp_path):
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (10, 20, 3), dtype=np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    (tmp_path / "a").mkdir()
+    image.save(tmp_path / "a" / "rotated.jpg", exif=exif)
+    write(tmp_path / "a" / "plain.png", image_bytes(seed=1))
+    write(tmp_path / "b" / "plain.png", image_bytes(seed=2))
+    source = load_source("imagefolder", {"root": str(tmp_path)})
+    manifest, report = ingest(source, 8, FRACTIONS, 0, tmp_path.parent / f"{tmp_path.name}_out")
+    rotated = _row(manifest, "a/rotated.jpg")
+    assert rotated["converted"] and rotated["mode"] == "RGB" and rotated["width"] == 20
+    assert not _row(manifest, "a/plain.png")["converted"]
+    assert report["conversions"]["total"] == 1 and report["conversions"]["exif_orientation"] == 1
+
+
+def test_an_empty_folder_gives_an_empty_manifest_not_a_crash(tmp_path):
+    (tmp_path / "images" / "cats").mkdir(parents=True)
+    (tmp_path / "images" / "dogs").mkdir()
+    source = load_source("imagefolder", {"root": str(tmp_path / "images")})
+    manifest, report = ingest(source, 8, FRACTIONS, 0, tmp_path / "out")
+    assert len(manifest) == 0 and report["num_in_shards"] == 0
+    assert read_split(tmp_path / "out", "train")[0].shape == (0, 8, 8, 3)

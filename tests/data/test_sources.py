@@ -137,3 +137,26 @@ def test_torchvision_missing_dataset_never_downloads(tmp_path):
     assert "download: true" not in message and "`idx` source" in message
     with pytest.raises(ValueError, match="not a torchvision.datasets class"):
         load_source("torchvision", {"name": "NotADataset", "root": str(tmp_path)})
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_imagefolder_refuses_symlinks_out_of_the_root(tmp_path, link):
+    root, outside = tmp_path / "root", tmp_path / "secret"
+    write(root / "cats" / "a.png", image_bytes(seed=1))
+    write(outside / "b.png", image_bytes(seed=2))
+    if link == "file":
+        (root / "cats" / "b.png").symlink_to(outside / "b.png")
+        named = "cats/b.png"
+    else:
+        (root / "dogs").symlink_to(outside, target_is_directory=True)
+        named = "dogs"
+    with pytest.raises(ValueError, match=rf"resolve outside the root.*{named} -> .*secret"):
+        load_source("imagefolder", {"root": str(root)})
+
+
+def test_imagefolder_follows_symlinks_inside_the_root(tmp_path):
+    write(tmp_path / "cats" / "a.png", image_bytes(seed=1))
+    (tmp_path / "dogs").mkdir()
+    (tmp_path / "dogs" / "a.png").symlink_to(tmp_path / "cats" / "a.png")
+    data = load_source("imagefolder", {"root": str(tmp_path)})
+    assert sorted(r.path for r in data.records) == ["cats/a.png", "dogs/a.png"]

@@ -44,7 +44,7 @@ def bad_report(tmp_path_factory):
     write(root / "train" / "dogs" / "huge.png", image_bytes(size=(100, 20)))
     (root / "train" / "birds").mkdir()
     source = load_source("imagefolder", {"root": str(root)})
-    manifest, _, _ = ingest(source, 8, {"train": 0.8, "val": 0.2}, 0)
+    manifest, _ = ingest(source, 8, {"train": 0.8, "val": 0.2}, 0, tmp_path_factory.mktemp("out"))
     good = manifest[manifest["error"].isna()].iloc[0].to_dict()
     for path, change in (("x.png", {"label": "fox"}), ("y.png", {"split": "dev"})):
         manifest.loc[len(manifest)] = {**good, "path": path, "sha256": path * 8, **change}
@@ -52,9 +52,9 @@ def bad_report(tmp_path_factory):
     return report, docs
 
 
-def test_a_clean_dataset_passes():
+def test_a_clean_dataset_passes(tmp_path):
     source = load_source("synthetic", {"num_classes": 3, "num_images": 30, "seed": 1})
-    manifest, _, _ = ingest(source, 8, {"train": 0.6, "val": 0.2, "test": 0.2}, 0)
+    manifest, _ = ingest(source, 8, {"train": 0.6, "val": 0.2, "test": 0.2}, 0, tmp_path)
     report, docs = validate_manifest(manifest, source.classes, CONFIG)
     assert report["success"] and report["failures"] == []
     assert set(report["rules"]) == set(FIXES)
@@ -109,3 +109,46 @@ def test_content_hash_ignores_names_and_order():
     renamed = frame.assign(path=["c", "d"]).iloc[::-1]
     assert content_hash(frame, ["x", "y"]) == content_hash(renamed, ["x", "y"])
     assert content_hash(frame, ["x", "y"]) != content_hash(frame.assign(split="train"), ["x", "y"])
+
+
+def _folder_manifest(root, tmp_path):
+    source = load_source("imagefolder", {"root": str(root)})
+    manifest, _ = ingest(source, 8, {"train": 0.5, "val": 0.25, "test": 0.25}, 0, tmp_path / "o")
+    return manifest, source.classes
+
+
+def test_an_empty_dataset_fails_with_a_rule_not_a_crash(tmp_path):
+    (tmp_path / "images" / "cats").mkdir(parents=True)
+    (tmp_path / "images" / "dogs").mkdir()
+    manifest, classes = _folder_manifest(tmp_path / "images", tmp_path)
+    report, _ = validate_manifest(manifest, classes, CONFIG)
+    assert not report["success"] and report["rules"]["not_empty"] is False
+    assert "rule not_empty: 1 bad: rows (0)" in failure_message(report)
+    assert FIXES["not_empty"] in failure_message(report)
+
+
+def test_the_same_image_under_two_labels_is_listed_in_pairs(tmp_path):
+    root = tmp_path / "images"
+    for i in range(4):
+        write(root / "cats" / f"{i}.png", image_bytes(seed=i))
+        write(root / "dogs" / f"{i}.png", image_bytes(seed=10 + i))
+    write(root / "cats" / "twin.png", image_bytes(seed=99))
+    write(root / "dogs" / "twin_copy.png", image_bytes(seed=99))
+    manifest, classes = _folder_manifest(root, tmp_path)
+    report, _ = validate_manifest(manifest, classes, CONFIG)
+    assert report["rules"]["one_label_per_image"] is False
+    (failure,) = [f for f in report["failures"] if f["rule"] == "one_label_per_image"]
+    assert {(i["item"], i["value"]) for i in failure["items"]} == {
+        ("cats/twin.png", "also dogs: dogs/twin_copy.png"),
+        ("dogs/twin_copy.png", "also cats: cats/twin.png"),
+    }
+    assert report["rules"]["no_leakage"]  # copies share a split: only the label rule fires
+
+
+def test_a_single_class_fails(tmp_path):
+    for i in range(6):
+        write(tmp_path / "images" / "cats" / f"{i}.png", image_bytes(seed=i))
+    manifest, classes = _folder_manifest(tmp_path / "images", tmp_path)
+    report, _ = validate_manifest(manifest, classes, CONFIG)
+    assert report["rules"]["min_classes"] is False and _failed(report)["min_classes"] == ["rows"]
+    assert all(ok for rule, ok in report["rules"].items() if rule != "min_classes")

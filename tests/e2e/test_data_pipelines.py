@@ -26,10 +26,10 @@ def test_quickstart_recipe_on_digits_is_one_tracked_mlflow_run(project_copy):
     recipe = ("--config", "pipelines/quickstart.yml")
     project_copy.run(*recipe, "--pipelines", "data_ingestion,data_validation")
     data = project_copy.path / "data"
-    summary = json.loads((data / "08_reporting/validation/summary.json").read_text())
+    summary = json.loads((data / "03_primary/shards/summary.json").read_text())
     assert summary["success"] and summary["num_images"] == 1797 and summary["num_classes"] == 10
     report = json.loads((data / "08_reporting/ingestion/report.json").read_text())
-    assert report["conversions"] == {"total": 1797, "by_mode": {"L": 1797}}
+    assert report["conversions"] == {"total": 1797, "by_mode": {"L": 1797}, "exif_orientation": 0}
     images = np.load(data / "03_primary/shards/images_train.npy", mmap_mode="r")
     assert images.shape == (sum(summary["counts"]["train"].values()), 32, 32, 3)
     assert (data / "08_reporting/validation/data_docs/index.html").is_file()

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the tests import pipeline_kit
 
 from pipeline_kit import ENGINE, TINY_PRETRAIN, TINY_VIT  # noqa: E402
 
-from visprompt.data.shards import write_classes, write_split
+from visprompt.data.shards import label_counts, write_classes, write_info, write_split
 from visprompt.data.sources import synthetic
 
 
@@ -38,7 +38,14 @@ def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for split, (lo, hi) in {"train": (0, 48), "val": (48, 64), "test": (64, 80)}.items():
         write_split(directory, split, images[lo:hi], labels[lo:hi])
     write_classes(directory, names)
+    write_info(directory, "x", 32)
     return directory
+
+
+@pytest.fixture(scope="session")
+def shard_summary(shard_dir: Path) -> dict[str, Any]:
+    """The validation summary matching `shard_dir` (what training checks)."""
+    return {"success": True, "data_hash": "x", "counts": label_counts(shard_dir)}
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +59,12 @@ def vit_spec(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str) -> dic
 
 
 @pytest.fixture(scope="session")
-def trained(shard_dir: Path, vit_spec: dict[str, Any], tmp_path_factory: pytest.TempPathFactory):
+def trained(
+    shard_dir: Path,
+    shard_summary: dict[str, Any],
+    vit_spec: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+):
     """linear_probe trained for 2 epochs through the training node: (model, summary, history)."""
     from visprompt.pipelines.training.nodes import train_run
 
@@ -67,6 +79,6 @@ def trained(shard_dir: Path, vit_spec: dict[str, Any], tmp_path_factory: pytest.
         ENGINE,
         str(root),
         str(shard_dir),
-        {"success": True, "data_hash": "x"},
+        shard_summary,
         {"vit": vit_spec},
     )

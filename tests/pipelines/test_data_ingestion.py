@@ -1,26 +1,32 @@
-"""data_ingestion through Kedro's runner, and the custom datasets it writes with."""
+"""data_ingestion through Kedro's runner (it builds the staged version), and the custom
+datasets it writes with."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.io.core import DatasetError
 from kedro.runner import SequentialRunner
 
-from visprompt.data.ingest import ShardSet
 from visprompt.data.shards import ShardDataset, read_classes
 from visprompt.pipelines.data_ingestion import create_pipeline
-from visprompt.pipelines.datasets import FileTreeDataset, ManifestDataset, ShardsDataset
+from visprompt.pipelines.datasets import (
+    FileTreeDataset,
+    ManifestDataset,
+    ShardsDataset,
+    StagingDataset,
+)
 
 PARAMS = {
     "source": "synthetic",
     "image_size": 16,
     "split": {"seed": 3, "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}},
     "sources": {"synthetic": {"num_classes": 3, "num_images": 30, "image_size": 20, "seed": 1}},
+    "num_workers": 2,
+    "chunk_size": 8,
 }
 
 
@@ -28,8 +34,8 @@ def run_ingestion(tmp_path: Path, params: dict) -> DataCatalog:
     catalog = DataCatalog(
         {
             "params:data_ingestion": MemoryDataset(params),
-            "manifest": ManifestDataset(str(tmp_path / "manifest.csv")),
-            "shards": ShardsDataset(str(tmp_path / "shards")),
+            "shards_staging": StagingDataset(str(tmp_path / "shards")),
+            "staged_manifest": ManifestDataset(str(tmp_path / ".shards.staging/manifest.csv")),
             "ingestion_report": MemoryDataset(),
         }
     )
@@ -37,11 +43,12 @@ def run_ingestion(tmp_path: Path, params: dict) -> DataCatalog:
     return catalog
 
 
-def test_pipeline_writes_manifest_shards_and_report(tmp_path):
+def test_pipeline_stages_manifest_shards_and_report(tmp_path):
     catalog = run_ingestion(tmp_path, PARAMS)
-    shards = catalog.load("shards")
-    assert shards == str(tmp_path / "shards")
-    manifest = catalog.load("manifest")
+    shards = catalog.load("shards_staging")
+    assert shards == str(tmp_path / ".shards.staging")
+    assert not (tmp_path / "shards").exists()  # current only after validation
+    manifest = catalog.load("staged_manifest")
     assert len(manifest) == 30 and set(manifest["split"]) == {"train", "val", "test"}
     assert read_classes(shards) == ["disk_solid", "ring_stripes", "square_checker"]
     sizes = {s: len(ShardDataset(shards, s)) for s in ("train", "val", "test")}
@@ -55,7 +62,8 @@ def test_pipeline_writes_manifest_shards_and_report(tmp_path):
 def test_same_params_give_identical_bytes(tmp_path):
     run_ingestion(tmp_path / "a", PARAMS)
     run_ingestion(tmp_path / "b", PARAMS)
-    for name in ("manifest.csv", "shards/images_train.npy", "shards/labels_test.npy"):
+    for name in ("manifest.csv", "images_train.npy", "labels_test.npy", "dataset.json"):
+        name = f".shards.staging/{name}"
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
@@ -68,23 +76,14 @@ def test_manifest_dataset_keeps_text_as_text(tmp_path):
     assert loaded["error"].isna().all()
 
 
-def _shard_set(n: int, splits=("train", "val")) -> ShardSet:
-    images = np.zeros((n, 4, 4, 3), np.uint8)
-    return ShardSet(["a"], {s: (images, np.zeros(n, np.int64)) for s in splits})
-
-
-def test_shards_dataset_replaces_the_directory_atomically(tmp_path):
+def test_shards_dataset_is_read_only(tmp_path):
     dataset = ShardsDataset(str(tmp_path / "shards"))
     assert not dataset.exists()
-    dataset.save(_shard_set(2))
-    dataset.save(_shard_set(3, splits=("train",)))
-    files = sorted(p.name for p in (tmp_path / "shards").iterdir())
-    assert files == ["classes.json", "images_train.npy", "labels_train.npy"]  # stale val gone
-    broken = ShardSet(["a"], {"train": (np.zeros((1, 4, 4), np.uint8), np.zeros(1, np.int64))})
-    with pytest.raises(DatasetError, match=r"uint8 \(N, H, W, 3\)"):
-        dataset.save(broken)
-    assert len(ShardDataset(tmp_path / "shards", "train")) == 3  # the previous save survives
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # no temporary left
+    with pytest.raises(DatasetError, match="does not exist yet.*data_ingestion,data_validation"):
+        dataset.load()
+    with pytest.raises(DatasetError, match="replaced only by a validated version"):
+        dataset.save(str(tmp_path / "elsewhere"))
+    assert not (tmp_path / "shards").exists()
 
 
 def test_file_tree_dataset_refuses_escaping_paths(tmp_path):

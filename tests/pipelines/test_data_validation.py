@@ -1,7 +1,9 @@
-"""data_validation through Kedro's runner with the project's hooks and a real MLflow store."""
+"""data_validation through Kedro's runner with the project's hooks and a real MLflow store:
+a version becomes current only when it passed; a failing one changes nothing current."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,11 +16,18 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from PIL import Image
 
+from visprompt.data.shards import require_validated
 from visprompt.data.validation import DataValidationError
 from visprompt.hooks import DataTrackingHook
 from visprompt.pipelines.data_ingestion import create_pipeline as ingestion
 from visprompt.pipelines.data_validation import create_pipeline as validation
-from visprompt.pipelines.datasets import FileTreeDataset, ManifestDataset, ShardsDataset
+from visprompt.pipelines.datasets import (
+    FileTreeDataset,
+    ManifestDataset,
+    ShardsDataset,
+    StagingDataset,
+    ValidationSummaryDataset,
+)
 
 INGEST = {
     "source": "synthetic",
@@ -41,12 +50,13 @@ def run_both(tmp_path: Path, ingest: dict) -> tuple[DataCatalog, str]:
         {
             "params:data_ingestion": MemoryDataset(ingest),
             "params:data_validation": MemoryDataset(VALIDATE),
-            "manifest": ManifestDataset(str(tmp_path / "manifest.csv")),
+            "shards_staging": StagingDataset(str(tmp_path / "shards")),
+            "staged_manifest": ManifestDataset(str(tmp_path / ".shards.staging/manifest.csv")),
             "shards": ShardsDataset(str(tmp_path / "shards")),
             "ingestion_report": MemoryDataset(),
             "validation_report": JSONDataset(filepath=str(tmp_path / "report.json")),
             "validation_data_docs": FileTreeDataset(str(tmp_path / "docs")),
-            "validation_summary": JSONDataset(filepath=str(tmp_path / "summary.json")),
+            "validation_summary": ValidationSummaryDataset(str(tmp_path / "shards")),
         }
     )
     hooks = _create_hook_manager()
@@ -64,6 +74,8 @@ def test_valid_data_gives_summary_and_mlflow_statistics(tmp_path, mlflow_store):
     summary = catalog.load("validation_summary")
     assert summary["success"] and summary["num_images"] == 30 and summary["failed_rules"] == []
     assert sum(summary["counts"]["train"].values()) == 18 and len(summary["data_hash"]) == 64
+    require_validated(catalog.load("shards"), summary)  # what training checks
+    assert not (tmp_path / ".shards.staging").exists()
     run = mlflow.get_run(run_id)
     assert run.data.tags["data_hash"] == summary["data_hash"]
     assert run.data.metrics["data.validation.success"] == 1.0
@@ -77,29 +89,69 @@ def test_valid_data_gives_summary_and_mlflow_statistics(tmp_path, mlflow_store):
     assert Path(artifacts, "ingestion_report.json").is_file()
 
 
-def test_bad_data_stops_the_run_after_writing_the_report(tmp_path, mlflow_store):
-    root = tmp_path / "images"
+def _image_folder(root: Path, broken: bool = False) -> dict:
     for label in ("a", "b"):
         (root / label).mkdir(parents=True)
         for i in range(4):
             Image.new("RGB", (12, 12), (i * 40, 10, 200 if label == "a" else 0)).save(
                 root / label / f"{i}.png"
             )
-    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 10)
-    ingest = {
+    if broken:
+        (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 10)
+    return {
         **INGEST,
         "source": "imagefolder",
         "split": {"seed": 0, "fractions": {"train": 0.75, "test": 0.25}},
         "sources": {"imagefolder": {"root": str(root)}},
     }
+
+
+def _hashes(directory: Path) -> dict[str, str]:
+    return {
+        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _record(run_id: str) -> tuple:
+    run = mlflow.get_run(run_id)
+    artifacts = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data")
+    return run.data.metrics, run.data.tags, run.data.params, _hashes(Path(artifacts))
+
+
+def test_bad_data_stops_the_run_and_keeps_the_previous_version(tmp_path, mlflow_store):
+    _, good_id = run_both(tmp_path, INGEST)  # a good version first
+    good, before = _record(good_id), _hashes(tmp_path / "shards")
+    ingest = _image_folder(tmp_path / "images", broken=True)
     with pytest.raises(DataValidationError, match=r"rule decodable.*a/broken\.jpg") as error:
         run_both(tmp_path, ingest)
     assert "fix: replace or remove these files" in str(error.value)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["success"] is False and report["rules"]["decodable"] is False
     assert (tmp_path / "docs" / "index.html").is_file()
-    assert not (tmp_path / "summary.json").exists()  # nothing downstream can start
+    # manifest, shards and summary of the previous version exactly as they were
+    assert _hashes(tmp_path / "shards") == before
+    assert JSONDataset(filepath=str(tmp_path / "shards" / "summary.json")).load()["success"]
+    assert _record(good_id) == good  # and its MLflow record too
     last = mlflow.search_runs(max_results=1, order_by=["start_time DESC"], output_format="list")
-    assert last[0].data.tags["data_validation"] == "failed"
-    with pytest.raises(DatasetError):
-        JSONDataset(filepath=str(tmp_path / "summary.json")).load()
+    assert last[0].data.tags["data_validation"] == "failed" and last[0].info.run_id != good_id
+
+
+def test_an_empty_folder_fails_clearly_and_replaces_nothing(tmp_path, mlflow_store):
+    run_both(tmp_path, INGEST)
+    before = _hashes(tmp_path / "shards")
+    ingest = _image_folder(tmp_path / "images")
+    for image in (tmp_path / "images").rglob("*.png"):
+        image.unlink()
+    with pytest.raises(DataValidationError, match=r"rule not_empty: 1 bad: rows \(0\)"):
+        run_both(tmp_path, ingest)
+    assert _hashes(tmp_path / "shards") == before
+
+
+def test_first_failing_ingestion_leaves_no_current_version(tmp_path, mlflow_store):
+    with pytest.raises(DataValidationError, match="rule decodable"):
+        run_both(tmp_path, _image_folder(tmp_path / "images", broken=True))
+    assert not (tmp_path / "shards").exists()  # nothing downstream can start
+    with pytest.raises(DatasetError, match="no validated dataset yet"):
+        ValidationSummaryDataset(str(tmp_path / "shards")).load()

@@ -57,8 +57,19 @@ def test_train_node_refuses_failed_validation(shard_dir: Path, vit_spec: dict) -
         )
 
 
-def test_train_node_names_missing_backbone_and_prompt_init(shard_dir: Path, vit_spec: dict) -> None:
-    ok = {"success": True}
+def test_train_node_refuses_a_summary_of_other_data(
+    shard_dir: Path, shard_summary: dict, vit_spec: dict
+) -> None:
+    run = {"method": "linear_probe", "backbone": "vit"}
+    stale = {**shard_summary, "data_hash": "y"}  # e.g. a summary left from earlier data
+    with pytest.raises(ValueError, match=r"data_hash y does not match the data_hash x .*dataset"):
+        train_run("lp", run, {}, ENGINE, "unused", str(shard_dir), stale, {"vit": vit_spec})
+
+
+def test_train_node_names_missing_backbone_and_prompt_init(
+    shard_dir: Path, shard_summary: dict, vit_spec: dict
+) -> None:
+    ok = shard_summary
     with pytest.raises(ValueError, match="backbone 'resnet' is not in backbone_specs"):
         train_run(
             "x",

@@ -1,11 +1,31 @@
-"""Ingestion: source records -> manifest, decoded RGB shards per split, and a report."""
+"""Ingestion: source records -> a shard directory (manifest, decoded RGB shards, report).
+
+Streaming and parallel, so memory does not grow with the dataset:
+1. describe: every record's bytes (or pixels) are hashed and missing or empty files noted;
+   from the hashes come the splits (copies share one) and each image's row in its split;
+2. decode: a pool of worker processes (`num_workers`) decodes chunks of images
+   (`convert.to_rgb` + `convert.fit`, the one preprocessing path) and writes them straight
+   into their rows of the per-split `.npy` files (positioned writes, no mapping held, so
+   resident memory stays flat; readers memory-map the files). A chunk is recorded as done
+   (`.work/chunks/<k>.json`, atomic) only after its pixels are synced to disk, so a killed
+   ingestion resumes without redoing finished chunks and never takes a half-written chunk
+   as done.
+Labels, `manifest.csv` and last `dataset.json` (the completeness mark) close the directory.
+A directory left by another source or other parameters (its fingerprint) is emptied first.
+Every record gets a manifest row, readable or not: unreadable ones carry `error` and stay
+out of the shards (an image that fails only when decoded leaves a zero row labelled -1),
+and validation then fails naming them; nothing is dropped silently.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import io
+import json
+import multiprocessing
+import os
+import shutil
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,29 +37,31 @@ from tqdm.auto import tqdm
 
 from visprompt.data import shards
 from visprompt.data.convert import fit, to_rgb
-from visprompt.data.manifest import COLUMNS
+from visprompt.data.manifest import COLUMNS, content_hash
 from visprompt.data.sources import Record, SourceData
 from visprompt.data.splits import assign_splits
+
+FORMAT = 2  # bump when the directory layout or a decode rule changes (invalidates staging)
+_PLAN = "plan.json"  # under shards.WORK, with chunks/ and the fingerprint
+_CHUNKS = "chunks"
+_EXIF_ORIENTATION = 0x0112
 
 # What a decoder raises on a file that is not a (complete) image.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass
-class ShardSet:
-    """Decoded images per split, ready to be written as a shard directory."""
+class _Job:
+    """What the worker processes need (inherited through fork, never pickled)."""
 
-    classes: list[str]
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]
-
-    def write(self, directory: str | Path) -> None:
-        shards.write_classes(directory, self.classes)
-        for split, (images, labels) in self.splits.items():
-            shards.write_split(directory, split, images, labels)
+    records: list[Record]
+    image_size: int
+    directory: Path
+    offsets: dict[str, int]  # where each split's pixel data starts in images_<split>.npy
 
 
-def _split_rank(split: str | None) -> int:
-    return shards.SPLITS.index(split) if split in shards.SPLITS else len(shards.SPLITS)
+_JOB: _Job | None = None
+_FILES: dict[str, int] = {}  # split -> file descriptor open for writing (per process)
 
 
 def _pixel_hash(image: Image.Image) -> str:
@@ -48,36 +70,159 @@ def _pixel_hash(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def inspect_record(record: Record, image_size: int) -> tuple[dict[str, Any], np.ndarray | None]:
-    """The manifest row of one record and its (size, size, 3) uint8 pixels (None if unreadable).
+def describe_record(record: Record) -> dict[str, Any]:
+    """Manifest fields known without decoding: sha256 and bytes, or why the file is unusable.
 
     Files are hashed on their bytes; in-memory images on mode, size and pixels.
     """
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(path=record.path, label=record.label, split=record.split, converted=False)
+    if record.file is None:
+        image = record.pixels()
+        row["sha256"], row["bytes"] = _pixel_hash(image), len(image.tobytes())
+        return row
+    if not record.file.is_file():
+        row["error"] = f"file not found: {record.file}"
+        return row
+    data = record.file.read_bytes()
+    row["bytes"], row["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    if not data:
+        row["error"] = "empty file (0 bytes)"
+    return row
+
+
+def decode_record(record: Record, image_size: int) -> tuple[dict[str, Any], np.ndarray | None]:
+    """(width, height, mode, converted, exif_rotated, error) and (size, size, 3) uint8 pixels."""
+    fields: dict[str, Any] = {"converted": False, "exif_rotated": False, "error": None}
     try:
         if record.file is not None:
-            if not record.file.is_file():
-                row["error"] = f"file not found: {record.file}"
-                return row, None
-            data = record.file.read_bytes()
-            row["bytes"], row["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-            if not data:
-                row["error"] = "empty file (0 bytes)"
-                return row, None
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(record.file)  # by path: errors name the file, not a buffer
             image.load()
         else:
             image = record.pixels()
-            row["sha256"] = _pixel_hash(image)
-            row["bytes"] = len(image.tobytes())
-        row["width"], row["height"] = image.size
-        row["mode"] = image.mode
-        rgb, row["converted"] = to_rgb(image)
-        return row, fit(rgb, image_size)
+        fields.update(width=image.size[0], height=image.size[1], mode=image.mode)
+        fields["exif_rotated"] = image.getexif().get(_EXIF_ORIENTATION, 1) in range(2, 9)
+        rgb, converted = to_rgb(image)
+        fields["converted"] = bool(converted or fields["exif_rotated"])
+        return fields, fit(rgb, image_size)
     except _DECODE_ERRORS as error:
-        row["error"] = f"cannot decode: {type(error).__name__}: {error}"
-        return row, None
+        fields["error"] = f"cannot decode: {type(error).__name__}: {error}"
+        return fields, None
+
+
+def _describe_chunk(indices: list[int]) -> list[dict[str, Any]]:
+    return [describe_record(_JOB.records[i]) for i in indices]
+
+
+def _shard(split: str) -> int:
+    if split not in _FILES:
+        _FILES[split] = os.open(_JOB.directory / f"images_{split}.npy", os.O_WRONLY)
+    return _FILES[split]
+
+
+def _close_files() -> None:
+    for descriptor in _FILES.values():
+        os.close(descriptor)
+    _FILES.clear()
+
+
+def _decode_chunk(chunk: tuple[int, list[list]]) -> tuple[int, list[dict[str, Any]]]:
+    """Decode a chunk of (record index, split or None, row) into the shards; sync; report."""
+    number, items = chunk
+    results, touched = [], set()
+    for index, split, row in items:
+        fields, pixels = decode_record(_JOB.records[index], _JOB.image_size)
+        if split is not None and pixels is not None:
+            offset = _JOB.offsets[split] + row * pixels.nbytes
+            os.pwrite(_shard(split), np.ascontiguousarray(pixels).data, offset)
+            touched.add(split)
+        results.append(fields)
+    for split in touched:
+        os.fdatasync(_shard(split))
+    return number, results
+
+
+def _fingerprint(
+    source: SourceData, image_size: int, fractions: Mapping[str, float], seed: int
+) -> str:
+    """What the directory's content depends on: records (with file size and mtime) and params."""
+    digest = hashlib.sha256()
+    head = {"format": FORMAT, "size": image_size, "fractions": dict(fractions), "seed": seed}
+    head |= {"classes": list(source.classes), "origin": source.origin, "info": source.info}
+    digest.update(json.dumps(head, sort_keys=True, default=str).encode())
+    for record in source.records:
+        stat = None
+        if record.file is not None and record.file.is_file():
+            info = record.file.stat()
+            stat = (info.st_size, info.st_mtime_ns)
+        digest.update(json.dumps([record.path, record.label, record.split, stat]).encode())
+    return digest.hexdigest()
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _run(function, tasks: Iterable, num_workers: int) -> Iterator:
+    """`function` over `tasks`, in order, in `num_workers` forked processes (1: this one)."""
+    if num_workers <= 1:
+        yield from map(function, tasks)
+        return
+    with multiprocessing.get_context("fork").Pool(num_workers) as pool:
+        yield from pool.imap(function, tasks)
+
+
+def _plan(
+    source: SourceData,
+    fractions: Mapping[str, float],
+    seed: int,
+    num_workers: int,
+    chunk_size: int,
+) -> dict[str, Any]:
+    """Rows in manifest order with their split and shard row (pass 1: hashing)."""
+    chunks = _chunks(list(range(len(source.records))), chunk_size)
+    rows = [row for part in _run(_describe_chunk, chunks, num_workers) for row in part]
+    keys = [r["sha256"] or f"path:{r['path']}" for r in rows]
+    given = [r["split"] for r in rows]
+    splits = assign_splits(keys, [r["label"] for r in rows], given, fractions, seed)
+    for index, (row, split) in enumerate(zip(rows, splits, strict=True)):
+        row["split"], row["record"] = split, index
+    rank = {s: i for i, s in enumerate(shards.SPLITS)}
+    rows.sort(key=lambda r: (rank.get(r["split"], len(rank)), r["path"]))
+    classes = set(source.classes)
+    sizes = dict.fromkeys(shards.SPLITS, 0)
+    for row in rows:
+        if row["split"] in sizes and row["error"] is None and row["label"] in classes:
+            row["shard_index"] = sizes[row["split"]]
+            sizes[row["split"]] += 1
+    return {"rows": rows, "sizes": sizes}
+
+
+def _allocate(directory: Path, sizes: Mapping[str, int], image_size: int) -> dict[str, int]:
+    """Create every split's images file at its full size (zero-filled, sparse); its offsets."""
+    offsets = {}
+    for split, n in sizes.items():
+        path = directory / f"images_{split}.npy"
+        shape = (n, image_size, image_size, 3)
+        if n == 0:  # an empty file cannot be memory-mapped
+            shards.save_array(path, np.zeros(shape, np.uint8))
+            offsets[split] = path.stat().st_size
+        else:
+            created = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+            offsets[split] = created.offset
+            del created
+    return offsets
+
+
+def _prepare(directory: Path, fingerprint: str) -> None:
+    """Keep the directory's finished work if it was started for the same input, else empty it."""
+    work = directory / shards.WORK
+    mark = work / "fingerprint"
+    if mark.is_file() and mark.read_text() == fingerprint:
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    (work / _CHUNKS).mkdir(parents=True)
+    mark.write_text(fingerprint)
 
 
 def ingest(
@@ -85,47 +230,87 @@ def ingest(
     image_size: int,
     fractions: Mapping[str, float],
     seed: int,
-) -> tuple[pd.DataFrame, ShardSet, dict[str, Any]]:
-    """(manifest, shards, report) of a source.
+    directory: str | Path,
+    num_workers: int = 1,
+    chunk_size: int = 256,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Build (or resume) the shard directory of `source` at `directory`; (manifest, report).
 
-    Every record gets a manifest row, readable or not: unreadable ones carry `error` and
-    stay out of the shards, and validation then fails naming them (nothing is dropped
-    silently). Rows whose label is not in the class list or whose split is not one of
-    train/val/test also stay out of the shards, for validation to report.
+    Rows whose label is not in the class list or whose split is not one of train/val/test
+    stay out of the shards too, for validation to report. The result does not depend on
+    `num_workers` or `chunk_size`.
     """
-    rows, pixels = [], []
-    for record in tqdm(source.records, desc="ingest", unit="img", mininterval=2.0):
-        row, array = inspect_record(record, image_size)
-        rows.append(row)
-        pixels.append(array)
-    keys = [r["sha256"] or f"path:{r['path']}" for r in rows]
-    splits = assign_splits(
-        keys, [r["label"] for r in rows], [r["split"] for r in rows], fractions, seed
-    )
-    for row, split in zip(rows, splits, strict=True):
-        row["split"] = split
-    manifest = pd.DataFrame(rows, columns=list(COLUMNS))
-    manifest["shard_index"] = pd.array([pd.NA] * len(manifest), dtype="Int64")
-    class_index = {name: i for i, name in enumerate(source.classes)}
-    shard_splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    order = sorted(range(len(rows)), key=lambda i: (_split_rank(rows[i]["split"]), rows[i]["path"]))
-    for split in shards.SPLITS:
-        chosen = [
-            i
-            for i in order
-            if rows[i]["split"] == split
-            and pixels[i] is not None
-            and rows[i]["label"] in class_index
+    global _JOB
+    directory = Path(directory)
+    _prepare(directory, _fingerprint(source, image_size, fractions, seed))
+    _JOB = _Job(records=source.records, image_size=image_size, directory=directory, offsets={})
+    try:
+        plan_path = directory / shards.WORK / _PLAN
+        if plan_path.is_file():
+            plan = json.loads(plan_path.read_text())
+        else:
+            plan = _plan(source, fractions, seed, num_workers, chunk_size)
+            plan["offsets"] = _allocate(directory, plan["sizes"], image_size)
+            shards.write_json(plan_path, plan)
+        rows, _JOB.offsets = plan["rows"], plan["offsets"]
+        items = [
+            [r["record"], r["split"] if r["shard_index"] is not None else None, r["shard_index"]]
+            for r in rows
+            if r["error"] is None
         ]
-        images = np.zeros((len(chosen), image_size, image_size, 3), dtype=np.uint8)
-        for position, i in enumerate(chosen):
-            images[position] = pixels[i]
-        labels = np.array([class_index[rows[i]["label"]] for i in chosen], dtype=np.int64)
-        manifest.loc[chosen, "shard_index"] = np.arange(len(chosen))
-        shard_splits[split] = (images, labels)
-    manifest = manifest.loc[order].reset_index(drop=True)
+        chunks = _chunks(items, chunk_size)
+        done = _finished_chunks(directory, len(chunks))
+        todo = [(k, chunk) for k, chunk in enumerate(chunks) if k not in done]
+        with tqdm(total=len(items), desc="ingest", unit="img", mininterval=2.0) as bar:
+            bar.update(sum(len(chunks[k]) for k in done))
+            for number, results in _run(_decode_chunk, todo, num_workers):
+                shards.write_json(directory / shards.WORK / _CHUNKS / f"{number}.json", results)
+                done[number] = results
+                bar.update(len(results))
+    finally:
+        _JOB = None
+        _close_files()
+    decoded = iter(fields for k in range(len(chunks)) for fields in done[k])
+    for row in rows:
+        if row["error"] is None:
+            row.update(next(decoded))
+    return _finish(directory, rows, source, image_size, resumed=len(chunks) - len(todo))
+
+
+def _finished_chunks(directory: Path, count: int) -> dict[int, list[dict[str, Any]]]:
+    done = {}
+    for k in range(count):
+        path = directory / shards.WORK / _CHUNKS / f"{k}.json"
+        if path.is_file():
+            done[k] = json.loads(path.read_text())
+    return done
+
+
+def _finish(
+    directory: Path, rows: list[dict], source: SourceData, image_size: int, resumed: int
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Labels (-1 where an image failed to decode), classes, manifest, then dataset.json."""
+    class_index = {name: i for i, name in enumerate(source.classes)}
+    labels = {s: [] for s in shards.SPLITS}
+    for row in rows:
+        if row["shard_index"] is not None:
+            failed = row["error"] is not None
+            labels[row["split"]].append(-1 if failed else class_index[row["label"]])
+            if failed:
+                row["shard_index"] = None
+    for split, values in labels.items():
+        shards.save_array(directory / f"labels_{split}.npy", np.array(values, dtype=np.int64))
+    shards.write_classes(directory, source.classes)
+    manifest = pd.DataFrame(rows, columns=list(COLUMNS))
+    manifest["shard_index"] = manifest["shard_index"].astype("Int64")
+    tmp = directory / f".{shards.MANIFEST}.tmp"
+    manifest.to_csv(tmp, index=False)
+    tmp.replace(directory / shards.MANIFEST)
+    shards.write_info(directory, content_hash(manifest, source.classes), image_size)
     report = _report(manifest, source, image_size)
-    return manifest, ShardSet(classes=list(source.classes), splits=shard_splits), report
+    report["conversions"]["exif_orientation"] = sum(bool(r.get("exif_rotated")) for r in rows)
+    report["chunks_resumed"] = resumed
+    return manifest, report
 
 
 def _report(manifest: pd.DataFrame, source: SourceData, image_size: int) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from visprompt.data.shards import SPLITS
+
 # path,label,split,sha256,width,height,mode,bytes,converted (contract) + error, shard_index.
 # `error` is empty for a decoded image, else why it could not be read (validation's
 # `decodable` rule fails on it); `shard_index` is the row of the image in its split's shard.
@@ -53,12 +55,15 @@ def content_hash(manifest: pd.DataFrame, classes: Sequence[str]) -> str:
 
 
 def dataset_summary(manifest: pd.DataFrame, classes: Sequence[str]) -> dict:
-    """Content hash and images per split and class of what is in the shards."""
+    """Content hash and images per split (all of train/val/test) and class in the shards."""
     frame = normalise(manifest)
     in_shards = frame[frame["shard_index"].notna()]
     counts = {
-        split: {c: int((group["label"] == c).sum()) for c in classes}
-        for split, group in in_shards.groupby("split")
+        split: {
+            c: int(((in_shards["split"] == split) & (in_shards["label"] == c)).sum())
+            for c in classes
+        }
+        for split in SPLITS
     }
     return {
         "data_hash": content_hash(frame, classes),

@@ -1,25 +1,35 @@
 """Decoded, resized uint8 image shards: one `.npy` per split, memory-mapped on read.
 
-Layout of a shard directory (written by the data_ingestion pipeline):
+Layout of a shard directory (built by data_ingestion in a staging folder, swapped in by
+data_validation only when it passed, see `visprompt.data.staging`):
     images_<split>.npy   uint8, (N, H, W, 3), RGB
     labels_<split>.npy   int64, (N,)
     classes.json         ["class0", "class1", ...]  (label i is classes[i])
+    dataset.json         {"data_hash", "image_size", "counts"}: what ingestion wrote
+    manifest.csv         one row per source image (visprompt.data.manifest)
+    summary.json         the validation summary of exactly this data (written on success)
 Reading never decodes an image file: epochs cost a memcpy, not a JPEG decode.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from visprompt import atomic
 from visprompt.atomic import atomic_path
 
 SPLITS = ("train", "val", "test")
+INFO = "dataset.json"
+SUMMARY = "summary.json"
+MANIFEST = "manifest.csv"
+WORK = ".work"  # ingestion's resume state; removed when a version is committed
 
 
 def write_split(directory: str | Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
@@ -32,15 +42,25 @@ def write_split(directory: str | Path, split: str, images: np.ndarray, labels: n
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for stem, array in (("images", images), ("labels", labels.astype(np.int64))):
-        with atomic_path(directory / f"{stem}_{split}.npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array))
+    save_array(directory / f"images_{split}.npy", images)
+    save_array(directory / f"labels_{split}.npy", labels.astype(np.int64))
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """np.save through a temporary file and a rename: a reader never sees half an array."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """JSON written atomically (temporary file, fsync, rename)."""
+    atomic.write_text(path, json.dumps(data, indent=1))
 
 
 def write_classes(directory: str | Path, classes: Sequence[str]) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "classes.json").write_text(json.dumps(list(classes), indent=1))
+    write_json(directory / "classes.json", list(classes))
 
 
 def read_classes(directory: str | Path) -> list[str]:
@@ -54,9 +74,64 @@ def read_split(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
     if not path.is_file():
         raise FileNotFoundError(
             f"no shard for split '{split}' in {directory} (expected {path.name}); "
-            "run `kedro run --pipelines data_ingestion` first"
+            "run `kedro run --pipelines data_ingestion,data_validation` first"
         )
     return np.load(path, mmap_mode="r"), np.load(directory / f"labels_{split}.npy")
+
+
+def label_counts(directory: str | Path) -> dict[str, dict[str, int]]:
+    """Images per split and class name, counted from the label arrays on disk."""
+    directory = Path(directory)
+    classes = read_classes(directory)
+    counts = {}
+    for split in SPLITS:
+        path = directory / f"labels_{split}.npy"
+        if path.is_file():
+            labels = np.load(path)
+            counts[split] = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+    return counts
+
+
+def write_info(directory: str | Path, data_hash: str, image_size: int) -> None:
+    """Record what the shards hold (content hash + counts); a validation summary must match it."""
+    directory = Path(directory)
+    info = {"data_hash": data_hash, "image_size": image_size, "counts": label_counts(directory)}
+    write_json(directory / INFO, info)
+
+
+def require_validated(directory: str | Path, summary: Mapping[str, Any]) -> None:
+    """Refuse shards whose validation summary failed or describes other data.
+
+    The summary must say success, carry the data_hash recorded with the shards (dataset.json)
+    and count the same images per split and class as the label arrays on disk: a summary
+    left over from other data (a copied, half-restored or tampered folder) is refused.
+    """
+    directory = Path(directory)
+    fix = (
+        "rerun `kedro run --pipelines data_ingestion,data_validation` (or `dvc repro "
+        "data`) so that shards and summary are built and validated together"
+    )
+    if summary.get("success") is not True:
+        raise ValueError(
+            f"data validation failed or never ran (success is not true in the validation "
+            f"summary of {directory}); see data/08_reporting/validation/report.json; {fix}"
+        )
+    info_path = directory / INFO
+    if not info_path.is_file():
+        raise ValueError(f"{info_path} is missing: the shards carry no content hash; {fix}")
+    info = json.loads(info_path.read_text())
+    if summary.get("data_hash") != info["data_hash"]:
+        raise ValueError(
+            f"the validation summary's data_hash {summary.get('data_hash')} does not match the "
+            f"data_hash {info['data_hash']} of the shards in {info_path}: the summary "
+            f"validated other data; {fix}"
+        )
+    on_disk = label_counts(directory)
+    if summary.get("counts") != on_disk or info["counts"] != on_disk:
+        raise ValueError(
+            f"images per split and class in the label arrays of {directory} ({on_disk}) differ "
+            f"from the validation summary ({summary.get('counts')}); {fix}"
+        )
 
 
 class ShardDataset(Dataset):

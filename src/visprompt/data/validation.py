@@ -1,8 +1,9 @@
 """Manifest validation with Great Expectations: the suite, its run, a report and a message.
 
 Rules (names used in the report, the error and parameters_data_validation.yml):
-columns_present, not_null, label_in_classes, split_values, min_train_per_class, no_leakage,
-width_bounds, height_bounds, non_empty_file, decodable. Every expectation carries its rule
+not_empty, columns_present, not_null, label_in_classes, split_values, min_train_per_class,
+min_classes, no_leakage, one_label_per_image, width_bounds, height_bounds, non_empty_file,
+decodable. Every expectation carries its rule
 name in `meta`; failures list the offending files (or classes) and the fix.
 Decodability is judged from the manifest's `error` column, filled by ingestion when it tried
 to read the file, so validation never decodes an image twice.
@@ -21,6 +22,10 @@ import pandas as pd
 from visprompt.data.manifest import normalise
 
 FIXES = {
+    "not_empty": (
+        "the source yielded no images: check data_ingestion.source and its root or path "
+        "(class folders must contain image files)"
+    ),
     "columns_present": "re-run `kedro run --pipelines data_ingestion` to rebuild the manifest",
     "not_null": "give every row a path, label and split (check the CSV / folder layout)",
     "label_in_classes": "fix the label, or add the class to the source's `classes` list",
@@ -29,7 +34,15 @@ FIXES = {
         "add training images for these classes, remove the classes, or lower "
         "data_validation.min_train_images_per_class"
     ),
+    "min_classes": (
+        "a classifier needs at least 2 classes: add class folders (labels), or lower "
+        "data_validation.min_classes"
+    ),
     "no_leakage": "remove the duplicate copies so that each image is in one split only",
+    "one_label_per_image": (
+        "the same image (content hash) is under several labels: keep one copy, under the "
+        "right label"
+    ),
     "width_bounds": "resize or remove these images, or change data_validation.width bounds",
     "height_bounds": "resize or remove these images, or change data_validation.height bounds",
     "non_empty_file": "replace or remove these empty files",
@@ -41,8 +54,25 @@ def _leak_column(frame: pd.DataFrame) -> pd.Series:
     """'test+train' for rows whose content hash occurs in several splits, else None."""
     known = frame.dropna(subset=["sha256", "split"])
     splits = known.groupby("sha256")["split"].agg(lambda s: "+".join(sorted(set(s))))
-    joined = frame["sha256"].map(splits)
-    return joined.where(joined.str.contains("+", regex=False, na=False), None).astype(object)
+    joined = frame["sha256"].map(splits).astype(object)
+    return joined.map(lambda v: v if isinstance(v, str) and "+" in v else None).astype(object)
+
+
+def _label_conflict_column(frame: pd.DataFrame) -> pd.Series:
+    """For rows whose content hash is also under another label: the other (label: path)s."""
+    known = frame.dropna(subset=["sha256", "label"])
+    copies: dict[str, list[tuple[str, str]]] = {}
+    for sha, label, path in zip(known["sha256"], known["label"], known["path"], strict=True):
+        copies.setdefault(sha, []).append((label, path))
+
+    def others(sha: Any, label: Any) -> str | None:
+        pairs = [f"{lab}: {path}" for lab, path in copies.get(sha, []) if lab != label]
+        return "also " + ", ".join(sorted(pairs)) if pairs else None
+
+    values = [
+        others(sha, label) for sha, label in zip(frame["sha256"], frame["label"], strict=True)
+    ]
+    return pd.Series(values, index=frame.index, dtype=object)
 
 
 def class_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
@@ -61,7 +91,8 @@ def _expectations(config: Mapping[str, Any], classes: Sequence[str], columns: se
     def meta(rule: str) -> dict:
         return {"rule": rule, "fix": FIXES[rule]}
 
-    pairs = [
+    pairs = [("not_empty", gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=meta("not_empty")))]
+    pairs += [
         ("columns_present", gxe.ExpectColumnToExist(column=c, meta=meta("columns_present")))
         for c in config["required_columns"]
     ]
@@ -74,6 +105,7 @@ def _expectations(config: Mapping[str, Any], classes: Sequence[str], columns: se
         ("label", "label_in_classes", gxe.ExpectColumnValuesToBeInSet, {"value_set": classes}),
         ("split", "split_values", gxe.ExpectColumnValuesToBeInSet, {"value_set": config["splits"]}),
         ("leak", "no_leakage", gxe.ExpectColumnValuesToBeNull, {}),
+        ("label_conflict", "one_label_per_image", gxe.ExpectColumnValuesToBeNull, {}),
         (
             "width",
             "width_bounds",
@@ -155,7 +187,9 @@ def _failure(result, key: str) -> dict[str, Any]:
     exception = result.exception_info or {}
     if exception.get("raised_exception"):
         items = [{"item": column, "value": exception.get("exception_message")}]
-    elif not items:  # a table-level expectation (e.g. a missing column): the column is the item
+    elif column is None:  # a table-level expectation: the row count is the value
+        items = [{"item": "rows", "value": _plain(result.result.get("observed_value"))}]
+    elif not items:  # a missing column: the column is the item
         items = [{"item": column, "value": None}]
     return {
         "rule": config.meta["rule"],
@@ -189,6 +223,8 @@ def validate_manifest(
     frame = normalise(manifest)
     if {"sha256", "split"} <= set(frame.columns):
         frame["leak"] = _leak_column(frame)
+    if {"sha256", "label", "path"} <= set(frame.columns):
+        frame["label_conflict"] = _label_conflict_column(frame)
     columns = set(frame.columns)
     with tempfile.TemporaryDirectory(prefix="gx_docs_") as tmp:
         docs_dir = Path(tmp)
@@ -205,11 +241,15 @@ def validate_manifest(
                 min_value=config["min_train_images_per_class"],
                 meta={"rule": "min_train_per_class", "fix": FIXES["min_train_per_class"]},
             )
+            enough = gxe.ExpectTableRowCountToBeBetween(
+                min_value=int(config.get("min_classes", 2)),
+                meta={"rule": "min_classes", "fix": FIXES["min_classes"]},
+            )
             class_results = _run_checkpoint(
                 context,
                 "classes",
                 class_table(frame, classes),
-                [("min_train_per_class", minimum)],
+                [("min_train_per_class", minimum), ("min_classes", enough)],
                 "class",
             )
         docs = {

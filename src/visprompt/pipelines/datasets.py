@@ -1,7 +1,9 @@
-"""Custom Kedro datasets: whole directories written atomically.
+"""Custom Kedro datasets: whole directories written atomically, and the staged dataset.
 
 A directory is written next to its final place and swapped in at the end, so a failing
-save never leaves a half-written directory and never loses the previous one.
+save never leaves a half-written directory and never loses the previous one. The shard
+directory follows the same rule through `visprompt.data.staging`: data_ingestion builds
+into `shards_staging`, and saving `validation_summary` swaps the staged version in.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset
+from kedro.io.core import DatasetError
 
 from visprompt.atomic import atomic_directory, atomic_path
-from visprompt.data.ingest import ShardSet
+from visprompt.data import staging
 from visprompt.data.manifest import TEXT_COLUMNS
 
 
@@ -44,11 +47,81 @@ class _DirectoryDataset(AbstractDataset[str, Any]):
         return {"filepath": str(self._filepath)}
 
 
-class ShardsDataset(_DirectoryDataset):
-    """The shard directory (visprompt.data.shards format); saves a `ShardSet`."""
+class ShardsDataset(AbstractDataset[str, None]):
+    """The current, validated shard directory (visprompt.data.shards); loads as its path.
 
-    def _write(self, data: ShardSet, directory: Path) -> None:
-        data.write(directory)
+    Read-only: a new version only arrives through `ValidationSummaryDataset.save`.
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> str:
+        staging.recover(self._filepath)
+        if not self._filepath.is_dir():
+            raise FileNotFoundError(
+                f"shard directory '{self._filepath}' does not exist yet; run `kedro run "
+                "--pipelines data_ingestion,data_validation`"
+            )
+        return str(self._filepath)
+
+    def save(self, data: None) -> None:
+        raise DatasetError(
+            f"'{self._filepath}' is replaced only by a validated version (save "
+            "validation_summary); data_ingestion writes to shards_staging"
+        )
+
+    def _exists(self) -> bool:
+        return self._filepath.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class StagingDataset(AbstractDataset[str, None]):
+    """Loads as the staging folder's path of the shard directory at `filepath`, where
+    data_ingestion builds the next version (`visprompt.data.staging.staging_dir`)."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> str:
+        return str(staging.staging_dir(self._filepath))
+
+    def save(self, data: None) -> None:
+        raise DatasetError("shards_staging is written by the ingestion node itself")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class ValidationSummaryDataset(AbstractDataset[dict, dict]):
+    """The validation summary of the current shard directory at `filepath` (summary.json).
+
+    Saving commits: the summary is written into the staged version, which then replaces the
+    current one atomically (`visprompt.data.staging.commit`).
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        return staging.read_summary(self._filepath)
+
+    def save(self, data: dict) -> None:
+        staging.commit(self._filepath, data)
+
+    def _exists(self) -> bool:
+        return (self._filepath / "summary.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
 
 
 class FileTreeDataset(_DirectoryDataset):

@@ -20,9 +20,25 @@ def _images(directory: Path) -> list[Path]:
     )
 
 
+def _refuse_escapes(base: Path, folders: list[Path], records: list[Record]) -> None:
+    inside = base.resolve()
+    paths = [*folders, *(r.file for r in records)]
+    escaping = [p for p in paths if not p.resolve().is_relative_to(inside)]
+    if escaping:
+        listing = ", ".join(f"{p.relative_to(base)} -> {p.resolve()}" for p in escaping[:20])
+        raise ValueError(
+            f"imagefolder root '{base}': {len(escaping)} path(s) resolve outside the root "
+            f"(symlinks out): {listing}; copy the images into the root or point "
+            "data_ingestion.sources.imagefolder.root at a folder that contains them"
+        )
+
+
 def load(root: str, classes: list[str] | None = None) -> SourceData:
     """Every image file under `root`; class = its folder, split = the folder above if it is
     one of train/val/test (then every top-level folder must be a split).
+
+    A file or folder that resolves outside the root (a symlink out) is refused with an error
+    naming it, as the CSV source refuses `../`: a dataset never reads other files of the machine.
 
     An empty class folder still defines a class (validation then reports it has no images).
     `classes` fixes the class list and its order; by default the sorted folder names.
@@ -44,6 +60,7 @@ def load(root: str, classes: list[str] | None = None) -> SourceData:
             for image in _images(class_dir):
                 rel = image.relative_to(base).as_posix()
                 records.append(Record(path=rel, label=class_dir.name, split=split, file=image))
+    _refuse_escapes(base, [d for _, g in groups for d in _class_dirs(g)], records)
     if not found:
         raise ValueError(
             f"no class folders under '{root}': expected root/<class>/<image> or "

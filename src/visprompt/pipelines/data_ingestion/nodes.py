@@ -6,13 +6,25 @@ from typing import Any
 
 import pandas as pd
 
-from visprompt.data.ingest import ShardSet, ingest
+from visprompt.data.ingest import ingest
 from visprompt.data.sources import load_source
 
 
-def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, ShardSet, dict[str, Any]]:
-    """Read the source named by `params['source']` with its options from `params['sources']`."""
+def ingest_images(params: dict[str, Any], staging: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Build (or resume) the next dataset version in `staging` from the source named by
+    `params['source']` (options in `params['sources']`); (manifest, report).
+
+    The current version is untouched: data_validation swaps the staged one in if it passes.
+    """
     kind = params["source"]
     source = load_source(kind, (params.get("sources") or {}).get(kind))
     split = params["split"]
-    return ingest(source, int(params["image_size"]), split["fractions"], int(split["seed"]))
+    return ingest(
+        source,
+        int(params["image_size"]),
+        split["fractions"],
+        int(split["seed"]),
+        staging,
+        num_workers=int(params.get("num_workers", 1)),
+        chunk_size=int(params.get("chunk_size", 256)),
+    )

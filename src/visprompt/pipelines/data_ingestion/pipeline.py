@@ -8,8 +8,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 ingest_images,
-                inputs="params:data_ingestion",
-                outputs=["manifest", "shards", "ingestion_report"],
+                inputs=["params:data_ingestion", "shards_staging"],
+                outputs=["staged_manifest", "ingestion_report"],
                 name="ingest_images",
             )
         ]

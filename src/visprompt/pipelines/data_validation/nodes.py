@@ -1,8 +1,10 @@
 """Nodes of data_validation.
 
-`validate` always returns the report (saved, and logged to MLflow by the hooks) before
-`require_valid` stops the run, so a failed run still leaves its report behind; only
-`require_valid` writes `validation_summary`, the input that orders everything downstream.
+`validate` checks the staged version that data_ingestion built and always returns the report
+(saved, and logged to MLflow by the hooks) before `require_valid` stops the run, so a failed
+run still leaves its report behind. Only `require_valid` outputs `validation_summary`, whose
+dataset saves it by swapping the staged version in (`visprompt.data.staging.commit`):
+manifest, shards and summary become current together, and only when the data passed.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from visprompt.data.validation import DataValidationError, failure_message, vali
 
 
 def validate(
-    manifest: pd.DataFrame, shards: str, params: dict[str, Any]
+    manifest: pd.DataFrame, staging: str, params: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, bytes], dict[str, Any]]:
-    """(report, GX data docs files, summary) of the manifest against the configured suite."""
-    classes = shard_format.read_classes(shards)
+    """(report, GX data docs files, summary) of the staged manifest against the suite."""
+    classes = shard_format.read_classes(staging)
     report, docs = validate_manifest(manifest, classes, params)
     summary = {
         "success": report["success"],

@@ -11,7 +11,7 @@ import mlflow
 import torch
 
 from visprompt import backbones, methods
-from visprompt.data.shards import ShardDataset, read_classes
+from visprompt.data.shards import ShardDataset, read_classes, require_validated
 from visprompt.pipelines import tracking
 from visprompt.pipelines.runs import parse_run, seed_namespace, train_config
 from visprompt.prompt_init.io import load_prompts
@@ -20,16 +20,6 @@ from visprompt.training.code_digest import source_digest
 from visprompt.weights import fingerprint
 
 log = logging.getLogger(__name__)
-
-
-def require_valid(validation_summary: dict[str, Any]) -> None:
-    """Refuse to train on data whose validation failed (or never ran)."""
-    if validation_summary.get("success") is not True:
-        raise ValueError(
-            "data validation failed (validation_summary.success is not true): see "
-            "data/08_reporting/validation/report.json, fix the data, then rerun "
-            "`kedro run --pipelines data_ingestion,data_validation`"
-        )
 
 
 def _init_prompts(name: str | None, prompt_inits: dict[str, Any] | None) -> dict[str, Any]:
@@ -62,7 +52,7 @@ def train_run(
     parameter counts and the saved artifact. Checkpoints go to a folder named by every input
     that changes the result, so a killed run resumes and a finished one returns at once.
     """
-    require_valid(validation_summary)
+    require_validated(shards, validation_summary)  # the summary must describe these shards
     spec = parse_run(run_name, run)
     if spec.backbone not in backbone_specs:
         raise ValueError(

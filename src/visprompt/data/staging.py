@@ -1,0 +1,104 @@
+"""A dataset version becomes current only after it validated.
+
+Ingestion builds the next version in a staging folder next to the current shard directory
+(`data/03_primary/.shards.staging` for `data/03_primary/shards`); validation reads it there;
+`commit` writes the validation summary into it and swaps it in for the current one with one
+atomic exchange of the two directories (Linux `renameat2(RENAME_EXCHANGE)`), so manifest,
+shards and summary change together or not at all. A failed or killed ingestion or
+validation leaves the current version untouched (the staging folder is kept, so a rerun
+resumes it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from visprompt.data import shards
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def staging_dir(final: str | Path) -> Path:
+    """Where the next version of `final` is built (a sibling: same filesystem, so a rename)."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.staging")
+
+
+def _backup_dir(final: Path) -> Path:
+    return final.with_name(f".{final.name}.previous")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories; False where the OS or filesystem cannot."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"cannot swap '{a}' and '{b}': {os.strerror(code)}")
+
+
+def recover(final: str | Path) -> None:
+    """Finish a swap interrupted between its two renames (only where no exchange exists)."""
+    final = Path(final)
+    backup = _backup_dir(final)
+    if backup.exists() and not final.exists():
+        backup.rename(final)
+    elif backup.exists():
+        shutil.rmtree(backup)
+
+
+def commit(final: str | Path, summary: Mapping[str, Any]) -> None:
+    """Write `summary` into the staged version and make it the current one at `final`.
+
+    Refuses a summary that failed or that describes other data than the staged shards.
+    The replaced version is deleted after the swap.
+    """
+    final = Path(final)
+    staged = staging_dir(final)
+    if not (staged / shards.INFO).is_file():
+        raise FileNotFoundError(
+            f"no complete staged dataset in {staged}; run `kedro run --pipelines "
+            "data_ingestion,data_validation`"
+        )
+    shards.require_validated(staged, summary)
+    shards.write_json(staged / shards.SUMMARY, dict(summary))
+    shutil.rmtree(staged / shards.WORK, ignore_errors=True)
+    recover(final)
+    if not final.exists():
+        staged.rename(final)
+        return
+    if _exchange(staged, final):
+        shutil.rmtree(staged)
+        return
+    backup = _backup_dir(final)
+    final.rename(backup)
+    staged.rename(final)
+    shutil.rmtree(backup)
+
+
+def read_summary(final: str | Path) -> dict[str, Any]:
+    """The validation summary of the current version at `final`."""
+    final = Path(final)
+    recover(final)
+    path = final / shards.SUMMARY
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: no validated dataset yet; run `kedro run --pipelines "
+            "data_ingestion,data_validation`"
+        )
+    return json.loads(path.read_text())
