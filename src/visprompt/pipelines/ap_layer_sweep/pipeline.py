@@ -3,7 +3,8 @@
 The runs live in `parameters_ap_layer_sweep.yml` (`ap_layer_sweep.runs`, the format of
 `training.runs`), so `kedro run` (the default chain) does not train them. Each run reuses
 the training and evaluation pipelines' per-run pipelines with its `run` parameter read from
-`ap_layer_sweep.runs.<name>`; outputs use the usual `<run>.*` datasets. The training-step
+`ap_layer_sweep.runs.<name>`; outputs use the usual `<run>.seed_<s>.*` datasets (a sweep
+run trains seed 0 unless it sets `seeds`; the table reads its first seed). The training-step
 cost comes from the profiling library, every run next to its bare backbone.
 """
 
@@ -17,7 +18,7 @@ from kedro.pipeline import Pipeline, node
 from visprompt.pipelines.ap_layer_sweep.nodes import sweep_figure, sweep_table
 from visprompt.pipelines.evaluation.pipeline import run_pipeline as evaluation_run
 from visprompt.pipelines.profiling.nodes import profile_runs
-from visprompt.pipelines.runs import RunSpec, parse_run, project_parameters
+from visprompt.pipelines.runs import RunSpec, parse_run, project_parameters, seed_namespace
 from visprompt.pipelines.training.pipeline import run_pipeline as training_run
 
 
@@ -34,7 +35,7 @@ def _trained_and_tested(spec: RunSpec) -> Pipeline:
         training_run(spec),
         parameters={f"params:training.runs.{name}": f"params:ap_layer_sweep.runs.{name}"},
     )
-    return train + evaluation_run(name)
+    return train + evaluation_run(name, spec.seeds)
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
@@ -44,8 +45,13 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
         return Pipeline([])
     profile = partial(profile_runs, names)
     profile.__name__ = profile_runs.__name__  # kedro names and logs nodes by their function
-    per_run = [f"{run}.{name}" for run in names for name in ("artifact_dir", "train_summary")]
-    results = [f"{run}.{name}" for run in names for name in ("train_summary", "test_metrics")]
+    first = {run: seed_namespace(run, spec.seeds[0]) for run, spec in specs.items()}
+    per_run = [
+        f"{first[run]}.{name}" for run in names for name in ("artifact_dir", "train_summary")
+    ]
+    results = [
+        f"{first[run]}.{name}" for run in names for name in ("train_summary", "test_metrics")
+    ]
     return sum((_trained_and_tested(s) for s in specs.values()), Pipeline([])) + Pipeline(
         [
             node(
