@@ -17,7 +17,6 @@ import click
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from visprompt import backbones, methods
 from visprompt.atomic import atomic_path
@@ -25,6 +24,7 @@ from visprompt.data.transforms import to_model_input
 from visprompt.methods.pgn import PromptGenerationNetwork
 from visprompt.methods.prompt_inversion import PromptClient, to_uint8
 from visprompt.pipelines import kedro_run
+from visprompt.progress import progress_bar
 
 #: Kedro imports `<package>.cli` for project-specific `kedro` subcommands and requires a click
 #: group named `cli` in it: the project's `run` (Kedro's, with one-paragraph config errors).
@@ -66,7 +66,7 @@ def write_prompted_images(client: PromptClient, paths: Sequence[Path], out: Path
     size = client.inverter.patch_size * client.grid_width
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in tqdm(paths, desc="pgn-invert", unit="img"):
+    for path in progress_bar(paths, desc="pgn-invert", unit="img"):
         rgb = np.asarray(Image.open(path).convert("RGB"))
         batch = torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0)
         images = to_model_input(batch, size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))

@@ -1,11 +1,18 @@
 """Kedro project settings."""
 
+import warnings
+
 from kedro.config import OmegaConfigLoader
 
 from visprompt.hooks import DataTrackingHook, RunListHook
+from visprompt.pipelines.console import ConsoleHook
+
+# The comparison, profiling and registry nodes read every run's namespaced outputs
+# (`<run>.train_summary`): names with a dot outside their own namespace, by design.
+warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
 
 # kedro-mlflow registers its own hook (one MLflow run per `kedro run`) through its entry point.
-HOOKS = (RunListHook(), DataTrackingHook())
+HOOKS = (RunListHook(), DataTrackingHook(), ConsoleHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 COPIED = (
     "conf/base",
+    "conf/logging.yml",
+    ".telemetry",
     "src",
     "pyproject.toml",
     "dvc.yaml",

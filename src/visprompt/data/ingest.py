@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from visprompt.data import shards
 from visprompt.data.convert import fit, to_rgb
 from visprompt.data.manifest import COLUMNS, content_hash
 from visprompt.data.sources import Record, SourceData
 from visprompt.data.splits import assign_splits
+from visprompt.progress import progress_bar
 
 FORMAT = 2  # bump when the directory layout or a decode rule changes (invalidates staging)
 _PLAN = "plan.json"  # under shards.WORK, with chunks/ and the fingerprint
@@ -261,7 +261,7 @@ def ingest(
         chunks = _chunks(items, chunk_size)
         done = _finished_chunks(directory, len(chunks))
         todo = [(k, chunk) for k, chunk in enumerate(chunks) if k not in done]
-        with tqdm(total=len(items), desc="ingest", unit="img", mininterval=2.0) as bar:
+        with progress_bar(total=len(items), desc="ingest", unit="img", mininterval=2.0) as bar:
             bar.update(sum(len(chunks[k]) for k in done))
             for number, results in _run(_decode_chunk, todo, num_workers):
                 shards.write_json(directory / shards.WORK / _CHUNKS / f"{number}.json", results)

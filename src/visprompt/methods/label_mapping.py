@@ -21,7 +21,8 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+
+from visprompt.progress import progress_bar
 
 Strategy = Literal["first_k", "frequency", "iterative"]
 STRATEGIES: tuple[str, ...] = ("first_k", "frequency", "iterative")
@@ -83,7 +84,7 @@ def source_predictions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(argmax source predictions, labels) over every batch, without gradients."""
     preds, labels = [], []
-    for images, target in tqdm(batches, desc="label mapping", leave=False):
+    for images, target in progress_bar(batches, desc="label mapping", leave=False):
         preds.append(source_logits(images).argmax(dim=1).cpu())
         labels.append(torch.as_tensor(target).cpu())
     if not preds:

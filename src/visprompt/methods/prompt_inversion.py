@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from visprompt.backbones import data_config, pooled_features
 from visprompt.data.transforms import denormalize, normalize, to_model_input
 from visprompt.methods.pgn import PromptGenerationNetwork, PromptLayout, TokenGenerator
+from visprompt.progress import progress_bar
 
 
 def patch_embedding_linear(vit: nn.Module) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -279,7 +279,9 @@ def deployment_metrics(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     batches = (
         (to_model_input(images, size, black, unit), labels)
-        for images, labels in tqdm(loader, desc="pgn rgb", disable=not progress, leave=False)
+        for images, labels in progress_bar(
+            loader, desc="pgn rgb", disable=not progress, leave=False
+        )
     )
     result = agreement_over_batches(model, batches, data_config)
     return {

@@ -16,6 +16,7 @@ memory allocated *during* the call above what was allocated just before it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 import torch
@@ -24,6 +25,11 @@ from torch.profiler import ProfilerActivity, profile
 from visprompt.profiling.timing import synchronize
 
 MEMORY_EVENT = "[memory]"
+
+# libkineto (behind the torch profiler) logs a start and a stop line on every use, and on a
+# machine without a GPU an ERROR from its GPU probe; level 6 is above all of its levels.
+# Read when the profiler first starts; an explicit KINETO_LOG_LEVEL wins.
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:

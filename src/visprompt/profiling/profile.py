@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from visprompt.methods import count_parameters
 from visprompt.profiling.flops import forward_flops
 from visprompt.profiling.memory import peak_memory_mb
 from visprompt.profiling.steps import make_infer_step, make_train_step
 from visprompt.profiling.timing import percentile_ms, resolve_device, time_call
+from visprompt.progress import progress_bar
 from visprompt.training.placement import Placement
 
 REFERENCE = "backbone"
@@ -162,7 +162,7 @@ def interleaved_timings(
         for _ in range(settings.warmup):
             step()
     seconds: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in tqdm(range(repeats), desc=what, disable=not settings.progress, leave=False):
+    for _ in progress_bar(range(repeats), desc=what, disable=not settings.progress, leave=False):
         for name, step in steps.items():
             seconds[name].append(time_call(step, device))
     return seconds

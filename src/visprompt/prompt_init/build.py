@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from visprompt.backbones import tensors_sha256
+from visprompt.progress import progress_bar
 from visprompt.prompt_init.collect import InitCollector, InitConfig
 from visprompt.prompt_init.reservoir import Reservoir
 from visprompt.prompt_init.sampling import candidates_per_image, sample_prompts
@@ -176,7 +176,9 @@ def _streamed(
     last = max(max(c.layers) for c in collectors.values())
     forward_seconds = dict.fromkeys(range(last + 1), 0.0)
     images = peak = 0
-    for batch in tqdm(batches, total=total_batches, desc="prompt_init", disable=not progress):
+    for batch in progress_bar(
+        batches, total=total_batches, desc="prompt_init", disable=not progress
+    ):
         batch = batch.to(device, non_blocking=True)
         images += batch.shape[0]
         _sync(device)

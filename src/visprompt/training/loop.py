@@ -35,8 +35,8 @@ from lightning.fabric import Fabric
 from lightning.fabric.utilities.seed import seed_everything
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Subset
-from tqdm.auto import tqdm
 
+from visprompt.progress import progress_bar
 from visprompt.training import checkpoint, prefix_cache
 from visprompt.training.augment import flip_crop
 from visprompt.training.config import Preprocess, TrainConfig
@@ -193,7 +193,7 @@ def _train_epoch(
     sums = torch.zeros(3, dtype=torch.float64, device=fabric.device)
     wait = 0.0
     start = time.perf_counter()
-    bar = tqdm(
+    bar = progress_bar(
         total=len(batches),
         desc=f"epoch {epoch + 1}/{config.epochs}",
         leave=False,
@@ -571,7 +571,9 @@ def predict(
     model.eval()
     logits, labels = [], []
     with torch.inference_mode(), autocast:
-        for images, target in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        for images, target in progress_bar(
+            loader, desc="predict", disable=not progress, leave=False
+        ):
             logits.append(model(preprocess(images.to(device))).float().cpu())
             labels.append(torch.as_tensor(target, dtype=torch.long))
     model.train(was_training)

@@ -1,11 +1,9 @@
 """profiling pipeline: `efficiency` (CSV), `efficiency_markdown` and `efficiency_plots`."""
 
-from functools import partial
-
 from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.profiling.nodes import efficiency_report, profile_runs
-from visprompt.pipelines.runs import configured_runs, seed_namespace
+from visprompt.pipelines.runs import bind_first, configured_runs, seed_namespace
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -18,8 +16,7 @@ def profiling_pipeline(runs: dict[str, int]) -> Pipeline:
     Costs do not depend on the seed (same architecture and shapes); the training time in the
     report is the mean over seeds, from the comparison table.
     """
-    profile = partial(profile_runs, list(runs))
-    profile.__name__ = profile_runs.__name__  # kedro names and logs nodes by their function
+    profile = bind_first(profile_runs, list(runs))
     per_run = [
         f"{seed_namespace(run, seed)}.{name}"
         for run, seed in runs.items()

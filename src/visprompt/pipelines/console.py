@@ -1,0 +1,146 @@
+"""What `kedro run` prints: one line per node start and finish, the data verdict, a summary.
+
+Kedro's own per-dataset and per-node chatter is turned down in `conf/logging.yml`; this hook
+says instead which node of how many is running and how long it took, data validation's
+verdict in one line, and at the end the few things a person looks for: the best runs with
+their intervals, what happened to the registry's champion, where the tables and plots are
+and how to open MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kedro.framework.hooks import hook_impl
+from kedro.io import CatalogProtocol
+from kedro.pipeline import Pipeline
+from kedro.pipeline.node import Node
+
+log = logging.getLogger("visprompt.run")
+
+#: Datasets whose saved value the summary reads.
+_KEPT = ("comparison", "registry_summary", "validation_report")
+#: Outputs whose location the summary points to, in this order.
+_REPORTS = ("comparison_markdown", "comparison_plots", "efficiency_markdown", "efficiency_plots")
+TOP_ROWS = 5
+
+
+def validation_verdict(report: Mapping[str, Any]) -> str:
+    """`data validation: passed, 12/12 rules` or `... FAILED, 10/12 rules (a, b failed)`."""
+    rules = report.get("rules") or {}
+    failed = sorted(rule for rule, ok in rules.items() if not ok)
+    verdict = "passed" if report.get("success") else "FAILED"
+    text = f"data validation: {verdict}, {len(rules) - len(failed)}/{len(rules)} rules"
+    return text + (f" ({', '.join(failed)} failed)" if failed else "")
+
+
+def _accuracy_columns(table: pd.DataFrame) -> tuple[str, str | None]:
+    """(accuracy column, its ± half-width column or None): seed means when present."""
+    mean = "top1_mean" if "top1_mean" in table.columns else "top1"
+    for name in ("top1_ci95", "top1_ci", "top1_half_width", "top1_interval"):
+        if name in table.columns:
+            return mean, name
+    return mean, None
+
+
+def top_rows(table: pd.DataFrame, rows: int = TOP_ROWS) -> list[str]:
+    """The best `rows` runs as aligned lines: run, method, backbone, test top-1 (± CI), params."""
+    mean, half = _accuracy_columns(table)
+    ranked = table.sort_values(mean, ascending=False).head(rows)
+    width = max(len(str(r)) for r in ranked["run"])
+    lines = []
+    for _, row in ranked.iterrows():
+        accuracy = f"{100 * row[mean]:5.1f}"
+        if half is not None and pd.notna(row[half]):
+            accuracy += f" ± {100 * row[half]:.1f}"
+        lines.append(
+            f"  {row['run']:<{width}}  {row['method']:<13} {row['backbone']:<9} "
+            f"top-1 {accuracy} %  {int(row['trainable_params']):>9,} trainable params"
+        )
+    return lines
+
+
+def registry_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The champion after this run and whether (from which version) the alias moved."""
+    name, champion = summary.get("model_name"), summary.get("champion")
+    moved = [d for d in summary.get("decisions", []) if d.get("promoted")]
+    if moved:
+        last = moved[-1]
+        before = last.get("champion_before") or "none"
+        return [
+            f"  champion: {name} v{champion} (run {last['run']}); alias moved v{before} -> "
+            f"v{last['version']}"
+        ]
+    return [f"  champion: {name} v{champion} (unchanged: no candidate beat it)"]
+
+
+def _location(catalog: CatalogProtocol, name: str) -> str | None:
+    try:
+        path = catalog.get(name)._describe().get("filepath")  # noqa: SLF001
+    except (KeyError, AttributeError):
+        return None
+    return str(path) if path and Path(path).exists() else None
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+class ConsoleHook:
+    """Node progress lines, the validation verdict and the end-of-run summary."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self._saved: dict[str, Any] = {}
+        self._total = self._done = 0
+        self._run_start = 0.0
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
+        self._total, self._done, self._saved = len(pipeline.nodes), 0, {}
+        self._run_start = time.perf_counter()
+
+    @hook_impl
+    def before_node_run(self, node: Node) -> None:
+        self._started[node.name] = time.perf_counter()
+        log.info("[%d/%d] %s ...", self._done + 1, self._total, node.name)
+
+    @hook_impl
+    def after_node_run(self, node: Node) -> None:
+        self._done += 1
+        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
+        log.info("[%d/%d] %s done in %.1f s", self._done, self._total, node.name, seconds)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        if dataset_name in _KEPT:
+            self._saved[dataset_name] = data
+        if dataset_name == "validation_report":
+            log.info(validation_verdict(data))
+
+    @hook_impl
+    def after_pipeline_run(self, catalog: CatalogProtocol) -> None:
+        print("\n".join(self.summary(catalog)), flush=True)
+
+    def summary(self, catalog: CatalogProtocol) -> list[str]:
+        """The closing lines of a successful run."""
+        minutes = (time.perf_counter() - self._run_start) / 60
+        lines = [f"visprompt: {self._done} nodes done in {minutes:.1f} min"]
+        comparison = self._saved.get("comparison")
+        if isinstance(comparison, pd.DataFrame) and len(comparison):
+            lines += [f"best runs (test top-1, {len(comparison)} runs):", *top_rows(comparison)]
+        if "registry_summary" in self._saved:
+            lines += registry_lines(self._saved["registry_summary"])
+        reports = [_relative(p) for n in _REPORTS if (p := _location(catalog, n))]
+        if reports:
+            lines.append("  reports: " + ", ".join(reports))
+        lines.append("  MLflow: kedro mlflow ui  (http://127.0.0.1:5000)")
+        return lines

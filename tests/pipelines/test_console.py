@@ -1,0 +1,92 @@
+"""The console: node lines, the validation verdict in one line, the end-of-run summary."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline, node
+from kedro_datasets.text import TextDataset
+
+from visprompt.pipelines.console import (
+    ConsoleHook,
+    registry_lines,
+    top_rows,
+    validation_verdict,
+)
+
+
+def table(**extra: list) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "run": ["lp", "vp_long_name", "ap"],
+            "method": ["linear_probe", "vp", "ap"],
+            "backbone": ["vit", "vit", "resnet"],
+            "top1": [0.5, 0.9125, 0.75],
+            "trainable_params": [650, 12345, 1000],
+            **extra,
+        }
+    )
+
+
+def test_validation_verdict_is_one_line_with_the_failed_rules() -> None:
+    ok = {"success": True, "rules": {"a": True, "b": True}}
+    assert validation_verdict(ok) == "data validation: passed, 2/2 rules"
+    bad = {"success": False, "rules": {"a": True, "dup": False, "empty": False}}
+    assert validation_verdict(bad) == "data validation: FAILED, 1/3 rules (dup, empty failed)"
+
+
+def test_top_rows_rank_by_accuracy_with_interval_when_seeds_give_one() -> None:
+    lines = top_rows(table(), rows=2)
+    assert len(lines) == 2 and "vp_long_name" in lines[0] and "ap" in lines[1]
+    assert "top-1  91.2 %" in lines[0] and "12,345 trainable" in lines[0]
+    seeded = table(top1_mean=[0.5, 0.6, 0.7], top1_ci95=[0.01, 0.02, 0.031])
+    assert "top-1  70.0 ± 3.1 %" in top_rows(seeded, rows=1)[0]  # mean, not the single seed
+
+
+def test_registry_lines_say_whether_the_alias_moved() -> None:
+    moved = {
+        "model_name": "m",
+        "champion": "3",
+        "decisions": [
+            {"run": "a", "version": "2", "promoted": False, "champion_before": "1"},
+            {"run": "b", "version": "3", "promoted": True, "champion_before": "1"},
+        ],
+    }
+    assert registry_lines(moved) == ["  champion: m v3 (run b); alias moved v1 -> v3"]
+    kept = moved | {"champion": "1", "decisions": moved["decisions"][:1]}
+    assert "unchanged" in registry_lines(kept)[0]
+
+
+def test_hook_logs_each_node_and_ends_with_the_summary(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    report = tmp_path / "comparison.md"
+    report.write_text("| run |")
+    catalog = DataCatalog(
+        {"comparison_markdown": TextDataset(filepath=str(report)), "x": MemoryDataset()}
+    )
+    pipeline = Pipeline(
+        [node(lambda: 1, None, "x", name="one"), node(lambda v: v, "x", "y", name="two")]
+    )
+    hook = ConsoleHook()
+    caplog.set_level(logging.INFO, logger="visprompt.run")
+    hook.before_pipeline_run({}, pipeline)
+    for n in pipeline.nodes:
+        hook.before_node_run(n)
+        hook.after_node_run(n)
+    hook.after_dataset_saved("comparison", table())
+    hook.after_dataset_saved("validation_report", {"success": True, "rules": {"a": True}})
+    hook.after_pipeline_run(catalog)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "[1/2] one ..." and messages[1].startswith("[1/2] one done in ")
+    assert messages[3].startswith("[2/2] two done in ")
+    assert "data validation: passed, 1/1 rules" in messages
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("visprompt: 2 nodes done in ")
+    assert out[1] == "best runs (test top-1, 3 runs):" and "vp_long_name" in out[2]
+    assert any(line.startswith("  reports: ") and "comparison.md" in line for line in out)
+    assert out[-1].startswith("  MLflow: kedro mlflow ui")
