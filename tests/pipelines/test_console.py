@@ -43,7 +43,9 @@ def test_top_rows_rank_by_accuracy_with_interval_when_seeds_give_one() -> None:
     lines = top_rows(table(), rows=2)
     assert len(lines) == 2 and "vp_long_name" in lines[0] and "ap" in lines[1]
     assert "top-1  91.2 %" in lines[0] and "12,345 trainable" in lines[0]
-    seeded = table(top1_mean=[0.5, 0.6, 0.7], top1_ci95=[0.01, 0.02, 0.031])
+    seeded = table(
+        top1_mean=[0.5, 0.6, 0.7], top1_ci_low=[0.4, 0.5, 0.669], top1_ci_high=[0.6, 0.7, 0.731]
+    )
     assert "top-1  70.0 ± 3.1 %" in top_rows(seeded, rows=1)[0]  # mean, not the single seed
 
 

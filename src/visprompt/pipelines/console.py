@@ -39,30 +39,27 @@ def validation_verdict(report: Mapping[str, Any]) -> str:
     return text + (f" ({', '.join(failed)} failed)" if failed else "")
 
 
-def _accuracy_columns(table: pd.DataFrame) -> tuple[str, str | None]:
-    """(accuracy column, its ± half-width column or None): seed means when present."""
-    mean = "top1_mean" if "top1_mean" in table.columns else "top1"
-    for name in ("top1_ci95", "top1_ci", "top1_half_width", "top1_interval"):
-        if name in table.columns:
-            return mean, name
-    return mean, None
+def _accuracy(row: pd.Series) -> str:
+    """Test top-1 in %: the seed mean ± half its 95 % interval, or the single run's value."""
+    if "top1_mean" not in row:
+        return f"{100 * row['top1']:5.1f}"
+    text = f"{100 * row['top1_mean']:5.1f}"
+    low, high = row.get("top1_ci_low"), row.get("top1_ci_high")
+    if low is not None and high is not None and pd.notna(low) and pd.notna(high):
+        text += f" ± {100 * (high - low) / 2:.1f}"
+    return text
 
 
 def top_rows(table: pd.DataFrame, rows: int = TOP_ROWS) -> list[str]:
     """The best `rows` runs as aligned lines: run, method, backbone, test top-1 (± CI), params."""
-    mean, half = _accuracy_columns(table)
+    mean = "top1_mean" if "top1_mean" in table.columns else "top1"
     ranked = table.sort_values(mean, ascending=False).head(rows)
     width = max(len(str(r)) for r in ranked["run"])
-    lines = []
-    for _, row in ranked.iterrows():
-        accuracy = f"{100 * row[mean]:5.1f}"
-        if half is not None and pd.notna(row[half]):
-            accuracy += f" ± {100 * row[half]:.1f}"
-        lines.append(
-            f"  {row['run']:<{width}}  {row['method']:<13} {row['backbone']:<9} "
-            f"top-1 {accuracy} %  {int(row['trainable_params']):>9,} trainable params"
-        )
-    return lines
+    return [
+        f"  {row['run']:<{width}}  {row['method']:<13} {row['backbone']:<9} "
+        f"top-1 {_accuracy(row)} %  {int(row['trainable_params']):>9,} trainable params"
+        for _, row in ranked.iterrows()
+    ]
 
 
 def registry_lines(summary: Mapping[str, Any]) -> list[str]:
