@@ -3,7 +3,8 @@
 The project's `cli` group (imported by Kedro from `visprompt.cli`) overrides Kedro's `run`
 with this command: the same options and the same run, but an unknown pipeline name is refused
 before anything starts, and a configuration mistake (`ConfigError`, an unknown namespace)
-prints its message with the valid names and exits 1.
+prints its message with the valid names and exits 1. Ctrl-C closes the MLflow runs left
+open as KILLED and exits 130.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib.resources
 from typing import Any
 
 import click
+import mlflow
 from kedro.framework.cli.project import run as kedro_run
 
 from visprompt.training.runs import ConfigError
@@ -57,6 +59,19 @@ def _config_error(error: BaseException) -> ConfigError | None:
     return None
 
 
+def close_interrupted_runs() -> list[str]:
+    """End every MLflow run this process still has open as KILLED; their ids, innermost first.
+
+    Ctrl-C is not an `Exception`, so Kedro's `on_pipeline_error` (where kedro-mlflow marks a
+    run FAILED) never runs, and MLflow's exit handler would mark the runs FINISHED.
+    """
+    closed = []
+    while (active := mlflow.active_run()) is not None:
+        closed.append(active.info.run_id)
+        mlflow.end_run(status="KILLED")
+    return closed
+
+
 def _run(**kwargs: Any) -> Any:
     requested = list(kwargs.get("pipelines") or []) + (
         [kwargs["pipeline"]] if kwargs.get("pipeline") else []
@@ -64,6 +79,10 @@ def _run(**kwargs: Any) -> Any:
     check_pipelines(requested)
     try:
         return kedro_run.callback(**kwargs)
+    except KeyboardInterrupt:
+        closed = close_interrupted_runs()
+        click.echo(f"interrupted: {len(closed)} MLflow run(s) closed as KILLED", err=True)
+        raise SystemExit(130) from None
     except Exception as error:
         config_error = _config_error(error)
         if config_error is not None:
