@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test bench lint format clean check-lock
+.PHONY: install run test test-team bench lint format clean check-lock
 
 # Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set, every process
 # (each `kedro run`, each test subprocess) would otherwise recompile torch and mlflow.
@@ -28,6 +28,10 @@ run: install
 
 test: install
 	$(VENV)/bin/pytest
+
+# The team setup for real: PostgreSQL (initdb/pg_ctl on PATH) + `mlflow server` on localhost.
+test-team: install
+	$(VENV)/bin/pytest -m team tests/e2e/test_team_server.py
 
 bench: install
 	$(PY) -m visprompt.profiling.bench $(BENCH_ARGS)

@@ -5,6 +5,7 @@ Importable by subprocesses (tests/ is on the pytest pythonpath and set in PYTHON
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import mlflow
@@ -14,7 +15,9 @@ from tiny import TINY_BACKBONES, make_backbone
 
 from visprompt import methods
 from visprompt.backbones import data_config, save_weights
-from visprompt.registry.promotion import Decision, register_and_promote
+from visprompt.data.transforms import to_model_input
+from visprompt.registry.promotion import Decision, SmokeSet, register_and_promote
+from visprompt.registry.serving import ServingLimits
 
 CLASSES = [str(i) for i in range(5)]
 
@@ -45,9 +48,14 @@ def make_package(
     cfg = data_config(model.backbone)
     package = {
         "class_names": CLASSES,
-        "preprocessing": {"image_size": 32, "mean": list(cfg["mean"]), "std": list(cfg["std"])},
+        "preprocessing": {
+            "image_size": 32,
+            "mean": list(cfg["mean"]),
+            "std": list(cfg["std"]),
+            "stored_size": 32,
+        },
         "backbone": spec,
-        "project_root": str(root),
+        "serving": dataclasses.asdict(ServingLimits()),
     }
     return artifact, package, model
 
@@ -56,21 +64,68 @@ def example_images(n: int = 6, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
 
 
-def register_candidate(
-    root: Path, name: str, seed: int, metric: float, margin: float = 0.01
+def offline_labels(model: methods.AdaptedModel, package: dict, images: np.ndarray) -> np.ndarray:
+    """The method's own predictions on uint8 NHWC images (the training preprocessing)."""
+    pre = package["preprocessing"]
+    x = to_model_input(torch.from_numpy(images).permute(0, 3, 1, 2), 32, pre["mean"], pre["std"])
+    with torch.no_grad():
+        return model.eval()(x).argmax(-1).numpy()
+
+
+def smoke_for(model: methods.AdaptedModel, package: dict, n: int = 12) -> SmokeSet:
+    """Validation stand-ins labelled so the model scores exactly 3/4 on them."""
+    images = example_images(n, seed=99)
+    labels = offline_labels(model, package, images)
+    wrong = n // 4
+    labels[:wrong] = (labels[:wrong] + 1) % len(CLASSES)
+    return SmokeSet(images, labels, accuracy=(n - wrong) / n, tolerance=0.01)
+
+
+def register_package(
+    root: Path,
+    name: str,
+    artifact: Path,
+    package: dict,
+    smoke: SmokeSet,
+    metric: float,
+    run: str = "run",
+    margin: float = 0.01,
 ) -> Decision:
-    """Package a seeded linear probe and run it through registration and promotion."""
-    artifact, package, _ = make_package(root, seed)
     with mlflow.start_run():
         return register_and_promote(
-            run=f"run{seed}",
+            run=run,
             artifact_dir=artifact,
             package=package,
-            example_images=example_images(2),
+            smoke=smoke,
             model_name=name,
             metric_name="val_top1",
             metric=metric,
             margin=margin,
             lineage={"git_commit": "abc", "data_hash": "d1"},
-            lock_file=root / "mlflow" / ".registry.lock",
+            backbone_root=root,
         )
+
+
+def register_candidate(
+    root: Path, name: str, seed: int, metric: float, margin: float = 0.01
+) -> Decision:
+    """Package a seeded linear probe and run it through registration and promotion."""
+    artifact, package, model = make_package(root, seed)
+    smoke = smoke_for(model, package)
+    return register_package(root, name, artifact, package, smoke, metric, f"run{seed}", margin)
+
+
+def stored_file(name: str, version: str, relative: str) -> Path:
+    """The file `relative` (e.g. artifacts/prompt/prompt.safetensors) of a version, in the
+    store itself (not a downloaded copy): what a corruption test damages."""
+    from urllib.parse import urlparse
+
+    source = mlflow.MlflowClient().get_model_version(name, version).source  # models:/m-<id>
+    model_id = source.removeprefix("models:/")
+    return Path(urlparse(mlflow.get_logged_model(model_id).artifact_location).path) / relative
+
+
+def flip_byte(path: Path, offset: int = -3) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))

@@ -22,5 +22,6 @@ CONFIG_LOADER_ARGS = {
     # An environment (conf/gpu) merges into base key by key: with Kedro's default
     # (destructive) merge, `kedro run --env gpu --params training...` (the hub recipes)
     # replaced the whole `training` block with the few keys a recipe overrides.
-    "merge_strategy": {"parameters": "soft"},
+    # conf/<env>/mlflow.yml (e.g. conf/team) overrides single keys of conf/base/mlflow.yml too
+    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
 }

@@ -1,8 +1,12 @@
-"""`mlflow models serve -m models:/NAME@champion --env-manager local` on localhost: real HTTP
-predictions equal the loaded model's, bad requests get a 4xx JSON error, the server lives on."""
+"""`mlflow models serve -m models:/NAME@champion --env-manager local` on localhost, started in
+a directory outside the project whose conflicting `data/06_models/backbones/*.safetensors`
+must be ignored: real HTTP predictions equal the loaded model's and the offline path's
+(ingestion + predict, on an EXIF-rotated non-square JPEG), requests over a serving limit and
+bad requests get a 4xx JSON error naming the problem, and the server lives on."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -16,12 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
-from registry_kit import example_images, register_candidate
+import torch
+from PIL import Image
+from registry_kit import example_images, make_package, register_package, smoke_for
 
+from visprompt.data.ingest import inspect_record
+from visprompt.data.sources import Record
+from visprompt.data.transforms import to_model_input
+from visprompt.registry.integrity import encode_png
 from visprompt.registry.promotion import CHAMPION
-from visprompt.registry.pyfunc_model import encode_png
 
 pytestmark = pytest.mark.slow
 
@@ -61,26 +71,44 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+#: Serving limits of the test server (env overrides of the version's recorded limits).
+LIMITS = {"MAX_PIXELS": 4096, "MAX_IMAGES": 8, "MAX_REQUEST_BYTES": 30_000}
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A registry with one champion in a tmp project, served over HTTP: (base url, tracking uri)."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, object, dict]]:
+    """A registry with one champion in a tmp project, served over HTTP from another folder:
+    (base url, tracking uri, the champion's method model, its package)."""
     root = tmp_path_factory.mktemp("served_project")
     (root / "mlflow").mkdir()
     uri = f"sqlite:///{root}/mlflow/mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(root)
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("serving")
-        register_candidate(root, NAME, seed=3, metric=0.8)
+        artifact, package, model = make_package(root, seed=3)
+        register_package(root, NAME, artifact, package, smoke_for(model, package), 0.8)
+    weights = package["backbone"]["weights_path"]
+    (root / weights).unlink()  # the version must not need the project's files
+    outside = tmp_path_factory.mktemp("deployment_host")
+    (outside / weights).parent.mkdir(parents=True)
+    (outside / weights).write_bytes(b"a different file under the same name")
     port = _free_port()
     log = (root / "server.log").open("w")
+    limits = {f"VISPROMPT_SERVING_{k}": str(v) for k, v in LIMITS.items()}
     process = subprocess.Popen(
         [str(MLFLOW), "models", "serve", "-m", f"models:/{NAME}@{CHAMPION}"]
         + ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
-        cwd=root,
+        cwd=outside,
         # the venv's bin first on PATH: mlflow starts `uvicorn` from there
         env=os.environ
-        | {"MLFLOW_TRACKING_URI": uri, "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ['PATH']}"},
+        | limits
+        | {
+            "MLFLOW_TRACKING_URI": uri,
+            "VISPROMPT_PROJECT_DIR": str(outside),
+            "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ['PATH']}",
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its workers die with it
@@ -100,7 +128,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
             if time.monotonic() > deadline:
                 pytest.fail(f"no /ping in 300 s:\n{(root / 'server.log').read_text()}")
             time.sleep(1)
-        yield base, uri
+        yield base, uri, model, package
     finally:
         _stop(process)
         log.close()
@@ -108,7 +136,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
 
 
 def test_rest_predictions_equal_the_loaded_models(server) -> None:
-    base, uri = server
+    base, uri, _, _ = server
     images = [encode_png(image) for image in example_images(5, seed=11)]
     status, answer = _post(f"{base}/invocations", _images_payload(images))
     assert status == 200, answer
@@ -137,7 +165,7 @@ def test_rest_predictions_equal_the_loaded_models(server) -> None:
 def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(
     server, payload: dict, message: str
 ) -> None:
-    base, _ = server
+    base, *_ = server
     status, answer = _post(f"{base}/invocations", payload)
     assert 400 <= status < 500, answer
     assert answer["error_code"] in {"INVALID_PARAMETER_VALUE", "BAD_REQUEST"}
@@ -145,3 +173,51 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(
     good = _images_payload([encode_png(example_images(1, seed=2)[0])])
     status, answer = _post(f"{base}/invocations", good)
     assert status == 200 and len(answer["predictions"]) == 1
+
+
+def _exif_rotated_jpeg(path: Path) -> Path:
+    """A 60 x 40 JPEG whose EXIF orientation (6: rotate 90 degrees) makes it 40 x 60."""
+    rng = np.random.default_rng(7)
+    image = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(path, format="JPEG", quality=90, exif=exif.tobytes())
+    return path
+
+
+def test_rest_probabilities_equal_ingestion_then_offline_predict(server, tmp_path) -> None:
+    base, _, model, package = server
+    jpeg = _exif_rotated_jpeg(tmp_path / "rotated.jpg")
+    payload = base64.b64encode(jpeg.read_bytes()).decode("ascii")
+    status, answer = _post(f"{base}/invocations", _images_payload([payload]))
+    assert status == 200, answer
+    served = np.asarray(answer["predictions"][0]["probabilities"])
+    row, pixels = inspect_record(Record(path="rotated.jpg", label="0", file=jpeg), 32)
+    assert (row["width"], row["height"]) == (60, 40)
+    pre = package["preprocessing"]
+    x = torch.from_numpy(pixels[None]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        offline = model.eval()(to_model_input(x, 32, pre["mean"], pre["std"])).softmax(-1)
+    np.testing.assert_allclose(served, offline[0].numpy(), rtol=0, atol=1e-6)
+
+
+def _png_of_size(width: int, height: int) -> str:
+    return encode_png(np.zeros((height, width, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("images", "limit"),
+    [
+        ([_png_of_size(80, 80)], "max_pixels=4,096"),  # over the limit, under Pillow's 2x
+        ([_png_of_size(200, 200)], "max_pixels=4,096"),  # Pillow's bomb check at open
+        ([_png_of_size(8, 8)] * 9, "max_images=8"),
+        ([encode_png(image) for image in example_images(8)], "max_request_bytes=30,000"),
+    ],
+    ids=["pixels", "pixels-bomb", "images", "bytes"],
+)
+def test_requests_over_a_limit_get_a_400_naming_it(server, images: list[str], limit: str) -> None:
+    base, *_ = server
+    status, answer = _post(f"{base}/invocations", _images_payload(images))
+    assert status == 400, answer
+    assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert limit in answer["message"] and "VISPROMPT_SERVING_" in answer["message"]

@@ -5,21 +5,29 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from visprompt.data.shards import ShardDataset, read_split
-from visprompt.pipelines.registry.nodes import register_runs, select_candidate, selected_runs
+from visprompt.pipelines.registry.nodes import (
+    register_runs,
+    select_candidate,
+    selected_runs,
+    smoke_set,
+)
 from visprompt.pipelines.registry.pipeline import create_pipeline
 from visprompt.pipelines.training.datasets import MethodArtifactDataset
+from visprompt.registry.integrity import encode_png
 from visprompt.registry.promotion import CHALLENGER, CHAMPION
-from visprompt.registry.pyfunc_model import encode_png
 from visprompt.training import Preprocess, predict
 
 NAME = "registry-pipeline-test"
@@ -45,8 +53,7 @@ def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
         "model_name": NAME,
         "metric": "best_val_top1",
         "margin": 0.0,
-        "num_examples": 3,
-        "lock_file": str(tmp_path_factory.mktemp("lock") / "registry.lock"),
+        "smoke": {"max_images": 64, "tolerance": 0.01},
     }
     low = summary | {"best_val_top1": summary["best_val_top1"] - 0.1}
     inputs = (
@@ -154,7 +161,7 @@ def test_unknown_runs_and_metrics_are_refused(vit_spec, shard_dir, trained) -> N
         selected_runs(["lp", "vp"], ["vp", "nope"])
     assert selected_runs(["lp", "vp", "ap"], ["ap", "lp"]) == ["lp", "ap"]
     assert selected_runs(["lp", "vp"], None) == ["lp", "vp"]
-    params = {"model_name": NAME, "metric": "val_f1", "margin": 0, "num_examples": 1}
+    params = {"model_name": NAME, "metric": "val_f1", "margin": 0, "smoke": {}}
     with pytest.raises(ValueError, match="has no 'val_f1'"):
         register_runs([("lp", 0)], str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {})
 
@@ -165,3 +172,26 @@ def test_pipeline_takes_every_configured_runs_artifact() -> None:
     assert {"shards", "validation_summary", "backbone_specs", "params:registry"} <= inputs
     assert "linear_probe.seed_0.artifact_dir" in inputs and "vp.seed_2.train_summary" in inputs
     assert pipe.outputs() == {"registry_summary"}
+
+
+def test_versions_record_the_smoke_set_and_the_stored_image_size(registered, shard_dir) -> None:
+    summary, _, _ = registered
+    version = summary["decisions"][0]["version"]
+    uri = f"models:/{NAME}/{version}/artifacts/package/package.json"
+    package = json.loads(Path(mlflow.artifacts.download_artifacts(uri)).read_text())
+    images, _ = read_split(shard_dir, "val")
+    assert package["smoke"]["num_images"] == len(images)
+    assert package["preprocessing"]["stored_size"] == images.shape[1]
+    assert package["backbone"]["source"] == "mlflow"
+    assert package["backbone"]["weights_uri"].startswith("runs:/")
+    assert "weights_path" not in package["backbone"] and "project_root" not in package
+
+
+def test_a_smoke_subset_widens_the_tolerance_by_its_sampling_error() -> None:
+    images = np.zeros((1000, 4, 4, 3), np.uint8)
+    labels = np.arange(1000) % 10
+    whole = smoke_set(images, labels, 0.9, {"max_images": None, "tolerance": 0.01})
+    assert len(whole.labels) == 1000 and whole.tolerance == 0.01
+    part = smoke_set(images, labels, 0.9, {"max_images": 100, "tolerance": 0.01})
+    assert len(part.labels) == 100 and len(set(part.labels.tolist())) == 10
+    assert part.tolerance == pytest.approx(3 * math.sqrt(0.9 * 0.1 / 100))

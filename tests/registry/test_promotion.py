@@ -11,18 +11,30 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
-from registry_kit import example_images, make_package, register_candidate
+from registry_kit import (
+    example_images,
+    make_package,
+    offline_labels,
+    register_candidate,
+    register_package,
+    smoke_for,
+)
+from safetensors.torch import load_file, save_file
 
-from visprompt.data.transforms import to_model_input
 from visprompt.registry.__main__ import main
-from visprompt.registry.promotion import CHALLENGER, CHAMPION, register_and_promote, rollback
-from visprompt.registry.pyfunc_model import encode_png
+from visprompt.registry.integrity import encode_png
+from visprompt.registry.promotion import CHALLENGER, CHAMPION, rollback
+
+TESTS = Path(__file__).parents[1]
 
 
 def _alias(name: str, alias: str) -> str:
     return MlflowClient().get_model_version_by_alias(name, alias).version
+
+
+def _versions(name: str) -> list:
+    return MlflowClient().search_model_versions(f"name='{name}'")
 
 
 def test_champion_moves_only_when_beaten_and_rolls_back(project: Path, model_name: str) -> None:
@@ -38,15 +50,16 @@ def test_champion_moves_only_when_beaten_and_rolls_back(project: Path, model_nam
     assert better.champion_before == first.version and better.champion_metric_before == 0.5
     tags = MlflowClient().get_model_version(model_name, better.version).tags
     assert tags["git_commit"] == "abc" and tags["val_top1"] == "0.7"
-    assert rollback(model_name, project / "mlflow" / ".registry.lock") == first.version
+    assert tags["validation_status"] == "passed" and tags["smoke_accuracy"] == "0.75"
+    assert rollback(model_name) == first.version
     assert _alias(model_name, CHAMPION) == first.version
     again = register_candidate(project, model_name, seed=3, metric=0.70)  # the same artifact
     assert not again.promoted and again.version == better.version
     assert again.reason == f"unchanged artifact: already version {better.version}"
     assert _alias(model_name, CHAMPION) == first.version  # the rollback stands
-    assert len(MlflowClient().search_model_versions(f"name='{model_name}'")) == 3
+    assert len(_versions(model_name)) == 3
     with pytest.raises(RuntimeError, match="no previous champion"):
-        rollback(model_name, project / "mlflow" / ".registry.lock")
+        rollback(model_name)
 
 
 def test_loaded_champion_predicts_like_the_method(project: Path, model_name: str) -> None:
@@ -55,91 +68,108 @@ def test_loaded_champion_predicts_like_the_method(project: Path, model_name: str
     images = example_images(8, seed=5)
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
     answer = loaded.predict(pd.DataFrame({"image": [encode_png(i) for i in images]}))
-    pre = package["preprocessing"]
-    x = to_model_input(torch.from_numpy(images).permute(0, 3, 1, 2), 32, pre["mean"], pre["std"])
-    with torch.no_grad():
-        expected = model.eval()(x).argmax(-1).tolist()
+    expected = offline_labels(model, package, images).tolist()
     assert answer["label"].tolist() == expected
     assert answer["class_name"].tolist() == [package["class_names"][i] for i in expected]
+    probabilities = list(answer["probabilities"])
+    assert all(len(p) == 5 and abs(sum(p) - 1) < 1e-6 for p in probabilities)
 
 
-def test_changed_backbone_weights_are_refused(project: Path, model_name: str) -> None:
-    artifact, package, _ = make_package(project, seed=6, weights_name="vit_changed")
-    with mlflow.start_run():
-        register_and_promote(
-            run="changed",
-            artifact_dir=artifact,
-            package=package,
-            example_images=example_images(2),
-            model_name=model_name,
-            metric_name="val_top1",
-            metric=0.6,
-            margin=0.0,
-            lineage={},
-            lock_file=project / "mlflow" / ".registry.lock",
-        )
-    weights = project / package["backbone"]["weights_path"]
-    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
-    with pytest.raises(ValueError, match="sha256"):
-        mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
-
-
-def test_failure_mid_registration_keeps_the_champion(project: Path, model_name: str) -> None:
-    first = register_candidate(project, model_name, seed=7, metric=0.5)
-    artifact, package, _ = make_package(project, seed=8)
-    (artifact / "prompt.safetensors").write_bytes(b"not a tensor file")  # breaks the smoke test
-    versions_before = len(MlflowClient().search_model_versions(f"name='{model_name}'"))
-    with mlflow.start_run(), pytest.raises(Exception):  # noqa: B017 - any failure must abort
-        register_and_promote(
-            run="broken",
-            artifact_dir=artifact,
-            package=package,
-            example_images=example_images(2),
-            model_name=model_name,
-            metric_name="val_top1",
-            metric=0.99,
-            margin=0.0,
-            lineage={},
-            lock_file=project / "mlflow" / ".lock",
-        )
-    assert _alias(model_name, CHAMPION) == first.version
-    assert len(MlflowClient().search_model_versions(f"name='{model_name}'")) == versions_before
-
-
-def test_concurrent_registry_runs_leave_a_valid_best_champion(
+def test_a_corrupted_candidate_fails_its_smoke_test_and_is_not_registered(
     project: Path, model_name: str
 ) -> None:
-    register_candidate(project, model_name, seed=9, metric=0.4)
+    first = register_candidate(project, model_name, seed=7, metric=0.5)
+    artifact, package, model = make_package(project, seed=8)
+    smoke = smoke_for(model, package)  # recorded from the validated model
+    # the saved head is negated after validation: every file still parses, labels stay in
+    # range, only the predictions are wrong
+    tensors = load_file(str(artifact / "prompt.safetensors"))
+    negated = {k: -v if k.startswith("head") else v for k, v in tensors.items()}
+    save_file(negated, str(artifact / "prompt.safetensors"))
+    versions_before = len(_versions(model_name))
+    with pytest.raises(RuntimeError, match=r"smoke accuracy 0\.\d+ on 12 .* recorded 0\.7500"):
+        register_package(project, model_name, artifact, package, smoke, metric=0.99)
+    assert _alias(model_name, CHAMPION) == first.version
+    assert len(_versions(model_name)) == versions_before
+
+
+def test_an_unreadable_artifact_is_cleanly_undone(project: Path, model_name: str) -> None:
+    first = register_candidate(project, model_name, seed=9, metric=0.5)
+    artifact, package, model = make_package(project, seed=10)
+    smoke = smoke_for(model, package)
+    (artifact / "prompt.safetensors").write_bytes(b"not a tensor file")
+    versions_before = len(_versions(model_name))
+    with pytest.raises(RuntimeError, match="does not load"):
+        register_package(project, model_name, artifact, package, smoke, metric=0.99)
+    assert _alias(model_name, CHAMPION) == first.version
+    assert len(_versions(model_name)) == versions_before
+
+
+def _in_subprocess(script: str, *args: str) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    prelude = (
+        "import mlflow, sys; from pathlib import Path; mlflow.set_experiment('registry-test');"
+    )
+    return subprocess.Popen([sys.executable, "-c", prelude + script, *args], env=env)
+
+
+def test_concurrent_registry_runs_make_one_version_per_artifact_and_the_best_champion(
+    project: Path, model_name: str
+) -> None:
+    register_candidate(project, model_name, seed=11, metric=0.4)
     script = (
-        "import mlflow, sys; from pathlib import Path; from registry_kit import register_candidate;"
-        "mlflow.set_experiment('registry-test');"
+        "from registry_kit import register_candidate;"
         "register_candidate(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))"
     )
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, str(project), model_name, str(s), str(m)], env=env
-        )
-        for s, m in ((10, 0.8), (11, 0.9))
+    procs = [  # two runs of the same artifact (seed 13) and a weaker one
+        _in_subprocess(script, str(project), model_name, str(s), str(m))
+        for s, m in ((12, 0.8), (13, 0.9), (13, 0.9))
     ]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
-    client = MlflowClient()
-    best = client.get_model_version_by_alias(model_name, CHAMPION)
-    assert best.tags["val_top1"] == "0.9" and best.tags["validation_status"] == "passed"
+    assert [p.wait(timeout=600) for p in procs] == [0, 0, 0]
+    versions = _versions(model_name)
+    assert sorted(v.tags["run"] for v in versions) == ["run11", "run12", "run13"]
+    assert {v.tags["validation_status"] for v in versions} == {"passed"}
+    best = MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
+    assert best.tags["val_top1"] == "0.9"
+
+
+def test_a_registration_killed_after_register_model_is_completed_on_rerun(
+    project: Path, model_name: str
+) -> None:
+    first = register_candidate(project, model_name, seed=15, metric=0.5)
+    script = (
+        "import os, signal; from visprompt.registry import promotion;"
+        "register = promotion.mlflow.register_model;"
+        "promotion.mlflow.register_model = lambda *a, **k: "
+        "(register(*a, **k), os.kill(os.getpid(), signal.SIGKILL));"
+        "from registry_kit import register_candidate;"
+        "register_candidate(Path(sys.argv[1]), sys.argv[2], 16, 0.8)"
+    )
+    killed = _in_subprocess(script, str(project), model_name)
+    assert killed.wait(timeout=300) == -9
+    pending = [v for v in _versions(model_name) if v.version != first.version]
+    assert [v.tags["validation_status"] for v in pending] == ["pending"]
+    assert _alias(model_name, CHAMPION) == first.version  # never without its champion
+    rerun = register_candidate(project, model_name, seed=16, metric=0.8)
+    assert rerun.version == pending[0].version and rerun.promoted
+    assert rerun.reason.startswith("completed an interrupted registration")
+    assert _alias(model_name, CHAMPION) == rerun.version
+    assert len(_versions(model_name)) == 2
+    tags = MlflowClient().get_model_version(model_name, rerun.version).tags
+    assert tags["validation_status"] == "passed"
 
 
 def test_cli_rolls_back_and_prints_the_registry_state(
     project: Path, model_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    first = register_candidate(project, model_name, seed=12, metric=0.5)
-    second = register_candidate(project, model_name, seed=13, metric=0.6)
-    lock = str(project / "mlflow" / ".registry.lock")
-    main(["rollback", "--name", model_name, "--lock-file", lock])
+    first = register_candidate(project, model_name, seed=17, metric=0.5)
+    second = register_candidate(project, model_name, seed=18, metric=0.6)
+    main(["rollback", "--name", model_name])
     out = capsys.readouterr().out
-    assert out.startswith(f"champion of '{model_name}' is now version {first.version}")
+    assert f"champion of '{model_name}' is now version {first.version}" in out
     state = json.loads(out[out.index("{") :])
     assert state["aliases"] == {CHAMPION: first.version, CHALLENGER: second.version}
     assert state["champion_history"] == [first.version]
-    assert state["versions"][str(second.version)]["run"] == "run13"
+    assert state["versions"][str(second.version)]["run"] == "run18"
     with pytest.raises(RuntimeError, match="no previous champion"):
-        main(["rollback", "--name", model_name, "--lock-file", lock])
+        main(["rollback", "--name", model_name])

@@ -1,5 +1,7 @@
 """`python -m visprompt.registry {status,rollback} --name NAME`: inspect or roll back.
 
+Rollback first verifies the previous champion (checksums, smoke test) and refuses a broken one.
+
 Uses MLFLOW_TRACKING_URI (default: the project's embedded store).
 """
 
@@ -14,7 +16,6 @@ from mlflow.tracking import MlflowClient
 from visprompt.registry.promotion import CHAMPION, HISTORY_TAG, rollback
 
 DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
-DEFAULT_LOCK = "mlflow/.registry.lock"
 
 
 def status(name: str) -> dict:
@@ -35,11 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m visprompt.registry", description=__doc__)
     parser.add_argument("command", choices=["status", "rollback"])
     parser.add_argument("--name", required=True, help="registered model name")
-    parser.add_argument("--lock-file", default=DEFAULT_LOCK)
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_URI)
     if args.command == "rollback":
-        version = rollback(args.name, args.lock_file)
+        version = rollback(args.name)
         print(f"{CHAMPION} of '{args.name}' is now version {version}")
     print(json.dumps(status(args.name), indent=2))
 

@@ -1,21 +1,28 @@
 """Register prompt artifacts and move the `champion` alias only when it is earned.
 
-A new version first gets a smoke prediction in this process (loaded back from the logged
-model), then the alias `challenger`; `champion` moves to it only when its validation
-metric beats the current champion's by `margin`. Every promotion decision happens under
-an exclusive lock and re-reads the champion inside it, so two concurrent registry runs
-cannot both win on a stale comparison, and `champion` only ever points at a version that
-passed its smoke test. The champion history is kept on the registered model for rollback.
+One registration is a small state machine on the model version's `validation_status` tag,
+run entirely under the registry lock (`locking.registry_lock`), so concurrent registry runs
+of the same artifact produce one version:
+
+1. log the pyfunc model (backbone weights stored once per sha256, see `backbone_store`);
+2. register it with status `pending`;
+3. verify it as a user would load it: checksums, then the smoke accuracy on the stored
+   validation images must reproduce the recorded one; a failure deletes the version;
+4. alias `challenger`; `champion` moves when its metric beats the champion's by `margin`;
+5. status `passed`.
+
+A run killed anywhere leaves at most a `pending` version, which the next run of the same
+artifact resumes from step 3; the champion only ever moves to a verified version, and a
+model that had one always keeps one. A completed version is never registered or promoted
+again (a rollback stands). Rollback verifies its target the same way and refuses a broken one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
+import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -23,20 +30,29 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 
-from visprompt.backbones import sha256_file
+from visprompt.registry import backbone_store
+from visprompt.registry.integrity import (
+    SMOKE_FILE,
+    check_accuracy,
+    file_checksums,
+    read_smoke_set,
+    smoke_frame,
+    write_smoke_set,
+)
+from visprompt.registry.locking import registry_lock
 from visprompt.registry.pyfunc_model import (
+    MODEL_CODE,
     PACKAGE_ARTIFACT,
     PACKAGE_FILE,
     PROMPT_ARTIFACT,
-    PromptClassifier,
-    encode_png,
+    read_package,
 )
 
 CHAMPION = "champion"
@@ -44,14 +60,20 @@ CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 STATUS_TAG = "validation_status"
 ARTIFACT_TAG = "artifact_sha256"
+SMOKE_TAG = "smoke_accuracy"
+PENDING, PASSED = "pending", "passed"
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "image")]),
+    inputs=Schema([ColSpec(DataType.string, "image")]),
     outputs=Schema(
-        [ColSpec("long", "label"), ColSpec("string", "class_name"), ColSpec("double", "confidence")]
+        [
+            ColSpec(DataType.long, "label"),
+            ColSpec(DataType.string, "class_name"),
+            ColSpec(DataType.double, "confidence"),
+            ColSpec(Array(DataType.double), "probabilities"),
+        ]
     ),
 )
-
 
 #: What the pyfunc model imports at load time (`--env-manager local` serves from this venv).
 RUNTIME_PACKAGES = ("torch", "timm", "safetensors", "peft", "numpy", "pandas", "pillow", "mlflow")
@@ -79,45 +101,87 @@ class Decision:
     reason: str
 
 
-@contextlib.contextmanager
-def registry_lock(path: str | Path) -> Iterator[None]:
-    """Exclusive inter-process lock around read-compare-move of the champion alias."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+@dataclass(frozen=True)
+class SmokeSet:
+    """Stored validation images (uint8 NHWC), their labels, and the candidate's recorded
+    accuracy on them; the smoke test must reproduce it within `tolerance`."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    accuracy: float
+    tolerance: float = 0.01
+
+
+def artifact_digest(artifact_dir: str | Path, package: dict[str, Any], smoke: SmokeSet) -> str:
+    """sha256 naming a candidate: its files, package (backbone by checksum) and smoke set."""
+    digest = hashlib.sha256(json.dumps(file_checksums(artifact_dir), sort_keys=True).encode())
+    digest.update(json.dumps(package, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(smoke.images).tobytes())
+    digest.update(np.ascontiguousarray(smoke.labels, dtype=np.int64).tobytes())
+    digest.update(repr((float(smoke.accuracy), float(smoke.tolerance))).encode())
+    return digest.hexdigest()
+
+
+def _experiment_id() -> str:
+    active = mlflow.active_run()
+    if active is not None:
+        return active.info.experiment_id
+    return mlflow.tracking.fluent._get_experiment_id()
 
 
 def log_prompt_model(
-    artifact_dir: str | Path, package: dict[str, Any], example_images: np.ndarray
+    artifact_dir: str | Path, package: dict[str, Any], smoke: SmokeSet, backbone_root: str | Path
 ) -> mlflow.models.model.ModelInfo:
-    """Log the prompt artifact as a pyfunc model in the active MLflow run (not registered)."""
-    example = pd.DataFrame({"image": [encode_png(img) for img in example_images]})
+    """Log the version's files as a models-from-code pyfunc (not registered yet)."""
+    client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
-        package_dir = Path(tmp) / "package"
+        # MLflow keeps a directory artifact's own name: copy under fixed names
+        prompt_dir = shutil.copytree(artifact_dir, Path(tmp) / PROMPT_ARTIFACT)
+        package_dir = Path(tmp) / PACKAGE_ARTIFACT
         package_dir.mkdir()
-        (package_dir / PACKAGE_FILE).write_text(json.dumps(package, indent=2, sort_keys=True))
+        write_smoke_set(package_dir / SMOKE_FILE, smoke.images, smoke.labels)
+        contents = package | {
+            "backbone": backbone_store.reference(
+                client, _experiment_id(), package["backbone"], backbone_root
+            ),
+            "smoke": {
+                "accuracy": float(smoke.accuracy),
+                "tolerance": float(smoke.tolerance),
+                "num_images": len(smoke.labels),
+            },
+            "checksums": {
+                PROMPT_ARTIFACT: file_checksums(prompt_dir),
+                PACKAGE_ARTIFACT: file_checksums(package_dir),
+            },
+        }
+        (package_dir / PACKAGE_FILE).write_text(json.dumps(contents, indent=2, sort_keys=True))
         return mlflow.pyfunc.log_model(
             name="prompt_model",
-            python_model=PromptClassifier(),
-            artifacts={PROMPT_ARTIFACT: str(artifact_dir), PACKAGE_ARTIFACT: str(package_dir)},
+            python_model=str(MODEL_CODE),
+            artifacts={PROMPT_ARTIFACT: str(prompt_dir), PACKAGE_ARTIFACT: str(package_dir)},
             signature=SIGNATURE,
-            input_example=example,
+            input_example=smoke_frame(smoke.images[:2]),
             pip_requirements=runtime_requirements(),
         )
 
 
-def smoke_test(model_uri: str, example_images: np.ndarray, num_classes: int) -> None:
-    """Load the logged model as a user would and check it answers sensibly."""
-    example = pd.DataFrame({"image": [encode_png(img) for img in example_images]})
-    answer = mlflow.pyfunc.load_model(model_uri).predict(example)
-    labels = np.asarray(answer["label"])
-    if len(answer) != len(example) or labels.min() < 0 or labels.max() >= num_classes:
-        raise RuntimeError(f"smoke prediction of {model_uri} returned an invalid answer: {answer}")
+def verify_version(model_uri: str) -> float:
+    """Load `model_uri` as a user would (every checksum) and rerun its smoke test.
+
+    Returns the smoke accuracy; raises naming the version when anything does not hold.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+            model = mlflow.pyfunc.load_model(str(local))
+            package_dir = local / "artifacts" / PACKAGE_ARTIFACT
+            package = read_package(package_dir)
+            images, labels = read_smoke_set(package_dir / SMOKE_FILE)
+            predicted = np.asarray(model.predict(smoke_frame(images))["label"])
+        except Exception as err:
+            raise RuntimeError(f"{model_uri} does not load and predict: {err}") from err
+        smoke = package["smoke"]
+        return check_accuracy(labels, predicted, smoke["accuracy"], smoke["tolerance"], model_uri)
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -146,17 +210,6 @@ def _set_champion(client: MlflowClient, name: str, version: str, history: list[s
     client.set_registered_model_alias(name, CHAMPION, version)
 
 
-def artifact_digest(artifact_dir: str | Path, package: dict[str, Any]) -> str:
-    """sha256 over the artifact's files and the package (less the machine-specific root)."""
-    digest = hashlib.sha256()
-    root = Path(artifact_dir)
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(root).as_posix()}:{sha256_file(file)}\n".encode())
-    portable = {k: v for k, v in package.items() if k != "project_root"}
-    digest.update(json.dumps(portable, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
 def _registered(client: MlflowClient, model_name: str, digest: str) -> ModelVersion | None:
     for version in client.search_model_versions(f"name='{model_name}'"):
         if version.tags.get(ARTIFACT_TAG) == digest:
@@ -164,77 +217,110 @@ def _registered(client: MlflowClient, model_name: str, digest: str) -> ModelVers
     return None
 
 
+def _promote(
+    client: MlflowClient, name: str, version: str, metric_name: str, metric: float, margin: float
+) -> tuple[ModelVersion | None, float | None, bool, str]:
+    """Move `champion` to `version` if it wins; idempotent when resumed after a kill."""
+    current = champion(client, name)
+    if current is not None and current.version == version:  # killed after the alias move
+        return current, float(metric), True, "resumed: already champion"
+    before = _tagged_metric(current, name, metric_name) if current else None
+    # "beats by at least margin": strictly better, so a tie leaves the champion in place
+    # even with margin 0 (1e-12 absorbs float subtraction error)
+    promoted = before is None or (metric > before and metric - before >= margin - 1e-12)
+    if promoted:
+        history = [v for v in _history(client, name) if v != version] + [version]
+        _set_champion(client, name, version, history)
+    reason = (
+        "first champion"
+        if before is None
+        else f"{metric_name} {metric:.4f} {'beats' if promoted else 'does not beat'} "
+        f"champion {before:.4f} by margin {margin}"
+    )
+    return current, before, promoted, reason
+
+
 def register_and_promote(
     *,
     run: str,
     artifact_dir: str | Path,
     package: dict[str, Any],
-    example_images: np.ndarray,
+    smoke: SmokeSet,
     model_name: str,
     metric_name: str,
     metric: float,
     margin: float,
     lineage: dict[str, str],
-    lock_file: str | Path,
+    backbone_root: str | Path = ".",
 ) -> Decision:
-    """Log, smoke-test, register (alias challenger) and promote if better. Any failure
-    before the alias move leaves `champion` where it was.
+    """Log, register, verify, alias and maybe promote one candidate (see the module doc).
 
-    An artifact already registered under `model_name` is not registered again: rerunning the
-    registry changes nothing, and a rolled-back version is not promoted back.
+    `package`: class_names, preprocessing (image_size, mean, std, stored_size), backbone
+    (a `backbone_specs` entry; its weights_path is relative to `backbone_root`), serving.
     """
     client = MlflowClient()
-    digest = artifact_digest(artifact_dir, package)
-    existing = _registered(client, model_name, digest)
+    digest = artifact_digest(artifact_dir, package, smoke)
+    with registry_lock(model_name):
+        existing = _registered(client, model_name, digest)
+        if existing is not None and existing.tags.get(STATUS_TAG, PASSED) == PASSED:
+            current = champion(client, model_name)
+            before = _tagged_metric(current, model_name, metric_name) if current else None
+            return Decision(
+                run,
+                existing.version,
+                metric,
+                current.version if current else None,
+                before,
+                False,
+                f"unchanged artifact: already version {existing.version}",
+            )
+        if existing is None:
+            info = log_prompt_model(artifact_dir, package, smoke, backbone_root)
+            tags = lineage | {
+                metric_name: repr(float(metric)),
+                "run": run,
+                STATUS_TAG: PENDING,
+                ARTIFACT_TAG: digest,
+                SMOKE_TAG: repr(float(smoke.accuracy)),
+            }
+            version = mlflow.register_model(info.model_uri, model_name, tags=tags).version
+        else:
+            version = existing.version  # a registration interrupted before it was verified
+        try:
+            verify_version(f"models:/{model_name}/{version}")
+        except Exception:
+            current = champion(client, model_name)
+            if current is None or current.version != version:  # never delete the champion
+                client.delete_model_version(model_name, version)
+            raise
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+        current, before, promoted, reason = _promote(
+            client, model_name, version, metric_name, float(metric), margin
+        )
+        client.set_model_version_tag(model_name, version, STATUS_TAG, PASSED)
     if existing is not None:
-        current = champion(client, model_name)
-        before = _tagged_metric(current, model_name, metric_name) if current else None
-        return Decision(
-            run,
-            existing.version,
-            metric,
-            current.version if current else None,
-            before,
-            False,
-            f"unchanged artifact: already version {existing.version}",
-        )
-    info = log_prompt_model(artifact_dir, package, example_images)
-    smoke_test(info.model_uri, example_images, len(package["class_names"]))
-    tags = lineage | {
-        metric_name: repr(float(metric)),
-        "run": run,
-        STATUS_TAG: "passed",
-        ARTIFACT_TAG: digest,
-    }
-    version = mlflow.register_model(info.model_uri, model_name, tags=tags).version
-    client.set_registered_model_alias(model_name, CHALLENGER, version)
-    with registry_lock(lock_file):
-        current = champion(client, model_name)
-        before = _tagged_metric(current, model_name, metric_name) if current else None
-        # "beats by at least margin": strictly better, so a tie leaves the champion in place
-        # even with margin 0 (1e-12 absorbs float subtraction error)
-        promoted = before is None or (metric > before and metric - before >= margin - 1e-12)
-        if promoted:
-            _set_champion(client, model_name, version, _history(client, model_name) + [version])
-        reason = (
-            "first champion"
-            if before is None
-            else f"{metric_name} {metric:.4f} {'beats' if promoted else 'does not beat'} "
-            f"champion {before:.4f} by margin {margin}"
-        )
+        reason = f"completed an interrupted registration; {reason}"
     return Decision(
         run, version, metric, current.version if current else None, before, promoted, reason
     )
 
 
-def rollback(model_name: str, lock_file: str | Path) -> str:
-    """Move `champion` back to the previous champion; return that version."""
+def rollback(model_name: str) -> str:
+    """Move `champion` back to the previous champion once it passes its checks; return it."""
     client = MlflowClient()
-    with registry_lock(lock_file):
+    with registry_lock(model_name):
         history = _history(client, model_name)
         if len(history) < 2:
             raise RuntimeError(
                 f"'{model_name}' has no previous champion to roll back to (history: {history})"
             )
-        _set_champion(client, model_name, history[-2], history[:-1])
-        return history[-2]
+        target = history[-2]
+        try:
+            verify_version(f"models:/{model_name}/{target}")
+        except Exception as err:
+            raise RuntimeError(
+                f"refusing to roll '{model_name}' back to version {target}: {err}; champion "
+                f"stays at version {history[-1]}"
+            ) from err
+        _set_champion(client, model_name, target, history[:-1])
+        return target

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from visprompt.data.shards import read_classes, read_split
 from visprompt.pipelines import tracking
-from visprompt.registry.promotion import champion, register_and_promote
+from visprompt.registry.promotion import SmokeSet, champion, register_and_promote
+from visprompt.registry.serving import ServingLimits
 from visprompt.training import Preprocess
 from visprompt.weights import fingerprint
 
@@ -48,21 +51,46 @@ def kedro_run_id() -> str:
 
 
 def build_package(
-    backbone_spec: dict[str, Any], class_names: list[str], project_root: str
+    backbone_spec: dict[str, Any],
+    class_names: list[str],
+    stored_size: int,
+    serving: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """package.json of a version: classes, preprocessing, backbone reference (no weights)."""
+    """package.json of a version: classes, preprocessing, serving limits, backbone spec.
+
+    `stored_size` is the side of the ingested shards: serving brings a request image to it
+    with ingestion's own conversion before the training preprocessing.
+    """
     preprocess = Preprocess.from_data_config(backbone_spec["data_config"])
-    reference = {
+    spec = {
         k: backbone_spec[k]
         for k in ("name", "model_kwargs", "weights_path", "sha256", "source")
         if k in backbone_spec
     }
     return {
         "class_names": class_names,
-        "preprocessing": dataclasses.asdict(preprocess),
-        "backbone": reference,
-        "project_root": project_root,
+        "preprocessing": dataclasses.asdict(preprocess) | {"stored_size": int(stored_size)},
+        "backbone": spec,
+        "serving": dataclasses.asdict(ServingLimits(**(serving or {}))),
     }
+
+
+def smoke_set(
+    images: np.ndarray, labels: np.ndarray, accuracy: float, settings: dict[str, Any]
+) -> SmokeSet:
+    """The validation split (a seeded subset above `max_images`) and the run's val accuracy.
+
+    On a subset the recorded full-split accuracy is only an estimate: the tolerance widens to
+    three binomial standard errors, still far below what corrupted weights lose.
+    """
+    cap = int(settings.get("max_images") or len(labels))
+    tolerance = float(settings.get("tolerance", 0.01))
+    if len(labels) > cap:
+        chosen = np.sort(np.random.default_rng(0).choice(len(labels), cap, replace=False))
+        images, labels = images[chosen], labels[chosen]
+        p = min(max(accuracy, 0.0), 1.0)
+        tolerance = max(tolerance, 3 * math.sqrt(p * (1 - p) / cap))
+    return SmokeSet(images, labels, float(accuracy), tolerance)
 
 
 def selected_runs(configured: list[str], wanted: list[str] | None) -> list[str]:
@@ -125,7 +153,7 @@ def register_runs(
     for (run, seed), artifact, summary in zip(layout, results[0::2], results[1::2], strict=True):
         per_run.setdefault(run, {})[int(seed)] = (artifact, summary)
     classes = read_classes(shards)
-    examples = read_split(shards, "val")[0][: int(params["num_examples"])]
+    val_images, val_labels = read_split(shards, "val")
     common = {
         "git_commit": git_commit(),
         "data_hash": str(validation_summary.get("data_hash", "unknown")),
@@ -135,8 +163,14 @@ def register_runs(
     for run, seeds in per_run.items():
         seed, mean = select_candidate(run, {s: v[1] for s, v in seeds.items()}, metric_name)
         artifact_dir, summary = seeds[seed]
+        if "val_top1" not in summary:
+            raise ValueError(
+                f"{run}.seed_{seed}.train_summary has no 'val_top1' (the artifact's validation "
+                "accuracy, which the smoke test must reproduce); rerun the training pipeline"
+            )
         spec = backbone_specs[summary["backbone"]]
-        package = build_package(spec, classes, str(Path.cwd()))
+        package = build_package(spec, classes, val_images.shape[1], params.get("serving"))
+        smoke = smoke_set(val_images, val_labels, float(summary["val_top1"]), params["smoke"])
         run_params = training["runs"][run]
         lineage = common | {
             "params_hash": fingerprint(run_params, training.get("defaults"), spec["sha256"]),
@@ -153,13 +187,12 @@ def register_runs(
                 run=run,
                 artifact_dir=artifact_dir,
                 package=package,
-                example_images=examples,
+                smoke=smoke,
                 model_name=str(params["model_name"]),
                 metric_name=metric_name,
                 metric=mean,
                 margin=float(params["margin"]),
                 lineage=lineage,
-                lock_file=str(params["lock_file"]),
             )
         log.info(
             "registry %s: seed %d of %d (val %s mean %.4f), version %s, %s",

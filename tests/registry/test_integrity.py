@@ -1,0 +1,87 @@
+"""Every load verifies checksums; versions reach their backbone through the tracking store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from registry_kit import (
+    example_images,
+    flip_byte,
+    make_package,
+    offline_labels,
+    register_candidate,
+    stored_file,
+)
+
+from visprompt.registry.backbone_store import SHA_TAG
+from visprompt.registry.integrity import smoke_frame
+from visprompt.registry.promotion import CHAMPION, rollback
+
+PROMPT = "artifacts/prompt/prompt.safetensors"
+
+
+def _champion(name: str) -> str:
+    return MlflowClient().get_model_version_by_alias(name, CHAMPION).version
+
+
+def test_a_flipped_byte_in_a_registered_version_is_refused_at_load(
+    project: Path, model_name: str
+) -> None:
+    decision = register_candidate(project, model_name, seed=1, metric=0.5)
+    flip_byte(stored_file(model_name, decision.version, PROMPT))
+    with pytest.raises(ValueError, match=r"prompt\.safetensors has sha256 .* corrupted"):
+        mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+
+
+def test_corrupted_backbone_weights_in_the_store_are_refused(
+    project: Path, model_name: str
+) -> None:
+    _, package, _ = make_package(project, seed=2, weights_name="vit_other")
+    decision = register_candidate(project, model_name, seed=2, metric=0.5)
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{SHA_TAG}` = '{package['backbone']['sha256']}'",
+        output_format="list",
+    )
+    assert len(runs) == 1  # stored once, though registered twice across the tests
+    stored = Path(runs[0].info.artifact_uri.removeprefix("file://")) / "weights"
+    flip_byte(next(stored.glob("*.safetensors")), offset=-5)
+    with pytest.raises(ValueError, match=r"backbone weights runs:/.* sha256 .* corrupted"):
+        mlflow.pyfunc.load_model(f"models:/{model_name}/{decision.version}")
+    flip_byte(next(stored.glob("*.safetensors")), offset=-5)  # restore for the other tests
+
+
+def test_a_version_loads_anywhere_and_ignores_files_in_the_cwd(
+    project: Path, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, package, model = make_package(project, seed=3)
+    register_candidate(project, model_name, seed=3, metric=0.5)
+    # the checkout's weights are gone; the cwd holds a different file under the same name
+    (project / package["backbone"]["weights_path"]).unlink()
+    elsewhere = tmp_path / "elsewhere"
+    conflicting = elsewhere / package["backbone"]["weights_path"]
+    conflicting.parent.mkdir(parents=True)
+    conflicting.write_bytes(b"\0" * 64)
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("VISPROMPT_PROJECT_DIR", str(elsewhere))
+    images = example_images(6, seed=4)
+    answer = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}").predict(
+        smoke_frame(images)
+    )
+    assert answer["label"].tolist() == offline_labels(model, package, images).tolist()
+
+
+def test_rollback_refuses_a_truncated_target(project: Path, model_name: str) -> None:
+    first = register_candidate(project, model_name, seed=5, metric=0.5)
+    second = register_candidate(project, model_name, seed=6, metric=0.7)
+    target = stored_file(model_name, first.version, PROMPT)
+    backup = target.read_bytes()
+    target.write_bytes(backup[: len(backup) // 2])
+    with pytest.raises(RuntimeError, match=f"refusing to roll .* back to version {first.version}"):
+        rollback(model_name)
+    assert _champion(model_name) == second.version
+    target.write_bytes(backup)
+    assert rollback(model_name) == first.version
