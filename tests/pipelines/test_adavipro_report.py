@@ -36,7 +36,7 @@ RUNS = {
     f"sweep_{m}_p{w}": {
         "method": m,
         "backbone": "vit",
-        "options": {"prompt_size": w, "image_size": IMAGE_SIZE},
+        "options": {"prompt_size": w},
     }
     for m in ("vp", "adavipro")
     for w in (8, 2)
@@ -47,7 +47,12 @@ def results() -> list[dict]:
     out = []
     for i, _ in enumerate(RUNS):
         out += [
-            {"trainable_params": 100 + i, "best_val_top1": 0.5, "train_time_s": 1.0},
+            {
+                "trainable_params": 100 + i,
+                "best_val_top1": 0.5,
+                "train_time_s": 1.0,
+                "image_size": IMAGE_SIZE,  # the backbone's, reported by the training node
+            },
             {"top1": 0.1 * (i + 1)},
         ]
     return out
@@ -57,6 +62,7 @@ def test_sweep_table_and_plot() -> None:
     table = sweep_table(RUNS, *results())
     assert list(table["method"]) == ["adavipro", "adavipro", "vp", "vp"]
     assert list(table["pad_width"]) == [2, 8, 2, 8]
+    assert set(table["image_size"]) == {IMAGE_SIZE}
     assert table.loc[table["run"] == "sweep_vp_p8", "test_top1"].item() == pytest.approx(0.1)
     fig = sweep_figure(table)
     assert len(fig.axes[0].get_lines()) == 2

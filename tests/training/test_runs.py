@@ -133,3 +133,22 @@ def test_train_config_type_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match=r"TrainConfig.patience=2.5: expected an integer or null"):
         TrainConfig(patience=2.5)  # type: ignore[arg-type]
     assert TrainConfig(lr=1, devices="auto").lr == 1  # an int is a number
+
+
+def test_image_size_is_stated_once_by_the_backbone() -> None:
+    params = with_change(
+        "backbone",
+        {
+            "build": {"vit": "v", "resnet": "r"},
+            "models": {"v": {"model_kwargs": {"img_size": 32}}, "r": {"image_size": 64}},
+        },
+    )
+    assert validate_runs(params)  # no run states a size: each derives its backbone's
+    params["training"]["runs"]["ap"]["options"]["image_size"] = 64  # agrees: allowed
+    validate_runs(params)
+    params["training"]["runs"]["vp"]["options"]["image_size"] = 64
+    assert error_of(params) == (
+        "training run 'vp' (parameters_training.yml: training.runs.vp.options.image_size) is "
+        "64, but backbone 'vit' is stated at 32 px in parameters_backbone.yml: drop the option "
+        "(methods take the size from the backbone) or change the backbone's image_size"
+    )

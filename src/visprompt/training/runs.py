@@ -137,6 +137,29 @@ def check_options(spec: RunSpec) -> None:
             )
 
 
+def stated_image_size(backbone_params: Mapping[str, Any], key: str) -> int | None:
+    """The input side configured for backbone `key` (its model entry's `image_size`, or a
+    ViT's `model_kwargs.img_size`); None when timm's own default applies."""
+    model = (backbone_params.get("build") or {}).get(key)
+    entry = (backbone_params.get("models") or {}).get(model) if isinstance(model, str) else None
+    entry = entry or {}
+    size = entry.get("image_size") or (entry.get("model_kwargs") or {}).get("img_size")
+    return int(size) if size else None
+
+
+def check_image_size(spec: RunSpec, backbone_params: Mapping[str, Any]) -> None:
+    """A run's `image_size` option, when given, must be the size its backbone is stated at:
+    the data path resizes to the backbone's size, and vp/ap/adavipro derive it from there."""
+    given = spec.options.get("image_size")
+    stated = stated_image_size(backbone_params, spec.backbone)
+    if given is not None and stated is not None and int(given) != stated:
+        raise ConfigError(
+            f"{_where(spec.name, 'options', 'image_size')} is {given}, but backbone "
+            f"'{spec.backbone}' is stated at {stated} px in {BACKBONE_FILE}: drop the option "
+            "(methods take the size from the backbone) or change the backbone's image_size"
+        )
+
+
 def train_config(
     defaults: Mapping[str, Any],
     overrides: Mapping[str, Any],
@@ -223,6 +246,7 @@ def validate_runs(params: Mapping[str, Any]) -> dict[str, RunSpec]:
                 f"{PROMPT_INIT_FILE})"
             )
         check_options(spec)
+        check_image_size(spec, params.get("backbone") or {})
         train_config(defaults, spec.train, engine, run=name)
         runs[name] = spec
     return runs

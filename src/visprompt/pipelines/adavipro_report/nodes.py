@@ -88,7 +88,7 @@ def sweep_table(runs: Mapping[str, Mapping[str, Any]], *results: dict[str, Any])
                 "run": name,
                 "method": runs[name]["method"],
                 "pad_width": int(runs[name]["options"]["prompt_size"]),
-                "image_size": int(runs[name]["options"]["image_size"]),
+                "image_size": int(summary["image_size"]),  # the backbone's, stated once
                 "trainable_params": int(summary["trainable_params"]),
                 "best_val_top1": float(summary["best_val_top1"]),
                 "test_top1": float(metrics["top1"]),

@@ -60,6 +60,13 @@ def train_run(
             f"({sorted(backbone_specs)}); run `kedro run --pipelines backbone`"
         )
     bb_spec = backbone_specs[spec.backbone]
+    size = int(bb_spec["data_config"]["input_size"][-1])
+    if spec.options.get("image_size", size) != size:
+        raise ValueError(
+            f"run '{run_name}': options.image_size {spec.options['image_size']} differs from "
+            f"backbone '{spec.backbone}' ({size} px, backbone_specs): drop the option, the "
+            "method takes the size from the backbone"
+        )
     init = _init_prompts(spec.prompt_init, prompt_inits)
     if "seed" in defaults:
         raise ValueError(
@@ -114,6 +121,7 @@ def train_run(
             "seed": int(seed),
             "method": spec.method,
             "backbone": spec.backbone,
+            "image_size": size,
             "trainable_params": counts["trainable"],
             "total_params": counts["total"],
             "train_time_s": result.train_time_s,
