@@ -21,7 +21,11 @@ PARAMS = {
     "train_batch_size": None, "infer_batch_size": 8, "warmup": 1, "repeats": 2,
     "latency_repeats": 3, "device": "cpu", "num_workers": 0, "data_wait_batches": 2,
 }  # fmt: skip
-RUNS = {"probe": ("linear_probe", {}), "prompts": ("vpt", {"variant": "deep", "num_prompts": 2})}
+RUNS = {
+    "probe": ("linear_probe", {}),
+    "prompts": ("vpt", {"variant": "deep", "num_prompts": 2}),
+    "low_rank": ("lora", {"rank": 2}),
+}
 
 
 def _summary(run: str, method: str, model: methods.AdaptedModel, run_id: str) -> dict[str, Any]:
@@ -78,7 +82,7 @@ def outputs(
 
 def test_efficiency_table_rows_columns_and_counts(outputs: dict[str, Any]) -> None:
     table: pd.DataFrame = outputs["table"].set_index("run")
-    assert list(table.index) == ["backbone", "probe", "prompts"]
+    assert list(table.index) == ["backbone", "probe", "prompts", "low_rank"]
     required = ["method", "trainable_params", "total_params", "gflops", "train_step_ms",
                 "train_step_ratio", "throughput_ips", "throughput_ratio", "latency_p50_ms",
                 "latency_p95_ms", "peak_train_mem_mb", "peak_infer_mem_mb", "top1_mean",
@@ -97,6 +101,15 @@ def test_efficiency_table_rows_columns_and_counts(outputs: dict[str, Any]) -> No
     assert 0.0 <= table.at["probe", "data_wait_frac"] <= 1.0
     assert table["pareto_throughput"].sum() >= 1
     assert not table.at["backbone", "pareto_throughput"]
+    # LoRA is served merged (its own row measures the un-merged model); others as they are
+    assert table["deployed_merged"].to_dict() == {
+        "backbone": False,
+        "probe": False,
+        "prompts": False,
+        "low_rank": True,
+    }
+    assert table.at["probe", "deployed_throughput_ips"] == table.at["probe", "throughput_ips"]
+    assert table.at["low_rank", "deployed_throughput_ips"] != table.at["low_rank", "throughput_ips"]
     markdown = outputs["markdown"]
     assert "| probe" in markdown and "throughput (img/s)" in markdown and "| 40.0 " in markdown
     assert len(markdown.splitlines()[0].split("|")) == 12  # a handful of columns, with units

@@ -27,12 +27,14 @@ from visprompt.methods.base import (
     register,
     save,
 )
+from visprompt.methods.deploy import deployable
 
 __all__ = [
     "AdaptedModel",
     "available",
     "build",
     "count_parameters",
+    "deployable",
     "load",
     "method_class",
     "register",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any, Literal
 
@@ -13,6 +14,8 @@ from torch.nn.modules.conv import _ConvNd
 from visprompt.backbones import get_layer, pooled_features, split_at, split_points, stage_points
 from visprompt.backbones import image_size as input_side
 from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.deploy import Classifier
+from visprompt.methods.norm_tuning import NORM_TYPES
 
 Granularity = Literal["full", "channel"]
 
@@ -162,6 +165,24 @@ class ActivationPrompting(AdaptedModel):
         finally:
             handle.remove()
         return self.head(features)
+
+    def merged_for_inference(self) -> nn.Module:
+        """A channel δ on a normalisation layer's output folded into that layer's β (a copy):
+        the plain backbone's speed, the same function. Other settings return `self`."""
+        layer = self.options["layer"]
+        bias = getattr(self.backbone.get_submodule(layer), "bias", None)
+        foldable = (
+            self.options["granularity"] == "channel"
+            and isinstance(self.backbone.get_submodule(layer), NORM_TYPES)
+            and isinstance(bias, torch.Tensor)
+            and bias.shape == self.prompt.delta.shape
+        )
+        if not foldable:
+            return self
+        backbone = copy.deepcopy(self.backbone)
+        with torch.no_grad():
+            backbone.get_submodule(layer).bias.add_(self.prompt.delta)
+        return Classifier(backbone, copy.deepcopy(self.head))
 
     def split_for_cache(self) -> tuple[nn.Module, nn.Module] | None:
         """Prefix: backbone up to the layer's output (no δ); suffix: δ, the rest, the head.

@@ -148,6 +148,13 @@ class AdaptedModel(nn.Module):
                     )
                 targets[n].copy_(value)
 
+    def merged_for_inference(self) -> nn.Module:
+        """The zero-overhead form for serving (see `methods.deploy`); default: `self`."""
+        return self
+
+    def write_extra(self, directory: Path) -> None:
+        """Write files other tools read next to the artifact (e.g. peft's adapter format)."""
+
     def split_for_cache(self) -> tuple[nn.Module, nn.Module] | None:
         """(frozen prefix, trainable suffix) with forward == suffix(prefix(x)), or None.
 
@@ -225,6 +232,7 @@ def save(model: AdaptedModel, directory: str | Path) -> Path:
     with atomic_directory(directory) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        model.write_extra(tmp)
     return directory
 
 

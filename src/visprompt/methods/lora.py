@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import torch
-from peft import LoraConfig, inject_adapter_in_model
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
+from safetensors.torch import save_file
 from torch import nn
 
 from visprompt.backbones import family, pooled_features
 from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.deploy import Classifier
+
+#: peft's adapter files (what `PeftModel.from_pretrained(backbone, folder)` reads)
+PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 
 
 def default_targets(backbone: nn.Module) -> list[str]:
@@ -89,3 +97,25 @@ class LoRA(AdaptedModel):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(pooled_features(self.backbone, images))
+
+    def merged_for_inference(self) -> Classifier:
+        """A copy with every LoRA update merged into its base weight (peft's `merge`) and
+        the peft wrappers removed: the plain backbone's speed, the same function."""
+        backbone = copy.deepcopy(self.backbone)
+        for name, module in list(backbone.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge(safe_merge=True)
+                parent, _, leaf = name.rpartition(".")
+                setattr(backbone.get_submodule(parent), leaf, module.get_base_layer())
+        del backbone.peft_config
+        return Classifier(backbone, copy.deepcopy(self.head))
+
+    def write_extra(self, directory: Path) -> None:
+        """peft's adapter format next to the artifact, for peft tooling (the head is not in
+        it: it lives in the artifact's own safetensors)."""
+        config = copy.deepcopy(self.backbone.peft_config["default"])
+        config.base_model_name_or_path = self.backbone_reference["name"]
+        config.save_pretrained(str(directory))
+        state = get_peft_model_state_dict(self.backbone)
+        tensors = {f"base_model.model.{k}": v.contiguous().cpu() for k, v in state.items()}
+        save_file(tensors, str(directory / PEFT_WEIGHTS))

@@ -30,6 +30,12 @@ ACCURACY = (
 )
 
 
+#: Suffix of the profiled served form of a run (merged LoRA, folded AP), folded back into
+#: that run's row as `deployed_*` columns.
+DEPLOYED = ":deployed"
+DEPLOYED_COLUMNS = ("throughput_ips", "throughput_ratio", "latency_p50_ms")
+
+
 def profile_runs(
     run_names: list[str],
     backbone_specs: dict[str, dict[str, Any]],
@@ -78,6 +84,8 @@ def _profile_backbone(
     backbone = backbones.from_spec(spec)
     models = {REFERENCE: backbone}  # methods.load never changes the backbone it is given
     models |= {run: methods.load(artifacts[run], backbone) for run in runs}
+    deployed = {run: methods.deployable(models[run]) for run in runs}
+    models |= {run + DEPLOYED: m for run, m in deployed.items() if m is not models[run]}
     preprocess = Preprocess.from_data_config(spec["data_config"])
     placement = _placement(str(params.get("device", "run")), [summaries[r] for r in runs])
     settings = ProfileSettings(
@@ -103,7 +111,19 @@ def _profile_backbone(
     table["method"] = [summaries.get(r, {"method": REFERENCE})["method"] for r in table["run"]]
     table.insert(2, "backbone", key)
     table["data_wait_frac"] = table["run"].map(waits)
-    return table
+    return _with_deployed(table)
+
+
+def _with_deployed(table: pd.DataFrame) -> pd.DataFrame:
+    """Served-form columns (`deployed_*`) per run: the merged/folded model's figures where
+    the method folds into the backbone (LoRA, AP channel on a norm), else the run's own."""
+    own = table[~table["run"].str.endswith(DEPLOYED)].copy()
+    merged = table[table["run"].str.endswith(DEPLOYED)]
+    merged = merged.assign(run=merged["run"].str.removesuffix(DEPLOYED)).set_index("run")
+    for column in DEPLOYED_COLUMNS:
+        own[f"deployed_{column}"] = own["run"].map(merged[column]).fillna(own[column])
+    own["deployed_merged"] = own["run"].isin(merged.index)
+    return own.reset_index(drop=True)
 
 
 def _placement(device: str, summaries: list[dict[str, Any]]) -> Placement:
