@@ -64,7 +64,8 @@ def test_commit_swaps_in_manifest_shards_and_summary_together(current, tmp_path)
     assert staging.read_summary(current) == summary
     assert read_classes(current) == ["cats", "dogs"]
     require_validated(current, staging.read_summary(current))
-    assert sorted(p.name for p in current.parent.iterdir()) == ["shards"]  # nothing left over
+    left = sorted(p.name for p in current.parent.iterdir() if not p.name.endswith(".lock"))
+    assert left == ["shards"]  # nothing left over
 
 
 def test_a_failed_or_foreign_summary_is_never_committed(current, tmp_path):
@@ -85,6 +86,16 @@ def test_training_refuses_a_summary_of_other_data(current, tmp_path):
         require_validated(current, other)  # e.g. new shards copied next to an old summary
     with pytest.raises(ValueError, match="differ from the validation summary"):
         require_validated(current, {**summary, "counts": {"train": {}}})
+
+
+def test_one_ingestion_or_commit_of_a_staging_folder_at_a_time(current, tmp_path):
+    source = _cats_and_dogs(tmp_path / "i")
+    with staging.exclusive(staging.staging_dir(current)):
+        with pytest.raises(RuntimeError, match="another ingestion or validation is using"):
+            _stage(current, source)
+        with pytest.raises(RuntimeError, match="another ingestion or validation is using"):
+            staging.commit(current, staging.read_summary(current))
+    staging.commit(current, _stage(current, source))  # free again
 
 
 def test_an_interrupted_two_rename_swap_is_recovered(current):

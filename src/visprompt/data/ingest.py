@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from visprompt.data import shards
+from visprompt.data import shards, staging
 from visprompt.data.convert import fit, to_rgb
 from visprompt.data.manifest import COLUMNS, content_hash
 from visprompt.data.sources import Record, SourceData
@@ -93,21 +93,23 @@ def describe_record(record: Record) -> dict[str, Any]:
 
 def decode_record(record: Record, image_size: int) -> tuple[dict[str, Any], np.ndarray | None]:
     """(width, height, mode, converted, exif_rotated, error) and (size, size, 3) uint8 pixels."""
-    fields: dict[str, Any] = {"converted": False, "exif_rotated": False, "error": None}
     try:
-        if record.file is not None:
-            image = Image.open(record.file)  # by path: errors name the file, not a buffer
+        if record.file is None:
+            return _convert(record.pixels(), image_size)
+        with Image.open(record.file) as image:  # by path: errors name the file, not a buffer
             image.load()
-        else:
-            image = record.pixels()
-        fields.update(width=image.size[0], height=image.size[1], mode=image.mode)
-        fields["exif_rotated"] = image.getexif().get(_EXIF_ORIENTATION, 1) in range(2, 9)
-        rgb, converted = to_rgb(image)
-        fields["converted"] = bool(converted or fields["exif_rotated"])
-        return fields, fit(rgb, image_size)
+            return _convert(image, image_size)
     except _DECODE_ERRORS as error:
-        fields["error"] = f"cannot decode: {type(error).__name__}: {error}"
-        return fields, None
+        fields = {"converted": False, "exif_rotated": False}
+        return fields | {"error": f"cannot decode: {type(error).__name__}: {error}"}, None
+
+
+def _convert(image: Image.Image, image_size: int) -> tuple[dict[str, Any], np.ndarray]:
+    rotated = image.getexif().get(_EXIF_ORIENTATION, 1) in range(2, 9)
+    fields = {"width": image.size[0], "height": image.size[1], "mode": image.mode}
+    rgb, converted = to_rgb(image)
+    fields |= {"converted": bool(converted or rotated), "exif_rotated": rotated, "error": None}
+    return fields, fit(rgb, image_size)
 
 
 def _describe_chunk(indices: list[int]) -> list[dict[str, Any]]:
@@ -240,8 +242,22 @@ def ingest(
     stay out of the shards too, for validation to report. The result does not depend on
     `num_workers` or `chunk_size`.
     """
+    with staging.exclusive(directory):
+        return _ingest(
+            source, image_size, fractions, seed, Path(directory), num_workers, chunk_size
+        )
+
+
+def _ingest(
+    source: SourceData,
+    image_size: int,
+    fractions: Mapping[str, float],
+    seed: int,
+    directory: Path,
+    num_workers: int,
+    chunk_size: int,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     global _JOB
-    directory = Path(directory)
     _prepare(directory, _fingerprint(source, image_size, fractions, seed))
     _JOB = _Job(records=source.records, image_size=image_size, directory=directory, offsets={})
     try:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,23 @@ def staging_dir(final: str | Path) -> Path:
     """Where the next version of `final` is built (a sibling: same filesystem, so a rename)."""
     final = Path(final)
     return final.with_name(f".{final.name}.staging")
+
+
+@contextmanager
+def exclusive(directory: str | Path) -> Iterator[None]:
+    """Hold the lock of a staging folder: one ingestion or commit of it at a time."""
+    directory = Path(directory)
+    path = directory.with_name(f"{directory.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"another ingestion or validation is using '{directory}' (lock {path}); "
+                "wait for it to finish, then rerun"
+            ) from None
+        yield
 
 
 def _backup_dir(final: Path) -> Path:
@@ -70,6 +89,11 @@ def commit(final: str | Path, summary: Mapping[str, Any]) -> None:
     """
     final = Path(final)
     staged = staging_dir(final)
+    with exclusive(staged):
+        _commit(final, staged, summary)
+
+
+def _commit(final: Path, staged: Path, summary: Mapping[str, Any]) -> None:
     if not (staged / shards.INFO).is_file():
         raise FileNotFoundError(
             f"no complete staged dataset in {staged}; run `kedro run --pipelines "
