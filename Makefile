@@ -34,7 +34,7 @@ test-team: install
 	$(VENV)/bin/pytest -m team tests/e2e/test_team_server.py
 
 bench: install
-	$(PY) -m visprompt.profiling.bench $(BENCH_ARGS)
+	$(PY) benchmarks/efficiency.py $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests

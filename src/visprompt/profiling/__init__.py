@@ -1,8 +1,9 @@
 """Efficiency profiling: parameters, FLOPs, step time, throughput, latency, peak memory.
 
 A torch library (no Kedro, no MLflow): `profile_models` measures several models side by
-side in one process, with ratios to the bare frozen backbone; `python -m
-visprompt.profiling.bench` runs it from the shell on real-size backbones.
+side in one process, with ratios to the bare frozen backbone. Method-specific experiments
+(`make bench`: every method on real-size backbones, the VPT prompt-length curve) live in
+`benchmarks/`.
 """
 
 from visprompt.profiling.dataload import DataWait, measure_data_wait

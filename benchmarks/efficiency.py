@@ -1,6 +1,6 @@
 """`make bench`: the efficiency table of every method on real-size backbones, from the shell.
 
-    python -m visprompt.profiling.bench --backbone vit_base_patch16_224 resnet50 \
+    python benchmarks/efficiency.py --backbone vit_base_patch16_224 resnet50 \
         --image-size 224 --methods linear_probe vp vpt ap lora --out benchmarks/results/cpu.md
 
 Random weights (no download): speed and memory do not depend on the weight values. Runs on
@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from vpt_curve import VPT_LITERATURE_MACS, prompt_length_curve  # benchmarks/ is sys.path[0]
 
 from visprompt import backbones, methods
 from visprompt.atomic import write_text
 from visprompt.data.shards import ShardDataset, write_split
-from visprompt.profiling.curves import VPT_LITERATURE_MACS, prompt_length_curve
 from visprompt.profiling.dataload import DataWait, training_data_wait
 from visprompt.profiling.flops import backward_cost
 from visprompt.profiling.machine import describe_machine
@@ -233,7 +233,7 @@ def _target(name: str, value: float, op: str, threshold: float | None) -> dict[s
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m visprompt.profiling.bench", description=__doc__.split("\n\n")[0]
+        prog="python benchmarks/efficiency.py", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "--backbone",
@@ -331,7 +331,7 @@ def write_report(
         "# visprompt efficiency benchmark",
         "",
         f"- machine: {describe_machine(device)}",
-        f"- command: `python -m visprompt.profiling.bench {' '.join(sys.argv[1:])}`",
+        f"- command: `python benchmarks/efficiency.py {' '.join(sys.argv[1:])}`",
         f"- image size {settings.image_size}; training-step batch {settings.train_batch_size}; "
         f"throughput batch {settings.infer_batch_size}; latency batch 1; warm-up "
         f"{settings.warmup}, {settings.repeats} timed repeats (medians; latency "

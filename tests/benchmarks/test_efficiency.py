@@ -1,8 +1,9 @@
-"""`python -m visprompt.profiling.bench` end to end on a small real timm model at 32 px."""
+"""`make bench` (benchmarks/efficiency.py) end to end on a small real timm model at 32 px."""
 
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +12,12 @@ import torch
 
 from visprompt import methods
 from visprompt.backbones import freeze
-from visprompt.profiling import ProfileSettings, bench
-from visprompt.profiling.curves import prompt_length_curve
+from visprompt.profiling import ProfileSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import efficiency as bench  # noqa: E402
+from vpt_curve import prompt_length_curve  # noqa: E402
 
 
 def test_bench_writes_tables_targets_and_notes(tmp_path: Path) -> None:
