@@ -21,6 +21,7 @@ from visprompt.evaluation import (
     to_markdown,
     training_curves_figure,
 )
+from visprompt.evaluation.dvc_files import curves_table, run_metrics
 from visprompt.methods.pgn import PromptGenerationNetwork
 from visprompt.methods.prompt_inversion import deployment_metrics
 from visprompt.pipelines import tracking
@@ -129,3 +130,14 @@ def compare_runs(
     for name, fig in plots.items():
         mlflow.log_figure(fig, f"comparison/plots/{name}")
     return table, seeds, significance, markdown, plots
+
+
+def dvc_files(
+    layout: list[tuple[str, int]], comparison: pd.DataFrame, *histories: list[dict[str, float]]
+) -> tuple[dict[str, dict[str, float | int]], pd.DataFrame]:
+    """(one metrics dict per run, the training-curves table) for `dvc metrics` / `dvc plots`.
+
+    `histories` holds each (run, seed) of `layout`'s history, in its order.
+    """
+    keys = [(run, int(seed)) for run, seed in layout]
+    return run_metrics(comparison), curves_table(dict(zip(keys, histories, strict=True)))

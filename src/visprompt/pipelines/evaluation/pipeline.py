@@ -3,7 +3,7 @@ seed's namespace), then the comparison tables, significance and plots across run
 
 from kedro.pipeline import Pipeline, node
 
-from visprompt.pipelines.evaluation.nodes import compare_runs, evaluate_run
+from visprompt.pipelines.evaluation.nodes import compare_runs, dvc_files, evaluate_run
 from visprompt.pipelines.runs import bind_first, configured_runs, seed_namespace
 
 
@@ -63,6 +63,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "comparison_plots",
                 ],
                 name="compare_runs",
-            )
+            ),
+            node(
+                bind_first(dvc_files, layout),
+                inputs=["comparison", *(f"{seed_namespace(r, s)}.history" for r, s in layout)],
+                outputs=["run_metrics", "training_curves"],
+                name="dvc_files",
+            ),
         ]
     )
