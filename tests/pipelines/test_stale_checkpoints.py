@@ -37,7 +37,7 @@ for step in ("train", "again", "edited"):
         probe.write_text(probe.read_text().replace(args["old"], args["old"] + " * 0.5"))
     _, summary, _ = train_run(
         "lp", 0, {"method": "linear_probe", "backbone": "vit"}, args["defaults"], args["engine"],
-        str(root), args["shards"], {"success": True, "data_hash": "x"}, {"vit": args["spec"]},
+        str(root), args["shards"], args["summary"], {"vit": args["spec"]},
     )
     ckpts = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("*/last.ckpt")}
     print("RESULT " + json.dumps({"ckpts": ckpts, "val_top1": summary["val_top1"]}), flush=True)
@@ -45,7 +45,7 @@ for step in ("train", "again", "edited"):
 
 
 def test_editing_a_method_forward_retrains(
-    tmp_path: Path, shard_dir: Path, vit_spec: dict, mlflow_store: str
+    tmp_path: Path, shard_dir: Path, shard_summary: dict, vit_spec: dict, mlflow_store: str
 ) -> None:
     copy = tmp_path / "src"
     shutil.copytree(PACKAGE_ROOT, copy / "visprompt", ignore=shutil.ignore_patterns("__pycache__"))
@@ -58,6 +58,7 @@ def test_editing_a_method_forward_retrains(
         "defaults": {"epochs": 1, "batch_size": 16, "lr": 0.05, "progress": False},
         "engine": ENGINE,
         "shards": str(shard_dir),
+        "summary": shard_summary,
         "spec": vit_spec,
     }
     result = subprocess.run(

@@ -63,7 +63,7 @@ def test_train_node_refuses_a_summary_of_other_data(
     run = {"method": "linear_probe", "backbone": "vit"}
     stale = {**shard_summary, "data_hash": "y"}  # e.g. a summary left from earlier data
     with pytest.raises(ValueError, match=r"data_hash y does not match the data_hash x .*dataset"):
-        train_run("lp", run, {}, ENGINE, "unused", str(shard_dir), stale, {"vit": vit_spec})
+        train_run("lp", 0, run, {}, ENGINE, "unused", str(shard_dir), stale, {"vit": vit_spec})
 
 
 def test_train_node_names_missing_backbone_and_prompt_init(
@@ -103,18 +103,11 @@ def test_artifact_dataset_saves_model_and_loads_path(trained, tmp_path: Path, vi
 
 
 def test_another_seed_trains_its_own_model_and_checkpoints(
-    trained, shard_dir: Path, vit_spec: dict, tmp_path: Path
+    trained, shard_dir: Path, shard_summary: dict, vit_spec: dict, tmp_path: Path
 ) -> None:
     run = {"method": "linear_probe", "backbone": "vit", "seeds": [0, 1]}
     defaults = {"epochs": 2, "batch_size": 16, "lr": 0.01, "progress": False}
-    args = (
-        run,
-        defaults,
-        ENGINE,
-        str(tmp_path),
-        str(shard_dir),
-        {"success": True, "data_hash": "x"},
-    )
+    args = (run, defaults, ENGINE, str(tmp_path), str(shard_dir), shard_summary)
     model, summary, history = train_run("lp", 1, *args, {"vit": vit_spec})
     assert summary["seed"] == 1 and len(history) == 2
     assert not torch.equal(model.head.weight, trained[0].head.weight)  # another initial head

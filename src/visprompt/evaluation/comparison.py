@@ -212,6 +212,12 @@ def _pct(value: float) -> str:
     return "" if pd.isna(value) else f"{100 * value:.1f}"
 
 
+def _p_value(p: float) -> str:
+    if pd.isna(p):
+        return ""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _mean_interval(row: pd.Series, metric: str) -> str:
     mean, low, high = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
     if pd.isna(low):
@@ -240,7 +246,7 @@ def to_markdown(comparison: pd.DataFrame, significance: pd.DataFrame | None = No
         else:
             mark = "" if test["distinguishable"] else "≈ best"
             diff = f"{100 * test['mean_diff']:+.1f}"
-            p = "" if pd.isna(test["p_value"]) else f"{test['p_value']:.3f}"
+            p = _p_value(test["p_value"])
         line = {
             "run": row["run"],
             "method": row["method"],
