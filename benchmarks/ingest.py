@@ -49,17 +49,21 @@ print(time.perf_counter() - start)
 
 def _write_image(args: tuple[Path, int]) -> None:
     path, seed = args
+    if path.is_file():  # kept from a smaller run (a killed write leaves a temporary, not it)
+        return
     rng = np.random.default_rng(seed)
     field = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize(
         (SIDE, SIDE), Image.Resampling.BILINEAR
     )
     noise = rng.integers(-12, 13, (SIDE, SIDE, 3))
     pixels = np.clip(np.asarray(field, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path, quality=90)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(pixels).save(tmp, format="JPEG", quality=90)
+    tmp.replace(path)
 
 
 def generate(root: Path, n: int, processes: int) -> Path:
-    """`root/full` with n JPEGs (kept between runs when complete)."""
+    """`root/full` with n JPEGs (images already there are kept)."""
     full = root / "full"
     done = full / f".complete-{n}"
     if done.is_file():
