@@ -127,3 +127,19 @@ def test_figures_are_built(seeds) -> None:
                                     table)  # fmt: skip
     assert len(curves.axes) == 2 * 3  # baselines, token prompts, activation prompts
     assert isinstance(confusion_figure([[3, 1], [0, 4]], ["a", "b"], "t"), Figure)
+
+
+def test_pgn_rgb_agreement_passes_through_to_the_tables() -> None:
+    keys = [(run, seed) for run in ("lp", "vpt") for seed in (0, 1)]
+    rgb = {("vpt", 0): 0.99, ("vpt", 1): 0.97}  # vpt stands in for a PGN run here
+    extra = {k: {"rgb_agreement_uint8": v, "rgb_agreement": 1.0} for k, v in rgb.items()}
+    seeds = seed_table(
+        {k: summary(*k) for k in keys}, {k: metrics(*k) | extra.get(k, {}) for k in keys}
+    )
+    assert seeds.set_index(["run", "seed"]).loc[("vpt", 1), "rgb_agreement_uint8"] == 0.97
+    assert seeds.set_index(["run", "seed"])["rgb_agreement"].isna().sum() == 2  # lp has none
+    table = comparison_table(seeds).set_index("run")
+    assert table.loc["vpt", "rgb_agreement_uint8_mean"] == pytest.approx(0.98)
+    assert math.isnan(table.loc["lp", "rgb_agreement_uint8_mean"])
+    markdown = to_markdown(comparison_table(seeds))
+    assert "RGB/token agreement % (8-bit)" in markdown and "98.0" in markdown

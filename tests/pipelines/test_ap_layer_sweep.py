@@ -42,13 +42,11 @@ PROFILE = pd.DataFrame(
 )
 
 
-def results() -> list[dict]:
+def results(seed: int = 0) -> list[dict]:
     out = []
-    for i, _ in enumerate(RUNS):
-        out += [
-            {"trainable_params": 10 + i, "best_val_top1": 0.5, "train_time_s": 2.0 + i},
-            {"top1": 0.1 * (i + 1)},
-        ]
+    for i, run in enumerate(RUNS):
+        summary = {"run": run, "seed": seed, "trainable_params": 10 + i, "best_val_top1": 0.5}
+        out += [summary | {"train_time_s": 2.0 + i}, {"top1": 0.1 * (i + 1) + 0.02 * seed}]
     return out
 
 
@@ -60,14 +58,16 @@ def test_sweep_table_orders_layers_and_joins_costs() -> None:
     assert np.isnan(by_run.at["r_vp", "depth"]) and np.isnan(by_run.at["r_chan", "depth"])
     assert by_run.at["r_vp", "train_step_ms"] == 9.0 and by_run.at["v_b0", "top1"] == 0.5
     assert set(table["seed"]) == {0}
-    with pytest.raises(ValueError, match="a summary and test metrics per run"):
+    with pytest.raises(ValueError, match="pairs"):
         sweep_table(RUNS, PROFILE, *results()[:-1])
+    with pytest.raises(ValueError, match="not a sweep run"):
+        sweep_table({"r_l3": RUNS["r_l3"]}, PROFILE, *results())
 
 
 def test_sweep_figure_has_accuracy_and_cost_per_backbone() -> None:
-    table = sweep_table(RUNS, PROFILE, *results())
-    second_seed = table.assign(seed=1, top1=table["top1"] + 0.02)
-    fig = sweep_figure(pd.concat([table, second_seed], ignore_index=True))
+    table = sweep_table(RUNS, PROFILE, *results(0), *results(1))
+    assert len(table) == 2 * len(RUNS) and set(table["seed"]) == {0, 1}
+    fig = sweep_figure(table)
     axes = fig.get_axes()
     assert len(axes) == 4  # (accuracy, cost) × (resnet, vit)
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["layer3", "layer1"]
@@ -78,6 +78,7 @@ def test_sweep_figure_has_accuracy_and_cost_per_backbone() -> None:
 def test_the_projects_sweep_covers_four_stages_of_each_backbone() -> None:
     params = yaml.safe_load((CONF / "parameters_ap_layer_sweep.yml").read_text())
     specs = sweep_runs(params)
+    assert all(len(s.seeds) >= 2 for s in specs.values())  # the claims need paired seeds
     for backbone in ("resnet", "vit"):
         layers = [
             s.options["layer"]

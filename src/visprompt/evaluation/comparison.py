@@ -68,6 +68,10 @@ SIGNIFICANCE_COLUMNS = (
     "distinguishable",
 )
 
+#: Test metrics with this prefix (PGN's RGB deployment, `prompt_inversion.deployment_metrics`)
+#: are carried into the seed and comparison tables when a run has them.
+RGB_PREFIX = "rgb_"
+
 #: A difference counts as real when the paired test rejects "no difference" at this level.
 ALPHA = 0.05
 
@@ -80,7 +84,8 @@ def seed_table(
 
     Both mappings are keyed by (run, seed) and must hold the same keys: a seed trained but
     not evaluated (or the reverse) is an error naming it, not a silent gap in the table.
-    `hparams_source` is carried over when the train summaries have it.
+    `hparams_source` is carried over when the train summaries have it, and a PGN run's
+    RGB-deployment figures (`rgb_*` test metrics: token-vs-RGB agreement) when present.
     """
     if set(summaries) != set(metrics):
         raise ValueError(
@@ -109,10 +114,16 @@ def seed_table(
         }
         if "hparams_source" in s:
             row["hparams_source"] = s["hparams_source"]
+        row |= {k: float(v) for k, v in m.items() if k.startswith(RGB_PREFIX)}
         rows.append(row)
     extra = ["hparams_source"] if any("hparams_source" in r for r in rows) else []
+    extra += sorted({k for r in rows for k in r if k.startswith(RGB_PREFIX)})
     table = pd.DataFrame(rows, columns=[*SEED_COLUMNS, *extra])
     return table.sort_values(["run", "seed"], ignore_index=True)
+
+
+def _rgb_columns(seeds: pd.DataFrame) -> list[str]:
+    return [c for c in seeds.columns if c.startswith(RGB_PREFIX)]
 
 
 def comparison_table(seeds: pd.DataFrame) -> pd.DataFrame:
@@ -149,8 +160,10 @@ def comparison_table(seeds: pd.DataFrame) -> pd.DataFrame:
         }
         if "hparams_source" in group:
             row["hparams_source"] = ",".join(sorted(set(group["hparams_source"].astype(str))))
+        row |= {f"{c}_mean": group[c].mean() for c in _rgb_columns(seeds)}
         rows.append(row)
     extra = ["hparams_source"] if "hparams_source" in seeds else []
+    extra += [f"{c}_mean" for c in _rgb_columns(seeds)]
     table = pd.DataFrame(rows, columns=[*COLUMNS, *extra])
     return table.sort_values(["top1_mean", "run"], ascending=[False, True], ignore_index=True)
 
@@ -263,6 +276,9 @@ def to_markdown(comparison: pd.DataFrame, significance: pd.DataFrame | None = No
         }
         if "hparams_source" in row.index:
             line["hparams"] = str(row["hparams_source"])
+        if "rgb_agreement_uint8_mean" in row.index:
+            agree = row["rgb_agreement_uint8_mean"]
+            line["RGB/token agreement % (8-bit)"] = "" if pd.isna(agree) else _pct(agree)
         lines.append(line)
     if not lines:
         return "(no runs)\n"

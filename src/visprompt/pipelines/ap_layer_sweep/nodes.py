@@ -24,27 +24,30 @@ def is_layer_sweep(entry: Mapping[str, Any]) -> bool:
 def sweep_table(
     runs: Mapping[str, Mapping[str, Any]], profile: pd.DataFrame, *results: dict[str, Any]
 ) -> pd.DataFrame:
-    """One row per sweep run and seed from its (train_summary, test_metrics) and the profile.
+    """One row per sweep run and seed from (train_summary, test_metrics) pairs and the profile.
 
-    `depth` is the run's position among its backbone's layer-sweep runs (config order,
-    shallow -> deep); references (VP, norm tuning, AP-channel) have none.
+    `results` holds a (train_summary, test_metrics) pair per trained seed; the summary names
+    its run and seed. `depth` is the run's position among its backbone's layer-sweep runs
+    (config order, shallow -> deep); references (VP, norm tuning, AP-channel) have none.
     """
+    if len(results) % 2:
+        raise ValueError(f"expected (train_summary, test_metrics) pairs, got {len(results)}")
     names = list(runs)
-    if len(results) != 2 * len(names):
-        raise ValueError(f"expected a summary and test metrics per run, got {len(results)}")
     depth: dict[str, int] = {}
     for backbone in dict.fromkeys(runs[n]["backbone"] for n in names):
         sweep = [n for n in names if runs[n]["backbone"] == backbone and is_layer_sweep(runs[n])]
         depth |= {n: i for i, n in enumerate(sweep)}
     costs = profile.set_index("run")
     rows = []
-    for i, name in enumerate(names):
-        summary, metrics = results[2 * i], results[2 * i + 1]
+    for summary, metrics in zip(results[0::2], results[1::2], strict=True):
+        name = summary["run"]
+        if name not in runs:
+            raise ValueError(f"a result of run '{name}', which is not a sweep run {names}")
         options = runs[name].get("options") or {}
         rows.append(
             {
                 "run": name,
-                "seed": int(summary.get("seed", (runs[name].get("train") or {}).get("seed", 0))),
+                "seed": int(summary.get("seed", 0)),
                 "method": runs[name]["method"],
                 "backbone": runs[name]["backbone"],
                 "layer": options.get("layer", ""),

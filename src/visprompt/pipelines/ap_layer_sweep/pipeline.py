@@ -3,9 +3,10 @@
 The runs live in `parameters_ap_layer_sweep.yml` (`ap_layer_sweep.runs`, the format of
 `training.runs`), so `kedro run` (the default chain) does not train them. Each run reuses
 the training and evaluation pipelines' per-run pipelines with its `run` parameter read from
-`ap_layer_sweep.runs.<name>`; outputs use the usual `<run>.seed_<s>.*` datasets (a sweep
-run trains seed 0 unless it sets `seeds`; the table reads its first seed). The training-step
-cost comes from the profiling library, every run next to its bare backbone.
+`ap_layer_sweep.runs.<name>`; outputs use the usual `<run>.seed_<s>.*` datasets. Every run
+trains `ap_layer_sweep.seeds` (a run may set its own `seeds`), so the table and the claims
+report carry intervals and paired tests. The training-step cost comes from the profiling
+library on each run's first seed, every run next to its bare backbone.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ from kedro.pipeline import Pipeline, node
 from visprompt.pipelines.ap_layer_sweep.nodes import sweep_figure, sweep_table
 from visprompt.pipelines.evaluation.pipeline import run_pipeline as evaluation_run
 from visprompt.pipelines.profiling.nodes import profile_runs
-from visprompt.pipelines.runs import RunSpec, parse_run, project_parameters, seed_namespace
+from visprompt.pipelines.runs import project_parameters, seed_namespace
 from visprompt.pipelines.training.pipeline import run_pipeline as training_run
+from visprompt.training.runs import RunSpec, parse_run, parse_seeds
 
 
 def sweep_runs(params: dict[str, Any] | None = None) -> dict[str, RunSpec]:
     """`ap_layer_sweep.runs` of the project parameters, each checked like a training run."""
     params = project_parameters() if params is None else params
-    runs = (params.get("ap_layer_sweep") or {}).get("runs") or {}
-    return {name: parse_run(name, entry) for name, entry in runs.items()}
+    sweep = params.get("ap_layer_sweep") or {}
+    seeds = parse_seeds(sweep.get("seeds", [0]), "parameters_ap_layer_sweep.yml: seeds")
+    runs = sweep.get("runs") or {}
+    return {name: parse_run(name, entry, seeds) for name, entry in runs.items()}
 
 
 def _trained_and_tested(spec: RunSpec) -> Pipeline:
@@ -45,12 +49,15 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
         return Pipeline([])
     profile = partial(profile_runs, names)
     profile.__name__ = profile_runs.__name__  # kedro names and logs nodes by their function
-    first = {run: seed_namespace(run, spec.seeds[0]) for run, spec in specs.items()}
+    first = {name: seed_namespace(name, spec.seeds[0]) for name, spec in specs.items()}
     per_run = [
         f"{first[run]}.{name}" for run in names for name in ("artifact_dir", "train_summary")
     ]
     results = [
-        f"{first[run]}.{name}" for run in names for name in ("train_summary", "test_metrics")
+        f"{seed_namespace(run, seed)}.{name}"
+        for run, spec in specs.items()
+        for seed in spec.seeds
+        for name in ("train_summary", "test_metrics")
     ]
     return sum((_trained_and_tested(s) for s in specs.values()), Pipeline([])) + Pipeline(
         [
