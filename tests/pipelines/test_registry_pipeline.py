@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file, save_file
 
 from visprompt.data.shards import ShardDataset, read_split
 from visprompt.pipelines.registry.nodes import (
@@ -195,3 +196,36 @@ def test_a_smoke_subset_widens_the_tolerance_by_its_sampling_error() -> None:
     part = smoke_set(images, labels, 0.9, {"max_images": 100, "tolerance": 0.01})
     assert len(part.labels) == 100 and len(set(part.labels.tolist())) == 10
     assert part.tolerance == pytest.approx(3 * math.sqrt(0.9 * 0.1 / 100))
+
+
+def test_a_candidate_failing_its_smoke_test_is_refused_and_the_others_register(
+    trained, vit_spec, shard_dir, tmp_path, mlflow_store
+) -> None:
+    model, summary, _ = trained
+    good = MethodArtifactDataset(str(tmp_path / "good"))
+    good.save(model)
+    broken = MethodArtifactDataset(str(tmp_path / "broken"))
+    broken.save(model)
+    weights = next((tmp_path / "broken").rglob("*.safetensors"))
+    tensors = load_file(str(weights))  # the head negated after validation: wrong predictions
+    save_file({k: -v if k.startswith("head") else v for k, v in tensors.items()}, str(weights))
+    params = {"model_name": f"{NAME}-refusal", "metric": "best_val_top1", "margin": 0.0}
+    training = {"defaults": {}, "runs": {"bad": {"method": "x"}, "ok": {"method": "y"}}}
+    with mlflow.start_run():
+        result = register_runs(
+            [("bad", 0), ("ok", 0)],
+            str(shard_dir),
+            {"data_hash": "h"},
+            {"vit": vit_spec},
+            training,
+            params | {"smoke": {"max_images": 64, "tolerance": 0.01}},
+            broken.load(),
+            summary | {"best_val_top1": 0.99},
+            good.load(),
+            summary,
+        )
+    bad, ok = result["decisions"]
+    assert bad["version"] is None and bad["reason"].startswith("refused: ")
+    assert "does not reproduce the recorded" in bad["reason"]
+    assert ok["promoted"] and result["champion"] == ok["version"]
+    assert len(MlflowClient().search_model_versions(f"name='{NAME}-refusal'")) == 1

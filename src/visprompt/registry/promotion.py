@@ -101,6 +101,10 @@ class Decision:
     reason: str
 
 
+class VerificationError(RuntimeError):
+    """A version that does not load, or whose smoke test does not reproduce its accuracy."""
+
+
 @dataclass(frozen=True)
 class SmokeSet:
     """Stored validation images (uint8 NHWC), their labels, and the candidate's recorded
@@ -179,9 +183,14 @@ def verify_version(model_uri: str) -> float:
             images, labels = read_smoke_set(package_dir / SMOKE_FILE)
             predicted = np.asarray(model.predict(smoke_frame(images))["label"])
         except Exception as err:
-            raise RuntimeError(f"{model_uri} does not load and predict: {err}") from err
+            raise VerificationError(f"{model_uri} does not load and predict: {err}") from err
         smoke = package["smoke"]
-        return check_accuracy(labels, predicted, smoke["accuracy"], smoke["tolerance"], model_uri)
+        try:
+            return check_accuracy(
+                labels, predicted, smoke["accuracy"], smoke["tolerance"], model_uri
+            )
+        except RuntimeError as err:
+            raise VerificationError(str(err)) from err
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -317,7 +326,7 @@ def rollback(model_name: str) -> str:
         target = history[-2]
         try:
             verify_version(f"models:/{model_name}/{target}")
-        except Exception as err:
+        except VerificationError as err:
             raise RuntimeError(
                 f"refusing to roll '{model_name}' back to version {target}: {err}; champion "
                 f"stays at version {history[-1]}"

@@ -16,7 +16,12 @@ from mlflow.tracking import MlflowClient
 
 from visprompt.data.shards import read_classes, read_split
 from visprompt.pipelines import tracking
-from visprompt.registry.promotion import SmokeSet, champion, register_and_promote
+from visprompt.registry.promotion import (
+    SmokeSet,
+    VerificationError,
+    champion,
+    register_and_promote,
+)
 from visprompt.registry.serving import ServingLimits
 from visprompt.training import Preprocess
 from visprompt.weights import fingerprint
@@ -183,17 +188,23 @@ def register_runs(
         }
         with tracking.nested_run(f"register_{run}", tags={"visprompt.stage": "registry"}) as r:
             lineage["mlflow_run_id"] = r.info.run_id
-            decision = register_and_promote(
-                run=run,
-                artifact_dir=artifact_dir,
-                package=package,
-                smoke=smoke,
-                model_name=str(params["model_name"]),
-                metric_name=metric_name,
-                metric=mean,
-                margin=float(params["margin"]),
-                lineage=lineage,
-            )
+            try:
+                decision = register_and_promote(
+                    run=run,
+                    artifact_dir=artifact_dir,
+                    package=package,
+                    smoke=smoke,
+                    model_name=str(params["model_name"]),
+                    metric_name=metric_name,
+                    metric=mean,
+                    margin=float(params["margin"]),
+                    lineage=lineage,
+                )
+            except VerificationError as err:  # not registered; the other runs still are
+                log.error("registry %s: refused, %s", run, err)
+                decisions.append({"run": run, "version": None, "promoted": False,
+                                  "reason": f"refused: {err}", "lineage": lineage})  # fmt: skip
+                continue
         log.info(
             "registry %s: seed %d of %d (val %s mean %.4f), version %s, %s",
             run, seed, len(seeds), metric_name, mean, decision.version, decision.reason,
