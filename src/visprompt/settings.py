@@ -2,7 +2,9 @@
 
 import warnings
 
+import kedro_mlflow  # noqa: F401  (imported here so that its logger level is set before ours)
 from kedro.config import OmegaConfigLoader
+from kedro.framework.project import LOGGING
 
 from visprompt.hooks import DataTrackingHook, RunListHook
 from visprompt.pipelines.console import ConsoleHook
@@ -10,6 +12,10 @@ from visprompt.pipelines.console import ConsoleHook
 # The comparison, profiling and registry nodes read every run's namespaced outputs
 # (`<run>.train_summary`): names with a dot outside their own namespace, by design.
 warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+
+# MLflow and kedro-mlflow set their loggers' levels when imported, after Kedro applied
+# conf/logging.yml (at its own import): apply the project's logging configuration again.
+LOGGING.configure(dict(LOGGING.data))
 
 # kedro-mlflow registers its own hook (one MLflow run per `kedro run`) through its entry point.
 HOOKS = (RunListHook(), DataTrackingHook(), ConsoleHook())
