@@ -40,6 +40,9 @@ def test_linear_probe_cached_equals_uncached_and_frees_its_cache() -> None:
     assert _status(reference) == ("off", "off")
     assert _status(result) == ("built", "built")
     assert 0 < result.cache["build_s"] < result.train_time_s
+    # the build counts once, however many epochs follow
+    epochs_s = sum(row["epoch_time_s"] for row in result.history)
+    assert result.train_time_s == pytest.approx(epochs_s + result.cache["build_s"])
     # features (48 + 20 items x D floats) and labels were held while training, not after
     width = cached.head.in_features
     assert held == [before + (48 + 20) * (width * 4 + 8)] * 2

@@ -372,7 +372,8 @@ def _train(
             val_cached,
         )
 
-    for epoch in range(progress.next_epoch, config.epochs):
+    first_epoch = progress.next_epoch
+    for epoch in range(first_epoch, config.epochs):
         if _should_stop(progress.history, progress.best_epoch, config.patience):
             break
         epoch_start = time.perf_counter()
@@ -395,7 +396,7 @@ def _train(
         if val_batches is not None:
             row["val_loss"], row["val_top1"] = _evaluate(train_module, val_batches, fabric)
         row["epoch_time_s"] = time.perf_counter() - epoch_start
-        if epoch == progress.next_epoch:  # this call's cache build is training time too
+        if epoch == first_epoch:  # this call's cache build is training time too (once)
             progress.train_time_s += cache_info["build_s"]
         progress.record(row, model, improved=val_batches is None)
         if config.checkpoint_dir:
