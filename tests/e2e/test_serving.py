@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from registry_kit import example_images, make_package, register_package, smoke_for
 
-from visprompt.data.ingest import inspect_record
+from visprompt.data.ingest import decode_record
 from visprompt.data.sources import Record
 from visprompt.data.transforms import to_model_input
 from visprompt.registry.integrity import encode_png
@@ -192,8 +192,8 @@ def test_rest_probabilities_equal_ingestion_then_offline_predict(server, tmp_pat
     status, answer = _post(f"{base}/invocations", _images_payload([payload]))
     assert status == 200, answer
     served = np.asarray(answer["predictions"][0]["probabilities"])
-    row, pixels = inspect_record(Record(path="rotated.jpg", label="0", file=jpeg), 32)
-    assert (row["width"], row["height"]) == (60, 40)
+    row, pixels = decode_record(Record(path="rotated.jpg", label="0", file=jpeg), 32)
+    assert (row["width"], row["height"], row["exif_rotated"]) == (60, 40, True)
     pre = package["preprocessing"]
     x = torch.from_numpy(pixels[None]).permute(0, 3, 1, 2)
     with torch.no_grad():

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -83,6 +85,25 @@ def _over(limit: str, value: int, maximum: int, what: str) -> MlflowException:
     )
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+@contextlib.contextmanager
+def _bomb_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb limit tightened to `max_pixels` while a header is read.
+
+    Pillow checks it in `Image.open` (a warning above, an error above twice the limit); it is
+    restored afterwards, so ingestion or other code in the same process keeps its own limit.
+    """
+    with _PILLOW_LIMIT:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = min(before or max_pixels, max_pixels)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
 def prepare_image(image: Image.Image, size: int) -> np.ndarray:
     """One decoded image -> uint8 (size, size, 3) exactly as ingestion stores it."""
     rgb, _ = to_rgb(image)
@@ -96,9 +117,6 @@ class ImageDecoder:
         self.limits = limits
         self.stored_size = stored_size
         self._slots = threading.BoundedSemaphore(limits.max_concurrent_decodes)
-        # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that; our own check
-        # (before decoding) is exact, this only guards any decode that skips it.
-        Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or limits.max_pixels, limits.max_pixels)
 
     def check(self, frame: Any) -> list[str]:
         """The request's base64 strings, after the shape, count and byte limits."""
@@ -120,7 +138,8 @@ class ImageDecoder:
     def _open(self, row: int, value: Any) -> Image.Image:
         try:
             raw = base64.b64decode(value, validate=True)
-            image = Image.open(io.BytesIO(raw))  # reads the header only
+            with _bomb_limit(self.limits.max_pixels):
+                image = Image.open(io.BytesIO(raw))  # reads the header only
         except Image.DecompressionBombError as err:  # over twice the limit: refused at open
             raise bad_request(
                 f"row {row}: over the serving limit max_pixels={self.limits.max_pixels:,} "
