@@ -133,9 +133,12 @@ def test_run_pipeline_is_namespaced_per_run_and_seed() -> None:
         "params:training.defaults",
         "params:training_engine",
         "params:training.checkpoint_root",
+        "params:training.hparams",
     }
     spt = run_pipeline(RunSpec(name="s", method="vpt", backbone="vit", prompt_init="k"))
     assert "prompt_inits" in spt.inputs()
+    tuned = run_pipeline(RunSpec(name="ap", method="ap", backbone="vit"), hparams="tuned")
+    assert tuned.inputs() - pipe.inputs() == {"tuned_hparams"}
 
 
 def test_every_run_gets_training_seeds_unless_it_sets_its_own() -> None:

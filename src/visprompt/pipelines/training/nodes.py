@@ -17,12 +17,15 @@ from visprompt.pipelines.runs import parse_run, seed_namespace, train_config
 from visprompt.prompt_init.io import load_prompts
 from visprompt.training import Preprocess, fit
 from visprompt.training.code_digest import source_digest
+from visprompt.tuning.space import apply as apply_changes
+from visprompt.tuning.space import chosen_hparams
 from visprompt.weights import fingerprint
 
 log = logging.getLogger(__name__)
 
 
-def _init_prompts(name: str | None, prompt_inits: dict[str, Any] | None) -> dict[str, Any]:
+def init_prompts(name: str | None, prompt_inits: dict[str, Any] | None) -> dict[str, Any]:
+    """`{"init_prompts": tensor}` for an SPT run's named init, `{}` without one."""
     if name is None:
         return {}
     if not prompt_inits or name not in prompt_inits:
@@ -44,6 +47,8 @@ def train_run(
     validation_summary: dict[str, Any],
     backbone_specs: dict[str, dict[str, Any]],
     prompt_inits: dict[str, Any] | None = None,
+    hparams: str = "config",
+    tuned_hparams: dict[str, Any] | None = None,
 ) -> tuple[methods.AdaptedModel, dict[str, Any], list[dict[str, float]]]:
     """Train `run` with `seed` on the shards' train split, select on val; (model, summary, history).
 
@@ -51,9 +56,12 @@ def train_run(
     run named `<run>.seed_<seed>` records its parameters, per-epoch metrics,
     parameter counts and the saved artifact. Checkpoints go to a folder named by every input
     that changes the result, so a killed run resumes and a finished one returns at once.
+    With `hparams="tuned"` the run's best values from the tuning pipeline (`tuned_hparams`)
+    replace its configured ones; the summary's `hparams_source` says which were used.
     """
     require_validated(shards, validation_summary)  # the summary must describe these shards
-    spec = parse_run(run_name, run)
+    changes, hparams_source = chosen_hparams(run_name, hparams, tuned_hparams)
+    spec = apply_changes(parse_run(run_name, run), changes)
     if spec.backbone not in backbone_specs:
         raise ValueError(
             f"run '{run_name}': backbone '{spec.backbone}' is not in backbone_specs "
@@ -67,7 +75,7 @@ def train_run(
             f"backbone '{spec.backbone}' ({size} px, backbone_specs): drop the option, the "
             "method takes the size from the backbone"
         )
-    init = _init_prompts(spec.prompt_init, prompt_inits)
+    init = init_prompts(spec.prompt_init, prompt_inits)
     if "seed" in defaults:
         raise ValueError(
             "parameters_training.yml: training.defaults.seed is replaced by training.seeds "
@@ -78,7 +86,9 @@ def train_run(
     # the seed list is not part of one seed's result: adding a seed keeps the others' checkpoints
     result_inputs = {k: v for k, v in run.items() if k != "seeds"}
     data_hash = validation_summary.get("data_hash")
-    key = fingerprint(result_inputs, config.result_fields(), bb_spec["sha256"], data_hash, code)
+    key = fingerprint(
+        result_inputs, changes, config.result_fields(), bb_spec["sha256"], data_hash, code
+    )
     name = seed_namespace(run_name, seed)
     config.checkpoint_dir = str(Path(checkpoint_root) / f"{name}-{key[:16]}")
     classes = read_classes(shards)
@@ -95,6 +105,7 @@ def train_run(
                 "backbone": spec.backbone,
                 "prompt_init": spec.prompt_init,
                 "seed": seed,
+                "hparams_source": hparams_source,
             }
         )
         tracking.log_params(spec.options, "options.")
@@ -133,6 +144,7 @@ def train_run(
             # later work on this run (evaluation) runs where and how it trained
             "accelerator": config.accelerator,
             "precision": config.precision,
+            "hparams_source": hparams_source,
         }
         tracking.log_numbers(summary)
         with tempfile.TemporaryDirectory() as tmp:

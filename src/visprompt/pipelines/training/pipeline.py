@@ -8,14 +8,20 @@ run named `ap`, and `--namespaces ap.seed_1` one seed.
 
 from kedro.pipeline import Pipeline, node
 
-from visprompt.pipelines.runs import RunSpec, bind_first, configured_runs, seed_namespace
+from visprompt.pipelines.runs import (
+    RunSpec,
+    bind_first,
+    configured_runs,
+    project_parameters,
+    seed_namespace,
+)
 from visprompt.pipelines.training.nodes import train_run
 
 #: Free inputs shared by every run (not prefixed with the run's namespace).
 SHARED_INPUTS = {"shards", "validation_summary", "backbone_specs"}
 
 
-def run_pipeline(spec: RunSpec) -> Pipeline:
+def run_pipeline(spec: RunSpec, hparams: str = "config") -> Pipeline:
     """One run's pipeline: `<run>.seed_<s>.{artifact_dir,train_summary,history}` per seed."""
     inputs = {
         "run": f"params:training.runs.{spec.name}",
@@ -30,6 +36,10 @@ def run_pipeline(spec: RunSpec) -> Pipeline:
     if spec.prompt_init is not None:
         inputs["prompt_inits"] = "prompt_inits"
         shared.add("prompt_inits")
+    inputs["hparams"] = "params:training.hparams"
+    if hparams == "tuned":  # the tuning pipeline's best values (tuned_hparams.json)
+        inputs["tuned_hparams"] = "tuned_hparams"
+        shared.add("tuned_hparams")
     return sum(
         (
             Pipeline(
@@ -56,4 +66,5 @@ def _params(inputs: dict[str, str]) -> set[str]:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return sum((run_pipeline(spec) for spec in configured_runs().values()), Pipeline([]))
+    hparams = (project_parameters().get("training") or {}).get("hparams", "config")
+    return sum((run_pipeline(spec, hparams) for spec in configured_runs().values()), Pipeline([]))

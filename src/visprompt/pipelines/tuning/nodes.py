@@ -1,0 +1,203 @@
+"""Node of the tuning pipeline: an Optuna study per run, every trial a nested MLflow run."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from visprompt import backbones, methods
+from visprompt.data.shards import ShardDataset, read_classes, require_validated
+from visprompt.pipelines import tracking
+from visprompt.pipelines.runs import parse_run, train_config
+from visprompt.pipelines.training.nodes import init_prompts
+from visprompt.training import Preprocess, fit
+from visprompt.training.code_digest import source_digest
+from visprompt.training.runs import RunSpec
+from visprompt.tuning import space as spaces
+from visprompt.tuning import study as studies
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["run", "trial", "val_top1", "state"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Trials:
+    """What every trial of one run shares."""
+
+    spec: RunSpec
+    space: dict[str, spaces.Dimension]
+    study: str
+    defaults: dict[str, Any]
+    engine: dict[str, Any]
+    epochs: int | None
+    backbone: dict[str, Any]
+    init: dict[str, Any]
+    num_classes: int
+    train_set: Dataset
+    val_set: Dataset
+
+
+def _storage(url: str) -> str:
+    """The storage URL; a local SQLite file's folder is created (it lives under data/)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def study_name(prefix: str, spec: RunSpec, space: dict[str, Any], inputs: list[Any]) -> str:
+    """`<prefix>.<run>.<digest>`: a changed space, config, code or data opens a new study."""
+    text = json.dumps(
+        [dataclasses.asdict(spec), {k: dataclasses.asdict(v) for k, v in space.items()}, inputs],
+        sort_keys=True,
+        default=str,
+    )
+    return f"{prefix}.{spec.name}.{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _objective(ctx: _Trials, trial: optuna.Trial) -> float:
+    """Train one trial's values on train, return its best val top-1 (pruned on the way)."""
+    spec = ctx.spec
+    values = spaces.suggest(trial, ctx.space)
+    trial_spec = spaces.apply(spec, spaces.overrides(ctx.space, values))
+    extra = {"seed": spec.seeds[0], "progress": False}
+    config = train_config(ctx.defaults, trial_spec.train | extra, ctx.engine, spec.name)
+    if ctx.epochs:  # a shorter schedule for every trial
+        warmup = min(config.warmup_epochs, ctx.epochs)
+        config = dataclasses.replace(config, epochs=ctx.epochs, warmup_epochs=warmup)
+    tags = {
+        "visprompt.stage": "tuning",
+        "visprompt.run": spec.name,
+        "optuna.study": ctx.study,
+        "optuna.trial": str(trial.number),
+    }
+    with tracking.nested_run(f"{spec.name}.trial_{trial.number}", tags=tags):
+        tracking.log_params(values)
+        torch.manual_seed(config.seed)
+        backbone = backbones.from_spec(ctx.backbone)
+        model = methods.build(
+            spec.method, backbone, ctx.num_classes, **trial_spec.options, **ctx.init
+        )
+        prune = studies.pruning_callback(trial)
+
+        def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
+            tracking.log_epoch(epoch, row)
+            prune(epoch, row)
+
+        preprocess = Preprocess.from_data_config(ctx.backbone["data_config"])
+        try:
+            result = fit(model, ctx.train_set, ctx.val_set, preprocess, config, on_epoch_end)
+        except optuna.TrialPruned:
+            mlflow.set_tag("optuna.state", "PRUNED")
+            raise
+        mlflow.set_tag("optuna.state", "COMPLETE")
+        tracking.log_numbers({"objective_val_top1": result.best_val_top1})
+    return result.best_val_top1
+
+
+def tune_runs(
+    shards: str,
+    validation_summary: dict[str, Any],
+    backbone_specs: dict[str, dict[str, Any]],
+    training: dict[str, Any],
+    engine: dict[str, Any],
+    search: dict[str, Any],
+    prompt_inits: dict[str, Any] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Search each selected run's space for `search.trials` trials on the validation split.
+
+    `search` is `params:tuning` (parameters_tuning.yml). Returns the trial table (run,
+    trial, each parameter, val_top1, state) and the best values per run ({run: {options,
+    train, val_top1, trial, study}}), which training uses with `training.hparams: tuned`.
+    Trials train on the run's first seed; a rerun with the same inputs only reports.
+    """
+    require_validated(shards, validation_summary)
+    budget = int(search["trials"])
+    selected = search.get("runs")
+    seeds = training.get("seeds") or [0]
+    runs = {name: parse_run(name, entry, seeds) for name, entry in training["runs"].items()}
+    unknown = sorted(set(selected or {}) - set(runs))
+    if unknown:
+        raise ValueError(
+            f"parameters_tuning.yml: tuning.runs names {unknown}, not configured runs "
+            f"({', '.join(runs)})"
+        )
+    storage = _storage(str(search["storage"]))
+    data = {
+        "num_classes": len(read_classes(shards)),
+        "train_set": ShardDataset(shards, "train"),
+        "val_set": ShardDataset(shards, "val"),
+    }
+    rows: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    for name, spec in runs.items():
+        if selected is not None and name not in selected:
+            continue
+        space = spaces.run_space(
+            spec,
+            search["spaces"],
+            (selected or {}).get(name),
+            (search.get("run_spaces") or {}).get(name),
+        )
+        bb_spec = backbone_specs[spec.backbone]
+        inputs = [training.get("defaults"), engine, search.get("epochs"), bb_spec["sha256"]]
+        inputs += [validation_summary.get("data_hash"), source_digest()]
+        ctx = _Trials(
+            spec=spec,
+            space=space,
+            study=study_name(search.get("study_prefix", "visprompt"), spec, space, inputs),
+            defaults=dict(training.get("defaults") or {}),
+            engine=dict(engine),
+            epochs=search.get("epochs"),
+            backbone=bb_spec,
+            init=init_prompts(spec.prompt_init, prompt_inits),
+            **data,
+        )
+        study = studies.open_study(
+            storage,
+            ctx.study,
+            seed=int(search.get("seed", 0)) + int(search.get("worker", 0)),
+            pruner=search.get("pruner"),
+        )
+        ran = studies.run_trials(study, budget, functools.partial(_objective, ctx))
+        trials = studies.budget_trials(study, budget)
+        rows += [
+            {
+                "run": name,
+                "trial": t.number,
+                **t.params,
+                "val_top1": studies.trial_value(t),
+                "state": t.state.name,
+            }
+            for t in trials
+        ]
+        top = studies.best_trial(study, budget)
+        best[name] = spaces.overrides(space, top.params) | {
+            "val_top1": top.value,
+            "trial": top.number,
+            "study": ctx.study,
+        }
+        log.info(
+            "tuning %s: %d trials here, %d in the study; best val top1 %.3f (trial %d): %s",
+            name,
+            len(ran),
+            len(trials),
+            top.value,
+            top.number,
+            top.params,
+        )
+    if not best:
+        raise ValueError("parameters_tuning.yml: tuning.runs selects no run; nothing to tune")
+    params = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in COLUMNS]
+    return pd.DataFrame(rows, columns=["run", "trial", *params, "val_top1", "state"]), best

@@ -1,0 +1,255 @@
+"""The tuning pipeline: declarative spaces, equal budgets shared by processes, pruning,
+trials as nested MLflow runs, tuning.csv, and training with the tuned values."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import CSVDataset
+from pipeline_kit import ENGINE
+
+from visprompt.pipelines.training.nodes import train_run
+from visprompt.pipelines.tuning.pipeline import tuning_pipeline
+from visprompt.training.runs import RunSpec
+from visprompt.tuning import space as spaces
+from visprompt.tuning import study as studies
+
+SPACES = {
+    "linear_probe": {"lr": {"low": 1e-4, "high": 1.0, "log": True}},
+    "vpt": {
+        "lr": {"low": 1e-3, "high": 0.5, "log": True},
+        "weight_decay": {"low": 0.0, "high": 0.1},
+        "num_prompts": {"choices": [2, 4]},
+    },
+}
+VPT = RunSpec(name="v", method="vpt", backbone="vit", options={"num_prompts": 4})
+
+
+# -- spaces -----------------------------------------------------------------------------------
+def test_space_maps_names_to_train_fields_or_method_options() -> None:
+    space = spaces.run_space(VPT, SPACES)
+    assert {n: d.target for n, d in space.items()} == {
+        "lr": "train",
+        "weight_decay": "train",
+        "num_prompts": "options",
+    }
+    assert space["lr"].log and space["num_prompts"].choices == (2, 4)
+    changes = spaces.overrides(space, {"lr": 0.1, "num_prompts": 2})
+    run = spaces.apply(VPT, changes)
+    assert run.options == {"num_prompts": 2} and run.train == {"lr": 0.1}
+    # a run may tune part of the space; the rest keeps its configured value
+    assert set(spaces.run_space(VPT, SPACES, only=["lr"])) == {"lr"}
+    # an SPT run keeps its init's size
+    spt = RunSpec(name="s", method="vpt", backbone="vit", prompt_init="spt_kmeans")
+    assert "num_prompts" not in spaces.run_space(spt, SPACES)
+    # run-specific dimensions (AP's layers depend on the backbone)
+    ap = RunSpec(name="ap", method="ap", backbone="vit")
+    own = {"layer": {"choices": ["blocks.0", "blocks.1"]}}
+    assert spaces.run_space(ap, {}, own=own)["layer"].target == "options"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"learning_rate": {"low": 0.1, "high": 1.0}}, "'learning_rate' is neither a training"),
+        ({"lr": {"low": 1.0, "high": 0.1}}, "needs numbers low < high"),
+        ({"lr": {"low": 0.0, "high": 1.0, "log": True}}, "log: true needs low > 0"),
+        ({"lr": {"choices": []}}, "choices must be a non-empty list"),
+        ({"lr": {"low": 0.1, "high": 1.0, "scale": 2}}, "must be a mapping with low/high"),
+    ],
+)
+def test_bad_space_entries_name_file_and_field(entry: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as error:
+        spaces.run_space(VPT, {"vpt": entry})
+    assert "parameters_tuning.yml: tuning.spaces.vpt." in str(error.value)
+
+
+def test_missing_space_and_unknown_selection_are_errors() -> None:
+    with pytest.raises(ValueError, match="no search space for method 'ap'"):
+        spaces.run_space(RunSpec(name="a", method="ap", backbone="vit"), SPACES)
+    with pytest.raises(ValueError, match=r"tuning.runs.v names \['rank'\]"):
+        spaces.run_space(VPT, SPACES, only=["rank"])
+
+
+def test_chosen_hparams_config_or_tuned() -> None:
+    assert spaces.chosen_hparams("a", "config", None) == ({}, "config")
+    tuned = {"a": {"train": {"lr": 0.2}, "options": {}, "val_top1": 0.9}}
+    assert spaces.chosen_hparams("a", "tuned", tuned) == (
+        {"options": {}, "train": {"lr": 0.2}},
+        "tuned",
+    )
+    with pytest.raises(ValueError, match="no values for run 'b'"):
+        spaces.chosen_hparams("b", "tuned", tuned)
+    with pytest.raises(ValueError, match="training.hparams is 'best'"):
+        spaces.chosen_hparams("a", "best", tuned)
+
+
+# -- studies ----------------------------------------------------------------------------------
+def test_pruning_callback_stops_a_hopeless_trial(tmp_path: Path) -> None:
+    study = studies.open_study(
+        f"sqlite:///{tmp_path / 's.db'}",
+        "p",
+        seed=0,
+        pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+    )
+
+    def good(trial: optuna.Trial) -> float:
+        for epoch in range(2):
+            studies.pruning_callback(trial)(epoch, {"val_top1": 0.9})
+        return 0.9
+
+    def hopeless(trial: optuna.Trial) -> float:
+        studies.pruning_callback(trial)(0, {"val_top1": 0.1})
+        raise AssertionError("not pruned")
+
+    assert studies.run_trials(study, 1, good) == [0]
+    assert studies.run_trials(study, 2, hopeless) == [1]
+    states = [t.state.name for t in studies.budget_trials(study, 2)]
+    assert states == ["COMPLETE", "PRUNED"]
+    assert studies.trial_value(study.trials[1]) == pytest.approx(0.1)
+    assert studies.best_trial(study, 2).number == 0
+
+
+WORKER = """
+import json, sys, time
+from visprompt.tuning import study as studies
+storage, budget, worker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+study = studies.open_study(storage, "shared", seed=worker, pruner={"type": "none"})
+def objective(trial):
+    x = trial.suggest_float("x", -1.0, 1.0)
+    time.sleep(0.1)  # long enough for the two processes to interleave
+    return -x * x
+print("RAN " + json.dumps(studies.run_trials(study, budget, objective)), flush=True)
+"""
+
+
+def test_two_processes_split_one_budget_without_duplicates(tmp_path: Path) -> None:
+    storage, budget = f"sqlite:///{tmp_path / 'optuna.db'}", 8
+    studies.open_study(storage, "shared", seed=0, pruner={"type": "none"})  # created once
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, storage, str(budget), str(worker)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for worker in (0, 1)
+    ]
+    ran = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-2000:]
+        ran.append(json.loads(next(ln for ln in out.splitlines() if ln.startswith("RAN "))[4:]))
+    assert ran[0] and ran[1], f"one process ran every trial: {ran}"  # both took part
+    assert sorted(ran[0] + ran[1]) == list(range(budget))  # each slot exactly once
+    study = optuna.load_study(study_name="shared", storage=storage)
+    within = studies.budget_trials(study, budget)
+    assert [t.state.name for t in within] == ["COMPLETE"] * budget
+    extra = [t for t in study.trials if t.number >= budget]
+    assert all(t.state.name == "FAIL" and t.user_attrs["over_budget"] for t in extra)
+    assert len({t.params["x"] for t in within}) == budget  # no two trials drew the same value
+
+
+# -- the pipeline -----------------------------------------------------------------------------
+def test_tuning_pipeline_writes_trials_best_values_and_nested_runs(
+    tmp_path: Path, shard_dir: Path, vit_spec: dict, mlflow_store: str
+) -> None:
+    training = {
+        "seeds": [0],
+        "hparams": "config",
+        "defaults": {"epochs": 2, "batch_size": 16, "lr": 0.01, "warmup_epochs": 0},
+        "runs": {
+            "lp": {"method": "linear_probe", "backbone": "vit"},
+            "vpt": {"method": "vpt", "backbone": "vit", "options": {"num_prompts": 2}},
+        },
+    }
+    search = {
+        "trials": 3,
+        "epochs": 2,
+        "storage": f"sqlite:///{tmp_path / 'tuning' / 'optuna.db'}",
+        "pruner": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+        "runs": {"lp": None, "vpt": ["lr", "num_prompts"]},
+        "spaces": SPACES,
+    }
+    csv = tmp_path / "08_reporting" / "tuning.csv"
+
+    def catalog() -> DataCatalog:
+        return DataCatalog(
+            {
+                "shards": MemoryDataset(str(shard_dir)),
+                "validation_summary": MemoryDataset({"success": True, "data_hash": "h"}),
+                "backbone_specs": MemoryDataset({"vit": vit_spec}),
+                "params:training": MemoryDataset(training),
+                "params:training_engine": MemoryDataset(ENGINE),
+                "params:tuning": MemoryDataset(search),
+                "tuning_trials": CSVDataset(filepath=str(csv), save_args={"index": False}),
+                "tuned_hparams": MemoryDataset(),
+            }
+        )
+
+    first = catalog()
+    with mlflow.start_run() as parent:
+        SequentialRunner().run(tuning_pipeline(prompt_inits=False), first)
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["run", "trial", "lr", "num_prompts", "val_top1", "state"]
+    assert table.groupby("run").size().to_dict() == {"lp": 3, "vpt": 3}  # the equal budget
+    assert set(table["state"]) <= {"COMPLETE", "PRUNED"}
+    assert table.loc[table.run == "lp", "num_prompts"].isna().all()  # not in lp's space
+    assert table["lr"].between(1e-4, 1.0).all()
+    best = first.load("tuned_hparams")
+    assert set(best) == {"lp", "vpt"} and set(best["vpt"]["train"]) == {"lr"}
+    assert best["vpt"]["options"]["num_prompts"] in (2, 4)
+    for run, entry in best.items():
+        rows = table[(table.run == run) & (table.state == "COMPLETE")]
+        assert entry["val_top1"] == pytest.approx(rows["val_top1"].max())
+
+    client = mlflow.MlflowClient()
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    trials = {r.info.run_name: r for r in children}
+    assert set(trials) == {f"{run}.trial_{n}" for run in ("lp", "vpt") for n in range(3)}
+    one = trials["vpt.trial_1"]
+    assert one.data.tags["optuna.trial"] == "1" and one.data.tags["visprompt.stage"] == "tuning"
+    assert set(one.data.params) == {"lr", "num_prompts"}
+    row = table[(table.run == "vpt") & (table.trial == 1)].iloc[0]
+    assert float(one.data.params["lr"]) == pytest.approx(row["lr"])
+    assert one.data.tags["optuna.state"] == row["state"]
+
+    # the same inputs again: the study is complete, nothing trains, the same report
+    again = catalog()
+    with mlflow.start_run() as second:
+        SequentialRunner().run(tuning_pipeline(prompt_inits=False), again)
+    pd.testing.assert_frame_equal(pd.read_csv(csv), table)
+    assert again.load("tuned_hparams") == best
+    assert not client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{second.info.run_id}'"
+    )
+
+
+def test_training_uses_tuned_values_and_says_so(
+    tmp_path: Path, shard_dir: Path, vit_spec: dict, mlflow_store: str
+) -> None:
+    run = {"method": "linear_probe", "backbone": "vit"}
+    defaults = {"epochs": 1, "batch_size": 16, "lr": 0.01, "progress": False}
+    tuned = {"lp": {"options": {}, "train": {"lr": 0.123}, "val_top1": 0.5}}
+    args = (run, defaults, ENGINE, str(tmp_path), str(shard_dir), {"success": True})
+    _, summary, _ = train_run("lp", 0, *args, {"vit": vit_spec}, None, "tuned", tuned)
+    assert summary["hparams_source"] == "tuned"
+    params = mlflow.get_run(summary["mlflow_run_id"]).data.params
+    assert params["train.lr"] == "0.123" and params["hparams_source"] == "tuned"
+    _, summary, _ = train_run("lp", 0, *args, {"vit": vit_spec})
+    assert summary["hparams_source"] == "config"
+    assert mlflow.get_run(summary["mlflow_run_id"]).data.params["train.lr"] == "0.01"
