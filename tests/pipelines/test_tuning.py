@@ -164,7 +164,7 @@ def test_two_processes_split_one_budget_without_duplicates(tmp_path: Path) -> No
 
 # -- the pipeline -----------------------------------------------------------------------------
 def test_tuning_pipeline_writes_trials_best_values_and_nested_runs(
-    tmp_path: Path, shard_dir: Path, vit_spec: dict, mlflow_store: str
+    tmp_path: Path, shard_dir: Path, shard_summary: dict, vit_spec: dict, mlflow_store: str
 ) -> None:
     training = {
         "seeds": [0],
@@ -189,7 +189,7 @@ def test_tuning_pipeline_writes_trials_best_values_and_nested_runs(
         return DataCatalog(
             {
                 "shards": MemoryDataset(str(shard_dir)),
-                "validation_summary": MemoryDataset({"success": True, "data_hash": "h"}),
+                "validation_summary": MemoryDataset(shard_summary),
                 "backbone_specs": MemoryDataset({"vit": vit_spec}),
                 "params:training": MemoryDataset(training),
                 "params:training_engine": MemoryDataset(ENGINE),
@@ -240,12 +240,12 @@ def test_tuning_pipeline_writes_trials_best_values_and_nested_runs(
 
 
 def test_training_uses_tuned_values_and_says_so(
-    tmp_path: Path, shard_dir: Path, vit_spec: dict, mlflow_store: str
+    tmp_path: Path, shard_dir: Path, shard_summary: dict, vit_spec: dict, mlflow_store: str
 ) -> None:
     run = {"method": "linear_probe", "backbone": "vit"}
     defaults = {"epochs": 1, "batch_size": 16, "lr": 0.01, "progress": False}
     tuned = {"lp": {"options": {}, "train": {"lr": 0.123}, "val_top1": 0.5}}
-    args = (run, defaults, ENGINE, str(tmp_path), str(shard_dir), {"success": True})
+    args = (run, defaults, ENGINE, str(tmp_path), str(shard_dir), shard_summary)
     _, summary, _ = train_run("lp", 0, *args, {"vit": vit_spec}, None, "tuned", tuned)
     assert summary["hparams_source"] == "tuned"
     params = mlflow.get_run(summary["mlflow_run_id"]).data.params
