@@ -123,3 +123,35 @@ def test_bad_backbone_config_is_a_clear_error(
     }
     with pytest.raises(ValueError, match=message):
         build_backbones(params, ENGINE)
+
+
+def test_package_source_through_the_node_logs_config_and_what_was_loaded(
+    tmp_path: Path, mlflow_store: str
+) -> None:
+    import mlflow
+
+    from visprompt.weights import PACKAGED
+
+    params = {
+        "build": {"cnn": "lite0"},
+        "models": {
+            "lite0": {
+                "name": "tf_efficientnet_lite0",
+                "image_size": 64,
+                "weights": ["package"],
+                "package": PACKAGED["tf_efficientnet_lite0"],
+            }
+        },
+        "pretrain": TINY_PRETRAIN,
+        "output_dir": str(tmp_path / "out"),
+        "checkpoint_root": str(tmp_path / "ck"),
+    }
+    with mlflow.start_run() as parent:
+        spec = build_backbones(params, ENGINE)["cnn"]
+    assert spec["package"]["version"] == "0.1.0" and spec["architecture"] == "tf_efficientnet_lite0"
+    child = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", output_format="list"
+    )[0]
+    logged = child.data.params
+    assert logged["loaded.version"] == "0.1.0" and logged["architecture"] == spec["architecture"]
+    assert logged["loaded.file"].endswith("models/efficientnet-lite0-57934424.pth")

@@ -39,7 +39,7 @@ def build_backbones(params: dict[str, Any], engine: dict[str, Any]) -> dict[str,
             )
             tracking.log_params({"source": spec["source"], "origin": spec["origin"]})
             tracking.log_params({"architecture": spec["architecture"]})
-            tracking.log_params(spec["package"] or {}, "package.")
+            tracking.log_params(spec["package"] or {}, "loaded.")  # what the wheel held
             tracking.log_params({"sha256": spec["sha256"], "weights_path": spec["weights_path"]})
             tracking.log_numbers(spec["pretrain"], "pretrain_")
         log.info(
