@@ -7,10 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import make_backbone
 
+from visprompt import methods
 from visprompt.training import Preprocess, TrainConfig
 from visprompt.training.augment import flip_crop
 from visprompt.training.checkpoint import load_checkpoint, save_checkpoint, signature_digest
+from visprompt.training.loop import sync_trained_batchnorm
 from visprompt.training.schedule import lr_factor, warmup_cosine
 
 
@@ -90,3 +93,21 @@ def test_checkpoint_is_atomic_and_refuses_another_run(tmp_path) -> None:
     assert torch.equal(load_checkpoint(tmp_path, signature)["trainable"]["w"], torch.ones(2))
     with pytest.raises(ValueError, match=r"train\.lr \(0\.1 -> 0\.2\)"):
         load_checkpoint(tmp_path, {"train": {"lr": 0.2}, "data": {"train": 10}})
+
+
+def test_multi_process_runs_sync_only_the_batchnorm_that_trains() -> None:
+    gpu = torch.device("cuda")  # the choice of layers does not depend on the device
+    bn = torch.nn.modules.batchnorm._BatchNorm
+    full = methods.build("full_finetune", make_backbone("resnet"), 4)
+    count = sum(isinstance(m, bn) for m in full.backbone.modules())
+    assert len(sync_trained_batchnorm(full, gpu)) == count > 0
+    assert all(
+        type(m) is torch.nn.SyncBatchNorm for m in full.backbone.modules() if isinstance(m, bn)
+    )
+    probe = methods.build("linear_probe", make_backbone("resnet"), 4)
+    assert sync_trained_batchnorm(probe, gpu) == []  # frozen BN stays as it is, in eval
+    pgn = methods.build("pgn", make_backbone("vit"), 4, num_prompts=4, library_size=8)
+    synced = sync_trained_batchnorm(pgn, gpu)
+    assert synced and all(name.startswith("generator.") for name in synced)
+    assert sync_trained_batchnorm(methods.build("full_finetune", make_backbone("resnet"), 4),
+                                  torch.device("cpu")) == []  # fmt: skip

@@ -77,3 +77,42 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
         assert got == pytest.approx(want, abs=1e-5)
     ddp_head = torch.tensor(ddp["head"]["weight"])
     torch.testing.assert_close(ddp_head, expected_head, atol=1e-5, rtol=0)
+
+
+def test_torchrun_two_processes_match_one_for_probe_vpt_and_ap(tmp_path: Path) -> None:
+    """One `torchrun` (gloo, 2 CPU processes, global batch 16) trains every case in turn;
+    each matches the single-process run on the same global batch."""
+    out = tmp_path / "cases.json"
+    cases = ",".join(train_helpers.CASES)
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", "29517", str(SCRIPT), "--out", str(out), "--devices", "2",
+           "--strategy", "ddp", "--cases", cases]  # fmt: skip
+    subprocess.run(run, env=ENV, check=True, timeout=400)
+    ddp = json.loads(out.read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train_helpers.train_cases(list(train_helpers.CASES))
+    finally:
+        torch.set_num_threads(threads)
+    for case, want in single.items():
+        got = ddp[case]
+        for a, b in zip(metrics(got["history"]), metrics(want["history"]), strict=True):
+            assert a == pytest.approx(b, abs=1e-5), case
+        for name, value in want["state"].items():
+            torch.testing.assert_close(
+                torch.tensor(got["state"][name]), torch.tensor(value), atol=1e-5, rtol=0,
+                msg=f"{case}: {name}",
+            )  # fmt: skip
+
+
+def test_spawned_processes_replay_epoch_callbacks_here() -> None:
+    """ddp_spawn (what `kedro run` uses): an unpicklable callback still sees every epoch."""
+    seen: list[int] = []
+    model = probe_model()
+    config = run_config(epochs=2, devices=2, strategy="ddp_spawn")
+    fit(model, ColourImages(48, 0), ColourImages(20, 1), preprocess_for(model), config,
+        on_epoch_end=lambda epoch, row: seen.append(epoch))  # fmt: skip
+    assert seen == [0, 1]
+    expected_metrics, expected_head = _one_thread_fit(epochs=2)
+    torch.testing.assert_close(model.head.weight.detach(), expected_head, atol=1e-5, rtol=0)

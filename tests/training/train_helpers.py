@@ -112,16 +112,48 @@ def run_config(**overrides: Any) -> TrainConfig:
     return TrainConfig(**(base | overrides))
 
 
+#: Methods the multi-process tests train (tiny, deterministic builds); none trains BatchNorm.
+CASES = {
+    "probe": lambda: probe_model(),
+    "vpt": lambda: methods.build("vpt", make_backbone("vit"), 4, variant="deep", num_prompts=2),
+    "ap": lambda: methods.build(
+        "ap", make_backbone("resnet"), 4, layer="layer3", granularity="channel"
+    ),
+}
+
+
+def train_cases(names: list[str], **overrides: Any) -> dict[str, dict[str, Any]]:
+    """Train each case for 2 epochs; {case: {history, state}} (state as lists)."""
+    out = {}
+    for name in names:
+        model = CASES[name]()
+        config = run_config(epochs=2, **overrides)
+        result = fit(model, ColourImages(48, 0), ColourImages(20, 1), preprocess_for(model), config)
+        state = {k: v.tolist() for k, v in model.prompt_state_dict().items()}
+        out[name] = {"history": result.history, "state": state}
+    return out
+
+
 def main() -> None:
-    """Train a linear probe from the command line; write {history, head} as JSON."""
+    """Train a linear probe from the command line; write {history, head} as JSON.
+
+    With `--cases probe,vpt,ap`: train those cases in turn (e.g. under `torchrun`, all in
+    one set of processes) and write {case: {history, state}}.
+    """
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoint-dir")
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--strategy", default="auto")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--cases")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.cases:
+        cases = train_cases(args.cases.split(","), devices=args.devices, strategy=args.strategy)
+        if _is_rank_zero():
+            Path(args.out).write_text(json.dumps(cases))
+        return
     model = probe_model()
     config = run_config(
         devices=args.devices, strategy=args.strategy, checkpoint_dir=args.checkpoint_dir

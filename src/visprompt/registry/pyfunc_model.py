@@ -57,7 +57,9 @@ class PromptClassifier(mlflow.pyfunc.PythonModel):
             ServingLimits.resolve(package.get("serving")),
             int(self.preprocessing["stored_size"]),
         )
-        self.model = methods.load(prompt_dir, load_backbone(package["backbone"])).eval()
+        # served in its zero-overhead form: LoRA merged, AP channel-on-norm folded
+        trained = methods.load(prompt_dir, load_backbone(package["backbone"]))
+        self.model = methods.deployable(trained)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW at the stored size -> class probabilities (the training preprocessing)."""

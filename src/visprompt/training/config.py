@@ -172,6 +172,11 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Preprocess:
+        """Inverse of `to_dict`."""
+        return cls(int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]))
+
 
 def _last(size: int | Sequence[int]) -> int:
     return size if isinstance(size, int) else size[-1]

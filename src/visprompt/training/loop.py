@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from lightning.fabric import Fabric
@@ -261,10 +262,13 @@ def fit(
     train_step_s, images_per_s. With `config.checkpoint_dir`, a checkpoint is written
     atomically after every epoch and a later call for the same run resumes from it (a
     finished run returns at once); a checkpoint of a different run is an error.
-    `on_epoch_end(epoch, row)` runs in the rank-0 training process. With `val_set=None` the
-    last epoch counts as best and early stopping is off. Strategies: "ddp" re-executes the
-    current command for the other ranks (as torchrun would); "ddp_spawn" pickles the
-    arguments into fresh processes and loads the best state back here.
+    `on_epoch_end(epoch, row)` runs in the rank-0 training process (with a spawn strategy:
+    here, after training, for every epoch run: it need not be picklable). With
+    `val_set=None` the last epoch counts as best and early stopping is off. Strategies:
+    "ddp" re-executes the current command for the other ranks, or joins the processes that
+    `torchrun` started; "ddp_spawn" pickles the arguments into fresh processes and loads the
+    best state back here (what a `kedro run` uses: the pipeline runs once). In multi-process
+    runs every BatchNorm that trains is a SyncBatchNorm (`sync_trained_batchnorm`).
     """
     if len(train_set) == 0:
         raise ValueError("fit: the training set is empty")
@@ -279,14 +283,61 @@ def fit(
             f"TrainConfig.batch_size={config.batch_size} is the global batch and must be "
             f"divisible by the number of processes ({fabric.world_size})"
         )
+    spawned = config.strategy.endswith("_spawn")
+    # spawned workers receive pickled arguments; Fabric refuses frozen dataclasses there
     result, best_state, best_extra = fabric.launch(
-        _fit_worker, model, train_set, val_set, preprocess, config, on_epoch_end
+        _fit_worker,
+        model,
+        train_set,
+        val_set,
+        preprocess.to_dict() if spawned else preprocess,
+        config,
+        None if spawned else on_epoch_end,
     )
+    if spawned and on_epoch_end is not None:
+        for row in result.history:
+            on_epoch_end(int(row["epoch"]), dict(row))
     # With spawn-based strategies the worker trained a copy: load its best state here.
+    if isinstance(best_state, bytes):
+        best_state = safetensors.torch.load(best_state)
     load_trainable_state(model, {k: v.to(_device_of(model)) for k, v in best_state.items()})
     if hasattr(model, "load_extra_state"):
         model.load_extra_state(best_extra)
     return result
+
+
+def sync_trained_batchnorm(model: nn.Module, device: torch.device) -> list[str]:
+    """Make every BatchNorm that trains a `torch.nn.SyncBatchNorm`; return their names.
+
+    A BatchNorm trains when it runs in train mode under `model.train()` (a method's own
+    generator, a fully fine-tuned backbone); frozen ones stay as they are, in eval mode.
+    Statistics then cover the global batch, so k processes normalise as one does. torch's
+    SyncBatchNorm needs an accelerator: on the CPU the layers stay per-process (a warning
+    says so), and such runs match a single process only without trained BatchNorm.
+    """
+    was_training = model.training
+    model.train()
+    trained = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+    ]
+    model.train(was_training)
+    if not trained:
+        return []
+    names = [name for name, _ in trained]
+    if device.type == "cpu":
+        log.warning(
+            "BatchNorm layers %s train with per-process statistics: torch's SyncBatchNorm "
+            "needs a GPU",
+            names[:5],
+        )
+        return []
+    for name, module in trained:
+        parent, _, leaf = name.rpartition(".")
+        synced = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        setattr(model.get_submodule(parent) if parent else model, leaf, synced)
+    return names
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -298,10 +349,12 @@ def _fit_worker(
     model: nn.Module,
     train_set: Dataset,
     val_set: Dataset | None,
-    preprocess: Preprocess,
+    preprocess: Preprocess | dict[str, Any],
     config: TrainConfig,
     on_epoch_end: EpochCallback | None,
-) -> tuple[TrainResult, dict[str, torch.Tensor], dict[str, Any]]:
+) -> tuple[TrainResult, dict[str, torch.Tensor] | bytes, dict[str, Any]]:
+    if isinstance(preprocess, dict):
+        preprocess = Preprocess.from_dict(preprocess)
     # the prefix cache (and its spill file) belongs to this call: gone when it returns
     with tempfile.TemporaryDirectory(prefix="visprompt-prefix-cache-") as spill_dir:
         return _train(
@@ -318,7 +371,7 @@ def _train(
     config: TrainConfig,
     on_epoch_end: EpochCallback | None,
     spill_dir: str,
-) -> tuple[TrainResult, dict[str, torch.Tensor], dict[str, Any]]:
+) -> tuple[TrainResult, dict[str, torch.Tensor] | bytes, dict[str, Any]]:
     world, rank = fabric.world_size, fabric.global_rank
     per_rank = config.batch_size // world
     seed_everything(config.seed, verbose=False)
@@ -326,6 +379,8 @@ def _train(
     signature = _signature(model, train_set, val_set, preprocess, config) | {
         "frozen": frozen_digest
     }
+    if world > 1:
+        sync_trained_batchnorm(model, fabric.device)
     model = fabric.to_device(model)
 
     val_shard = _val_shard(val_set, fabric) if val_set is not None else None
@@ -414,6 +469,8 @@ def _train(
         epochs_run=len(progress.history),
         cache=cache_info,
     )
+    if config.strategy.endswith("_spawn"):  # by value: shared tensors die with the worker
+        return result, safetensors.torch.save(progress.best_state), progress.best_extra
     return result, progress.best_state, progress.best_extra
 
 

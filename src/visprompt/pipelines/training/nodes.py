@@ -82,6 +82,8 @@ def train_run(
             "(a list, e.g. [0, 1, 2]); move it there"
         )
     config = train_config(defaults, spec.train | {"seed": int(seed)}, engine, run=run_name)
+    if config.strategy == "ddp":  # "ddp" would re-execute the whole `kedro run` once per rank
+        config.strategy = "ddp_spawn"  # the workers train this one run; the pipeline runs once
     code = source_digest()  # edited method/loop/backbone code must not reuse a checkpoint
     # the seed list is not part of one seed's result: adding a seed keeps the others' checkpoints
     result_inputs = {k: v for k, v in run.items() if k != "seeds"}
