@@ -34,6 +34,7 @@ COPIED = (
     ".gitignore",
     ".dvc",
     ".dvcignore",
+    "params.yaml",  # a link to conf/base/parameters_training.yml, copied as a link
 )
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "cache", "tmp", "config.local")
 
@@ -91,7 +92,7 @@ def make_project_copy(tmp_path: Path) -> ProjectCopy:
         if source.is_dir():
             shutil.copytree(source, project / entry, ignore=IGNORED)
         elif source.is_file():
-            shutil.copy2(source, project / entry)
+            shutil.copy2(source, project / entry, follow_symlinks=False)
     for folder in ("conf/local", "data", "mlflow"):
         (project / folder).mkdir(parents=True, exist_ok=True)
     home = tmp_path / "home"
