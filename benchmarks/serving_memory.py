@@ -148,7 +148,12 @@ def main() -> None:
             [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion"]
             + ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
             cwd=root,
-            env=os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+            # requests queue behind the decode slots: no 60 s default timeout (504)
+            env=os.environ
+            | {
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "1800",
+            },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -43,8 +43,9 @@ def bad_request(message: str) -> MlflowException:
 class ServingLimits:
     """Per-request bounds; together they bound a server's memory (benchmarks/serving_memory.py).
 
-    Peak decode memory of one worker is about `max_concurrent_decodes` x `max_images` x
-    `max_pixels` x 4 bytes (decoded RGB + its converted copy), plus the request bodies.
+    Peak decode memory of one worker is about `max_concurrent_decodes` x `max_pixels` x
+    12 bytes (one decoded RGB image per slot and its converted copy), plus the request
+    bodies (`max_request_bytes` each, parsed by MLflow's server before the model sees them).
     """
 
     max_pixels: int = 4_194_304  # 2048 x 2048
@@ -135,9 +136,9 @@ class ImageDecoder:
             raise _over("max_request_bytes", size, self.limits.max_request_bytes, "image bytes")
         return values
 
-    def _open(self, row: int, value: Any) -> Image.Image:
+    def _open(self, row: int, raw: bytes) -> Image.Image:
+        """The image with only its header read, refused when over `max_pixels`."""
         try:
-            raw = base64.b64decode(value, validate=True)
             with _bomb_limit(self.limits.max_pixels):
                 image = Image.open(io.BytesIO(raw))  # reads the header only
         except Image.DecompressionBombError as err:  # over twice the limit: refused at open
@@ -145,7 +146,7 @@ class ImageDecoder:
                 f"row {row}: over the serving limit max_pixels={self.limits.max_pixels:,} "
                 f"({err}); raise it with {ENV_PREFIX}MAX_PIXELS when serving, or send less"
             ) from err
-        except (binascii.Error, TypeError, ValueError, UnidentifiedImageError, OSError) as err:
+        except (UnidentifiedImageError, OSError, ValueError) as err:
             raise bad_request(
                 f"row {row}: 'image' is not a base64-encoded PNG/JPEG image ({err})"
             ) from err
@@ -156,15 +157,24 @@ class ImageDecoder:
         return image
 
     def __call__(self, frame: Any) -> torch.Tensor:
-        values = self.check(frame)
-        images = [self._open(row, value) for row, value in enumerate(values)]
+        raws = []
+        for row, value in enumerate(self.check(frame)):
+            try:
+                raws.append(base64.b64decode(value, validate=True))
+            except (binascii.Error, TypeError, ValueError) as err:
+                raise bad_request(
+                    f"row {row}: 'image' is not a base64-encoded PNG/JPEG image ({err})"
+                ) from err
+            self._open(row, raws[-1]).close()  # every header checked before any decode
         batch = []
-        with self._slots:
-            for row, image in enumerate(images):
+        with self._slots:  # one decoded image at a time per slot: memory is bounded
+            for row, raw in enumerate(raws):
+                image = self._open(row, raw)
                 try:
-                    with image:
-                        image.load()
-                        batch.append(prepare_image(image, self.stored_size))
+                    image.load()
+                    batch.append(prepare_image(image, self.stored_size))
                 except (OSError, ValueError, Image.DecompressionBombError) as err:
                     raise bad_request(f"row {row}: cannot decode the image ({err})") from err
+                finally:
+                    image.close()  # releases the decoded pixels now, not at garbage collection
         return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous()
