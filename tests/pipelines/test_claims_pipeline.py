@@ -45,8 +45,10 @@ def test_the_projects_checks_name_configured_runs() -> None:
     training = yaml.safe_load((CONF / "parameters_training.yml").read_text())["training"]
     adavipro = yaml.safe_load((CONF / "parameters_adavipro_report.yml").read_text())
     sweep = yaml.safe_load((CONF / "parameters_ap_layer_sweep.yml").read_text())
+    recipe = yaml.safe_load((CONF.parents[1] / "pipelines" / "imagenet_cnn.yml").read_text())
     known = (
         set(training["runs"])
+        | set(recipe["run"]["params"]["training"]["runs"])
         | set(adavipro["adavipro_report"]["runs"])
         | set(sweep["ap_layer_sweep"]["runs"])
     )
