@@ -37,12 +37,12 @@ bench: install
 	$(PY) benchmarks/efficiency.py $(BENCH_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks .ci
+	$(VENV)/bin/ruff format --check src tests benchmarks .ci
 
 format: install
-	$(VENV)/bin/ruff check --fix src tests
-	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests benchmarks .ci
+	$(VENV)/bin/ruff format src tests benchmarks .ci
 
 # The committed dvc.lock matches the code and parameters at HEAD (outputs may be missing).
 check-lock: install

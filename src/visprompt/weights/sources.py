@@ -118,7 +118,8 @@ def materialise(
             )
         except _SourceUnavailable as why:
             failures.append(f"{source}: {why}")
-            log.warning("backbone '%s': source %s unavailable (%s)", key, source, why)
+            # the next source is tried: a fallback, not a problem unless every source fails
+            log.info("backbone '%s': source %s unavailable (%s)", key, source, why)
             continue
         path = Path(output_dir) / f"{key}.safetensors"
         sha = backbones.save_weights(model, path)

@@ -11,7 +11,6 @@ library on each run's first seed, every run next to its bare backbone.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from kedro.pipeline import Pipeline, node
@@ -19,7 +18,7 @@ from kedro.pipeline import Pipeline, node
 from visprompt.pipelines.ap_layer_sweep.nodes import sweep_figure, sweep_table
 from visprompt.pipelines.evaluation.pipeline import run_pipeline as evaluation_run
 from visprompt.pipelines.profiling.nodes import profile_runs
-from visprompt.pipelines.runs import project_parameters, seed_namespace
+from visprompt.pipelines.runs import bind_first, project_parameters, seed_namespace
 from visprompt.pipelines.training.pipeline import run_pipeline as training_run
 from visprompt.training.runs import RunSpec, parse_run, parse_seeds
 
@@ -47,8 +46,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
     names = list(specs)
     if not names:
         return Pipeline([])
-    profile = partial(profile_runs, names)
-    profile.__name__ = profile_runs.__name__  # kedro names and logs nodes by their function
+    profile = bind_first(profile_runs, names)
     first = {name: seed_namespace(name, spec.seeds[0]) for name, spec in specs.items()}
     per_run = [
         f"{first[run]}.{name}" for run in names for name in ("artifact_dir", "train_summary")
