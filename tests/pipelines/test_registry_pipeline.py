@@ -55,6 +55,8 @@ def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
         "metric": "best_val_top1",
         "margin": 0.0,
         "smoke": {"max_images": 64, "tolerance": 0.01},
+        # fewer images per request than the smoke set: verification must batch like a client
+        "serving": {"max_images": 16},
     }
     low = summary | {"best_val_top1": summary["best_val_top1"] - 0.1}
     inputs = (

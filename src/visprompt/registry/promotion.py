@@ -54,6 +54,7 @@ from visprompt.registry.pyfunc_model import (
     PROMPT_ARTIFACT,
     read_package,
 )
+from visprompt.registry.serving import ServingLimits
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -181,7 +182,14 @@ def verify_version(model_uri: str) -> float:
             package_dir = local / "artifacts" / PACKAGE_ARTIFACT
             package = read_package(package_dir)
             images, labels = read_smoke_set(package_dir / SMOKE_FILE)
-            predicted = np.asarray(model.predict(smoke_frame(images))["label"])
+            # as a client would: requests within the version's own serving limits
+            step = ServingLimits.resolve(package.get("serving")).max_images
+            predicted = np.concatenate(
+                [
+                    np.asarray(model.predict(smoke_frame(images[i : i + step]))["label"])
+                    for i in range(0, len(images), step)
+                ]
+            )
         except Exception as err:
             raise VerificationError(f"{model_uri} does not load and predict: {err}") from err
         smoke = package["smoke"]
