@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 TINY_TRAINING = {
     "training": {
         "checkpoint_root": "data/06_models/checkpoints",
+        "hparams": "config",
         "seeds": [0, 1],
         "defaults": {"epochs": 1, "batch_size": 32, "lr": 0.01, "progress": False},
         "runs": {

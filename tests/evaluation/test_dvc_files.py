@@ -78,6 +78,8 @@ def test_dvc_metrics_and_plots_read_the_reports(tmp_path: Path) -> None:
     for entry in ("conf/base", ".dvc/plots", "src"):
         shutil.copytree(ROOT / entry, project / entry, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    # dvc.yaml reads the run list from params.yaml, a link to parameters_training.yml
+    shutil.copy(ROOT / "params.yaml", project / "params.yaml", follow_symlinks=False)
     reports = project / "data/08_reporting"
     PartitionedDataset(
         path=str(reports / "metrics"), dataset="json.JSONDataset", filename_suffix=".json"
