@@ -145,7 +145,8 @@ def _missing(seeds: pd.DataFrame, runs: Sequence[str], metric: str) -> list[str]
     return [r for r in runs if _per_seed(seeds, r, metric).empty]
 
 
-def _better(claim: str, spec: Mapping, seeds: pd.DataFrame, alpha: float) -> dict:
+def _paired_or_row(claim: str, spec: Mapping, seeds: pd.DataFrame) -> dict | tuple:
+    """The paired test of the claim's two runs, or its finished row when it cannot run."""
     a, b = spec["runs"]
     metric = spec.get("metric", "top1")
     missing = _missing(seeds, [a, b], metric)
@@ -154,7 +155,14 @@ def _better(claim: str, spec: Mapping, seeds: pd.DataFrame, alpha: float) -> dic
     paired = _paired(seeds, a, b, metric)
     if paired is None:
         return _row(claim, spec, UNCLEAR, f"{a} and {b} share no seed: no paired test")
-    test, x, y = paired
+    return (a, b, metric, *paired)
+
+
+def _better(claim: str, spec: Mapping, seeds: pd.DataFrame, alpha: float) -> dict:
+    paired = _paired_or_row(claim, spec, seeds)
+    if isinstance(paired, dict):
+        return paired
+    a, b, metric, test, x, y = paired
     measured = f"{a} {_interval(x)} vs {b} {_interval(y)} % ({metric}); {_difference(test)}"
     verdict = (HOLDS if test.mean_diff > 0 else FAILS) if _significant(test, alpha) else UNCLEAR
     return _row(claim, spec, verdict, measured, **_numbers(test))
@@ -193,16 +201,11 @@ def _preferred_depth(claim: str, spec: Mapping, seeds: pd.DataFrame, alpha: floa
 
 
 def _equivalent(claim: str, spec: Mapping, seeds: pd.DataFrame, alpha: float) -> dict:
-    a, b = spec["runs"]
-    metric = spec.get("metric", "top1")
     margin = float(spec.get("margin", 0.01))
-    missing = _missing(seeds, [a, b], metric)
-    if missing:
-        return _not_run(claim, spec, missing, metric)
-    paired = _paired(seeds, a, b, metric)
-    if paired is None:
-        return _row(claim, spec, UNCLEAR, f"{a} and {b} share no seed: no paired test")
-    test, x, y = paired
+    paired = _paired_or_row(claim, spec, seeds)
+    if isinstance(paired, dict):
+        return paired
+    a, b, metric, test, x, y = paired
     measured = (
         f"{a} {_interval(x)} vs {b} {_interval(y)} % ({metric}); {_difference(test)}; "
         f"margin ±{100 * margin:.1f} pts"
