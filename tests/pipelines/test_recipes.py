@@ -58,8 +58,9 @@ def recipe_parameters(recipe: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def recipe_runs(params: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """The training runs the recipe's pipeline trains (a sweep pipeline lists its own)."""
-    own = params.get(run.get("pipeline") or "training") or {}
-    return own.get("runs") or params["training"]["runs"]
+    names = [run["pipeline"]] if run.get("pipeline") else str(run.get("pipelines", "")).split(",")
+    own = [(params.get(name) or {}).get("runs") for name in names]
+    return next((runs for runs in own if runs), params["training"]["runs"])
 
 
 def _stand_in_entry(entry: dict[str, Any], weights: Path) -> dict[str, Any]:
