@@ -63,8 +63,12 @@ def test_champion_moves_only_when_beaten_and_rolls_back(project: Path, model_nam
 
 
 def test_loaded_champion_predicts_like_the_method(project: Path, model_name: str) -> None:
-    _, package, model = make_package(project, seed=4)
-    register_candidate(project, model_name, seed=4, metric=0.6)
+    artifact, package, model = make_package(project, seed=4)
+    # fewer images per request than the 12 smoke images: verification must send them in
+    # requests within the limit, as a client would (it sent all at once, refusing every
+    # version whose validation split was larger than registry.serving.max_images)
+    package["serving"]["max_images"] = 8
+    register_package(project, model_name, artifact, package, smoke_for(model, package), 0.6)
     images = example_images(8, seed=5)
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
     answer = loaded.predict(pd.DataFrame({"image": [encode_png(i) for i in images]}))
