@@ -23,6 +23,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
+        # the project's layout (conf/base/mlflow.yml): artifacts next to the database
+        mlflow.create_experiment("registry-test", str(root / "mlflow" / "artifacts"))
         mlflow.set_experiment("registry-test")
         yield root
     mlflow.set_tracking_uri(None)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from registry_kit import (
     example_images,
@@ -16,6 +18,7 @@ from registry_kit import (
     stored_file,
 )
 
+from visprompt.registry.__main__ import main
 from visprompt.registry.backbone_store import SHA_TAG
 from visprompt.registry.integrity import smoke_frame
 from visprompt.registry.promotion import CHAMPION, rollback
@@ -72,6 +75,34 @@ def test_a_version_loads_anywhere_and_ignores_files_in_the_cwd(
         smoke_frame(images)
     )
     assert answer["label"].tolist() == offline_labels(model, package, images).tolist()
+
+
+def test_a_copy_of_the_store_on_another_path_serves_after_relocate(
+    project: Path, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, package, model = make_package(project, seed=7)
+    register_candidate(project, model_name, seed=7, metric=0.5)
+    host = tmp_path / "host" / "store"  # the deployment host's copy of the whole store
+    shutil.copytree(project / "mlflow", host)
+    monkeypatch.chdir(tmp_path)  # outside any project (before the rename: cwd is restored)
+    gone = project.with_name(project.name + "-gone")
+    project.rename(gone)  # the original is no longer at the path the store records
+    uri = f"sqlite:///{host}/mlflow.db"
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        champion = f"models:/{model_name}@{CHAMPION}"
+        with pytest.raises(MlflowException, match="No such artifact"):  # absolute paths
+            mlflow.pyfunc.load_model(champion)
+        main(["relocate", "--from", str(project / "mlflow")])
+        images = example_images(6, seed=8)
+        answer = mlflow.pyfunc.load_model(champion).predict(smoke_frame(images))
+        assert answer["label"].tolist() == offline_labels(model, package, images).tolist()
+        with pytest.raises(ValueError, match=r"no artifact location under .*artifact roots"):
+            main(["relocate", "--from", str(project / "mlflow")])  # nothing left to move
+    finally:
+        gone.rename(project)
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow/mlflow.db")
 
 
 def test_rollback_refuses_a_truncated_target(project: Path, model_name: str) -> None:

@@ -1,6 +1,10 @@
-"""`python -m visprompt.registry {status,rollback} --name NAME`: inspect or roll back.
+"""`python -m visprompt.registry {status,rollback} --name NAME` or `relocate --from DIR`.
 
-Rollback first verifies the previous champion (checksums, smoke test) and refuses a broken one.
+- status: aliases, champion history and every version's tags.
+- rollback: first verifies the previous champion (checksums, smoke test) and refuses a
+  broken one.
+- relocate: on a deployment host, after copying the whole SQLite store folder (mlflow.db
+  and its artifact root) from DIR: point the copy's recorded artifact locations at the copy.
 
 Uses MLFLOW_TRACKING_URI (default: the project's embedded store).
 """
@@ -11,9 +15,11 @@ import argparse
 import json
 import os
 
+import mlflow
 from mlflow.tracking import MlflowClient
 
 from visprompt.registry.promotion import CHAMPION, HISTORY_TAG, rollback
+from visprompt.registry.relocate import relocate
 
 DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
 
@@ -33,11 +39,29 @@ def status(name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m visprompt.registry", description=__doc__)
-    parser.add_argument("command", choices=["status", "rollback"])
-    parser.add_argument("--name", required=True, help="registered model name")
+    parser = argparse.ArgumentParser(
+        prog="python -m visprompt.registry",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=["status", "rollback", "relocate"])
+    parser.add_argument("--name", help="registered model name (status, rollback)")
+    parser.add_argument(
+        "--from", dest="old_root", help="relocate: the folder that held the store when written"
+    )
+    parser.add_argument(
+        "--to", dest="new_root", help="relocate: the copy's folder (default: the database's)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    if args.command == "relocate":
+        if not args.old_root:
+            parser.error("relocate needs --from, the folder that held the store when written")
+        changed = relocate(mlflow.get_tracking_uri(), args.old_root, args.new_root)
+        print(json.dumps({"relocated": changed}, indent=2))
+        return
+    if not args.name:
+        parser.error(f"{args.command} needs --name, the registered model name")
     if args.command == "rollback":
         version = rollback(args.name)
         print(f"{CHAMPION} of '{args.name}' is now version {version}")
