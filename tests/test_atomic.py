@@ -71,3 +71,23 @@ def test_failed_write_leaves_target_untouched(tmp_path: Path) -> None:
         raise RuntimeError("writer failed")
     assert target.read_text() == "kept"
     assert _siblings(target) == []
+
+
+def test_rewriting_the_same_content_leaves_the_target_untouched(tmp_path: Path) -> None:
+    file, folder = tmp_path / "f.txt", tmp_path / "d"
+    write_text(file, "same")
+    with atomic_directory(folder) as tmp:
+        (tmp / "a.txt").write_text("same")
+    stamps = (file.stat().st_mtime_ns, folder.stat().st_mtime_ns, (folder / "a.txt").stat().st_ino)
+    os.utime(file, ns=(1, 1))  # an old timestamp: any rewrite would move it
+    write_text(file, "same")
+    with atomic_directory(folder) as tmp:
+        (tmp / "a.txt").write_text("same")
+    assert file.stat().st_mtime_ns == 1 and (folder / "a.txt").stat().st_ino == stamps[2]
+    assert _siblings(file) == ["d"] and _siblings(folder) == ["f.txt"]  # no temporaries left
+    write_text(file, "new")
+    with atomic_directory(folder) as tmp:
+        (tmp / "a.txt").write_text("same")
+        (tmp / "b.txt").write_text("extra")
+    assert file.read_text() == "new" and file.stat().st_mtime_ns != 1
+    assert sorted(p.name for p in folder.iterdir()) == ["a.txt", "b.txt"]

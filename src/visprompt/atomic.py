@@ -5,11 +5,13 @@ target; a folder being replaced is first renamed to `.<name>.old-<pid>`. A save 
 mid-way therefore leaves only such siblings behind. The next write to the same target
 removes the leftovers of processes that no longer run (and, when the kill landed between
 the two renames of a folder swap, puts the previous folder back first), so a killed save
-never blocks a later one.
+never blocks a later one. A write whose content equals what the target holds leaves the
+target untouched (modification time included): a rerun rewrites nothing it reproduced.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import re
 import shutil
@@ -82,6 +84,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = _sibling(path, "tmp")
     try:
         yield tmp
+        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            _remove(tmp)  # the same bytes: keep the file as it is
+            return
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -119,7 +124,9 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
-    if path.exists():
+    if _same_tree(tmp, path):
+        _remove(tmp)  # the same files and bytes: keep the folder as it is
+    elif path.exists():
         old = _sibling(path, "old")
         _remove(old)
         os.replace(path, old)
@@ -127,3 +134,13 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         _remove(old)
     else:
         os.replace(tmp, path)
+
+
+def _same_tree(new: Path, old: Path) -> bool:
+    """Whether folder `old` holds exactly the files of `new`, byte for byte."""
+    if not old.is_dir():
+        return False
+    files = sorted(p.relative_to(new) for p in new.rglob("*") if p.is_file())
+    if files != sorted(p.relative_to(old) for p in old.rglob("*") if p.is_file()):
+        return False
+    return all(filecmp.cmp(new / f, old / f, shallow=False) for f in files)
