@@ -1,5 +1,6 @@
 """End to end through the real `kedro` CLI in a project copy: ingest, validate, backbone
-(local pretraining), train two runs, evaluate, compare; then one run alone by namespace."""
+(local pretraining), train two runs, evaluate, compare, profile, register; the same again
+(reuses every result: no new MLflow run, no file rewritten); then one run alone by namespace."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ TINY_TRAINING = {
     },
     "training_engine": {"accelerator": "cpu", "devices": 1},
 }
+TINY_PROFILING = {"infer_batch_size": 8, "warmup": 1, "repeats": 2, "latency_repeats": 3,
+                  "data_wait_batches": 1}  # fmt: skip
 TINY_BACKBONE = {
     "backbone": {
         "build": {"vit": "tiny"},
@@ -77,8 +80,9 @@ def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
             }
         },
     )
-    pipelines = "data_ingestion,data_validation,backbone,training,evaluation"
-    project_copy.run("--pipelines", pipelines)
+    project_copy.update_yaml("conf/base/parameters_profiling.yml", {"profiling": TINY_PROFILING})
+    models = "backbone,training,evaluation,profiling,registry"
+    project_copy.run("--pipelines", f"data_ingestion,data_validation,{models}")
 
     data = project_copy.path / "data"
     specs = json.loads((data / "06_models/backbones/specs.json").read_text())
@@ -121,6 +125,8 @@ def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
         "WHERE r.name = 'lp.seed_1' AND m.key = 'test_top1'"
     ).fetchone()[0]
     assert top1 == pytest.approx(seeds[seeds["run"] == "lp"]["top1"].iloc[1])
+    db.close()
+    _second_run_reuses_everything(project_copy, models)
 
     # one run alone, by namespace: only its nodes run (the other run's outputs stay as they are)
     untouched = [
@@ -133,3 +139,40 @@ def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
     project_copy.run("--pipelines", "training,evaluation", "--namespaces", "lp")
     assert [p.stat().st_mtime_ns for p in untouched] == before
     assert lp_summary.stat().st_mtime_ns > lp_before
+
+
+def _second_run_reuses_everything(project_copy, models: str) -> None:
+    """The same `kedro run` again: trained, profiled, registered results are reused; no new
+    nested MLflow run repeats their metrics and no reused file is rewritten; the catalog
+    logs the reports (kedro-mlflow datasets) to each `kedro run`'s own run."""
+    from mlflow import MlflowClient
+
+    data = project_copy.path / "data"
+    kept = [
+        data / "06_models/methods/lp/seed_0/prompt.safetensors",
+        data / "06_models/backbones/vit.safetensors",
+        *(data / "06_models/profile_cache").iterdir(),
+    ]
+    assert len(kept) == 3  # one profiling table cached (one backbone)
+    before = [p.stat().st_mtime_ns for p in kept]
+    efficiency = (data / "08_reporting/efficiency.csv").read_bytes()
+    client = MlflowClient(f"sqlite:///{project_copy.path / 'mlflow/mlflow.db'}")
+    (experiment,) = [e.experiment_id for e in client.search_experiments() if e.name == "visprompt"]
+
+    def runs() -> dict[str, object]:
+        return {run.info.run_id: run for run in client.search_runs([experiment])}
+
+    first = runs()
+    project_copy.run("--pipelines", models)
+    second = runs()
+    (newest,) = set(second) - set(first)  # the kedro run's own, and no nested run
+    assert "mlflow.parentRunId" not in second[newest].data.tags
+    assert [p.stat().st_mtime_ns for p in kept] == before
+    assert (data / "08_reporting/efficiency.csv").read_bytes() == efficiency  # measured once
+    (lp,) = [r.info.run_id for r in second.values() if r.info.run_name == "lp.seed_0"]
+    for metric in ("test_top1", "eff_throughput_ips", "best_val_top1"):
+        assert len(client.get_metric_history(lp, metric)) == 1, metric
+    logged = {a.path for a in client.list_artifacts(newest, "comparison")}
+    assert {"comparison/comparison.csv", "comparison/comparison.md", "comparison/plots"} <= logged
+    logged = {a.path for a in client.list_artifacts(newest, "efficiency")}
+    assert {"efficiency/efficiency.csv", "efficiency/efficiency_plots"} <= logged

@@ -1,5 +1,12 @@
 """Tiny settings shared by the pipeline tests (a 2-block ViT at 32 px, 1-epoch pretraining)."""
 
+from pathlib import Path
+
+import yaml
+from kedro.io import DataCatalog
+
+ROOT = Path(__file__).resolve().parents[2]
+
 TINY_VIT = {
     "name": "vit_tiny_patch16_224",
     "model_kwargs": {
@@ -20,3 +27,22 @@ TINY_PRETRAIN = {
     "train": {"epochs": 1, "batch_size": 16, "lr": 0.001, "progress": False},
 }
 ENGINE = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+
+
+def project_catalog(names: list[str], root: Path) -> DataCatalog:
+    """The project's own catalog entries `names` (conf/base/catalog_*.yml, kedro-mlflow
+    wrappers included), with every file path moved under `root`."""
+    config: dict = {}
+    for file in sorted((ROOT / "conf/base").glob("catalog*.yml")):
+        config |= yaml.safe_load(file.read_text()) or {}
+
+    def moved(entry: dict) -> dict:
+        entry = dict(entry)
+        for field in ("filepath", "path"):
+            if field in entry:
+                entry[field] = str(root / entry[field])
+        if isinstance(entry.get("dataset"), dict):
+            entry["dataset"] = moved(entry["dataset"])
+        return entry
+
+    return DataCatalog.from_config({name: moved(config[name]) for name in names})

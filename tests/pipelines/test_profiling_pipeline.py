@@ -9,8 +9,9 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import MemoryDataset
 from kedro.runner import SequentialRunner
+from pipeline_kit import project_catalog
 
 from visprompt import backbones, methods
 from visprompt.evaluation import comparison_table, seed_table
@@ -42,7 +43,8 @@ def outputs(
     vit_spec: dict[str, Any], shard_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     tmp_path = tmp_path_factory.mktemp("profiling")
-    catalog = DataCatalog()
+    outputs = ["efficiency", "efficiency_markdown", "efficiency_plots"]
+    catalog = project_catalog(outputs, tmp_path)  # the project's entries: kedro-mlflow logs them
     entries: dict[str, Any] = {
         "backbone_specs": {"vit": vit_spec},
         "shards": str(shard_dir),
@@ -62,8 +64,6 @@ def outputs(
         entries["comparison"] = comparison_table(seeds)
         for name, value in entries.items():
             catalog[name] = MemoryDataset(value)
-        for name in ("efficiency", "efficiency_markdown", "efficiency_plots"):
-            catalog[name] = MemoryDataset()
         SequentialRunner().run(profiling_pipeline(dict.fromkeys(RUNS, 0)), catalog)
         artifacts = {
             a.path
@@ -74,9 +74,10 @@ def outputs(
     return {
         "table": catalog.load("efficiency"),
         "markdown": catalog.load("efficiency_markdown"),
-        "plots": catalog.load("efficiency_plots"),
+        "plots": {p.name for p in (tmp_path / "data/08_reporting/efficiency_plots").iterdir()},
         "artifacts": artifacts,
         "summaries": summaries,
+        "artifact_dirs": {r: entries[f"{r}.seed_0.artifact_dir"] for r in RUNS},
     }
 
 
@@ -120,6 +121,7 @@ def test_plots_and_mlflow_logging(outputs: dict[str, Any]) -> None:
                                      "accuracy_vs_trainable_params.png",
                                      "accuracy_vs_train_time.png"}  # fmt: skip
     assert {"efficiency/efficiency.csv", "efficiency/efficiency.md"} <= outputs["artifacts"]
+    assert "efficiency/efficiency_plots" in outputs["artifacts"]  # the saved PNGs, logged once
     table = outputs["table"].set_index("run")
     for run, summary in outputs["summaries"].items():
         logged = mlflow.get_run(summary["mlflow_run_id"]).data.metrics
@@ -135,3 +137,30 @@ def test_bad_inputs_are_clear_errors() -> None:
         profile_runs(["backbone"], {}, "shards", PARAMS, {"batch_size": 4}, "dir", {})
     with pytest.raises(ValueError, match="expected 2 inputs per run"):
         profile_runs(["a"], {}, "shards", PARAMS, {"batch_size": 4}, "dir")
+
+
+def test_unchanged_inputs_reuse_the_measured_table(
+    outputs: dict[str, Any], vit_spec: dict[str, Any], shard_dir: Path, tmp_path: Path
+) -> None:
+    """A second profiling with the same code, artifacts, backbone and settings measures
+    nothing (same timings, cache file untouched, no metric logged again); a changed
+    setting measures again."""
+    summary = outputs["summaries"]["probe"]
+    artifact = outputs["artifact_dirs"]["probe"]
+    params = PARAMS | {"cache_dir": str(tmp_path / "cache")}
+    args = (["probe"], {"vit": vit_spec}, str(shard_dir))
+    first = profile_runs(*args, params, {"batch_size": 4}, artifact, summary)
+    (cached,) = (tmp_path / "cache").iterdir()
+    written = cached.stat().st_mtime_ns
+    history = mlflow.MlflowClient().get_metric_history(
+        summary["mlflow_run_id"], "eff_train_step_ms"
+    )
+    again = profile_runs(*args, params, {"batch_size": 4}, artifact, summary)
+    pd.testing.assert_frame_equal(again, first)  # timings vary between measurements
+    assert cached.stat().st_mtime_ns == written
+    assert len(
+        mlflow.MlflowClient().get_metric_history(summary["mlflow_run_id"], "eff_train_step_ms")
+    ) == len(history)
+    changed = profile_runs(*args, params | {"repeats": 3}, {"batch_size": 4}, artifact, summary)
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert changed["train_step_ms"].tolist() != first["train_step_ms"].tolist()

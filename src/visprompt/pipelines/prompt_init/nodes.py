@@ -10,9 +10,12 @@ from typing import Any
 import mlflow
 
 from visprompt import backbones, prompt_init
+from visprompt.backbones import sha256_file
 from visprompt.pipelines import tracking
+from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.prompt_init.config import WHERE, init_configs
 from visprompt.training import Placement, Preprocess
+from visprompt.weights import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +28,20 @@ def _placement(device: str, engine: Mapping[str, Any] | None) -> Placement:
 
 
 def _log(name: str, path: Path, metadata: Mapping[str, Any]) -> None:
-    """Params, per-layer seconds (step = layer) and the files of one init, in a nested run."""
-    with tracking.nested_run(f"prompt_init_{name}", tags={"visprompt.stage": "prompt_init"}):
-        tracking.log_params(
-            {k: metadata[k] for k in ("strategy", "variant", "num_prompts", "layers", "seed")}
-            | {"backbone_sha256": metadata["backbone_sha256"], "data_hash": metadata["data_hash"]}
-        )
+    """Params, per-layer seconds (step = layer) and the files of one init, in a nested run.
+
+    Prompts equal to those of a finished run (same file checksum, same settings) keep that
+    run instead of a copy. Logged directly: the run exists per init and only when the
+    prompts are new, which a catalog entry cannot decide.
+    """
+    params = {k: metadata[k] for k in ("strategy", "variant", "num_prompts", "layers", "seed")}
+    params |= {"backbone_sha256": metadata["backbone_sha256"], "data_hash": metadata["data_hash"]}
+    key = fingerprint(name, params, sha256_file(path))
+    if tracking.finished_run(key) is not None:
+        return
+    tags = {"visprompt.stage": "prompt_init", KEY_TAG: key}
+    with tracking.nested_run(f"prompt_init_{name}", tags=tags):
+        tracking.log_params(params)
         for layer, seconds in metadata["seconds_per_layer"].items():
             mlflow.log_metric("seconds_per_layer", seconds, step=int(layer))
         tracking.log_numbers(

@@ -7,6 +7,7 @@ import logging
 import math
 import subprocess
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from visprompt.pipelines import tracking
 from visprompt.registry.promotion import (
     SmokeSet,
     VerificationError,
+    already_registered,
     champion,
     register_and_promote,
 )
@@ -186,15 +188,21 @@ def register_runs(
             "n_seeds": str(len(seeds)),
             f"{metric_name}_seed_mean": repr(mean),
         }
-        with tracking.nested_run(f"register_{run}", tags={"visprompt.stage": "registry"}) as r:
-            lineage["mlflow_run_id"] = r.info.run_id
+        # a version already registered logs nothing: no nested run for it (no empty copy)
+        model_name = str(params["model_name"])
+        unchanged = already_registered(model_name, artifact_dir, package, smoke)
+        tags = {"visprompt.stage": "registry"}
+        opened = nullcontext() if unchanged else tracking.nested_run(f"register_{run}", tags=tags)
+        with opened as r:
+            if r is not None:
+                lineage["mlflow_run_id"] = r.info.run_id
             try:
                 decision = register_and_promote(
                     run=run,
                     artifact_dir=artifact_dir,
                     package=package,
                     smoke=smoke,
-                    model_name=str(params["model_name"]),
+                    model_name=model_name,
                     metric_name=metric_name,
                     metric=mean,
                     margin=float(params["margin"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from visprompt import backbones, methods
 from visprompt.data.shards import ShardDataset, read_classes, require_validated
 from visprompt.pipelines import tracking
 from visprompt.pipelines.runs import parse_run, seed_namespace, train_config
+from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.prompt_init.io import load_prompts
 from visprompt.training import Preprocess, fit
 from visprompt.training.code_digest import source_digest
@@ -100,19 +102,26 @@ def train_run(
     )
     counts = methods.count_parameters(model)
     tags = {"visprompt.stage": "training", "visprompt.run": run_name, "visprompt.seed": str(seed)}
-    with tracking.nested_run(name, tags=tags) as mlrun:
-        tracking.log_params(
-            {
-                "method": spec.method,
-                "backbone": spec.backbone,
-                "prompt_init": spec.prompt_init,
-                "seed": seed,
-                "hparams_source": hparams_source,
-            }
-        )
-        tracking.log_params(spec.options, "options.")
-        tracking.log_params(config.to_dict(), "train.")
-        tracking.log_params({"backbone_sha256": bb_spec["sha256"], "code_sha256": code})
+    # The MLflow run of this seed is named by its checkpoint key like the checkpoint folder:
+    # a later `kedro run` with the same inputs reuses it instead of logging a copy. It is
+    # logged directly, not through catalog datasets: its id exists only once the node runs
+    # (one nested run per seed) and the epochs are logged live, as they finish.
+    reused = tracking.finished_run(key)
+    opened = nullcontext() if reused else tracking.nested_run(name, tags=tags | {KEY_TAG: key})
+    with opened as mlrun:
+        if not reused:
+            tracking.log_params(
+                {
+                    "method": spec.method,
+                    "backbone": spec.backbone,
+                    "prompt_init": spec.prompt_init,
+                    "seed": seed,
+                    "hparams_source": hparams_source,
+                }
+            )
+            tracking.log_params(spec.options, "options.")
+            tracking.log_params(config.to_dict(), "train.")
+            tracking.log_params({"backbone_sha256": bb_spec["sha256"], "code_sha256": code})
         logged: set[int] = set()
 
         def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
@@ -125,10 +134,8 @@ def train_run(
             ShardDataset(shards, "val"),
             Preprocess.from_data_config(bb_spec["data_config"]),
             config,
-            on_epoch_end=on_epoch_end,
+            on_epoch_end=None if reused else on_epoch_end,
         )
-        # a run resumed from a finished checkpoint trains no epoch here: log its history
-        tracking.log_history([row for row in result.history if row["epoch"] not in logged])
         summary = {
             "run": run_name,
             "seed": int(seed),
@@ -142,15 +149,18 @@ def train_run(
             "best_epoch": result.best_epoch,
             "best_val_top1": result.best_val_top1,
             "val_top1": result.history[result.best_epoch]["val_top1"],
-            "mlflow_run_id": mlrun.info.run_id,
+            "mlflow_run_id": reused or mlrun.info.run_id,
             # later work on this run (evaluation) runs where and how it trained
             "accelerator": config.accelerator,
             "precision": config.precision,
             "hparams_source": hparams_source,
         }
-        tracking.log_numbers(summary)
-        with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifacts(str(methods.save(model, Path(tmp) / run_name)), "artifact")
+        if not reused:
+            # a run resumed from a finished checkpoint trains no epoch here: log its history
+            tracking.log_history([row for row in result.history if row["epoch"] not in logged])
+            tracking.log_numbers(summary)
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.log_artifacts(str(methods.save(model, Path(tmp) / run_name)), "artifact")
     log.info(
         "run %s seed %d (%s on %s): best val top1 %.3f at epoch %d, %d/%d trainable, %.1fs",
         run_name,
