@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tiny import make_backbone
 
 from visprompt import methods
 from visprompt.training import Preprocess, TrainConfig
 from visprompt.training.augment import flip_crop
+from visprompt.training.batchnorm import CpuSyncBatchNorm
 from visprompt.training.checkpoint import load_checkpoint, save_checkpoint, signature_digest
 from visprompt.training.loop import sync_trained_batchnorm
 from visprompt.training.schedule import lr_factor, warmup_cosine
@@ -109,5 +113,38 @@ def test_multi_process_runs_sync_only_the_batchnorm_that_trains() -> None:
     pgn = methods.build("pgn", make_backbone("vit"), 4, num_prompts=4, library_size=8)
     synced = sync_trained_batchnorm(pgn, gpu)
     assert synced and all(name.startswith("generator.") for name in synced)
-    assert sync_trained_batchnorm(methods.build("full_finetune", make_backbone("resnet"), 4),
-                                  torch.device("cpu")) == []  # fmt: skip
+    on_cpu = methods.build("full_finetune", make_backbone("resnet"), 4)
+    assert len(sync_trained_batchnorm(on_cpu, torch.device("cpu"))) == count
+    assert all(type(m) is CpuSyncBatchNorm for m in on_cpu.backbone.modules() if isinstance(m, bn))
+
+
+def test_cpu_sync_batchnorm_computes_what_batchnorm_computes(tmp_path: Path) -> None:
+    """In a (1-process) gloo group: outputs, gradients and running statistics of two train
+    steps, then eval, equal nn.BatchNorm2d's (momentum and cumulative average). Across 2
+    processes, test_processes compares whole trainings against 1 process."""
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        for momentum in (0.1, None):
+            torch.manual_seed(0)
+            ref = torch.nn.BatchNorm2d(3, momentum=momentum)
+            with torch.no_grad():
+                ref.weight.uniform_(0.5, 1.5), ref.bias.uniform_(-1, 1)
+            synced = CpuSyncBatchNorm.convert(copy.deepcopy(ref))
+            for _ in range(2):
+                x, g = torch.randn(6, 3, 4, 5) * 3 + 2, torch.randn(6, 3, 4, 5)
+                xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+                ya, yb = ref(xa), synced(xb)
+                (ya * g).sum().backward(), (yb * g).sum().backward()
+                torch.testing.assert_close(yb, ya)
+                torch.testing.assert_close(xb.grad, xa.grad)
+            for name in ("weight", "bias"):
+                torch.testing.assert_close(getattr(synced, name).grad, getattr(ref, name).grad)
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                torch.testing.assert_close(getattr(synced, name), getattr(ref, name))
+            assert not torch.equal(ref.running_var, torch.ones(3))  # the statistics moved
+            synced.eval(), ref.eval()
+            torch.testing.assert_close(synced(x), ref(x))
+    finally:
+        dist.destroy_process_group()

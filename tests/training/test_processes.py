@@ -79,9 +79,15 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
     torch.testing.assert_close(ddp_head, expected_head, atol=1e-5, rtol=0)
 
 
-def test_torchrun_two_processes_match_one_for_probe_vpt_and_ap(tmp_path: Path) -> None:
-    """One `torchrun` (gloo, 2 CPU processes, global batch 16) trains every case in turn;
-    each matches the single-process run on the same global batch."""
+def test_torchrun_two_processes_match_one_for_every_case(tmp_path: Path) -> None:
+    """One `torchrun` (gloo, 2 CPU processes, global batch 16) trains every case in turn
+    (probe, PGN, full fine-tuning of the ResNet, VPT, AP); each matches the single-process
+    run on the same global batch. PGN and full fine-tuning train BatchNorm: its statistics
+    (and running buffers) match only because they are synchronised over the processes.
+    Tolerance: 1e-5 absolute or 1e-4 relative (full fine-tuning sums its statistics in
+    another order: 9e-5 relative on a val loss of 5.3). Without synchronisation PGN's
+    running means were 0.027 off and full fine-tuning's val loss 2.8.
+    """
     out = tmp_path / "cases.json"
     cases = ",".join(train_helpers.CASES)
     run = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -98,10 +104,10 @@ def test_torchrun_two_processes_match_one_for_probe_vpt_and_ap(tmp_path: Path) -
     for case, want in single.items():
         got = ddp[case]
         for a, b in zip(metrics(got["history"]), metrics(want["history"]), strict=True):
-            assert a == pytest.approx(b, abs=1e-5), case
+            assert a == pytest.approx(b, abs=1e-5, rel=1e-4), case
         for name, value in want["state"].items():
             torch.testing.assert_close(
-                torch.tensor(got["state"][name]), torch.tensor(value), atol=1e-5, rtol=0,
+                torch.tensor(got["state"][name]), torch.tensor(value), atol=1e-5, rtol=1e-4,
                 msg=f"{case}: {name}",
             )  # fmt: skip
 

@@ -112,9 +112,12 @@ def run_config(**overrides: Any) -> TrainConfig:
     return TrainConfig(**(base | overrides))
 
 
-#: Methods the multi-process tests train (tiny, deterministic builds); none trains BatchNorm.
+#: Methods the multi-process tests train (tiny, deterministic builds). PGN's generator and the
+#: fully fine-tuned ResNet train BatchNorm (synchronised across processes).
 CASES = {
     "probe": lambda: probe_model(),
+    "pgn": lambda: methods.build("pgn", make_backbone("vit"), 4, num_prompts=4, library_size=8),
+    "full_ft": lambda: methods.build("full_finetune", make_backbone("resnet"), 4),
     "vpt": lambda: methods.build("vpt", make_backbone("vit"), 4, variant="deep", num_prompts=2),
     "ap": lambda: methods.build(
         "ap", make_backbone("resnet"), 4, layer="layer3", granularity="channel"

@@ -40,6 +40,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from visprompt.progress import progress_bar
 from visprompt.training import checkpoint, prefix_cache
 from visprompt.training.augment import flip_crop
+from visprompt.training.batchnorm import CpuSyncBatchNorm
 from visprompt.training.config import Preprocess, TrainConfig
 from visprompt.training.param_groups import optimizer_groups
 from visprompt.training.placement import Placement
@@ -311,9 +312,8 @@ def sync_trained_batchnorm(model: nn.Module, device: torch.device) -> list[str]:
 
     A BatchNorm trains when it runs in train mode under `model.train()` (a method's own
     generator, a fully fine-tuned backbone); frozen ones stay as they are, in eval mode.
-    Statistics then cover the global batch, so k processes normalise as one does. torch's
-    SyncBatchNorm needs an accelerator: on the CPU the layers stay per-process (a warning
-    says so), and such runs match a single process only without trained BatchNorm.
+    Statistics then cover the global batch, so k processes normalise as one does. On the
+    CPU (gloo) the layers are `CpuSyncBatchNorm`: torch's SyncBatchNorm refuses CPU tensors.
     """
     was_training = model.training
     model.train()
@@ -323,21 +323,14 @@ def sync_trained_batchnorm(model: nn.Module, device: torch.device) -> list[str]:
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
     ]
     model.train(was_training)
-    if not trained:
-        return []
-    names = [name for name, _ in trained]
-    if device.type == "cpu":
-        log.warning(
-            "BatchNorm layers %s train with per-process statistics: torch's SyncBatchNorm "
-            "needs a GPU",
-            names[:5],
-        )
-        return []
     for name, module in trained:
         parent, _, leaf = name.rpartition(".")
-        synced = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if device.type == "cpu":
+            synced = CpuSyncBatchNorm.convert(module)
+        else:
+            synced = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         setattr(model.get_submodule(parent) if parent else model, leaf, synced)
-    return names
+    return [name for name, _ in trained]
 
 
 def _device_of(model: nn.Module) -> torch.device:
