@@ -10,8 +10,9 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import timm
 import torch
-from tiny import TINY_BACKBONES, make_backbone
+from tiny import TINY_BACKBONES
 
 from visprompt import methods
 from visprompt.backbones import data_config, save_weights
@@ -21,12 +22,28 @@ from visprompt.registry.serving import ServingLimits
 
 CLASSES = [str(i) for i in range(5)]
 
+#: Backbones of registered test versions: the tiny ViT, and one whose patch embedding
+#: inverts (3·P² = 192 >= D = 64), for PGN's RGB deployment.
+BACKBONES = {
+    "vit": TINY_BACKBONES["vit"],
+    "vit_p8": (
+        "vit_tiny_patch16_224",
+        dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_classes=10),
+    ),
+}
 
-def backbone_spec(root: Path, weights_name: str = "vit") -> dict:
-    """Write the tiny ViT's weights into the project and return its spec."""
-    name, kwargs = TINY_BACKBONES["vit"]
+
+def kit_backbone(kind: str = "vit") -> torch.nn.Module:
+    name, kwargs = BACKBONES[kind]
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, **kwargs).eval()
+
+
+def backbone_spec(root: Path, weights_name: str = "vit", kind: str = "vit") -> dict:
+    """Write a tiny backbone's weights into the project and return its spec."""
+    name, kwargs = BACKBONES[kind]
     path = root / "data" / "06_models" / "backbones" / f"{weights_name}.safetensors"
-    sha = save_weights(make_backbone("vit"), path)
+    sha = save_weights(kit_backbone(kind), path)
     return {
         "name": name,
         "model_kwargs": kwargs,
@@ -37,11 +54,17 @@ def backbone_spec(root: Path, weights_name: str = "vit") -> dict:
 
 
 def make_package(
-    root: Path, seed: int, weights_name: str = "vit"
+    root: Path,
+    seed: int,
+    weights_name: str = "vit",
+    method: str = "linear_probe",
+    kind: str = "vit",
+    **options: object,
 ) -> tuple[Path, dict, methods.AdaptedModel]:
-    """A linear probe with a seeded head, saved as a method artifact, plus its package."""
-    spec = backbone_spec(root, weights_name)
-    model = methods.build("linear_probe", make_backbone("vit"), num_classes=len(CLASSES))
+    """A method (default: a linear probe) with a seeded head, saved as a method artifact,
+    plus its package."""
+    spec = backbone_spec(root, weights_name, kind)
+    model = methods.build(method, kit_backbone(kind), num_classes=len(CLASSES), **options)
     torch.manual_seed(seed)
     torch.nn.init.normal_(model.head.weight, std=1.0)
     artifact = methods.save(model, root / f"artifact_{seed}")
@@ -64,12 +87,19 @@ def example_images(n: int = 6, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
 
 
-def offline_labels(model: methods.AdaptedModel, package: dict, images: np.ndarray) -> np.ndarray:
-    """The method's own predictions on uint8 NHWC images (the training preprocessing)."""
+def offline_probabilities(
+    model: methods.AdaptedModel, package: dict, images: np.ndarray
+) -> np.ndarray:
+    """The method's own class probabilities on uint8 NHWC images (the training preprocessing)."""
     pre = package["preprocessing"]
     x = to_model_input(torch.from_numpy(images).permute(0, 3, 1, 2), 32, pre["mean"], pre["std"])
     with torch.no_grad():
-        return model.eval()(x).argmax(-1).numpy()
+        return model.eval()(x).softmax(-1).numpy()
+
+
+def offline_labels(model: methods.AdaptedModel, package: dict, images: np.ndarray) -> np.ndarray:
+    """The method's own predictions on uint8 NHWC images."""
+    return offline_probabilities(model, package, images).argmax(-1)
 
 
 def smoke_for(model: methods.AdaptedModel, package: dict, n: int = 12) -> SmokeSet:

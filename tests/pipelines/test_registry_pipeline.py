@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from visprompt.data.shards import ShardDataset, read_split
 from visprompt.pipelines.registry.nodes import (
+    build_package,
     register_runs,
     select_candidate,
     selected_runs,
@@ -167,6 +168,13 @@ def test_unknown_runs_and_metrics_are_refused(vit_spec, shard_dir, trained) -> N
     params = {"model_name": NAME, "metric": "val_f1", "margin": 0, "smoke": {}}
     with pytest.raises(ValueError, match="has no 'val_f1'"):
         register_runs([("lp", 0)], str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {})
+
+
+def test_an_unknown_pgn_serving_is_refused_naming_the_setting() -> None:
+    with pytest.raises(
+        ValueError, match=r"registry\.pgn_serving must be one of \['rgb', 'token'\]"
+    ):
+        build_package({}, ["a", "b"], 32, None, "pixels")
 
 
 def test_pipeline_takes_every_configured_runs_artifact() -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -16,12 +17,15 @@ from registry_kit import (
     example_images,
     make_package,
     offline_labels,
+    offline_probabilities,
     register_candidate,
     register_package,
     smoke_for,
 )
 from safetensors.torch import load_file, save_file
+from timm.models.vision_transformer import VisionTransformer
 
+from visprompt.methods.prompt_inversion import RGBDeployment
 from visprompt.registry.__main__ import main
 from visprompt.registry.integrity import encode_png
 from visprompt.registry.promotion import CHALLENGER, CHAMPION, rollback
@@ -77,6 +81,27 @@ def test_loaded_champion_predicts_like_the_method(project: Path, model_name: str
     assert answer["class_name"].tolist() == [package["class_names"][i] for i in expected]
     probabilities = list(answer["probabilities"])
     assert all(len(p) == 5 and abs(sum(p) - 1) < 1e-6 for p in probabilities)
+
+
+def test_a_pgn_version_serves_its_rgb_deployment_in_front_of_the_unmodified_vit(
+    project: Path, model_name: str
+) -> None:
+    artifact, package, model = make_package(
+        project, 19, "vit_p8", "pgn", "vit_p8", num_prompts=4, library_size=16, width=4
+    )
+    package["pgn_serving"] = "rgb"
+    register_package(project, model_name, artifact, package, smoke_for(model, package), 0.6)
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+    served = loaded.unwrap_python_model().model
+    assert isinstance(served, RGBDeployment)
+    vit = served.server.backbone  # a stock timm ViT set to the image + one row of 8-px patches
+    assert type(vit) is VisionTransformer and tuple(vit.patch_embed.img_size) == (40, 32)
+    images = example_images(16, seed=20)
+    answer = loaded.predict(pd.DataFrame({"image": [encode_png(i) for i in images]}))
+    token = offline_probabilities(model, package, images)  # PGN's token path
+    agreement = float(np.mean(answer["label"].to_numpy() == token.argmax(-1)))
+    assert agreement == 1.0
+    np.testing.assert_allclose(np.stack(answer["probabilities"]), token, atol=1e-4)
 
 
 def test_a_corrupted_candidate_fails_its_smoke_test_and_is_not_registered(

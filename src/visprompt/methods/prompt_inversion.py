@@ -201,6 +201,28 @@ class PromptServer(nn.Module):
         return self.head(pooled_features(self.backbone, normalize(x, self.mean, self.std)))
 
 
+class RGBDeployment(nn.Module):
+    """A trained PGN served as prompt inversion, in one module with the PGN's own interface:
+    normalised images -> `PromptClient` (RGB prompt patches pasted under the image) ->
+    `PromptServer` (the unmodified timm ViT at the taller input size + the head).
+
+    The backbone never sees a token: what it computes is what a plain timm model computes on
+    the prompted picture, as when a client sends prompted PNGs to a stock model server.
+    """
+
+    def __init__(
+        self, model: PromptGenerationNetwork, normalisation: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__()
+        self.client = PromptClient.from_pgn(model, normalisation)
+        self.server = PromptServer.from_pgn(model, normalisation)
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        rgb = denormalize(images, self.client.mean, self.client.std)
+        return self.server(self.client(rgb))
+
+
 @torch.no_grad()
 def agreement_over_batches(
     model: PromptGenerationNetwork,

@@ -30,6 +30,9 @@ from visprompt.weights import fingerprint
 
 log = logging.getLogger(__name__)
 
+#: How a registered PGN serves: `rgb` = prompt inversion in front of the unmodified ViT.
+PGN_SERVING = ("rgb", "token")
+
 
 def git_commit(root: str | Path = ".") -> str:
     """HEAD's commit, with `-dirty` when tracked files changed; `unknown` outside git."""
@@ -62,12 +65,19 @@ def build_package(
     class_names: list[str],
     stored_size: int,
     serving: dict[str, Any] | None = None,
+    pgn_serving: str = "rgb",
 ) -> dict[str, Any]:
-    """package.json of a version: classes, preprocessing, serving limits, backbone spec.
+    """package.json of a version: classes, preprocessing, serving limits, backbone spec,
+    and how a PGN serves (`rgb`: prompt inversion in front of the unmodified ViT; `token`).
 
     `stored_size` is the side of the ingested shards: serving brings a request image to it
     with ingestion's own conversion before the training preprocessing.
     """
+    if pgn_serving not in PGN_SERVING:
+        raise ValueError(
+            f"parameters_registry.yml: registry.pgn_serving must be one of {list(PGN_SERVING)}, "
+            f"got {pgn_serving!r}"
+        )
     preprocess = Preprocess.from_data_config(backbone_spec["data_config"])
     spec = {
         k: backbone_spec[k]
@@ -79,6 +89,7 @@ def build_package(
         "preprocessing": dataclasses.asdict(preprocess) | {"stored_size": int(stored_size)},
         "backbone": spec,
         "serving": dataclasses.asdict(ServingLimits(**(serving or {}))),
+        "pgn_serving": pgn_serving,
     }
 
 
@@ -176,7 +187,13 @@ def register_runs(
                 "accuracy, which the smoke test must reproduce); rerun the training pipeline"
             )
         spec = backbone_specs[summary["backbone"]]
-        package = build_package(spec, classes, val_images.shape[1], params.get("serving"))
+        package = build_package(
+            spec,
+            classes,
+            val_images.shape[1],
+            params.get("serving"),
+            str(params.get("pgn_serving", "rgb")),
+        )
         smoke = smoke_set(val_images, val_labels, float(summary["val_top1"]), params["smoke"])
         run_params = training["runs"][run]
         lineage = common | {
