@@ -4,17 +4,16 @@
 context exists (before kedro-mlflow opens a run, before any node), so a configuration
 mistake stops `kedro run` within seconds with one message.
 
-kedro-mlflow opens one MLflow run per `kedro run` and logs node parameters; these hooks add
-what the data pipelines produce, at the moment each dataset is saved (so a validation that
-then fails has already logged its report). Nodes stay free of MLflow.
+kedro-mlflow opens one MLflow run per `kedro run`, logs node parameters and, through the
+catalog's MlflowArtifactDatasets, the data reports; these hooks add the figures and tags
+derived from them, at the moment each report is saved (so a validation that then fails has
+already logged them). Nodes stay free of MLflow.
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -41,7 +40,6 @@ def log_ingestion_report(report: Mapping[str, Any]) -> None:
         for name, n in per_class.items():
             metrics[_key("data.images", split, name)] = n
     mlflow.log_metrics(metrics)
-    mlflow.log_dict(dict(report), "data/ingestion_report.json")
 
 
 def log_validation_report(report: Mapping[str, Any]) -> None:
@@ -53,23 +51,12 @@ def log_validation_report(report: Mapping[str, Any]) -> None:
     )
     mlflow.set_tag("data_hash", report["data_hash"])
     mlflow.set_tag("data_validation", "passed" if report["success"] else "failed")
-    mlflow.log_dict(dict(report), "data/validation/report.json")
-
-
-def log_data_docs(files: Mapping[str, bytes]) -> None:
-    with tempfile.TemporaryDirectory(prefix="data_docs_") as tmp:
-        for relative, content in files.items():
-            target = Path(tmp) / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-        mlflow.log_artifacts(tmp, "data/validation/data_docs")
 
 
 # Catalog name -> how it is logged when saved.
 TRACKED: dict[str, Callable[[Any], None]] = {
     "ingestion_report": log_ingestion_report,
     "validation_report": log_validation_report,
-    "validation_data_docs": log_data_docs,
 }
 
 

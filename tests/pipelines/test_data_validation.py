@@ -15,6 +15,7 @@ from kedro.io.core import DatasetError
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from PIL import Image
+from pipeline_kit import project_catalog
 
 from visprompt.data.shards import require_validated
 from visprompt.data.validation import DataValidationError
@@ -22,13 +23,13 @@ from visprompt.hooks import DataTrackingHook
 from visprompt.pipelines.data_ingestion import create_pipeline as ingestion
 from visprompt.pipelines.data_validation import create_pipeline as validation
 from visprompt.pipelines.datasets import (
-    FileTreeDataset,
     ManifestDataset,
     ShardsDataset,
     StagingDataset,
     ValidationSummaryDataset,
 )
 
+REPORTS = "reports/data/08_reporting"
 INGEST = {
     "source": "synthetic",
     "image_size": 16,
@@ -53,12 +54,14 @@ def run_both(tmp_path: Path, ingest: dict) -> tuple[DataCatalog, str]:
             "shards_staging": StagingDataset(str(tmp_path / "shards")),
             "staged_manifest": ManifestDataset(str(tmp_path / ".shards.staging/manifest.csv")),
             "shards": ShardsDataset(str(tmp_path / "shards")),
-            "ingestion_report": MemoryDataset(),
-            "validation_report": JSONDataset(filepath=str(tmp_path / "report.json")),
-            "validation_data_docs": FileTreeDataset(str(tmp_path / "docs")),
             "validation_summary": ValidationSummaryDataset(str(tmp_path / "shards")),
         }
     )
+    # the project's entries (kedro-mlflow logs the reports), their files under tmp_path/reports
+    names = ["ingestion_report", "validation_report", "validation_data_docs"]
+    reports = project_catalog(names, tmp_path / "reports")
+    for name in names:
+        catalog[name] = reports.get(name)
     hooks = _create_hook_manager()
     hooks.register(DataTrackingHook())
     with mlflow.start_run() as run:
@@ -86,7 +89,7 @@ def test_valid_data_gives_summary_and_mlflow_statistics(tmp_path, mlflow_store):
     artifacts = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data")
     assert json.loads(Path(artifacts, "validation", "report.json").read_text())["success"]
     assert Path(artifacts, "validation", "data_docs", "index.html").is_file()
-    assert Path(artifacts, "ingestion_report.json").is_file()
+    assert json.loads(Path(artifacts, "ingestion", "report.json").read_text())["num_records"] == 30
 
 
 def _image_folder(root: Path, broken: bool = False) -> dict:
@@ -127,9 +130,9 @@ def test_bad_data_stops_the_run_and_keeps_the_previous_version(tmp_path, mlflow_
     with pytest.raises(DataValidationError, match=r"rule decodable.*a/broken\.jpg") as error:
         run_both(tmp_path, ingest)
     assert "fix: replace or remove these files" in str(error.value)
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / REPORTS / "validation/report.json").read_text())
     assert report["success"] is False and report["rules"]["decodable"] is False
-    assert (tmp_path / "docs" / "index.html").is_file()
+    assert (tmp_path / REPORTS / "validation/data_docs/index.html").is_file()
     # manifest, shards and summary of the previous version exactly as they were
     assert _hashes(tmp_path / "shards") == before
     assert JSONDataset(filepath=str(tmp_path / "shards" / "summary.json")).load()["success"]
