@@ -30,12 +30,15 @@ from vpt_curve import VPT_LITERATURE_MACS, prompt_length_curve  # benchmarks/ is
 from visprompt import backbones, methods
 from visprompt.atomic import write_text
 from visprompt.data.shards import ShardDataset, write_split
+from visprompt.methods.norm_tuning import NORM_TYPES
 from visprompt.profiling.dataload import DataWait, training_data_wait
 from visprompt.profiling.flops import backward_cost
 from visprompt.profiling.machine import describe_machine
 from visprompt.profiling.profile import REFERENCE, ProfileSettings, profile_models, random_images
 from visprompt.profiling.report import plot_curve, to_markdown
-from visprompt.profiling.timing import resolve_device
+from visprompt.profiling.steps import make_infer_step
+from visprompt.profiling.timing import resolve_device, time_call
+from visprompt.progress import progress_bar
 from visprompt.training import Preprocess, TrainConfig, fit
 
 DEFAULT_BACKBONES = ("vit_base_patch16_224", "resnet50")
@@ -57,6 +60,7 @@ TARGETS = {
     "ap_vs_vp_train_step": 0.65,
     "cached_epoch": 0.25,
     "data_wait_fraction": 0.05,
+    "deployed_throughput_ratio": 0.98,
 }
 
 
@@ -186,14 +190,86 @@ def cached_epochs(
     }
 
 
+def fold_layer(backbone: nn.Module, image_size: int) -> str:
+    """The first normalisation layer inside AP's bench layer: where a channel δ folds."""
+    layer = method_options("ap", backbone, image_size)["layer"]
+    for name, module in backbone.get_submodule(layer).named_modules():
+        if name and isinstance(module, NORM_TYPES):
+            return f"{layer}.{name}"
+    raise ValueError(f"no normalisation layer inside '{layer}' to fold an AP channel δ into")
+
+
+def deployment_throughput(
+    backbone: nn.Module, settings: ProfileSettings, num_classes: int, repeats: int
+) -> list[dict[str, Any]]:
+    """Inference throughput of LoRA and AP-channel-on-a-norm, trained form and served form
+    (`methods.deployable`: merged / folded), against the bare backbone.
+
+    After warm-up, every round times each model right next to a backbone call (pair order
+    alternating between rounds, model order rotating), so load that changes on a shared
+    machine hits both calls of a pair alike; a pair's throughput ratio is the backbone's
+    time over the model's. Rows give the median ratio over rounds and its spread.
+    """
+    size = settings.image_size
+    norm = fold_layer(backbone, size)
+    lora = methods.build(
+        "lora", copy.deepcopy(backbone), num_classes, **method_options("lora", backbone, size)
+    )
+    ap = methods.build(
+        "ap", copy.deepcopy(backbone), num_classes, layer=norm, granularity="channel",
+        image_size=size,
+    )  # fmt: skip
+    served = {"lora merged": methods.deployable(lora), "ap folded": methods.deployable(ap)}
+    if served["lora merged"] is lora or served["ap folded"] is ap:
+        raise RuntimeError("lora or ap did not fold into the backbone (deployable returned it)")
+    models = {REFERENCE: backbone, "lora": lora, "lora merged": served["lora merged"],
+              f"ap channel on {norm}": ap, "ap folded": served["ap folded"]}  # fmt: skip
+    device = resolve_device(settings.device)
+    batch = random_images(settings.infer_batch_size, settings, device)
+    steps = {name: make_infer_step(m.to(device).eval(), batch) for name, m in models.items()}
+    for step in steps.values():
+        for _ in range(settings.warmup):
+            step()
+    others = [name for name in models if name != REFERENCE]
+    times: dict[str, list[float]] = {name: [] for name in models}
+    ratios: dict[str, list[float]] = {name: [] for name in others}
+    for r in progress_bar(range(repeats), desc="served forms", disable=not settings.progress):
+        for name in others[r % len(others) :] + others[: r % len(others)]:
+            pair = (REFERENCE, name) if r % 2 == 0 else (name, REFERENCE)
+            took = {n: time_call(steps[n], device) for n in pair}
+            ratios[name].append(took[REFERENCE] / took[name])
+            for n, seconds in took.items():
+                times[n].append(seconds)
+    rows = []
+    for name, seconds in times.items():
+        ratio = np.asarray(ratios.get(name, [1.0]))
+        q25, q75 = np.percentile(ratio, [25, 75])
+        rows.append({
+            "model": name,
+            "throughput_ips": len(batch) / float(np.median(seconds)),
+            "throughput_ratio": float(np.median(ratio)),
+            "ratio_q25": float(q25), "ratio_q75": float(q75),
+            "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max()),
+            "rounds": repeats,
+        })  # fmt: skip
+    return rows
+
+
 def targets_table(
     tables: dict[str, list[dict[str, Any]]],
     ap_vp: dict[str, dict[str, Any]],
     curve: list[dict[str, Any]],
     wait: DataWait | None,
+    deployed: dict[str, list[dict[str, Any]]],
 ) -> pd.DataFrame:
-    """Every target of issue 7 with its measured value, bound and verdict ("info": no bound)."""
+    """Every target of issues 7 and 13 with its measured value, bound and verdict ("info":
+    no bound)."""
     checks: list[tuple[str, float, str, float | None]] = []
+    for bb, rows in deployed.items():
+        for row in (r for r in rows if r["model"] in ("lora merged", "ap folded")):
+            name = f"{bb}: {row['model']} throughput / backbone (served form)"
+            bound = TARGETS["deployed_throughput_ratio"]
+            checks.append((name, row["throughput_ratio"], ">=", bound))
     for bb, table in tables.items():
         for row in (r for r in table if r["method"] == "ap"):
             checks.append((f"{bb}: AP throughput / backbone", row["throughput_ratio"], ">=",
@@ -264,6 +340,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=8,
         help="images of the AP-with-prefix-cache vs VP epoch test (0: skip)",
     )
+    parser.add_argument(
+        "--deploy-repeats",
+        type=int,
+        default=5,
+        help="interleaved rounds of the served-form throughput (merged LoRA, folded AP; 0: skip)",
+    )
+    parser.add_argument(
+        "--deploy-only", action="store_true", help="measure only the served-form throughput"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench.md"))
     parser.add_argument("--no-progress", action="store_true")
@@ -284,8 +369,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes: list[str] = []
     curve: list[dict[str, Any]] = []
     wait: DataWait | None = None
+    deployed: dict[str, list[dict[str, Any]]] = {}
     for name in args.backbone:
         backbone = make_backbone(name, args.image_size)
+        if args.deploy_repeats or args.deploy_only:
+            print(f"== {name}: served forms", file=sys.stderr)
+            repeats = args.deploy_repeats or 5
+            deployed[name] = deployment_throughput(backbone, settings, args.num_classes, repeats)
+        if args.deploy_only:
+            continue
         models, skipped = build_models(backbone, args.methods, args.image_size, args.num_classes)
         notes += [f"{name}: skipped `{m}`: {why}" for m, why in skipped.items()]
         print(f"== {name}: {', '.join(models)}", file=sys.stderr)
@@ -309,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 notes.append("VPT prompt-length curve skipped: `vpt` is not implemented yet")
         del models
     notes.append(f"wall time of the whole bench: {time.perf_counter() - start:.0f} s")
-    report = write_report(args, settings, device, tables, ap_vp, curve, wait, notes)
+    report = write_report(args, settings, device, tables, ap_vp, curve, wait, deployed, notes)
     print(report)
     return 0
 
@@ -322,6 +414,7 @@ def write_report(
     ap_vp: dict[str, dict[str, Any]],
     curve: list[dict[str, Any]],
     wait: DataWait | None,
+    deployed: dict[str, list[dict[str, Any]]],
     notes: list[str],
 ) -> str:
     """Write the Markdown report, the CSV of all rows and the curve plot; return the report."""
@@ -346,10 +439,24 @@ def write_report(
         frame = pd.DataFrame(rows)
         lines += [f"## {name}", "", to_markdown(frame)]
         frames.append(frame.assign(backbone=name))
+    if deployed:
+        lines += [
+            "## Served forms: merged LoRA, folded AP (inference throughput vs the backbone)",
+            "",
+            f"Inference at batch {settings.infer_batch_size}, "
+            f"{next(iter(deployed.values()))[0]['rounds']} rounds after {settings.warmup} "
+            "warm-up call(s); in every round each model is timed right next to a backbone "
+            "call (order alternating), `throughput_ratio` is the median over rounds of "
+            "backbone time / model time within the pair, `ratio_q25`..`ratio_max` its "
+            "spread. AP: channel granularity on the first norm layer of its bench layer.",
+            "",
+        ]
+        for name, rows in deployed.items():
+            lines += [f"### {name}", "", to_markdown(pd.DataFrame(rows)), ""]
     lines += [
-        "## Targets (issue 7), measured as ratios in this run",
+        "## Targets (issues 7, 13), measured as ratios in this run",
         "",
-        to_markdown(targets_table(tables, ap_vp, curve, wait)),
+        to_markdown(targets_table(tables, ap_vp, curve, wait, deployed)),
     ]
     for name, cmp in ap_vp.items():
         nodes = cmp["graph_nodes"]
@@ -387,7 +494,8 @@ def write_report(
     lines += [""] + [f"- note: {n}" for n in notes]
     report = "\n".join(lines) + "\n"
     write_text(out, report)
-    pd.concat(frames).to_csv(out.with_suffix(".csv"), index=False)
+    if frames:
+        pd.concat(frames).to_csv(out.with_suffix(".csv"), index=False)
     return report
 
 

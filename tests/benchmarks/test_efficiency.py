@@ -28,6 +28,7 @@ def test_bench_writes_tables_targets_and_notes(tmp_path: Path) -> None:
         "--batch-size", "2", "--infer-batch-size", "2", "--repeats", "1",
         "--latency-repeats", "2", "--vpt-prompts", "--cache-images", "4",
         "--data-wait-batches", "1", "--device", "cpu", "--no-progress", "--out", str(out),
+        "--deploy-repeats", "2",
     ])  # fmt: skip
     assert code == 0
     report = out.read_text()
@@ -37,6 +38,8 @@ def test_bench_writes_tables_targets_and_notes(tmp_path: Path) -> None:
         "AP train step / VP train step",
         "AP epoch with prefix cache / VP epoch",
         "data wait / step time",
+        "resnet18: lora merged throughput / backbone (served form)",
+        "resnet18: ap folded throughput / backbone (served form)",
     ):
         assert target in report, target
     assert "prefix cache: built" in report
@@ -56,6 +59,8 @@ def test_method_options_follow_the_backbone_and_image_size(
     assert bench.method_options("ap", resnet, 224) == {"layer": "layer4", "image_size": 224}
     assert bench.method_options("ap", vit, 32)["layer"] == "blocks.2"
     assert bench.method_options("vp", vit, 224)["prompt_size"] == 30
+    assert bench.fold_layer(resnet, 224) == "layer4.0.bn1"  # AP's channel δ folds into its β
+    assert bench.fold_layer(vit, 32) == "blocks.2.norm1"
 
 
 def test_vpt_prompt_length_curve_grows_with_the_sequence(tiny_vit: torch.nn.Module) -> None:
