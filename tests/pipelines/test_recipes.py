@@ -1,5 +1,8 @@
 """Recipe dry runs: every run of every recipe builds and trains one step on CPU, offline.
 
+A recipe with exactly the parameters and runs of an earlier one (the embedded default) is
+checked to load them and is not trained twice.
+
 Each recipe in `pipelines/*.yml` (and the embedded default, `conf/base` alone) is loaded the
 way `kedro run --config <recipe>` loads it: Kedro's config loader with the project's settings,
 the recipe's environment and its params as runtime params. Every backbone it names is
@@ -98,7 +101,37 @@ def _spt_inits(
     return inits
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
+def same_as_earlier() -> dict[str, str]:
+    """recipe -> the earlier recipe of RECIPES with the same parameters and runs, if any.
+
+    A recipe that only picks a pipeline (quickstart, claims) trains exactly the default's runs
+    on the default's parameters: training them again would check nothing new.
+    """
+    seen: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    twins = {}
+    for recipe in RECIPES:
+        params, run = recipe_parameters(recipe)
+        runs = recipe_runs(params, run)
+        twin = next((r for r, p, rs in seen if p == params and rs == runs), None)
+        if twin is None:
+            seen.append((recipe, params, runs))
+        else:
+            twins[recipe] = twin
+    return twins
+
+
+TWINS = same_as_earlier()
+
+
+@pytest.mark.parametrize("recipe", sorted(TWINS))
+def test_a_recipe_without_own_parameters_loads_those_of_a_trained_one(recipe: str) -> None:
+    params, run = recipe_parameters(recipe)
+    twin_params, twin_run = recipe_parameters(TWINS[recipe])
+    assert params == twin_params
+    assert recipe_runs(params, run) == recipe_runs(twin_params, twin_run)
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r not in TWINS])
 def test_every_run_of_the_recipe_builds_and_trains_a_step(recipe: str, tmp_path: Path) -> None:
     params, run = recipe_parameters(recipe)
     runs = recipe_runs(params, run)
