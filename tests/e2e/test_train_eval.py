@@ -166,6 +166,8 @@ def _second_run_reuses_everything(project_copy, models: str) -> None:
     project_copy.run("--pipelines", models)
     second = runs()
     (newest,) = set(second) - set(first)  # the kedro run's own, and no nested run
+    ended = {run_id: run.info.end_time for run_id, run in first.items()}
+    assert {run_id: second[run_id].info.end_time for run_id in first} == ended  # none reopened
     assert "mlflow.parentRunId" not in second[newest].data.tags
     assert [p.stat().st_mtime_ns for p in kept] == before
     assert (data / "08_reporting/efficiency.csv").read_bytes() == efficiency  # measured once

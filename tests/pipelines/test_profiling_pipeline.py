@@ -155,7 +155,9 @@ def test_unchanged_inputs_reuse_the_measured_table(
     history = mlflow.MlflowClient().get_metric_history(
         summary["mlflow_run_id"], "eff_train_step_ms"
     )
+    ended = mlflow.get_run(summary["mlflow_run_id"]).info.end_time
     again = profile_runs(*args, params, {"batch_size": 4}, artifact, summary)
+    assert mlflow.get_run(summary["mlflow_run_id"]).info.end_time == ended  # not even reopened
     pd.testing.assert_frame_equal(again, first)  # timings vary between measurements
     assert cached.stat().st_mtime_ns == written
     assert len(

@@ -79,14 +79,27 @@ def finished_run(key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def log_changed_numbers(values: Mapping[str, Any], prefix: str = "") -> None:
-    """`log_numbers` into the active run, leaving out the metrics it already holds with the
-    same value (a reused result logged again would only repeat its history)."""
-    run = mlflow.active_run()
-    current = MlflowClient().get_run(run.info.run_id).data.metrics if run else {}
-    changed = {k: v for k, v in _numbers(values, prefix).items() if current.get(k) != v}
-    if changed:
-        mlflow.log_metrics(changed)
+def log_changed_numbers(
+    name: str,
+    run_id: str | None,
+    values: Mapping[str, Any],
+    prefix: str = "",
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """`log_numbers` into run `run_id` (see `nested_run`), leaving out the metrics it already
+    holds with the same value; with nothing new the run is not even reopened (a reused
+    result logged again would only repeat its history)."""
+    numbers = _numbers(values, prefix)
+    if run_id is not None:
+        try:
+            current = MlflowClient().get_run(run_id).data.metrics
+        except MlflowException:  # not in this store: nested_run starts a new run
+            current = {}
+        numbers = {k: v for k, v in numbers.items() if current.get(k) != v}
+        if not numbers and current:
+            return
+    with nested_run(name, run_id=run_id, tags=tags):
+        mlflow.log_metrics(numbers)
 
 
 def log_params(params: Mapping[str, Any], prefix: str = "") -> None:

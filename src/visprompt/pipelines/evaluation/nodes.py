@@ -57,12 +57,13 @@ def evaluate_run(
     metrics = classification_metrics(logits, labels, ece_bins=int(params["ece_bins"]))
     if isinstance(model, PromptGenerationNetwork):
         metrics |= _pgn_deployment(model, shards, spec, params)
-    with tracking.nested_run(
+    tracking.log_changed_numbers(
         train_summary["run"],
-        run_id=train_summary.get("mlflow_run_id"),
+        train_summary.get("mlflow_run_id"),
+        metrics,
+        "test_",
         tags={"visprompt.stage": "training"},
-    ):
-        tracking.log_changed_numbers(metrics, "test_")
+    )
     return metrics
 
 

@@ -85,8 +85,8 @@ def profile_runs(
     table = pd.concat(frames, ignore_index=True)
     for run in run_names:
         row = table[table["run"] == run].iloc[0]
-        with tracking.nested_run(run, run_id=summaries[run].get("mlflow_run_id")):
-            tracking.log_changed_numbers(row.drop(["run", "method", "backbone"]).to_dict(), "eff_")
+        figures = row.drop(["run", "method", "backbone"]).to_dict()
+        tracking.log_changed_numbers(run, summaries[run].get("mlflow_run_id"), figures, "eff_")
     return table
 
 
