@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e.conftest import ProjectCopy, make_project_copy
+from e2e.e2e_kit import make_tiny, tiny_training
 from e2e.sshd import running_sshd, sshd_available
-from e2e.test_train_eval import TINY_BACKBONE, TINY_TRAINING
 
 pytestmark = pytest.mark.slow
 
@@ -29,26 +29,6 @@ TABLE = "data/08_reporting/comparison.csv"
 def _ok(result) -> str:
     assert result.returncode == 0, f"{result.args}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
-
-
-def _tiny(project: ProjectCopy) -> None:
-    conf = project.path / "conf/base"
-    runs = {RUN: TINY_TRAINING["training"]["runs"][RUN]}
-    training = TINY_TRAINING | {"training": TINY_TRAINING["training"] | {"runs": runs}}
-    (conf / "parameters_training.yml").write_text(yaml.safe_dump(training))
-    backbone = yaml.safe_load((conf / "parameters_backbone.yml").read_text())["backbone"]
-    (conf / "parameters_backbone.yml").write_text(
-        yaml.safe_dump({"backbone": backbone | TINY_BACKBONE["backbone"]})
-    )
-    project.update_yaml(
-        "conf/base/parameters_data_ingestion.yml",
-        {
-            "data_ingestion": {
-                "source": "synthetic",
-                "sources": {"synthetic": {"num_classes": 4, "num_images": 80, "seed": 2}},
-            }
-        },
-    )
 
 
 def _output_digests(root: Path) -> dict[str, str]:
@@ -72,7 +52,7 @@ def pushed(tmp_path_factory) -> tuple[ProjectCopy, Path, dict[str, str]]:
     stages = yaml.safe_load((repo.path / "dvc.yaml").read_text())["stages"]
     if STAGE not in stages:
         pytest.skip(f"dvc.yaml has no '{STAGE}' stage yet (stages: {sorted(stages)})")
-    _tiny(repo)
+    make_tiny(repo, tiny_training([RUN]), {"num_images": 80, "seed": 2})
     remote = base / "shared-remote"
     remote.mkdir()
     _ok(repo.command("git", "init", "-q"))

@@ -9,11 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from e2e_kit import free_port, start_server, stop_group
 from PIL import Image
 from registry_kit import example_images, make_package, register_package, smoke_for
 
@@ -39,12 +36,6 @@ NAME = "served-prompt"
 MLFLOW = Path(sys.executable).parent / "mlflow"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, payload: object) -> tuple[int, dict]:
     request = urllib.request.Request(
         url, json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
@@ -58,17 +49,6 @@ def _post(url: str, payload: object) -> tuple[int, dict]:
 
 def _images_payload(images: list[str], column: str = "image") -> dict:
     return {"dataframe_split": {"columns": [column], "data": [[image] for image in images]}}
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (uvicorn workers too), SIGKILL after 30 s."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 #: Serving limits of the test server (env overrides of the version's recorded limits).
@@ -94,12 +74,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
     outside = tmp_path_factory.mktemp("deployment_host")
     (outside / weights).parent.mkdir(parents=True)
     (outside / weights).write_bytes(b"a different file under the same name")
-    port = _free_port()
-    log = (root / "server.log").open("w")
+    port = free_port()
     limits = {f"VISPROMPT_SERVING_{k}": str(v) for k, v in LIMITS.items()}
-    process = subprocess.Popen(
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(
         [str(MLFLOW), "models", "serve", "-m", f"models:/{NAME}@{CHAMPION}"]
         + ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+        f"{base}/ping",
+        root / "server.log",
         cwd=outside,
         # the venv's bin first on PATH: mlflow starts `uvicorn` from there
         env=os.environ
@@ -109,29 +91,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
             "VISPROMPT_PROJECT_DIR": str(outside),
             "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ['PATH']}",
         },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its workers die with it
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited:\n{(root / 'server.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no /ping in 300 s:\n{(root / 'server.log').read_text()}")
-            time.sleep(1)
         yield base, uri, model, package
     finally:
-        _stop(process)
-        log.close()
+        stop_group(process)
         mlflow.set_tracking_uri(None)
 
 

@@ -12,19 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from test_train_eval import TINY_BACKBONE, TINY_TRAINING
+from e2e_kit import free_port, make_tiny, start_server, stop_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.team]
 
@@ -32,12 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 PG_BIN = [shutil.which(b) or f"/usr/local/bin/{b}" for b in ("initdb", "pg_ctl")]
 NAME = "visprompt-digits"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -58,7 +47,7 @@ def postgres() -> Iterator[str]:
     data = Path(tempfile.mkdtemp(prefix="visprompt-pg-"))
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     run = dict(check=True, capture_output=True, text=True, timeout=300)
     subprocess.run(
         _as_postgres([initdb, "-D", str(data / "db"), "-U", "postgres", "--auth=trust"]), **run
@@ -84,67 +73,32 @@ def postgres() -> Iterator[str]:
 def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` on the PostgreSQL store with a served artifact store: its URL."""
     artifacts = tmp_path_factory.mktemp("team_artifacts")
-    port = _free_port()
-    log = (artifacts.parent / "mlflow_server.log").open("w")
-    process = subprocess.Popen(
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(
         [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", postgres]
         + ["--artifacts-destination", str(artifacts), "--serve-artifacts"]
         + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        f"{url}/health",
+        artifacts.parent / "mlflow_server.log",
         # without the background job runner (a pool of workers this test does not use)
         env=os.environ
         | {
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited:\n{Path(log.name).read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up in 300 s:\n{Path(log.name).read_text()}")
-            time.sleep(1)
         yield url
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+        stop_group(process)
 
 
 def test_kedro_registers_on_the_server_and_a_second_directory_loads_the_champion(
     project_copy, mlflow_server: str, tmp_path: Path
 ) -> None:
     shutil.copytree(ROOT / "conf" / "team", project_copy.path / "conf" / "team")
-    conf = project_copy.path / "conf/base"
-    (conf / "parameters_training.yml").write_text(yaml.safe_dump(TINY_TRAINING))
-    backbone = yaml.safe_load((conf / "parameters_backbone.yml").read_text())["backbone"]
-    (conf / "parameters_backbone.yml").write_text(
-        yaml.safe_dump({"backbone": backbone | TINY_BACKBONE["backbone"]})
-    )
-    project_copy.update_yaml(
-        "conf/base/parameters_data_ingestion.yml",
-        {
-            "data_ingestion": {
-                "source": "synthetic",
-                "sources": {"synthetic": {"num_classes": 4, "num_images": 120}},
-            }
-        },
-    )
+    make_tiny(project_copy)
     project_copy.env["MLFLOW_TRACKING_URI"] = mlflow_server
     pipelines = "data_ingestion,data_validation,backbone,training,registry"
     project_copy.run("--env", "team", "--pipelines", pipelines)

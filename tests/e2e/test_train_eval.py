@@ -9,77 +9,18 @@ import sqlite3
 
 import pandas as pd
 import pytest
-import yaml
+from e2e_kit import make_tiny
 
 from visprompt.backbones import sha256_file
 
 pytestmark = pytest.mark.slow
 
-TINY_TRAINING = {
-    "training": {
-        "checkpoint_root": "data/06_models/checkpoints",
-        "hparams": "config",
-        "seeds": [0, 1],
-        "defaults": {"epochs": 1, "batch_size": 32, "lr": 0.01, "progress": False},
-        "runs": {
-            "lp": {"method": "linear_probe", "backbone": "vit"},
-            "ap": {
-                "method": "ap",
-                "backbone": "vit",
-                "options": {"layer": "blocks.0", "image_size": 32},
-                "seeds": [0],
-            },
-        },
-    },
-    "training_engine": {"accelerator": "cpu", "devices": 1},
-}
 TINY_PROFILING = {"infer_batch_size": 8, "warmup": 1, "repeats": 2, "latency_repeats": 3,
                   "data_wait_batches": 1}  # fmt: skip
-TINY_BACKBONE = {
-    "backbone": {
-        "build": {"vit": "tiny"},
-        "models": {
-            "tiny": {
-                "name": "vit_tiny_patch16_224",
-                "model_kwargs": {
-                    "img_size": 32,
-                    "patch_size": 8,
-                    "embed_dim": 32,
-                    "depth": 2,
-                    "num_heads": 2,
-                    "num_classes": 4,
-                },
-                "image_size": 32,
-                "weights": ["pretrain"],
-            }
-        },
-        "pretrain": {
-            "num_classes": 4,
-            "num_images": 64,
-            "seed": 0,
-            "val_fraction": 0.25,
-            "train": {"epochs": 1, "batch_size": 32, "progress": False},
-        },
-    }
-}
 
 
 def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
-    conf = project_copy.path / "conf/base"
-    (conf / "parameters_training.yml").write_text(yaml.safe_dump(TINY_TRAINING))
-    backbone = yaml.safe_load((conf / "parameters_backbone.yml").read_text())["backbone"]
-    (conf / "parameters_backbone.yml").write_text(
-        yaml.safe_dump({"backbone": backbone | TINY_BACKBONE["backbone"]})
-    )
-    project_copy.update_yaml(
-        "conf/base/parameters_data_ingestion.yml",
-        {
-            "data_ingestion": {
-                "source": "synthetic",
-                "sources": {"synthetic": {"num_classes": 4, "num_images": 120}},
-            }
-        },
-    )
+    make_tiny(project_copy)
     project_copy.update_yaml("conf/base/parameters_profiling.yml", {"profiling": TINY_PROFILING})
     models = "backbone,training,evaluation,profiling,registry"
     project_copy.run("--pipelines", f"data_ingestion,data_validation,{models}")
