@@ -16,11 +16,14 @@ export PYTHONUNBUFFERED := 1
 # (each `kedro run`, each test subprocess) would otherwise recompile torch and mlflow.
 install: $(STAMP)
 
+# Quiet: errors only (uv --quiet still prints them; pip -qq is its ERROR level), not the ~250
+# lines of the installed package list.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip sync --compile-bytecode --python $(PY) requirements.lock
-	$(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
+	@echo "installing $(VENV) from requirements.lock (a few minutes on a fresh clone) ..."
+	@$(PY) -m pip install -qq --upgrade pip uv
+	@$(VENV)/bin/uv pip sync --quiet --compile-bytecode --python $(PY) requirements.lock
+	@$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
 run: install
