@@ -1,13 +1,32 @@
 """Kedro project settings."""
 
+import os
+import sys
 import warnings
 
-import kedro_mlflow  # noqa: F401  (imported here so that its logger level is set before ours)
 from kedro.config import OmegaConfigLoader
 from kedro.framework.project import LOGGING
+from mlflow.pyfunc import PythonModel
 
-from visprompt.hooks import DataTrackingHook, RunListHook
-from visprompt.pipelines.console import ConsoleHook
+# Kedro imports these settings while bootstrapping the project, before it loads the plugins'
+# commands. kedro-mlflow's commands define its `KedroPipelineModel`, a PythonModel whose
+# `predict` has no type hints, and MLflow warns about that at the definition (inside a
+# `simplefilter("once")` of its own, so no warning filter reaches it): at every `kedro`
+# command, about a class this project never uses (the registry logs its own typed
+# `PromptClassifier`, which MLflow still checks). MLflow's own opt-out attribute, set for
+# the definition of that one class only.
+PythonModel._skip_type_hint_validation = True  # type: ignore[attr-defined]
+try:
+    import kedro_mlflow.mlflow  # noqa: F401  (sets kedro-mlflow's logger level before ours)
+finally:
+    del PythonModel._skip_type_hint_validation  # type: ignore[attr-defined]
+
+# MLflow's artifact download bars are one 1,000-character line per download in a log file.
+if not sys.stderr.isatty():
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from visprompt.hooks import DataTrackingHook, RunListHook  # noqa: E402
+from visprompt.pipelines.console import ConsoleHook  # noqa: E402
 
 # The comparison, profiling and registry nodes read every run's namespaced outputs
 # (`<run>.train_summary`): names with a dot outside their own namespace, by design.

@@ -13,6 +13,7 @@ import json
 import mlflow
 import numpy as np
 import pytest
+from e2e_kit import console_problems
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,8 @@ def test_quickstart_recipe_on_digits_is_one_tracked_mlflow_run(project_copy):
         "conf/base/parameters_data_ingestion.yml", {"data_ingestion": {"source": "synthetic"}}
     )
     recipe = ("--config", "pipelines/quickstart.yml")
-    project_copy.run(*recipe, "--pipelines", "data_ingestion,data_validation")
+    result = project_copy.run(*recipe, "--pipelines", "data_ingestion,data_validation")
+    assert console_problems(result.stdout, result.stderr) == []  # no warning at all
     data = project_copy.path / "data"
     summary = json.loads((data / "03_primary/shards/summary.json").read_text())
     assert summary["success"] and summary["num_images"] == 1797 and summary["num_classes"] == 10

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -20,7 +22,7 @@ from registry_kit import (
 
 from visprompt.registry.__main__ import main
 from visprompt.registry.backbone_store import SHA_TAG
-from visprompt.registry.integrity import smoke_frame
+from visprompt.registry.integrity import read_smoke_set, smoke_frame, write_smoke_set
 from visprompt.registry.promotion import CHAMPION, rollback
 
 PROMPT = "artifacts/prompt/prompt.safetensors"
@@ -116,3 +118,14 @@ def test_rollback_refuses_a_truncated_target(project: Path, model_name: str) -> 
     assert _champion(model_name) == second.version
     target.write_bytes(backup)
     assert rollback(model_name) == first.version
+
+
+def test_the_smoke_set_of_read_only_arrays_is_written_without_a_warning(tmp_path: Path) -> None:
+    images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    labels = np.array([3, 1], dtype=np.int64)
+    images.flags.writeable = labels.flags.writeable = False  # as a split's arrays may be
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it shares a read-only array
+        write_smoke_set(tmp_path / "smoke.safetensors", images, labels)
+    back_images, back_labels = read_smoke_set(tmp_path / "smoke.safetensors")
+    assert np.array_equal(back_images, images) and np.array_equal(back_labels, labels)

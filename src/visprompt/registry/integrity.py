@@ -72,10 +72,11 @@ def write_smoke_set(path: str | Path, images: np.ndarray, labels: np.ndarray) ->
             f"smoke set needs as many labels as images and at least one ({len(images)} images, "
             f"{len(labels)} labels): the validation split is empty"
         )
+    # copies: the split's arrays may be read-only views, which torch warns about sharing
     save_file(
         {
-            "images": torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)),
-            "labels": torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+            "images": torch.from_numpy(np.array(images, dtype=np.uint8, order="C")),
+            "labels": torch.from_numpy(np.array(labels, dtype=np.int64)),
         },
         str(path),
     )
