@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -9,6 +10,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from visprompt.pipelines import tracking
 from visprompt.pipelines.kedro_run import check_pipelines, close_interrupted_runs, pipeline_names
 
 
@@ -20,19 +22,39 @@ def test_pipeline_names_are_the_pipeline_folders() -> None:
         check_pipelines(["trainng"])
 
 
-def test_interrupted_runs_are_closed_as_killed(tmp_path: Path) -> None:
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MlflowClient]:
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        mlflow.set_experiment("interrupt")
-        outer = mlflow.start_run()
-        inner = mlflow.start_run(nested=True)
-        assert close_interrupted_runs() == [inner.info.run_id, outer.info.run_id]
-        client = MlflowClient()
-        for run in (outer, inner):
-            assert client.get_run(run.info.run_id).info.status == "KILLED"
-        assert mlflow.active_run() is None and close_interrupted_runs() == []
+        yield MlflowClient()
     finally:
         while mlflow.active_run():
             mlflow.end_run()
         mlflow.set_tracking_uri(previous)
+
+
+def test_interrupted_runs_are_closed_as_killed(store: MlflowClient) -> None:
+    mlflow.set_experiment("interrupt")
+    outer = mlflow.start_run()
+    inner = mlflow.start_run(nested=True)
+    assert close_interrupted_runs() == [inner.info.run_id, outer.info.run_id]
+    for run in (outer, inner):
+        assert store.get_run(run.info.run_id).info.status == "KILLED"
+    assert mlflow.active_run() is None and close_interrupted_runs() == []
+
+
+def test_ctrl_c_in_a_node_kills_its_new_run_and_keeps_a_reopened_runs_status(
+    store: MlflowClient,
+) -> None:
+    mlflow.set_experiment("interrupt")
+    with mlflow.start_run() as outer:
+        with tracking.nested_run("train") as trained:
+            pass  # a finished training run, reopened below to add numbers
+        with pytest.raises(KeyboardInterrupt), tracking.nested_run("new") as new:
+            raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt), tracking.nested_run("x", run_id=trained.info.run_id):
+            raise KeyboardInterrupt
+        assert mlflow.active_run().info.run_id == outer.info.run_id  # the parent stays open
+    assert store.get_run(new.info.run_id).info.status == "KILLED"
+    assert store.get_run(trained.info.run_id).info.status == "FINISHED"

@@ -49,16 +49,22 @@ def nested_run(
     even from a later `kedro run`; an id unknown to the current tracking store (a fresh
     store) falls back to a new nested run.
     """
-    run = None
+    run, status = None, "KILLED"
     if run_id is not None:
         try:
+            status = mlflow.get_run(run_id).info.status
             run = mlflow.start_run(run_id=run_id, nested=True, tags=dict(tags or {}))
         except MlflowException:
-            run = None
+            run, status = None, "KILLED"
     if run is None:
         run = mlflow.start_run(run_name=name, nested=True, tags=dict(tags or {}))
     with run:
-        yield run
+        try:
+            yield run
+        except KeyboardInterrupt:
+            # Ctrl-C: a run started here was killed; a reopened one keeps its own status
+            mlflow.end_run(status)
+            raise
 
 
 def finished_run(key: str) -> str | None:
