@@ -11,7 +11,7 @@ from visprompt import methods
 from visprompt.backbones import save_weights
 from visprompt.data.shards import write_classes, write_split
 from visprompt.pipelines.adavipro_report.nodes import region_figure, sweep_figure, sweep_table
-from visprompt.pipelines.adavipro_report.pipeline import report_parameters
+from visprompt.pipelines.adavipro_report.pipeline import report_runs
 
 IMAGE_SIZE = 32
 VIT = (
@@ -118,12 +118,11 @@ def test_region_figure_from_a_saved_run(tmp_path) -> None:
         )
 
 
-def test_report_parameters_check_the_run_list() -> None:
+def test_report_runs_are_checked() -> None:
     good = {"adavipro_report": {"figure_run": "sweep_adavipro_p2", "runs": RUNS}}
-    assert report_parameters(good)["figure_run"] == "sweep_adavipro_p2"
+    specs, figure_run = report_runs(good)
+    assert figure_run == "sweep_adavipro_p2" and list(specs) == list(RUNS)
     with pytest.raises(ValueError, match="figure_run 'nope' must be one of"):
-        report_parameters({"adavipro_report": {"figure_run": "nope", "runs": RUNS}})
+        report_runs({"adavipro_report": {"figure_run": "nope", "runs": RUNS}})
     with pytest.raises(ValueError, match="'method' is required"):
-        report_parameters(
-            {"adavipro_report": {"figure_run": "x", "runs": {"x": {"backbone": "v"}}}}
-        )
+        report_runs({"adavipro_report": {"figure_run": "x", "runs": {"x": {"backbone": "v"}}}})

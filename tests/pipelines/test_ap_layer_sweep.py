@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from visprompt.pipelines.ap_layer_sweep.nodes import sweep_figure, sweep_table
-from visprompt.pipelines.ap_layer_sweep.pipeline import sweep_runs
+from visprompt.pipelines.sweeps import recipe_runs
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 
@@ -77,7 +77,7 @@ def test_sweep_figure_has_accuracy_and_cost_per_backbone() -> None:
 
 def test_the_projects_sweep_covers_four_stages_of_each_backbone() -> None:
     params = yaml.safe_load((CONF / "parameters_ap_layer_sweep.yml").read_text())
-    specs = sweep_runs(params)
+    specs = recipe_runs("ap_layer_sweep", params)
     assert all(len(s.seeds) >= 2 for s in specs.values())  # the claims need paired seeds
     for backbone in ("resnet", "vit"):
         layers = [
@@ -87,4 +87,4 @@ def test_the_projects_sweep_covers_four_stages_of_each_backbone() -> None:
         ]
         assert len(layers) >= 4
     with pytest.raises(ValueError, match="'method' is required"):
-        sweep_runs({"ap_layer_sweep": {"runs": {"x": {"backbone": "resnet"}}}})
+        recipe_runs("ap_layer_sweep", {"ap_layer_sweep": {"runs": {"x": {"backbone": "resnet"}}}})

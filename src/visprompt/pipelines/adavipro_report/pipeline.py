@@ -1,10 +1,10 @@
 """adavipro_report pipeline: train and test every sweep run, then the sweep plot and figure.
 
 The sweep runs live in `parameters_adavipro_report.yml` (`adavipro_report.runs`, the same
-format as `training.runs`), so `kedro run` (the default chain) does not train them. Each run
-reuses the training and evaluation pipelines' per-run pipelines, with its `run` parameter
-read from `adavipro_report.runs.<name>`; outputs use the usual `<run>.seed_<s>.*` datasets.
-A sweep run trains seed 0 unless it sets `seeds`; the table and figure use its first seed.
+format as `training.runs`), so `kedro run` (the default chain) does not train them; they are
+trained and tested as every recipe's own runs are (`pipelines/sweeps.py`), outputs in the
+usual `<run>.seed_<s>.*` datasets. A sweep run trains seed 0 unless it sets `seeds`; the
+table and figure use its first seed.
 """
 
 from __future__ import annotations
@@ -14,45 +14,33 @@ from typing import Any
 from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.adavipro_report.nodes import region_figure, sweep_figure, sweep_table
-from visprompt.pipelines.evaluation.pipeline import run_pipeline as evaluation_run
-from visprompt.pipelines.runs import RunSpec, parse_run, project_parameters, seed_namespace
-from visprompt.pipelines.training.pipeline import run_pipeline as training_run
+from visprompt.pipelines.runs import RunSpec, project_parameters, seed_namespace
+from visprompt.pipelines.sweeps import recipe_runs, trained_and_tested
+
+SECTION = "adavipro_report"
 
 
-def report_parameters(params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`adavipro_report` of the project parameters, with its run list checked."""
+def report_runs(params: dict[str, Any] | None = None) -> tuple[dict[str, RunSpec], str]:
+    """`adavipro_report.runs`, checked, and the run its region figure shows."""
     params = project_parameters() if params is None else params
-    report = dict(params.get("adavipro_report") or {})
-    runs = report.get("runs") or {}
-    for name, entry in runs.items():
-        parse_run(name, entry)
-    if report.get("figure_run") not in runs:
+    specs = recipe_runs(SECTION, params)
+    figure_run = (params.get(SECTION) or {}).get("figure_run")
+    if figure_run not in specs:
         raise ValueError(
-            f"parameters_adavipro_report.yml: figure_run '{report.get('figure_run')}' must be "
-            f"one of adavipro_report.runs ({sorted(runs)})"
+            f"parameters_adavipro_report.yml: figure_run '{figure_run}' must be one of "
+            f"adavipro_report.runs ({sorted(specs)})"
         )
-    return report
-
-
-def _trained_and_tested(spec: RunSpec) -> Pipeline:
-    name = spec.name
-    train = Pipeline(
-        training_run(spec),
-        parameters={f"params:training.runs.{name}": f"params:adavipro_report.runs.{name}"},
-    )
-    return train + evaluation_run(name, spec.seeds)
+    return specs, figure_run
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    report = report_parameters()
-    specs = [parse_run(name, entry) for name, entry in (report.get("runs") or {}).items()]
-    first = {spec.name: seed_namespace(spec.name, spec.seeds[0]) for spec in specs}
+    specs, figure_run = report_runs()
+    first = {name: seed_namespace(name, spec.seeds[0]) for name, spec in specs.items()}
     results = [
-        f"{first[s.name]}.{name}" for s in specs for name in ("train_summary", "test_metrics")
+        f"{first[run]}.{name}" for run in specs for name in ("train_summary", "test_metrics")
     ]
-    figure_run = first[report["figure_run"]]
-    sweep = (_trained_and_tested(spec) for spec in specs)
-    return sum(sweep, Pipeline([])) + Pipeline(
+    figure = first[figure_run]
+    return trained_and_tested(SECTION, specs.values()) + Pipeline(
         [
             node(
                 sweep_table,
@@ -69,8 +57,8 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
             node(
                 region_figure,
                 inputs=[
-                    f"{figure_run}.artifact_dir",
-                    f"{figure_run}.train_summary",
+                    f"{figure}.artifact_dir",
+                    f"{figure}.train_summary",
                     "backbone_specs",
                     "shards",
                     "params:adavipro_report",

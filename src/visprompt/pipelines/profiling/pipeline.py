@@ -1,6 +1,6 @@
 """profiling pipeline: `efficiency` (CSV), `efficiency_markdown` and `efficiency_plots`."""
 
-from kedro.pipeline import Pipeline, node
+from kedro.pipeline import Node, Pipeline, node
 
 from visprompt.pipelines.profiling.nodes import efficiency_report, profile_runs
 from visprompt.pipelines.runs import bind_first, configured_runs, seed_namespace
@@ -10,32 +10,32 @@ def create_pipeline(**kwargs) -> Pipeline:
     return profiling_pipeline({run: spec.seeds[0] for run, spec in configured_runs().items()})
 
 
+def profile_node(runs: dict[str, int], output: str, name: str) -> Node:
+    """A node measuring these training runs side by side, each on one seed's artifact
+    ({run: seed}), next to their bare backbones; its table goes to `output`."""
+    per_run = [
+        f"{seed_namespace(run, seed)}.{dataset}"
+        for run, seed in runs.items()
+        for dataset in ("artifact_dir", "train_summary")
+    ]
+    return node(
+        bind_first(profile_runs, list(runs)),
+        inputs=["backbone_specs", "shards", "params:profiling", "params:training.defaults"]
+        + per_run,
+        outputs=output,
+        name=name,
+    )
+
+
 def profiling_pipeline(runs: dict[str, int]) -> Pipeline:
     """The pipeline for these training runs, each profiled on one seed's artifact ({run: seed}).
 
     Costs do not depend on the seed (same architecture and shapes); the training time in the
     report is the mean over seeds, from the comparison table.
     """
-    profile = bind_first(profile_runs, list(runs))
-    per_run = [
-        f"{seed_namespace(run, seed)}.{name}"
-        for run, seed in runs.items()
-        for name in ("artifact_dir", "train_summary")
-    ]
     return Pipeline(
         [
-            node(
-                profile,
-                inputs=[
-                    "backbone_specs",
-                    "shards",
-                    "params:profiling",
-                    "params:training.defaults",
-                    *per_run,
-                ],
-                outputs="efficiency_profile",
-                name="profile_runs",
-            ),
+            profile_node(runs, "efficiency_profile", "profile_runs"),
             node(
                 efficiency_report,
                 inputs=["efficiency_profile", "comparison", "shards"],
