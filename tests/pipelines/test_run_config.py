@@ -40,6 +40,7 @@ def loader(conf: Path, **kwargs) -> OmegaConfigLoader:
 @pytest.fixture(autouse=True)
 def no_session_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runs, "_SESSION_PARAMETERS", None)
+    monkeypatch.setattr(runs, "_CREATED_FROM", None)
 
 
 def test_a_partial_local_override_changes_one_option(conf: Path) -> None:
@@ -72,3 +73,15 @@ def test_the_hook_validates_the_sessions_parameters_with_runtime_params(conf: Pa
     assert runs.configured_runs()["vp"].options["prompt_size"] == 6  # the session's, not disk's
     with pytest.raises(ConfigError, match="unknown option 'promt_size' for method vp"):
         hook.after_context_created(context(vp_options({"promt_size": 6})))
+
+
+def test_pipelines_created_before_the_session_are_rebuilt_from_its_parameters(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    runs.configured_runs()  # a pipeline created from the project's files, before any session
+    override = {"training": {"runs": {"vp": {"options": {"prompt_size": 6}}}}}
+    session = loader(conf, runtime_params=override)["parameters"]
+    assert runs.use_parameters(session)  # --params changed the run list: rebuild
+    assert runs.configured_runs()["vp"].options["prompt_size"] == 6
+    assert not runs.use_parameters(session)  # created from the session's now

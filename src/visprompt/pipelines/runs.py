@@ -38,19 +38,20 @@ __all__ = [
 
 #: The parameters of the current Kedro session (set by `use_parameters`), or None.
 _SESSION_PARAMETERS: dict[str, Any] | None = None
+#: The parameters pipelines were last created from (the session's or the project's), or None.
+_CREATED_FROM: dict[str, Any] | None = None
 
 
 def use_parameters(params: Mapping[str, Any]) -> bool:
     """Adopt the session's parameters for pipeline creation, validating the run list now.
 
-    True when an earlier session of this process used other parameters (pipelines built
-    from those are stale).
+    True when pipelines were already created from other parameters (an earlier session of
+    this process, or the project's files read before this session started): they are stale.
     """
     global _SESSION_PARAMETERS
     validate_runs(params)
-    changed = _SESSION_PARAMETERS is not None and dict(params) != _SESSION_PARAMETERS
     _SESSION_PARAMETERS = dict(params)
-    return changed
+    return _CREATED_FROM is not None and _SESSION_PARAMETERS != _CREATED_FROM
 
 
 def project_parameters(project_path: str | Path | None = None) -> dict[str, Any]:
@@ -59,7 +60,9 @@ def project_parameters(project_path: str | Path | None = None) -> dict[str, Any]
     Reading from disk (no session: a test or a script calling `create_pipeline`) uses the
     project's `CONFIG_LOADER_ARGS` and `KEDRO_ENV`, as `kedro run` would.
     """
+    global _CREATED_FROM
     if _SESSION_PARAMETERS is not None and project_path is None:
+        _CREATED_FROM = _SESSION_PARAMETERS
         return _SESSION_PARAMETERS
     root = Path(project_path) if project_path else find_kedro_project(Path.cwd())
     if root is None:
@@ -71,7 +74,10 @@ def project_parameters(project_path: str | Path | None = None) -> dict[str, Any]
         env=os.environ.get("KEDRO_ENV"),
         **settings.CONFIG_LOADER_ARGS,
     )
-    return dict(loader["parameters"])
+    params = dict(loader["parameters"])
+    if project_path is None:
+        _CREATED_FROM = params
+    return params
 
 
 def configured_runs(parameters: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:
