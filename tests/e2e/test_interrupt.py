@@ -56,6 +56,7 @@ def test_ctrl_c_during_training_stops_at_once_and_kills_the_mlflow_runs(project_
     finally:
         stop_group(process)
     output = "".join(lines) + rest
+    print(f"exit {stopped_after:.1f} s after Ctrl-C")
     assert process.returncode == 130, output
     assert stopped_after < STOP_WITHIN_S, f"{stopped_after:.1f} s after Ctrl-C:\n{output}"
     assert "MLflow run(s) closed as KILLED" in output
