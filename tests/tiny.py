@@ -11,6 +11,21 @@ import torch
 
 IMAGE_SIZE = 32
 
+#: A 2-block, 32-wide ViT at 32 px as a project backbone spec (an entry of backbone.models in
+#: parameters_backbone.yml), for the pipeline and end-to-end tests.
+TINY_VIT_SPEC = {
+    "name": "vit_tiny_patch16_224",
+    "model_kwargs": {
+        "img_size": 32,
+        "patch_size": 8,
+        "embed_dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "num_classes": 4,
+    },
+    "image_size": 32,
+}
+
 TINY_BACKBONES = {
     # ViT with a CLS token (patch 4 at 32 px: 64 patches), D=64, 4 blocks.
     "vit": (

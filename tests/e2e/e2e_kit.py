@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tiny import TINY_VIT_SPEC
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -48,19 +49,7 @@ TINY_BACKBONE = {
     "backbone": {
         "build": {"vit": "tiny"},
         "models": {
-            "tiny": {
-                "name": "vit_tiny_patch16_224",
-                "model_kwargs": {
-                    "img_size": 32,
-                    "patch_size": 8,
-                    "embed_dim": 32,
-                    "depth": 2,
-                    "num_heads": 2,
-                    "num_classes": 4,
-                },
-                "image_size": 32,
-                "weights": ["pretrain"],
-            }
+            "tiny": TINY_VIT_SPEC | {"weights": ["pretrain"]},
         },
         "pretrain": {
             "num_classes": 4,

@@ -4,21 +4,11 @@ from pathlib import Path
 
 import yaml
 from kedro.io import DataCatalog
+from tiny import TINY_VIT_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY_VIT = {
-    "name": "vit_tiny_patch16_224",
-    "model_kwargs": {
-        "img_size": 32,
-        "patch_size": 8,
-        "embed_dim": 32,
-        "depth": 2,
-        "num_heads": 2,
-        "num_classes": 4,
-    },
-    "image_size": 32,
-}
+TINY_VIT = TINY_VIT_SPEC
 TINY_PRETRAIN = {
     "num_classes": 4,
     "num_images": 48,
