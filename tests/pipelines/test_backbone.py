@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -63,15 +64,21 @@ def test_hub_source_loads_through_timm_pretrained_path(tmp_path: Path) -> None:
 
 
 def test_unavailable_sources_fall_through_then_fail_clearly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is unreachable, as offline
     ref = reference_model()
     weights = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(weights))
     entry = TINY_VIT | {"weights": ["hub", "file"], "file": str(weights)}
-    spec = materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out", tmp_path / "ck")
+    with caplog.at_level(logging.INFO, logger="visprompt"):
+        spec = materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out", tmp_path / "ck")
     assert spec["source"] == "file"
+    # an expected fallback: one INFO line saying what happens next, no warning
+    fallback = [r for r in caplog.records if "source hub unavailable" in r.getMessage()]
+    assert [r.levelname for r in fallback] == ["INFO"]
+    assert fallback[0].getMessage().endswith("; using the next source, file")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     entry = TINY_VIT | {"weights": ["hub", "file"], "file": str(tmp_path / "missing.pt")}
     with pytest.raises(RuntimeError, match=r"hub: .*file: no local weights file"):
         materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out", tmp_path / "ck")

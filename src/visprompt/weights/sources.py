@@ -111,15 +111,18 @@ def materialise(
     check_entry(key, entry)
     kwargs = dict(entry.get("model_kwargs") or {})
     failures: list[str] = []
-    for source in entry["weights"]:
+    sources = list(entry["weights"])
+    for index, source in enumerate(sources):
         try:
             model, origin, stats = _from_source(
                 source, key, entry, kwargs, pretrain_settings, engine, checkpoint_root, on_epoch_end
             )
         except _SourceUnavailable as why:
             failures.append(f"{source}: {why}")
-            # the next source is tried: a fallback, not a problem unless every source fails
-            log.info("backbone '%s': source %s unavailable (%s)", key, source, why)
+            # a fallback, not a problem unless every source fails (that is an error below)
+            following = sources[index + 1 :]
+            then = f"using the next source, {following[0]}" if following else "no source left"
+            log.info("backbone '%s': source %s unavailable (%s); %s", key, source, why, then)
             continue
         path = Path(output_dir) / f"{key}.safetensors"
         sha = backbones.save_weights(model, path)
