@@ -47,6 +47,9 @@ def test_ctrl_c_during_training_stops_at_once_and_kills_the_mlflow_runs(project_
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group: Ctrl-C reaches all of it, not pytest
+        # a terminal's Ctrl-C: pytest started in the background (`make test &`) inherits an
+        # ignored SIGINT, and Python keeps it ignored, so the run would never see Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         lines = _interrupt_when(process, "lp.seed_0.train ...")
