@@ -158,22 +158,23 @@ def stage_profile(images: Path, count: int = 200) -> dict[str, float]:
         }
 
 
-def _pss(process: psutil.Process) -> int:
-    """Proportional set size of one process in bytes (kernel-side sum over its mappings)."""
-    with open(f"/proc/{process.pid}/smaps_rollup") as fh:
+def _proc_bytes(process: psutil.Process, table: str, field: str) -> int:
+    """One `<field>: N kB` line of `/proc/<pid>/<table>`, in bytes (0 when absent)."""
+    with open(f"/proc/{process.pid}/{table}") as fh:
         for line in fh:
-            if line.startswith("Pss:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _pss(process: psutil.Process) -> int:
+    """Proportional set size of one process (kernel-side sum over its mappings)."""
+    return _proc_bytes(process, "smaps_rollup", "Pss")
 
 
 def _hwm(process: psutil.Process) -> int:
-    """Peak resident set size of one process in bytes (VmHWM)."""
-    with open(f"/proc/{process.pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    """Peak resident set size of one process (VmHWM)."""
+    return _proc_bytes(process, "status", "VmHWM")
 
 
 def ingest_run(images: Path, out: Path, workers: int) -> dict[str, float]:

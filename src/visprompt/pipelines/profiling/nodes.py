@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +72,20 @@ def profile_runs(
     artifacts = dict(zip(run_names, per_run[0::2], strict=True))
     summaries = dict(zip(run_names, per_run[1::2], strict=True))
     batch_size = int(params.get("train_batch_size") or train_defaults["batch_size"])
-    frames = []
-    for key in dict.fromkeys(s["backbone"] for s in summaries.values()):
-        runs = [r for r in run_names if summaries[r]["backbone"] == key]
-        frames.append(_cached(
-            params.get("cache_dir"),
-            _profile_key(key, backbone_specs[key], runs, artifacts, summaries, shards, params,
-                         batch_size),
-            lambda key=key, runs=runs: _profile_backbone(key, backbone_specs[key], runs,
-                artifacts, summaries, shards, params, batch_size),
-        ))  # fmt: skip
-    table = pd.concat(frames, ignore_index=True)
+    jobs = [
+        _BackboneJob(
+            key,
+            backbone_specs[key],
+            [r for r in run_names if summaries[r]["backbone"] == key],
+            artifacts,
+            summaries,
+            shards,
+            params,
+            batch_size,
+        )
+        for key in dict.fromkeys(s["backbone"] for s in summaries.values())
+    ]
+    table = pd.concat([_cached(params.get("cache_dir"), job) for job in jobs], ignore_index=True)
     for run in run_names:
         row = table[table["run"] == run].iloc[0]
         figures = row.drop(["run", "method", "backbone"]).to_dict()
@@ -90,88 +93,86 @@ def profile_runs(
     return table
 
 
-def _profile_key(
-    key: str,
-    spec: dict[str, Any],
-    runs: list[str],
-    artifacts: dict[str, str],
-    summaries: dict[str, dict[str, Any]],
-    shards: str,
-    params: dict[str, Any],
-    batch_size: int,
-) -> str:
-    """The inputs of one backbone's measurements, as one digest (see `profile_runs`)."""
-    settings = {k: v for k, v in params.items() if k != "cache_dir"}
-    engines = {r: (summaries[r].get("accelerator"), summaries[r].get("precision")) for r in runs}
-    data = Path(shards) / "summary.json"
-    return fingerprint(
-        key,
-        spec["sha256"],
-        {r: (summaries[r]["method"], file_checksums(artifacts[r])) for r in runs},
-        engines,
-        settings,
-        batch_size,
-        data.read_text() if data.is_file() else shards,
-        source_digest(parts=(*RESULT_CODE, "profiling")),
-        platform.node(),  # timings are this machine's
-    )
+@dataclass(frozen=True)
+class _BackboneJob:
+    """The runs on one backbone and everything their measurements depend on."""
+
+    key: str
+    spec: dict[str, Any]
+    runs: list[str]
+    artifacts: dict[str, str]
+    summaries: dict[str, dict[str, Any]]
+    shards: str
+    params: dict[str, Any]
+    batch_size: int
+
+    def cache_key(self) -> str:
+        """The inputs of this backbone's measurements, as one digest (see `profile_runs`)."""
+        runs, summaries = self.runs, self.summaries
+        settings = {k: v for k, v in self.params.items() if k != "cache_dir"}
+        engines = {r: (summaries[r].get("accelerator"), summaries[r].get("precision"))
+                   for r in runs}  # fmt: skip
+        data = Path(self.shards) / "summary.json"
+        return fingerprint(
+            self.key,
+            self.spec["sha256"],
+            {r: (summaries[r]["method"], file_checksums(self.artifacts[r])) for r in runs},
+            engines,
+            settings,
+            self.batch_size,
+            data.read_text() if data.is_file() else self.shards,
+            source_digest(parts=(*RESULT_CODE, "profiling")),
+            platform.node(),  # timings are this machine's
+        )
+
+    def measure(self) -> pd.DataFrame:
+        """The backbone row and one row per run, each model timed in the same call."""
+        runs, summaries, params = self.runs, self.summaries, self.params
+        backbone = backbones.from_spec(self.spec)
+        models = {REFERENCE: backbone}  # methods.load never changes the backbone it is given
+        models |= {run: methods.load(self.artifacts[run], backbone) for run in runs}
+        deployed = {run: methods.deployable(models[run]) for run in runs}
+        models |= {run + DEPLOYED: m for run, m in deployed.items() if m is not models[run]}
+        preprocess = Preprocess.from_data_config(self.spec["data_config"])
+        placement = _placement(str(params.get("device", "run")), [summaries[r] for r in runs])
+        settings = ProfileSettings(
+            image_size=preprocess.image_size,
+            train_batch_size=self.batch_size,
+            infer_batch_size=int(params["infer_batch_size"]),
+            warmup=int(params["warmup"]),
+            repeats=int(params["repeats"]),
+            latency_repeats=int(params["latency_repeats"]),
+            device=str(placement.device),
+            precision=placement.precision,
+        )
+        table = pd.DataFrame(profile_models(models, settings))
+        train = ShardDataset(self.shards, "train")
+        waits = {
+            run: training_data_wait(models[run], train, preprocess, self.batch_size,
+                                    int(params["num_workers"]), placement.device,
+                                    int(params["data_wait_batches"])).fraction
+            for run in runs
+        }  # fmt: skip
+        table.insert(0, "run", table["method"])
+        table["method"] = [summaries.get(r, {"method": REFERENCE})["method"] for r in table["run"]]
+        table.insert(2, "backbone", self.key)
+        table["data_wait_frac"] = table["run"].map(waits)
+        return _with_deployed(table)
 
 
-def _cached(cache_dir: str | None, key: str, measure: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """`measure()`, or the table it returned for `key` before (`<cache_dir>/<key>.csv`)."""
+def _cached(cache_dir: str | None, job: _BackboneJob) -> pd.DataFrame:
+    """`job.measure()`, or the table it returned for the same inputs before
+    (`<cache_dir>/<key>.csv`); without a cache folder nothing is hashed."""
     if not cache_dir:
-        return measure()
-    path = Path(cache_dir) / f"{key[:32]}.csv"
+        return job.measure()
+    path = Path(cache_dir) / f"{job.cache_key()[:32]}.csv"
     if path.is_file():
         log.info("profiling: inputs unchanged, reusing %s", path)
         return pd.read_csv(path)
-    table = measure()
+    table = job.measure()
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     return table
-
-
-def _profile_backbone(
-    key: str,
-    spec: dict[str, Any],
-    runs: list[str],
-    artifacts: dict[str, str],
-    summaries: dict[str, dict[str, Any]],
-    shards: str,
-    params: dict[str, Any],
-    batch_size: int,
-) -> pd.DataFrame:
-    backbone = backbones.from_spec(spec)
-    models = {REFERENCE: backbone}  # methods.load never changes the backbone it is given
-    models |= {run: methods.load(artifacts[run], backbone) for run in runs}
-    deployed = {run: methods.deployable(models[run]) for run in runs}
-    models |= {run + DEPLOYED: m for run, m in deployed.items() if m is not models[run]}
-    preprocess = Preprocess.from_data_config(spec["data_config"])
-    placement = _placement(str(params.get("device", "run")), [summaries[r] for r in runs])
-    settings = ProfileSettings(
-        image_size=preprocess.image_size,
-        train_batch_size=batch_size,
-        infer_batch_size=int(params["infer_batch_size"]),
-        warmup=int(params["warmup"]),
-        repeats=int(params["repeats"]),
-        latency_repeats=int(params["latency_repeats"]),
-        device=str(placement.device),
-        precision=placement.precision,
-    )
-    table = pd.DataFrame(profile_models(models, settings))
-    device = placement.device
-    train = ShardDataset(shards, "train")
-    waits = {
-        run: training_data_wait(models[run], train, preprocess, batch_size,
-                                int(params["num_workers"]), device,
-                                int(params["data_wait_batches"])).fraction
-        for run in runs
-    }  # fmt: skip
-    table.insert(0, "run", table["method"])
-    table["method"] = [summaries.get(r, {"method": REFERENCE})["method"] for r in table["run"]]
-    table.insert(2, "backbone", key)
-    table["data_wait_frac"] = table["run"].map(waits)
-    return _with_deployed(table)
 
 
 def _with_deployed(table: pd.DataFrame) -> pd.DataFrame:
