@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ from kedro_datasets.text import TextDataset
 
 from visprompt.pipelines.console import (
     ConsoleHook,
+    node_note,
     registry_lines,
     top_rows,
     validation_verdict,
@@ -63,7 +65,24 @@ def test_registry_lines_say_whether_the_alias_moved() -> None:
     assert "unchanged" in registry_lines(kept)[0]
 
 
-def test_hook_logs_each_node_and_ends_with_the_summary(
+def test_node_note_states_the_results_a_person_checks_and_nothing_else() -> None:
+    train = {"best_val_top1": 0.7634, "best_epoch": 5, "trainable_params": 2602,
+             "total_params": 471962}  # fmt: skip
+    assert node_note({"ap_vit.seed_1.train_summary": train, "ap_vit.seed_1.history": []}) == (
+        "best val top1 0.763 at epoch 5, 2602/471962 trainable"
+    )
+    registry = {"champion": "3", "decisions": [
+        {"run": "a", "version": "2", "promoted": False},
+        {"run": "b", "version": "3", "promoted": True},
+        {"run": "c", "version": None, "promoted": False},
+    ]}  # fmt: skip
+    assert node_note({"registry_summary": registry}) == (
+        "3 runs: 2 versions registered, 1 promoted, 1 refused; champion v3"
+    )
+    assert node_note({"x": 1, "artifact_dir": "data/x"}) == ""
+
+
+def test_hook_prints_one_line_per_node_and_ends_with_the_summary(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
 ) -> None:
     report = tmp_path / "comparison.md"
@@ -72,23 +91,28 @@ def test_hook_logs_each_node_and_ends_with_the_summary(
         {"comparison_markdown": TextDataset(filepath=str(report)), "x": MemoryDataset()}
     )
     pipeline = Pipeline(
-        [node(lambda: 1, None, "x", name="one"), node(lambda v: v, "x", "y", name="two")]
+        [
+            node(lambda: 1, None, "x", name="one"),
+            node(lambda v: v, "x", "y", name="two"),
+            node(lambda v: v, "y", "validation_report", name="three"),
+        ]
     )
     hook = ConsoleHook()
     caplog.set_level(logging.INFO, logger="visprompt.run")
     hook.before_pipeline_run({}, pipeline)
     for n in pipeline.nodes:
         hook.before_node_run(n)
-        hook.after_node_run(n)
+        outputs = {"validation_report": {"success": True, "rules": {"a": True}}}
+        hook.after_node_run(n, outputs if n.name == "three" else {n.outputs[0]: 1})
     hook.after_dataset_saved("comparison", table())
-    hook.after_dataset_saved("validation_report", {"success": True, "rules": {"a": True}})
     hook.after_pipeline_run(catalog)
     messages = [r.getMessage() for r in caplog.records]
-    assert messages[0] == "[1/2] one ..." and messages[1].startswith("[1/2] one done in ")
-    assert messages[3].startswith("[2/2] two done in ")
-    assert "data validation: passed, 1/1 rules" in messages
+    assert len(messages) == len(pipeline.nodes)  # one line per node, when it finishes
+    assert re.fullmatch(r"\[1/3\] one \d+\.\d s", messages[0]), messages
+    assert re.fullmatch(r"\[3/3\] three \d+\.\d s: data validation: passed, 1/1 rules",
+                        messages[2]), messages  # fmt: skip
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("visprompt: 2 nodes done in ")
+    assert out[0].startswith("visprompt: 3 nodes done in ")
     assert out[1] == "best runs (test top-1, 3 runs):" and "vp_long_name" in out[2]
     assert any(line.startswith("  reports: ") and "comparison.md" in line for line in out)
     assert out[-1].startswith("  MLflow: kedro mlflow ui")

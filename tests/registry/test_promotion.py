@@ -41,9 +41,16 @@ def _versions(name: str) -> list:
     return MlflowClient().search_model_versions(f"name='{name}'")
 
 
-def test_champion_moves_only_when_beaten_and_rolls_back(project: Path, model_name: str) -> None:
+def test_champion_moves_only_when_beaten_and_rolls_back(
+    project: Path, model_name: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     first = register_candidate(project, model_name, seed=1, metric=0.50)
     assert first.promoted and _alias(model_name, CHAMPION) == first.version
+    # MLflow's "Successfully registered model ..." / "Created version ..." prints stay off
+    printed = capfd.readouterr()
+    assert "registered model" not in printed.err + printed.out, printed
+    assert "Created version" not in printed.err + printed.out, printed
+    assert mlflow.utils.logging_utils.MLFLOW_LOGGING_STREAM.enabled  # switched back on
     # better, but not by the 0.01 margin
     worse = register_candidate(project, model_name, seed=2, metric=0.505)
     assert not worse.promoted

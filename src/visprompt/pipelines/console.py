@@ -1,17 +1,19 @@
-"""What `kedro run` prints: one line per node start and finish, the data verdict, a summary.
+"""What `kedro run` prints: one line per node, with its result, and a closing summary.
 
 Kedro's own per-dataset and per-node chatter is turned down in `conf/logging.yml`; this hook
-says instead which node of how many is running and how long it took, data validation's
-verdict in one line, and at the end the few things a person looks for: the best runs with
-their intervals, what happened to the registry's champion, where the tables and plots are
-and how to open MLflow.
+prints one line when a node finishes: which node of how many, how long it took and, for the
+nodes whose output a person checks (a seed's training, the backbones, data validation's
+verdict, the prompt inits, the registry), that result on the same line. At the end: the
+few things a person looks for: the best runs with their intervals, what happened to the
+registry's champion, where the tables and plots are and how to open MLflow. Long nodes show
+their own progress (`visprompt.progress`) while they run.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from kedro.pipeline.node import Node
 log = logging.getLogger("visprompt.run")
 
 #: Datasets whose saved value the summary reads.
-_KEPT = ("comparison", "registry_summary", "validation_report")
+_KEPT = ("comparison", "registry_summary")
 #: Outputs whose location the summary points to, in this order.
 _REPORTS = ("comparison_markdown", "comparison_plots", "efficiency_markdown", "efficiency_plots")
 TOP_ROWS = 5
@@ -37,6 +39,55 @@ def validation_verdict(report: Mapping[str, Any]) -> str:
     verdict = "passed" if report.get("success") else "FAILED"
     text = f"data validation: {verdict}, {len(rules) - len(failed)}/{len(rules)} rules"
     return text + (f" ({', '.join(failed)} failed)" if failed else "")
+
+
+def training_note(summary: Mapping[str, Any]) -> str:
+    """`best val top1 0.763 at epoch 5, 2602/471962 trainable` for one seed's training."""
+    return (
+        f"best val top1 {summary['best_val_top1']:.3f} at epoch {summary['best_epoch']}, "
+        f"{summary['trainable_params']}/{summary['total_params']} trainable"
+    )
+
+
+def backbones_note(specs: Mapping[str, Mapping[str, Any]]) -> str:
+    """`vit: vit_tiny_patch16_224 from pretrain; cnn: ... from package`."""
+    return "; ".join(f"{key}: {spec['name']} from {spec['source']}" for key, spec in specs.items())
+
+
+def prompt_inits_note(index: Mapping[str, Mapping[str, Any]]) -> str:
+    """`spt_kmeans (kmeans), spt_random (random)`: the prompt inits built."""
+    return ", ".join(f"{name} ({entry['metadata']['strategy']})" for name, entry in index.items())
+
+
+def registry_note(summary: Mapping[str, Any]) -> str:
+    """`18 runs: 18 versions registered, 2 promoted, 0 refused; champion v15`."""
+    decisions = summary.get("decisions", [])
+    registered = sum(1 for d in decisions if d.get("version") is not None)
+    promoted = sum(1 for d in decisions if d.get("promoted"))
+    return (
+        f"{len(decisions)} runs: {registered} versions registered, {promoted} promoted, "
+        f"{len(decisions) - registered} refused; champion v{summary.get('champion')}"
+    )
+
+
+#: A node's output (its name, or the last part of a namespaced name) -> its one-line result.
+NOTES: dict[str, Callable[[Any], str]] = {
+    "train_summary": training_note,
+    "backbone_specs": backbones_note,
+    "validation_report": validation_verdict,
+    "prompt_inits": prompt_inits_note,
+    "registry_summary": registry_note,
+}
+
+
+def node_note(outputs: Mapping[str, Any]) -> str:
+    """The results among a node's outputs that the console states, joined; '' for none."""
+    notes = []
+    for name, value in outputs.items():
+        note = NOTES.get(name.rsplit(".", 1)[-1])
+        if note is not None and isinstance(value, Mapping):
+            notes.append(note(value))
+    return "; ".join(notes)
 
 
 def _accuracy(row: pd.Series) -> str:
@@ -92,7 +143,7 @@ def _relative(path: str) -> str:
 
 
 class ConsoleHook:
-    """Node progress lines, the validation verdict and the end-of-run summary."""
+    """One line per finished node (with its result) and the end-of-run summary."""
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
@@ -108,20 +159,22 @@ class ConsoleHook:
     @hook_impl
     def before_node_run(self, node: Node) -> None:
         self._started[node.name] = time.perf_counter()
-        log.info("[%d/%d] %s ...", self._done + 1, self._total, node.name)
+        log.debug("%s started", node.name)
 
     @hook_impl
-    def after_node_run(self, node: Node) -> None:
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
         self._done += 1
         seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
-        log.info("[%d/%d] %s done in %.1f s", self._done, self._total, node.name, seconds)
+        note = node_note(outputs)
+        log.info(
+            "[%d/%d] %s %.1f s%s", self._done, self._total, node.name, seconds,
+            f": {note}" if note else "",
+        )  # fmt: skip
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
         if dataset_name in _KEPT:
             self._saved[dataset_name] = data
-        if dataset_name == "validation_report":
-            log.info(validation_verdict(data))
 
     @hook_impl
     def after_pipeline_run(self, catalog: CatalogProtocol) -> None:

@@ -19,10 +19,12 @@ again (a rollback stands). Rollback verifies its target the same way and refuses
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +38,7 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
+from mlflow.utils import logging_utils
 
 from visprompt.registry import backbone_store
 from visprompt.registry.integrity import (
@@ -268,6 +271,20 @@ def _promote(
     return current, before, promoted, reason
 
 
+@contextlib.contextmanager
+def _quiet_mlflow_events() -> Iterator[None]:
+    """MLflow's event stream off: `register_model` prints "Successfully registered model",
+    "Created version ..." with `print` (not a logger a level reaches), once per version; the
+    registry node reports its decisions itself. MLflow's own switch, restored afterwards."""
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    enabled = stream.enabled
+    logging_utils.disable_logging()
+    try:
+        yield
+    finally:
+        stream.enabled = enabled
+
+
 def register_and_promote(
     *,
     run: str,
@@ -311,7 +328,8 @@ def register_and_promote(
                 ARTIFACT_TAG: digest,
                 SMOKE_TAG: repr(float(smoke.accuracy)),
             }
-            version = mlflow.register_model(info.model_uri, model_name, tags=tags).version
+            with _quiet_mlflow_events():
+                version = mlflow.register_model(info.model_uri, model_name, tags=tags).version
         else:
             version = existing.version  # a registration interrupted before it was verified
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import ExitStack
 from typing import Any
 
@@ -12,8 +11,6 @@ from visprompt import weights
 from visprompt.pipelines import tracking
 from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.weights import fingerprint
-
-log = logging.getLogger(__name__)
 
 
 def build_backbones(params: dict[str, Any], engine: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -33,9 +30,6 @@ def build_backbones(params: dict[str, Any], engine: dict[str, Any]) -> dict[str,
             )
         entry = models[model_key]
         spec = _materialise_logged(key, model_key, entry, params, engine)
-        log.info(
-            "backbone %s: %s from %s, sha256 %s", key, spec["name"], spec["source"], spec["sha256"]
-        )
         specs[key] = spec | {"model": model_key}
     if not specs:
         raise ValueError("parameters_backbone.yml: backbone.build is empty; name at least one")

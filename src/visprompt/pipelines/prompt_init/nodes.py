@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.prompt_init.config import WHERE, init_configs
 from visprompt.training import Placement, Preprocess
 from visprompt.weights import fingerprint
-
-log = logging.getLogger(__name__)
 
 
 def _placement(device: str, engine: Mapping[str, Any] | None) -> Placement:
@@ -113,12 +110,5 @@ def build_prompt_inits(
         for name, result in results.items():
             path = prompt_init.save_prompt_init(output_dir, name, result)
             _log(name, path, result.metadata)
-            log.info(
-                "prompt_init %s: %s %s in %.2f s",
-                name,
-                result.metadata["strategy"],
-                tuple(result.prompts.shape),
-                result.metadata["seconds_total"],
-            )
             index[name] = {"path": path.as_posix(), "metadata": result.metadata}
     return index

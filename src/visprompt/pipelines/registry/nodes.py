@@ -230,7 +230,7 @@ def register_runs(
                 decisions.append({"run": run, "version": None, "promoted": False,
                                   "reason": f"refused: {err}", "lineage": lineage})  # fmt: skip
                 continue
-        log.info(
+        log.debug(
             "registry %s: seed %d of %d (val %s mean %.4f), version %s, %s",
             run, seed, len(seeds), metric_name, mean, decision.version, decision.reason,
         )  # fmt: skip

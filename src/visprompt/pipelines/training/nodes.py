@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,8 +21,6 @@ from visprompt.training.code_digest import source_digest
 from visprompt.tuning.space import apply as apply_changes
 from visprompt.tuning.space import chosen_hparams
 from visprompt.weights import fingerprint
-
-log = logging.getLogger(__name__)
 
 
 def init_prompts(name: str | None, prompt_inits: dict[str, Any] | None) -> dict[str, Any]:
@@ -161,16 +158,4 @@ def train_run(
             tracking.log_numbers(summary)
             with tempfile.TemporaryDirectory() as tmp:
                 mlflow.log_artifacts(str(methods.save(model, Path(tmp) / run_name)), "artifact")
-    log.info(
-        "run %s seed %d (%s on %s): best val top1 %.3f at epoch %d, %d/%d trainable, %.1fs",
-        run_name,
-        seed,
-        spec.method,
-        spec.backbone,
-        result.best_val_top1,
-        result.best_epoch,
-        counts["trainable"],
-        counts["total"],
-        result.train_time_s,
-    )
     return model, summary, result.history
