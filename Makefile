@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-team bench lint format clean check-lock
+.PHONY: install run test test-team bench lint format clean check-lock pretrain-vit
 
 # Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set, every process
 # (each `kedro run`, each test subprocess) would otherwise recompile torch and mlflow.
@@ -35,6 +35,14 @@ test: install
 # The team setup for real: PostgreSQL (initdb/pg_ctl on PATH) + `mlflow server` on localhost.
 test-team: install
 	$(VENV)/bin/pytest -m team tests/e2e/test_team_server.py
+
+# Pretrain the embedded tiny ViT again (~5 min on 2 cores) and ship the result: its weights
+# and provenance record in data/01_raw/weights, which `make run` loads instead of pretraining.
+VIT_WEIGHTS := data/01_raw/weights/vit_tiny32.safetensors
+pretrain-vit: install
+	$(VENV)/bin/kedro run --pipelines backbone --params "backbone.models.vit_tiny32.weights=[pretrain]"
+	$(PY) -m visprompt.weights.ship --specs data/06_models/backbones/specs.json --key vit \
+		--to $(VIT_WEIGHTS) --recipe conf/base/parameters_backbone.yml
 
 bench: install
 	$(PY) benchmarks/efficiency.py $(BENCH_ARGS)

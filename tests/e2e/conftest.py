@@ -35,6 +35,8 @@ COPIED = (
     ".dvc",
     ".dvcignore",
     "params.yaml",  # a link to conf/base/parameters_training.yml, copied as a link
+    "data/01_raw/weights/vit_tiny32.safetensors",  # shipped weights: a dvc.yaml dependency
+    "data/01_raw/weights/vit_tiny32.provenance.json",
 )
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "cache", "tmp", "config.local")
 
@@ -92,6 +94,7 @@ def make_project_copy(tmp_path: Path) -> ProjectCopy:
         if source.is_dir():
             shutil.copytree(source, project / entry, ignore=IGNORED)
         elif source.is_file():
+            (project / entry).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, project / entry, follow_symlinks=False)
     for folder in ("conf/local", "data", "mlflow"):
         (project / folder).mkdir(parents=True, exist_ok=True)

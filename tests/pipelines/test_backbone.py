@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -9,12 +10,15 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from pipeline_kit import ENGINE, TINY_PRETRAIN, TINY_VIT
+import yaml
+from pipeline_kit import ENGINE, ROOT, TINY_PRETRAIN, TINY_VIT
 from safetensors.torch import save_file
 
 from visprompt import backbones
 from visprompt.pipelines.backbone.nodes import build_backbones
 from visprompt.weights import materialise
+from visprompt.weights.ship import ship
+from visprompt.weights.sources import provenance_path
 
 
 def reference_model() -> torch.nn.Module:
@@ -102,6 +106,41 @@ def test_pretraining_learns_keeps_source_head_and_resumes(tmp_path: Path, vit_sp
     again = materialise("vit", entry, TINY_PRETRAIN, ENGINE, out, out.parent / "ckpt")
     assert again["sha256"] == vit_spec["sha256"]
     assert time.perf_counter() - start < vit_spec["pretrain"]["train_time_s"] + 5
+
+
+def test_shipped_pretrained_weights_load_with_their_provenance(
+    tmp_path: Path, vit_spec: dict
+) -> None:
+    """`make pretrain-vit`'s shipping: the file source then serves the same bytes and credits
+    the pretraining (origin, source accuracy); a swapped file is refused, not mis-credited."""
+    shipped = ship(vit_spec, tmp_path / "w" / "vit.safetensors", {"seed": 0})
+    record = json.loads(provenance_path(shipped).read_text())
+    assert record["sha256"] == vit_spec["sha256"] and record["recipe"] == {"seed": 0}
+    assert "CPU capability" in record["machine"]
+    entry = TINY_VIT | {"weights": ["file", "pretrain"], "file": str(shipped)}
+    spec = materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out", tmp_path / "ck")
+    assert spec["source"] == "file" and spec["sha256"] == vit_spec["sha256"]
+    assert spec["origin"] == f"{vit_spec['origin']} via {shipped}"
+    assert spec["pretrain"] == vit_spec["pretrain"]
+    assert not (tmp_path / "ck").exists()  # loaded, not pretrained again
+    save_file({k: v.contiguous() for k, v in reference_model().state_dict().items()}, shipped)
+    with pytest.raises(ValueError, match=r"differs from the sha256 .*git checkout"):
+        materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out2", tmp_path / "ck")
+    with pytest.raises(ValueError, match="only pretrained weights are shipped"):
+        ship(spec, tmp_path / "again.safetensors", {})
+
+
+def test_the_project_ships_the_embedded_vit_it_configures(tmp_path: Path) -> None:
+    """The committed tiny-ViT file matches its record and the configured architecture."""
+    params = yaml.safe_load((ROOT / "conf/base/parameters_backbone.yml").read_text())["backbone"]
+    entry = params["models"][params["build"]["vit"]]
+    entry = entry | {"weights": ["file"], "file": str(ROOT / entry["file"])}
+    spec = materialise("vit", entry, params["pretrain"], ENGINE, tmp_path / "out", tmp_path / "ck")
+    assert spec["pretrain"]["best_val_top1"] > 0.4  # 16 classes: chance is 0.0625
+    assert (
+        spec["architecture"]
+        == json.loads(provenance_path(Path(entry["file"])).read_text())["architecture"]
+    )
 
 
 def test_pretraining_needs_a_matching_head(tmp_path: Path) -> None:

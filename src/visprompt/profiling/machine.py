@@ -20,9 +20,12 @@ def cpu_model() -> str:
 
 
 def describe_machine(device: torch.device) -> str:
-    """CPU, cores visible, torch threads, GPU (when used), torch version."""
+    """CPU, cores, torch threads, SIMD kernels (results differ across them), GPU, torch."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    parts = [f"{cpu_model()}, {cores} cores visible, torch threads {torch.get_num_threads()}"]
+    parts = [
+        f"{cpu_model()}, {cores} cores visible, torch threads {torch.get_num_threads()}, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    ]
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         parts.append(f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB)")

@@ -150,6 +150,34 @@ def materialise(
     )
 
 
+def provenance_path(weights: Path) -> Path:
+    """The provenance record shipped beside a weights file: `<name>.provenance.json`."""
+    return weights.with_name(f"{weights.stem}.provenance.json")
+
+
+def file_provenance(weights: Path) -> tuple[str, dict[str, Any]]:
+    """(origin, pretraining stats) of a local weights file, from its provenance record.
+
+    Weights the project ships (the embedded tiny ViT, pretrained once by `make pretrain-vit`)
+    carry a record of how they were made; the spec and MLflow then say "pretrain", with the
+    source accuracy, instead of only a path. The record names the sha256 of the file it
+    describes, so a replaced file is refused rather than credited with another's history.
+    Without a record the origin is the path and there are no stats.
+    """
+    record_path = provenance_path(weights)
+    if not record_path.is_file():
+        return str(weights), {}
+    record = json.loads(record_path.read_text())
+    actual = backbones.sha256_file(weights)
+    if record.get("sha256") != actual:
+        raise ValueError(
+            f"{weights}: sha256 {actual[:12]}... differs from the sha256 "
+            f"{str(record.get('sha256'))[:12]}... in {record_path}: restore the shipped file "
+            f"(`git checkout -- {weights}`), or delete {record_path} if these are your own weights"
+        )
+    return f"{record['origin']} via {weights}", dict(record.get("pretrain") or {})
+
+
 class _SourceUnavailable(Exception):
     """A source that cannot serve here (no network, no file): try the next one."""
 
@@ -178,7 +206,8 @@ def _from_source(
         path = entry.get("file")
         if not path or not Path(path).is_file():
             raise _SourceUnavailable(f"no local weights file at {path!r}")
-        return backbones.create_backbone(name, weights=path, **kwargs), str(path), {}
+        origin, stats = file_provenance(Path(path))
+        return backbones.create_backbone(name, weights=path, **kwargs), origin, stats
     if source == "package":
         model = backbones.create_backbone(name, **kwargs)
         try:
