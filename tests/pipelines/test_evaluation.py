@@ -77,8 +77,7 @@ def test_comparison_over_runs_and_seeds(
     assert set(plots) == {
         "accuracy_vs_params.png",
         "training_curves.png",
-        "confusion_lp.png",
-        "confusion_lp2.png",
+        "confusions.png",
     }
     logged = {
         a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "comparison")

@@ -216,23 +216,35 @@ def training_curves_figure(
     return fig
 
 
-def confusion_figure(
-    confusion: Sequence[Sequence[int]], classes: Sequence[str], title: str
+def confusions_figure(
+    confusions: Mapping[str, Sequence[Sequence[int]]], classes: Sequence[str], columns: int = 6
 ) -> Figure:
-    """Row-normalised confusion matrix (true class per row) with the counts written in."""
-    counts = pd.DataFrame(confusion).to_numpy()
-    rates = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
-    n = len(classes)
-    fig = _figure(1.2 + 0.45 * n, 1.0 + 0.45 * n)
-    ax = fig.add_subplot()
-    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(n), labels=classes, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), labels=classes, fontsize=7)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    for i in range(n):
-        for j in range(n):
-            if counts[i, j]:
-                color = "white" if rates[i, j] > 0.5 else "black"
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=6, color=color)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    """Row-normalised confusion matrices of every run side by side (true class per row).
+
+    Small multiples on one colour scale: which classes each method confuses is seen at a
+    glance across runs, where one figure per run had to be opened file by file. The panel
+    title carries the run's name; its top-1 is in the comparison table.
+    """
+    if not confusions:
+        raise ValueError("confusions_figure: no confusion matrix given")
+    n, panels = len(classes), len(confusions)
+    cols = min(columns, panels)
+    rows = -(-panels // cols)
+    side = 1.9
+    fig = Figure(figsize=(cols * side + 0.9, rows * (side + 0.25) + 0.6), dpi=100)
+    FigureCanvasAgg(fig)  # a fixed grid: no layout engine to solve for 18+ axes
+    grid = fig.add_gridspec(rows, cols, left=0.06, right=0.9, bottom=0.08, top=0.93)
+    image = None
+    for index, (name, confusion) in enumerate(confusions.items()):
+        counts = pd.DataFrame(confusion).to_numpy()
+        rates = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
+        ax = fig.add_subplot(grid[index // cols, index % cols])
+        image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_title(name, fontsize=7)
+        first_col, last_row = index % cols == 0, index // cols == rows - 1 or index + cols >= panels
+        ax.set_xticks(range(n), labels=classes if last_row else [], fontsize=5, rotation=90)
+        ax.set_yticks(range(n), labels=classes if first_col else [], fontsize=5)
+    fig.supxlabel("predicted class", fontsize=8)
+    fig.supylabel("true class", fontsize=8)
+    fig.colorbar(image, ax=fig.axes, fraction=0.02, pad=0.02, label="fraction of true class")
     return fig

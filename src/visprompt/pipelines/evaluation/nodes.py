@@ -14,7 +14,7 @@ from visprompt.evaluation import (
     accuracy_vs_params_figure,
     classification_metrics,
     comparison_table,
-    confusion_figure,
+    confusions_figure,
     seed_table,
     significance_table,
     to_markdown,
@@ -113,14 +113,16 @@ def compare_runs(
         "accuracy_vs_params.png": accuracy_vs_params_figure(table, num_classes=len(classes)),
         "training_curves.png": training_curves_figure(histories, table),
     }
-    first_seed = {}
+    first_seed: dict[str, int] = {}
     for run, seed in keys:
         first_seed.setdefault(run, seed)
-    for run, seed in first_seed.items():
-        m = metrics[(run, seed)]
-        plots[f"confusion_{run}.png"] = confusion_figure(
-            m["confusion"], classes, f"{run} seed {seed} (test top-1 {100 * m['top1']:.1f} %)"
-        )
+    plots["confusions.png"] = confusions_figure(
+        {
+            f"{run} (seed {seed})": metrics[(run, seed)]["confusion"]
+            for run, seed in first_seed.items()
+        },
+        classes,
+    )
     return table, seeds, significance, markdown, plots
 
 
