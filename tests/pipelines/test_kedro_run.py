@@ -11,7 +11,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from visprompt.pipelines import tracking
-from visprompt.pipelines.kedro_run import check_pipelines, close_interrupted_runs, pipeline_names
+from visprompt.pipelines.kedro_run import (
+    check_pipelines,
+    close_interrupted_runs,
+    pipeline_names,
+    preflight,
+)
+from visprompt.training.runs import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pipeline_names_are_the_pipeline_folders() -> None:
@@ -20,6 +28,17 @@ def test_pipeline_names_are_the_pipeline_folders() -> None:
     check_pipelines(["training", "__default__"])
     with pytest.raises(click.ClickException, match=r"unknown pipeline\(s\) trainng; valid: "):
         check_pipelines(["trainng"])
+
+
+def test_preflight_reads_the_commands_params_and_checks_namespaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)  # the project `kedro run` starts in
+    preflight({"namespaces": ["vp", "vp.seed_0"]})
+    with pytest.raises(ConfigError, match="training.runs.vp.method\\): unknown method 'vpp'"):
+        preflight({"params": {"training": {"runs": {"vp": {"method": "vpp"}}}}})
+    with pytest.raises(click.ClickException, match=r"unknown namespace\(s\) vpx; valid: .*\bvp\b"):
+        preflight({"namespaces": ["vp", "vpx"]})
 
 
 @pytest.fixture

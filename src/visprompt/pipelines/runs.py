@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
 
@@ -28,6 +27,7 @@ __all__ = [
     "ConfigError",
     "RunSpec",
     "bind_first",
+    "command_parameters",
     "configured_runs",
     "parse_run",
     "project_parameters",
@@ -64,20 +64,36 @@ def project_parameters(project_path: str | Path | None = None) -> dict[str, Any]
     if _SESSION_PARAMETERS is not None and project_path is None:
         _CREATED_FROM = _SESSION_PARAMETERS
         return _SESSION_PARAMETERS
+    params = command_parameters(project_path=project_path)
+    if project_path is None:
+        _CREATED_FROM = params
+    return params
+
+
+def command_parameters(
+    env: str | None = None,
+    conf_source: str | None = None,
+    runtime_params: Mapping[str, Any] | None = None,
+    project_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """The parameters a `kedro run` with these options loads, read before its session starts.
+
+    The loader is built as `KedroSession` builds it (the project's `CONFIG_LOADER_CLASS` and
+    `CONFIG_LOADER_ARGS`, `--env` or `KEDRO_ENV`, `--conf-source`, `--params`), so the project's
+    `run` command can refuse a mistake before plugins' hooks, MLflow or pipeline creation.
+    """
     root = Path(project_path) if project_path else find_kedro_project(Path.cwd())
     if root is None:
         raise ConfigError(
             f"no Kedro project found at or above {Path.cwd()}: run from the project folder"
         )
-    loader = OmegaConfigLoader(
-        conf_source=str(root / settings.CONF_SOURCE),
-        env=os.environ.get("KEDRO_ENV"),
+    loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=conf_source or str(root / settings.CONF_SOURCE),
+        env=env or os.environ.get("KEDRO_ENV"),
+        runtime_params=dict(runtime_params or {}),
         **settings.CONFIG_LOADER_ARGS,
     )
-    params = dict(loader["parameters"])
-    if project_path is None:
-        _CREATED_FROM = params
-    return params
+    return dict(loader["parameters"])
 
 
 def configured_runs(parameters: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:

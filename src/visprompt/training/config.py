@@ -13,12 +13,12 @@ import json
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from visprompt.data.transforms import to_model_input
 from visprompt.training.typecheck import expected, matches
+
+if TYPE_CHECKING:  # torch loads when images are transformed: a run list is checked without it
+    import torch
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTATIONS = ("none", "flip_crop")
@@ -167,6 +167,8 @@ class Preprocess:
         )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        from visprompt.data.transforms import to_model_input
+
         return to_model_input(images, self.image_size, self.mean, self.std)
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,15 +10,14 @@ so a typo costs a second, not a traceback after minutes of earlier stages.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from visprompt import methods
 from visprompt.training.config import TrainConfig
+from visprompt.training.method_options import available, method_options
 from visprompt.training.typecheck import expected, matches
 
 TRAINING_FILE = "parameters_training.yml"
@@ -27,8 +26,6 @@ PROMPT_INIT_FILE = "parameters_prompt_init.yml"
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RUN_KEYS = ("method", "backbone", "options", "train", "prompt_init", "seeds")
-#: Build arguments that are not configuration (the backbone, the class count, tensors).
-_NOT_OPTIONS = {"self", "backbone", "num_classes"}
 
 
 class ConfigError(ValueError):
@@ -96,28 +93,6 @@ def parse_run(name: str, entry: Mapping[str, Any], default_seeds: Sequence[int] 
         prompt_init=entry.get("prompt_init"),
         seeds=parse_seeds(entry.get("seeds", list(default_seeds)), _where(name, "seeds")),
     )
-
-
-def method_options(method: str) -> dict[str, Any]:
-    """The build options of `method` from its signature: name -> type hint (Any if none).
-
-    Keyword arguments that take tensors (`init_prompts`, filled by the prompt_init pipeline)
-    are not configuration and are left out; a method whose constructor only forwards
-    `**options` has no options of its own.
-    """
-    init = methods.method_class(method).__init__
-    try:
-        hints = typing.get_type_hints(init)
-    except (NameError, TypeError):
-        hints = {}
-    options: dict[str, Any] = {}
-    for param in inspect.signature(init).parameters.values():
-        if param.name in _NOT_OPTIONS or param.kind is param.VAR_KEYWORD:
-            continue
-        if "Tensor" in str(param.annotation):
-            continue
-        options[param.name] = hints.get(param.name, Any)
-    return options
 
 
 def check_options(spec: RunSpec) -> None:
@@ -225,14 +200,13 @@ def validate_runs(params: Mapping[str, Any]) -> dict[str, RunSpec]:
         )
     seeds = parse_seeds(training.get("seeds", [0]), f"{TRAINING_FILE}: training.seeds")
     engine = params.get("training_engine") or {}
-    available = methods.available()
     runs: dict[str, RunSpec] = {}
     for name, entry in training["runs"].items():
         spec = parse_run(name, entry, seeds)
-        if spec.method not in available:
+        if spec.method not in available():
             raise ConfigError(
                 f"{_where(name, 'method')}: unknown method '{spec.method}'; "
-                f"valid: {', '.join(available)}"
+                f"valid: {', '.join(available())}"
             )
         if spec.backbone not in backbones:
             raise ConfigError(
