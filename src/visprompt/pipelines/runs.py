@@ -4,7 +4,9 @@ Kedro builds pipelines before nodes receive parameters, so the run list (one nam
 run) must be known when pipelines are created. `RunListHook.after_context_created` hands the
 context's parameters (with `--params`, `--env` and `--conf-source` applied) to
 `use_parameters`, which validates the whole run list there, before MLflow or any node starts;
-pipelines then read it through `configured_runs`. Outside a session (a test calling
+pipelines then read it through `configured_runs`. The project's `kedro run` checks it once
+before that, before the session exists (`kedro_run.preflight` with `command_parameters`), so
+a mistake costs Kedro's start-up only. Outside a session (a test calling
 `create_pipeline`) the project's configuration is read with the project's loader settings.
 The checks themselves live in the library (`visprompt.training.runs`).
 """
