@@ -1,4 +1,5 @@
-"""Prefix caching: same numbers as the uncached run; the cache lives and dies with one `fit`."""
+"""Prefix caching: same numbers as the uncached run; a cache outlives its `fit` only to serve
+the same prefix on the same data again (a run's next seed)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from tiny import make_backbone
 from training.train_helpers import ColourImages, LayerShift, preprocess_for, probe_model, run_config
 
 from visprompt import methods
-from visprompt.training import fit
-from visprompt.training.prefix_cache import live_bytes
+from visprompt.backbones import tensors_sha256
+from visprompt.training import fit, prefix_cache
+from visprompt.training.prefix_cache import live_bytes, release_reused
 
 TRAIN, VAL = ColourImages(48, 0), ColourImages(20, 1)
 NUMBERS = ("train_loss", "train_top1", "val_loss", "val_top1", "lr")
@@ -26,9 +28,9 @@ def _status(result) -> tuple[str, str]:
     return result.cache["train"], result.cache["val"]
 
 
-def _fit(model, cache: bool, train=TRAIN, on_epoch_end=None, **overrides):
+def _fit(model, cache: bool, train=TRAIN, on_epoch_end=None, val=VAL, **overrides):
     config = run_config(epochs=2, cache_prefix=cache, **overrides)
-    return fit(model, train, VAL, preprocess_for(model), config, on_epoch_end=on_epoch_end)
+    return fit(model, train, val, preprocess_for(model), config, on_epoch_end=on_epoch_end)
 
 
 def test_linear_probe_cached_equals_uncached_and_frees_its_cache() -> None:
@@ -94,3 +96,38 @@ def test_past_its_budget_the_cache_spills_to_disk_with_same_numbers(tmp_path, mo
     _assert_same_numbers(over.history, reference.history)
     augmented = _fit(probe_model(), cache=True, augment="flip_crop")
     assert _status(augmented) == ("off", "off")
+
+
+class HashedImages(ColourImages):
+    """ColourImages that state their content, as ShardDataset does: cacheable across fits."""
+
+    nbytes = property(lambda self: self.images.numel() + 8 * self.labels.numel())
+
+    def content_digest(self) -> str:
+        return tensors_sha256([("images", self.images), ("labels", self.labels)])
+
+
+def test_a_second_seed_reuses_the_kept_cache_with_the_same_numbers(monkeypatch) -> None:
+    release_reused()
+    train, val = HashedImages(48, 0), HashedImages(20, 1)
+    first = _fit(probe_model(), cache=True, train=train, val=val)
+    assert _status(first) == ("built", "built")
+    kept = live_bytes()
+    second = _fit(probe_model(), cache=True, train=train, val=val, seed=1)
+    assert _status(second) == ("reused", "reused") and live_bytes() == kept
+    fresh = _fit(probe_model(), cache=False, train=train, val=val, seed=1)
+    _assert_same_numbers(second.history, fresh.history)
+    # other data, other prefix weights or another size: built, never served the kept features
+    assert (
+        _status(_fit(probe_model(), cache=True, train=HashedImages(48, 5), val=val))[0] == "built"
+    )
+    other = probe_model()
+    with torch.no_grad():
+        next(other.backbone.parameters()).add_(0.1)
+    assert _status(_fit(other, cache=True, train=train, val=val)) == ("built", "built")
+    monkeypatch.setattr(prefix_cache, "REUSE_MAX_BYTES", 64)  # too big to keep: freed as before
+    release_reused()
+    before = live_bytes()
+    assert _status(_fit(probe_model(), cache=True, train=train, val=val))[0] == "built"
+    assert _status(_fit(probe_model(), cache=True, train=train, val=val))[0] == "built"
+    assert live_bytes() == before

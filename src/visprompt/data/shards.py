@@ -13,6 +13,7 @@ Reading never decodes an image file: epochs cost a memcpy, not a JPEG decode.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -143,6 +144,22 @@ class ShardDataset(Dataset):
 
     def __init__(self, directory: str | Path, split: str) -> None:
         self.images, self.labels = read_split(directory, split)
+        self._digest: str | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the split's pixels and labels."""
+        return int(self.images.nbytes + self.labels.nbytes)
+
+    def content_digest(self) -> str:
+        """sha256 of the split's pixels and labels: what a cache of its features depends on."""
+        if self._digest is None:
+            digest = hashlib.sha256()
+            for array in (self.images, self.labels):
+                digest.update(f"{array.dtype}{array.shape}".encode())
+                digest.update(np.ascontiguousarray(array).data)
+            self._digest = digest.hexdigest()
+        return self._digest
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -61,8 +61,9 @@ class TrainResult:
     train_time_s: float
     epochs_run: int
     #: prefix cache use: {"train": status, "val": status, "build_s": seconds}, status one of
-    #: "off", "built" (on the device), "spilled" (to a file, past cache_max_bytes); build_s is
-    #: included in train_time_s. The cache is freed when `fit` returns.
+    #: "off", "built" (on the device), "spilled" (to a file, past cache_max_bytes), "reused"
+    #: (kept from an earlier `fit` on the same prefix and data, see prefix_cache); build_s is
+    #: included in train_time_s.
     cache: dict[str, Any] = field(default_factory=dict)
 
 
@@ -558,21 +559,25 @@ def _prefix_activations(
     if split is None:
         return None, None, None, info
     common = dict(
-        device=fabric.device,
-        batch_size=batch_size,
-        max_bytes=config.cache_max_bytes,
-        spill_dir=spill_dir,
-        autocast=fabric.autocast,
+        device=fabric.device, batch_size=batch_size, spill_dir=spill_dir, autocast=fabric.autocast
     )
-    train, info["train"] = prefix_cache.cached_activations(
-        split[0], train_set, preprocess, **common
-    )
+    settings = (preprocess, str(fabric.device), batch_size, config.precision)
+
+    def activations(dataset: Dataset, max_bytes: int) -> tuple[Any, str]:
+        key = prefix_cache.reuse_key(split[0], model, dataset, *settings)
+        kept = prefix_cache.reused(key)
+        if kept is not None:
+            return kept, "reused"
+        built, status = prefix_cache.cached_activations(
+            split[0], dataset, preprocess, **(common | {"max_bytes": max_bytes})
+        )
+        prefix_cache.keep(key, built)
+        return built, status
+
+    train, info["train"] = activations(train_set, config.cache_max_bytes)
     val = None
     if val_shard is not None:
-        common["max_bytes"] = max(0, config.cache_max_bytes - train.nbytes)
-        val, info["val"] = prefix_cache.cached_activations(
-            split[0], val_shard, preprocess, **common
-        )
+        val, info["val"] = activations(val_shard, max(0, config.cache_max_bytes - train.nbytes))
     info["build_s"] = time.perf_counter() - start
     return split, train, val, info
 

@@ -2,19 +2,27 @@
 
 Methods whose trainable part starts after a frozen prefix (`split_for_cache()` returns
 (prefix, suffix)) train only the suffix on cached activations when the inputs do not
-change between epochs (no augmentation). The cache belongs to the `fit` call that built
-it: it lives on the training device while it fits in the byte budget, spills to a file in
-that call's temporary folder past it (read back batch by batch), and is freed when `fit`
-returns, so a later run of the same process trains with all of its memory.
-`live_bytes()` tells how many bytes caches hold right now (for tests and reports).
+change between epochs (no augmentation). A cache lives on the training device while it fits
+in the byte budget, or spills to a file in the `fit` call's temporary folder past it (read
+back batch by batch, freed when `fit` returns).
+
+Seeds of one run compute the same prefix outputs: a small cache on the device (at most
+`REUSE_MAX_BYTES` in all) is kept for the next `fit` whose prefix, data, preprocessing and
+precision are identical (`reuse_key`; the prefix's tensors and the dataset's bytes are
+hashed, not named), so `make run`'s 3 seeds of a cached CNN run build it once. Larger
+caches are freed when `fit` returns, so a later run trains with all of its memory;
+`release_reused()` frees the kept ones. `live_bytes()` tells how many bytes caches hold
+right now (for tests and reports).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +36,11 @@ from visprompt.backbones import tensors_sha256
 log = logging.getLogger(__name__)
 
 _live = {"bytes": 0}
+#: Byte budget of the caches kept across `fit` calls (the features of a few thousand images)
+REUSE_MAX_BYTES = 256 * 2**20
+#: Datasets hashed for reuse at most this large (hashing reads every byte)
+REUSE_MAX_DATA_BYTES = 2**30
+_reused: OrderedDict[str, Activations] = OrderedDict()
 
 
 def live_bytes() -> int:
@@ -70,6 +83,48 @@ def frozen_state_digest(model: nn.Module) -> str:
     """
     frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
     return tensors_sha256(frozen + list(model.named_buffers()))
+
+
+def reuse_key(
+    prefix: nn.Module, model: nn.Module, dataset: Dataset, *settings: object
+) -> str | None:
+    """What determines `prefix`'s outputs on `dataset`, hashed; None when it cannot be told.
+
+    The prefix's structure, the frozen tensors of the `model` it was cut from (a prefix may
+    hold the backbone unregistered: see `frozen_state_digest`), the dataset's content
+    (`content_digest()`, which `ShardDataset` offers) and `settings` (preprocessing, device,
+    batch size, precision).
+    """
+    digest = getattr(dataset, "content_digest", None)
+    if (
+        digest is None
+        or getattr(dataset, "nbytes", REUSE_MAX_DATA_BYTES + 1) > REUSE_MAX_DATA_BYTES
+    ):
+        return None  # no content to hash, or too much to hash on every `fit`
+    text = "\n".join([repr(prefix), frozen_state_digest(model), digest(), *map(repr, settings)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def reused(key: str | None) -> Activations | None:
+    """The kept activations under `key`, if an earlier `fit` built them."""
+    if key is None or key not in _reused:
+        return None
+    _reused.move_to_end(key)
+    return _reused[key]
+
+
+def keep(key: str | None, activations: Activations) -> None:
+    """Keep `activations` for a later `fit` when they are small and on the device."""
+    if key is None or activations.spilled or activations.nbytes > REUSE_MAX_BYTES:
+        return
+    _reused[key] = activations
+    while sum(a.nbytes for a in _reused.values()) > REUSE_MAX_BYTES:
+        _reused.popitem(last=False)
+
+
+def release_reused() -> None:
+    """Free the activations kept across `fit` calls."""
+    _reused.clear()
 
 
 def cached_activations(
