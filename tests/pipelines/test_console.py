@@ -79,6 +79,8 @@ def test_node_note_states_the_results_a_person_checks_and_nothing_else() -> None
     assert node_note({"registry_summary": registry}) == (
         "3 runs: 2 versions registered, 1 promoted, 1 refused; champion v3"
     )
+    refused = {"champion": None, "decisions": [{"run": "c", "version": None}]}
+    assert node_note({"registry_summary": refused}).endswith("1 refused; no champion")
     assert node_note({"x": 1, "artifact_dir": "data/x"}) == ""
 
 

@@ -64,9 +64,11 @@ def registry_note(summary: Mapping[str, Any]) -> str:
     decisions = summary.get("decisions", [])
     registered = sum(1 for d in decisions if d.get("version") is not None)
     promoted = sum(1 for d in decisions if d.get("promoted"))
+    champion = summary.get("champion")
     return (
         f"{len(decisions)} runs: {registered} versions registered, {promoted} promoted, "
-        f"{len(decisions) - registered} refused; champion v{summary.get('champion')}"
+        f"{len(decisions) - registered} refused; "
+        + (f"champion v{champion}" if champion is not None else "no champion")
     )
 
 
