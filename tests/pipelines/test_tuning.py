@@ -19,6 +19,7 @@ from kedro_datasets.pandas import CSVDataset
 from pipeline_kit import ENGINE
 
 from visprompt.pipelines.training.nodes import train_run
+from visprompt.pipelines.tuning.nodes import tune_runs
 from visprompt.pipelines.tuning.pipeline import tuning_pipeline
 from visprompt.training.runs import RunSpec
 from visprompt.tuning import space as spaces
@@ -237,6 +238,19 @@ def test_tuning_pipeline_writes_trials_best_values_and_nested_runs(
     assert not client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{second.info.run_id}'"
     )
+
+
+@pytest.mark.parametrize("field", ["runs", "run_spaces"])
+def test_tuning_names_only_configured_runs(
+    field: str, shard_dir: Path, shard_summary: dict, vit_spec: dict
+) -> None:
+    training = {"runs": {"lp": {"method": "linear_probe", "backbone": "vit"}}}
+    search = {"trials": 1, "storage": "sqlite:///unused.db", "spaces": SPACES}
+    search[field] = {
+        "ap_resnet": {"layer": {"choices": ["layer2"]}} if field == "run_spaces" else None
+    }
+    with pytest.raises(ValueError, match=rf"tuning.{field} names \['ap_resnet'\].*\(lp\)"):
+        tune_runs(str(shard_dir), shard_summary, {"vit": vit_spec}, training, ENGINE, search)
 
 
 def test_training_uses_tuned_values_and_says_so(

@@ -127,12 +127,13 @@ def tune_runs(
     selected = search.get("runs")
     seeds = training.get("seeds") or [0]
     runs = {name: parse_run(name, entry, seeds) for name, entry in training["runs"].items()}
-    unknown = sorted(set(selected or {}) - set(runs))
-    if unknown:
-        raise ValueError(
-            f"parameters_tuning.yml: tuning.runs names {unknown}, not configured runs "
-            f"({', '.join(runs)})"
-        )
+    for field in ("runs", "run_spaces"):  # a stale or misspelt run name is no silent no-op
+        unknown = sorted(set(search.get(field) or {}) - set(runs))
+        if unknown:
+            raise ValueError(
+                f"parameters_tuning.yml: tuning.{field} names {unknown}, not configured runs "
+                f"({', '.join(runs)}); rename or remove them"
+            )
     storage = _storage(str(search["storage"]))
     data = {
         "num_classes": len(read_classes(shards)),
