@@ -12,7 +12,21 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per pytest-xdist worker (`-n 2` in pyproject.toml), and per process it
+    # starts (kedro, mlflow, torchrun), so two workers don't oversubscribe two cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with slow tests (end to end, several processes) first: pytest-xdist runs each
+    file on one worker (`--dist loadfile`, files in this order), so the longest file does not
+    start last while the other worker idles."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: the order is kept otherwise
 
 
 @pytest.fixture(params=sorted(TINY_BACKBONES))

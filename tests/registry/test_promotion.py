@@ -149,6 +149,7 @@ def _in_subprocess(script: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", prelude + script, *args], env=env)
 
 
+@pytest.mark.slow
 def test_concurrent_registry_runs_make_one_version_per_artifact_and_the_best_champion(
     project: Path, model_name: str
 ) -> None:

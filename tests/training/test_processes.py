@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from e2e.e2e_kit import free_port
 from training import train_helpers
 from training.train_helpers import ColourImages, metrics, preprocess_for, probe_model, run_config
 
 from visprompt.training import fit
+
+pytestmark = pytest.mark.slow
 
 SCRIPT = Path(train_helpers.__file__)
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parents[2] / "src")}
@@ -91,7 +94,7 @@ def test_torchrun_two_processes_match_one_for_every_case(tmp_path: Path) -> None
     out = tmp_path / "cases.json"
     cases = ",".join(train_helpers.CASES)
     run = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", "29517", str(SCRIPT), "--out", str(out), "--devices", "2",
+           "--master-port", str(free_port()), str(SCRIPT), "--out", str(out), "--devices", "2",
            "--strategy", "ddp", "--cases", cases]  # fmt: skip
     subprocess.run(run, env=ENV, check=True, timeout=400)
     ddp = json.loads(out.read_text())
