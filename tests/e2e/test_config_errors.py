@@ -10,7 +10,6 @@ machine, most of it the `import mlflow` of kedro-mlflow's commands, which Kedro 
 
 from __future__ import annotations
 
-import resource
 import subprocess
 
 import pytest
@@ -18,17 +17,6 @@ import yaml
 from e2e_kit import console_problems
 
 pytestmark = pytest.mark.slow
-
-#: The checks (session, config loading, pipeline creation) may add this much CPU to start-up.
-MAX_CPU_OVER_STARTUP = 1.5
-
-
-def _timed_run(project_copy, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    """`kedro run <args>` and its CPU seconds (user + system of the finished child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = project_copy.run(*args, check=False)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return result, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _error(result: subprocess.CompletedProcess) -> list[str]:
@@ -40,7 +28,8 @@ def _error(result: subprocess.CompletedProcess) -> list[str]:
 
 
 def test_config_mistakes_get_one_paragraph_before_mlflow_or_data(project_copy) -> None:
-    result, startup_cpu = _timed_run(project_copy, "--pipelines", "trainng")
+    # how fast each is refused is measured by benchmarks/config_errors.py, not asserted here
+    result = project_copy.run("--pipelines", "trainng", check=False)
     assert _error(result)[0].startswith("Error: unknown pipeline(s) trainng; valid: __default__,")
     assert "training" in result.stderr
 
@@ -64,17 +53,12 @@ def test_config_mistakes_get_one_paragraph_before_mlflow_or_data(project_copy) -
             "lr is 'fast' (str); expected a number"
         ),
     }
-    cpu = {}
     for params, expected in mistakes.items():
-        result, cpu[params] = _timed_run(
-            project_copy, "--pipelines", "training", "--params", params
-        )
+        result = project_copy.run("--pipelines", "training", "--params", params, check=False)
         assert _error(result) == [expected]
-    result, cpu["--namespaces vpx"] = _timed_run(project_copy, "--namespaces", "vpx")
+    result = project_copy.run("--namespaces", "vpx", check=False)
     assert _error(result)[0].startswith("Error: unknown namespace(s) vpx; valid: ")
     assert "vp" in _error(result)[0].split("valid: ")[1].split(", ")
-    print(f"CPU s: start-up alone {startup_cpu:.1f}, with the checks {cpu}")
-    assert max(cpu.values()) < MAX_CPU_OVER_STARTUP * startup_cpu, (startup_cpu, cpu)
     # refused before kedro-mlflow set up its store and before any node wrote data
     assert not (project_copy.path / "mlflow/mlflow.db").exists()
     shipped = set(project_copy.path.glob("data/01_raw/weights/*"))  # tracked in git, copied

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,14 +32,18 @@ def test_pipeline_names_are_the_pipeline_folders() -> None:
 
 
 def test_preflight_reads_the_commands_params_and_checks_namespaces(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(ROOT)  # the project `kedro run` starts in
-    preflight({"namespaces": ["vp", "vp.seed_0"]})
+    conf = tmp_path / "conf"  # the committed configuration, not this checkout's conf/local
+    shutil.copytree(ROOT / "conf/base", conf / "base")
+    (conf / "local").mkdir()
+    options = {"conf_source": str(conf)}
+    preflight(options | {"namespaces": ["vp", "vp.seed_0"]})
     with pytest.raises(ConfigError, match="training.runs.vp.method\\): unknown method 'vpp'"):
-        preflight({"params": {"training": {"runs": {"vp": {"method": "vpp"}}}}})
+        preflight(options | {"params": {"training": {"runs": {"vp": {"method": "vpp"}}}}})
     with pytest.raises(click.ClickException, match=r"unknown namespace\(s\) vpx; valid: .*\bvp\b"):
-        preflight({"namespaces": ["vp", "vpx"]})
+        preflight(options | {"namespaces": ["vp", "vpx"]})
 
 
 @pytest.fixture
