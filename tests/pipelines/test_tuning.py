@@ -21,7 +21,7 @@ from pipeline_kit import ENGINE
 from visprompt.pipelines.training.nodes import train_run
 from visprompt.pipelines.tuning.nodes import tune_runs
 from visprompt.pipelines.tuning.pipeline import tuning_pipeline
-from visprompt.training.runs import RunSpec
+from visprompt.training.runs import ConfigError, RunSpec
 from visprompt.tuning import space as spaces
 from visprompt.tuning import study as studies
 
@@ -89,9 +89,10 @@ def test_chosen_hparams_config_or_tuned() -> None:
         {"options": {}, "train": {"lr": 0.2}},
         "tuned",
     )
-    with pytest.raises(ValueError, match="no values for run 'b'"):
+    # configuration mistakes: `kedro run` prints them as one paragraph, no traceback
+    with pytest.raises(ConfigError, match="no values for run 'b'"):
         spaces.chosen_hparams("b", "tuned", tuned)
-    with pytest.raises(ValueError, match="training.hparams is 'best'"):
+    with pytest.raises(ConfigError, match="training.hparams is 'best'"):
         spaces.chosen_hparams("a", "best", tuned)
 
 

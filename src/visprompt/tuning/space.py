@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from visprompt.training.config import TrainConfig
-from visprompt.training.runs import RunSpec, method_options
+from visprompt.training.runs import ConfigError, RunSpec, method_options
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +163,13 @@ def chosen_hparams(
     `hparams` is `training.hparams`; `tuned` the tuning pipeline's `tuned_hparams`.
     """
     if hparams not in HPARAMS:
-        raise ValueError(
+        raise ConfigError(
             f"parameters_training.yml: training.hparams is {hparams!r}; valid: {', '.join(HPARAMS)}"
         )
     if hparams == "config":
         return {}, "config"
     if not tuned or run not in tuned:
-        raise ValueError(
+        raise ConfigError(
             f"training.hparams is 'tuned' but data/05_model_input/tuned_hparams.json has no "
             f"values for run '{run}' ({sorted(tuned or {})}): run `kedro run --pipelines "
             "tuning` for it, or set training.hparams: config"
