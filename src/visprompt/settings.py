@@ -27,6 +27,7 @@ if not sys.stderr.isatty():
 
 from visprompt.hooks import DataTrackingHook, RunListHook  # noqa: E402
 from visprompt.pipelines.console import ConsoleHook  # noqa: E402
+from visprompt.pipelines.runs import CONFIG_LOADER_ARGS  # noqa: E402,F401 (one definition)
 
 # The comparison, profiling and registry nodes read every run's namespaced outputs
 # (`<run>.train_summary`): names with a dot outside their own namespace, by design.
@@ -40,13 +41,3 @@ LOGGING.configure(dict(LOGGING.data))
 HOOKS = (RunListHook(), DataTrackingHook(), ConsoleHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    # conf/local/parameters_training.yml may change one run's option, not replace `training`
-    # An environment (conf/gpu) merges into base key by key: with Kedro's default
-    # (destructive) merge, `kedro run --env gpu --params training...` (the hub recipes)
-    # replaced the whole `training` block with the few keys a recipe overrides.
-    # conf/<env>/mlflow.yml (e.g. conf/team) overrides single keys of conf/base/mlflow.yml too
-    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
-}

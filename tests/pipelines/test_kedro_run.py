@@ -38,6 +38,11 @@ def test_preflight_reads_the_commands_params_and_checks_namespaces(
     conf = tmp_path / "conf"  # the committed configuration, not this checkout's conf/local
     shutil.copytree(ROOT / "conf/base", conf / "base")
     (conf / "local").mkdir()
+    # a partial override in conf/local, as a Kedro user writes it: merged into the run, so
+    # the --params typo below is still the error (not "vp: 'backbone' is required")
+    (conf / "local/parameters_training.yml").write_text(
+        "training: {runs: {vp: {options: {prompt_size: 6}}}}\n"
+    )
     options = {"conf_source": str(conf)}
     preflight(options | {"namespaces": ["vp", "vp.seed_0"]})
     with pytest.raises(ConfigError, match="training.runs.vp.method\\): unknown method 'vpp'"):

@@ -20,10 +20,25 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
 
 from visprompt.training.runs import ConfigError, RunSpec, parse_run, train_config, validate_runs
+
+#: The project's config loader arguments (settings.py uses them): defined here, not read from
+#: Kedro's `settings`, so a loader built outside `kedro run` (the preflight, a test, a notebook,
+#: where the project's settings are not configured) merges exactly as the session's does.
+CONFIG_LOADER_ARGS: dict[str, Any] = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # conf/local/parameters_training.yml may change one run's option, not replace `training`
+    # An environment (conf/gpu) merges into base key by key: with Kedro's default
+    # (destructive) merge, `kedro run --env gpu --params training...` (the hub recipes)
+    # replaced the whole `training` block with the few keys a recipe overrides.
+    # conf/<env>/mlflow.yml (e.g. conf/team) overrides single keys of conf/base/mlflow.yml too
+    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
+}
 
 __all__ = [
     "ConfigError",
@@ -80,7 +95,7 @@ def command_parameters(
 ) -> dict[str, Any]:
     """The parameters a `kedro run` with these options loads, read before its session starts.
 
-    The loader is built as `KedroSession` builds it (the project's `CONFIG_LOADER_CLASS` and
+    The loader is built as `KedroSession` builds it (the project's `OmegaConfigLoader` with
     `CONFIG_LOADER_ARGS`, `--env` or `KEDRO_ENV`, `--conf-source`, `--params`), so the project's
     `run` command can refuse a mistake before plugins' hooks, MLflow or pipeline creation.
     """
@@ -89,11 +104,11 @@ def command_parameters(
         raise ConfigError(
             f"no Kedro project found at or above {Path.cwd()}: run from the project folder"
         )
-    loader = settings.CONFIG_LOADER_CLASS(
+    loader = OmegaConfigLoader(
         conf_source=conf_source or str(root / settings.CONF_SOURCE),
         env=env or os.environ.get("KEDRO_ENV"),
         runtime_params=dict(runtime_params or {}),
-        **settings.CONFIG_LOADER_ARGS,
+        **CONFIG_LOADER_ARGS,
     )
     return dict(loader["parameters"])
 

@@ -379,7 +379,7 @@ def _train(
 
     val_shard = _val_shard(val_set, fabric) if val_set is not None else None
     split, train_cached, val_cached, cache_info = _prefix_activations(
-        model, train_set, val_shard, preprocess, config, fabric, per_rank, spill_dir
+        model, frozen_digest, train_set, val_shard, preprocess, config, fabric, per_rank, spill_dir
     )
     train_module = split[1] if split is not None else model
 
@@ -544,6 +544,7 @@ def _restore(
 
 def _prefix_activations(
     model: nn.Module,
+    frozen_digest: str,
     train_set: Dataset,
     val_shard: Dataset | None,
     preprocess: Preprocess,
@@ -552,7 +553,11 @@ def _prefix_activations(
     batch_size: int,
     spill_dir: str,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(split or None, train activations, val activations, info) for prefix caching."""
+    """(split or None, train activations, val activations, info) for prefix caching.
+
+    `frozen_digest` (the model's frozen tensors, hashed once per `fit`) keys the reuse of a
+    cache an earlier `fit` built (`prefix_cache.reuse_key`).
+    """
     start = time.perf_counter()
     info: dict[str, Any] = {"train": "off", "val": "off", "build_s": 0.0}
     split = _cache_split(model, config)
@@ -564,7 +569,7 @@ def _prefix_activations(
     settings = (preprocess, str(fabric.device), batch_size, config.precision)
 
     def activations(dataset: Dataset, max_bytes: int) -> tuple[Any, str]:
-        key = prefix_cache.reuse_key(split[0], model, dataset, *settings)
+        key = prefix_cache.reuse_key(split[0], frozen_digest, dataset, *settings)
         kept = prefix_cache.reused(key)
         if kept is not None:
             return kept, "reused"

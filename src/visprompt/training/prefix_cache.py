@@ -86,22 +86,20 @@ def frozen_state_digest(model: nn.Module) -> str:
 
 
 def reuse_key(
-    prefix: nn.Module, model: nn.Module, dataset: Dataset, *settings: object
+    prefix: nn.Module, frozen_digest: str, dataset: Dataset, *settings: object
 ) -> str | None:
     """What determines `prefix`'s outputs on `dataset`, hashed; None when it cannot be told.
 
-    The prefix's structure, the frozen tensors of the `model` it was cut from (a prefix may
-    hold the backbone unregistered: see `frozen_state_digest`), the dataset's content
+    The prefix's structure, `frozen_digest` (`frozen_state_digest` of the model it was cut
+    from: a prefix may hold the backbone unregistered), the dataset's content
     (`content_digest()`, which `ShardDataset` offers) and `settings` (preprocessing, device,
     batch size, precision).
     """
     digest = getattr(dataset, "content_digest", None)
-    if (
-        digest is None
-        or getattr(dataset, "nbytes", REUSE_MAX_DATA_BYTES + 1) > REUSE_MAX_DATA_BYTES
-    ):
+    size = getattr(dataset, "nbytes", None)
+    if digest is None or size is None or size > REUSE_MAX_DATA_BYTES:
         return None  # no content to hash, or too much to hash on every `fit`
-    text = "\n".join([repr(prefix), frozen_state_digest(model), digest(), *map(repr, settings)])
+    text = "\n".join([repr(prefix), frozen_digest, digest(), *map(repr, settings)])
     return hashlib.sha256(text.encode()).hexdigest()
 
 

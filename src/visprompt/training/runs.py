@@ -200,13 +200,14 @@ def validate_runs(params: Mapping[str, Any]) -> dict[str, RunSpec]:
         )
     seeds = parse_seeds(training.get("seeds", [0]), f"{TRAINING_FILE}: training.seeds")
     engine = params.get("training_engine") or {}
+    names = available()
     runs: dict[str, RunSpec] = {}
     for name, entry in training["runs"].items():
         spec = parse_run(name, entry, seeds)
-        if spec.method not in available():
+        if spec.method not in names:
             raise ConfigError(
                 f"{_where(name, 'method')}: unknown method '{spec.method}'; "
-                f"valid: {', '.join(available())}"
+                f"valid: {', '.join(names)}"
             )
         if spec.backbone not in backbones:
             raise ConfigError(
