@@ -15,6 +15,7 @@ from training.train_helpers import (
 )
 
 from visprompt.training import Preprocess, TrainConfig, fit, predict
+from visprompt.training.plain import WholeModule
 
 TRAIN, VAL = ColourImages(48, 0), ColourImages(20, 1)
 
@@ -89,7 +90,7 @@ def test_plain_module_trains_all_parameters() -> None:
     net.reset_classifier(4)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     pre = Preprocess(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    fit(net, TRAIN, None, pre, run_config(epochs=1, optimizer="adam", lr=1e-3))
+    fit(WholeModule(net), TRAIN, None, pre, run_config(epochs=1, optimizer="adam", lr=1e-3))
     changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
     trained = {k for k, p in net.named_parameters()}
     assert trained <= changed  # every parameter and the BN running statistics moved

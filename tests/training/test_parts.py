@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from lightning.fabric import Fabric
 from tiny import make_backbone
 
 from visprompt import methods
-from visprompt.training import Preprocess, TrainConfig
+from visprompt.training import Preprocess, TrainConfig, checkpoint
 from visprompt.training.augment import flip_crop
-from visprompt.training.batchnorm import CpuSyncBatchNorm
-from visprompt.training.checkpoint import load_checkpoint, save_checkpoint, signature_digest
-from visprompt.training.loop import sync_trained_batchnorm
+from visprompt.training.batchnorm import CpuSyncBatchNorm, sync_trained_batchnorm
+from visprompt.training.plain import WholeModule
 from visprompt.training.schedule import lr_factor, warmup_cosine
 
 
@@ -83,20 +83,47 @@ def test_config_and_preprocess_validation() -> None:
         Preprocess.from_data_config({"mean": [0.5], "std": [0.5]})
 
 
-def test_checkpoint_is_atomic_and_refuses_another_run(tmp_path) -> None:
-    signature = {"train": {"lr": 0.1}, "data": {"train": 10}}
-    state = {
-        "digest": signature_digest(signature),
-        "signature": '{"train": {"lr": 0.1}, "data": {"train": 10}}',
-        "epoch": 0,
-        "trainable": {"w": torch.ones(2)},
-    }
-    assert load_checkpoint(tmp_path, signature) is None
-    save_checkpoint(tmp_path, state)
+def test_checkpoint_is_atomic_resumes_and_refuses_another_run(tmp_path, monkeypatch) -> None:
+    fabric = Fabric(accelerator="cpu", devices=1, plugins=[checkpoint.AtomicCheckpointIO()])
+    directory, sig = str(tmp_path), {"train": {"lr": 0.1}, "data": {"train": 10}}
+
+    def parts(seed: int) -> tuple:
+        torch.manual_seed(seed)
+        net = WholeModule(torch.nn.Linear(2, 1))
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        return net, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5**step)
+
+    net, opt, sched = parts(0)
+    assert checkpoint.resume(fabric, directory, sig, net, opt, sched).history == []
+    net(torch.ones(3, 2)).sum().backward()
+    opt.step(), sched.step()
+    row = {"epoch": 0, "epoch_time_s": 1.0, "val_top1": 0.5}
+    progress = checkpoint.Progress()
+    progress.record(row, net, improved=False)
+    checkpoint.save(fabric, directory, sig, net, opt, sched, progress)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary left
-    assert torch.equal(load_checkpoint(tmp_path, signature)["trainable"]["w"], torch.ones(2))
+    saved = (tmp_path / "last.ckpt").read_bytes()
+
+    def killed_mid_write(obj, path) -> None:
+        Path(path).write_bytes(saved[:10])
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", killed_mid_write)
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.save(fabric, directory, sig, net, opt, sched, progress)
+    assert (tmp_path / "last.ckpt").read_bytes() == saved  # the torn write never replaced it
+
+    other, other_opt, other_sched = parts(1)
+    restored = checkpoint.resume(fabric, directory, sig, other, other_opt, other_sched)
+    assert restored.history == [row] and restored.best_epoch == 0
+    assert torch.equal(other.module.weight, net.module.weight)
+    momentum = other_opt.state_dict()["state"][0]["momentum_buffer"]
+    assert torch.equal(momentum, opt.state[net.module.weight]["momentum_buffer"])
+    assert other_sched.last_epoch == 1 and other_opt.param_groups[0]["lr"] == 0.05
     with pytest.raises(ValueError, match=r"train\.lr \(0\.1 -> 0\.2\)"):
-        load_checkpoint(tmp_path, {"train": {"lr": 0.2}, "data": {"train": 10}})
+        checkpoint.resume(fabric, directory, {"train": {"lr": 0.2}, "data": {"train": 10}},
+                          *parts(0))  # fmt: skip
 
 
 def test_multi_process_runs_sync_only_the_batchnorm_that_trains() -> None:

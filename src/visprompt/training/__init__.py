@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 from visprompt.training.config import Preprocess, TrainConfig
 
 if TYPE_CHECKING:
-    from visprompt.training.loop import TrainResult, fit, predict
+    from visprompt.training.loop import TrainResult, fit
+    from visprompt.training.passes import predict
     from visprompt.training.placement import Placement
 
 __all__ = ["Placement", "Preprocess", "TrainConfig", "TrainResult", "fit", "predict"]
 
-_LAZY = {"TrainResult": "loop", "fit": "loop", "predict": "loop", "Placement": "placement"}
+_LAZY = {"TrainResult": "loop", "fit": "loop", "predict": "passes", "Placement": "placement"}
 
 
 def __getattr__(name: str) -> Any:

@@ -3,19 +3,23 @@
 torch's `nn.SyncBatchNorm` runs only on accelerators (its statistics kernels have no CPU
 implementation), so a multi-process CPU run would otherwise normalise each process's share
 of the batch on its own and drift from a single process. `CpuSyncBatchNorm` computes the
-same global statistics with differentiable all-reduces (torch's functional collectives,
-which replace the deprecated `torch.distributed.nn`): the global mean, then the global mean
-of squared deviations. The all-reduces' backward sums
-each rank's gradient contribution, which with DDP's gradient averaging gives the gradient of
-the global batch, exactly as torch's kernels do on GPUs. Eval mode, and any run without an
-initialised process group, use torch's own batch norm.
+same global statistics with differentiable all-reduces: the global mean, then the global
+mean of squared deviations. The all-reduces' backward sums each rank's gradient
+contribution, which with DDP's gradient averaging gives the gradient of the global batch,
+exactly as torch's kernels do on GPUs. Eval mode, and any run without an initialised
+process group, use torch's own batch norm.
+
+The differentiable all-reduce is `_AllReduceSum` over the public `dist.all_reduce`: torch's
+public one (`torch.distributed.nn.functional.all_reduce`) is deprecated in favour of the
+private `torch.distributed._functional_collectives`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as funcol
 from torch import nn
 
 
@@ -82,4 +86,43 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 def _sum(tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
     """Sum over the processes of `group`; its backward sums the gradients the same way."""
-    return funcol.wait_tensor(funcol.all_reduce(tensor, "sum", group))
+    return _AllReduceSum.apply(tensor, group)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+        ctx.group = group
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _AllReduceSum.apply(grad, ctx.group), None
+
+
+def sync_trained_batchnorm(model: nn.Module, device: torch.device) -> list[str]:
+    """Make every BatchNorm that trains a `torch.nn.SyncBatchNorm`; return their names.
+
+    A BatchNorm trains when it runs in train mode under `model.train()` (a method's own
+    generator, a fully fine-tuned backbone); frozen ones stay as they are, in eval mode.
+    Statistics then cover the global batch, so k processes normalise as one does. On the
+    CPU (gloo) the layers are `CpuSyncBatchNorm`: torch's SyncBatchNorm refuses CPU tensors.
+    """
+    was_training = model.training
+    model.train()
+    trained = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+    ]
+    model.train(was_training)
+    for name, module in trained:
+        parent, _, leaf = name.rpartition(".")
+        if device.type == "cpu":
+            synced = CpuSyncBatchNorm.convert(module)
+        else:
+            synced = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        setattr(model.get_submodule(parent) if parent else model, leaf, synced)
+    return [name for name, _ in trained]

@@ -21,17 +21,25 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from visprompt.backbones import tensors_sha256
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
+
+    from visprompt.methods.base import AdaptedModel
+    from visprompt.training.config import Preprocess, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +131,64 @@ def keep(key: str | None, activations: Activations) -> None:
 def release_reused() -> None:
     """Free the activations kept across `fit` calls."""
     _reused.clear()
+
+
+def prepare(
+    model: AdaptedModel,
+    frozen_digest: str,
+    train_set: Dataset,
+    val_shard: Dataset | None,
+    preprocess: Preprocess,
+    config: TrainConfig,
+    fabric: Fabric,
+    batch_size: int,
+    spill_dir: str,
+) -> tuple[nn.Module | None, Activations | None, Activations | None, dict[str, Any]]:
+    """(suffix or None, train activations, val activations, info) for one `fit`.
+
+    `info` is `TrainResult.cache`. `frozen_digest` (the model's frozen tensors, hashed once
+    per `fit`) keys the reuse of a cache an earlier `fit` built (`reuse_key`).
+    """
+    start = time.perf_counter()
+    info: dict[str, Any] = {"train": "off", "val": "off", "build_s": 0.0}
+    split = _split(model, config)
+    if split is None:
+        return None, None, None, info
+    prefix, suffix = split
+    common = dict(
+        device=fabric.device, batch_size=batch_size, spill_dir=spill_dir, autocast=fabric.autocast
+    )
+    settings = (preprocess, str(fabric.device), batch_size, config.precision)
+
+    def activations(dataset: Dataset, max_bytes: int) -> tuple[Activations, str]:
+        key = reuse_key(prefix, frozen_digest, dataset, *settings)
+        kept = reused(key)
+        if kept is not None:
+            return kept, "reused"
+        built, status = cached_activations(
+            prefix, dataset, preprocess, **(common | {"max_bytes": max_bytes})
+        )
+        keep(key, built)
+        return built, status
+
+    train, info["train"] = activations(train_set, config.cache_max_bytes)
+    val = None
+    if val_shard is not None:
+        val, info["val"] = activations(val_shard, max(0, config.cache_max_bytes - train.nbytes))
+    info["build_s"] = time.perf_counter() - start
+    return suffix, train, val, info
+
+
+def _split(model: AdaptedModel, config: TrainConfig) -> tuple[nn.Module, nn.Module] | None:
+    if not config.cache_prefix:
+        return None
+    if config.augment != "none":
+        log.warning("cache_prefix ignored: augment=%r changes inputs every epoch", config.augment)
+        return None
+    if config.precision not in ("32-true", "64-true") and not config.precision.endswith("mixed"):
+        log.warning("cache_prefix ignored: precision %s converts the module", config.precision)
+        return None
+    return model.split_for_cache()
 
 
 def cached_activations(

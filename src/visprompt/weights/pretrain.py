@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 from visprompt import backbones
 from visprompt.data.sources import synthetic
 from visprompt.training import Preprocess, TrainConfig, fit
+from visprompt.training.plain import WholeModule
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -56,7 +57,9 @@ def pretrain(
         int(settings.get("seed", 0)),
         float(settings.get("val_fraction", 0.1)),
     )
-    result = fit(model, train_set, val_set, preprocess, train, on_epoch_end=on_epoch_end)
+    result = fit(
+        WholeModule(model), train_set, val_set, preprocess, train, on_epoch_end=on_epoch_end
+    )
     return {
         "num_classes": k,
         "train_images": len(train_set),
