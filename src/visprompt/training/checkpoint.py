@@ -28,6 +28,7 @@ from visprompt.atomic import atomic_path
 if TYPE_CHECKING:
     from visprompt.methods.base import AdaptedModel
     from visprompt.training.config import Preprocess, TrainConfig
+    from visprompt.training.plain import WholeModule
 
 FILE_NAME = "last.ckpt"
 FORMAT = 1
@@ -49,7 +50,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def signature(
-    model: AdaptedModel,
+    model: AdaptedModel | WholeModule,
     train_set: Dataset,
     val_set: Dataset | None,
     preprocess: Preprocess,
@@ -93,7 +94,9 @@ class Progress:
     def next_epoch(self) -> int:
         return int(self.history[-1]["epoch"]) + 1 if self.history else 0
 
-    def record(self, row: dict[str, float], model: AdaptedModel, improved: bool) -> None:
+    def record(
+        self, row: dict[str, float], model: AdaptedModel | WholeModule, improved: bool
+    ) -> None:
         """Append an epoch; keep a copy of the weights when validation top-1 improved."""
         self.history.append(row)
         self.train_time_s += row["epoch_time_s"]
@@ -112,7 +115,7 @@ def save(
     fabric: Fabric,
     directory: str,
     sig: dict[str, Any],
-    model: AdaptedModel,
+    model: AdaptedModel | WholeModule,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     progress: Progress,
@@ -141,7 +144,7 @@ def resume(
     fabric: Fabric,
     directory: str | None,
     sig: dict[str, Any],
-    model: AdaptedModel,
+    model: AdaptedModel | WholeModule,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
 ) -> Progress:

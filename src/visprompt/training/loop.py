@@ -43,6 +43,7 @@ from visprompt.training.schedule import warmup_cosine
 
 if TYPE_CHECKING:
     from visprompt.methods.base import AdaptedModel
+    from visprompt.training.plain import WholeModule
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -64,7 +65,7 @@ class TrainResult:
 
 
 def fit(
-    model: AdaptedModel,
+    model: AdaptedModel | WholeModule,
     train_set: Dataset,
     val_set: Dataset | None,
     preprocess: Preprocess,
@@ -122,7 +123,7 @@ def fit(
 
 def _worker(
     fabric: Fabric,
-    model: AdaptedModel,
+    model: AdaptedModel | WholeModule,
     train_set: Dataset,
     val_set: Dataset | None,
     preprocess: Preprocess | dict[str, Any],
@@ -140,7 +141,7 @@ def _worker(
 
 def _train(
     fabric: Fabric,
-    model: AdaptedModel,
+    model: AdaptedModel | WholeModule,
     train_set: Dataset,
     val_set: Dataset | None,
     preprocess: Preprocess,

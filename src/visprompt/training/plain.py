@@ -22,6 +22,11 @@ class WholeModule(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.module(images)
 
+    @property
+    def head(self) -> nn.Module:
+        """No separate head: every parameter trains in the method's group (`param_groups`)."""
+        return nn.Identity()
+
     def prompt_state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()
 

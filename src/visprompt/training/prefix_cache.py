@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from visprompt.methods.base import AdaptedModel
     from visprompt.training.config import Preprocess, TrainConfig
+    from visprompt.training.plain import WholeModule
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def release_reused() -> None:
 
 
 def prepare(
-    model: AdaptedModel,
+    model: AdaptedModel | WholeModule,
     frozen_digest: str,
     train_set: Dataset,
     val_shard: Dataset | None,
@@ -179,7 +180,9 @@ def prepare(
     return suffix, train, val, info
 
 
-def _split(model: AdaptedModel, config: TrainConfig) -> tuple[nn.Module, nn.Module] | None:
+def _split(
+    model: AdaptedModel | WholeModule, config: TrainConfig
+) -> tuple[nn.Module, nn.Module] | None:
     if not config.cache_prefix:
         return None
     if config.augment != "none":
