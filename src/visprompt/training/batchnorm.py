@@ -9,7 +9,7 @@ contribution, which with DDP's gradient averaging gives the gradient of the glob
 exactly as torch's kernels do on GPUs. Eval mode, and any run without an initialised
 process group, use torch's own batch norm.
 
-The differentiable all-reduce is `_AllReduceSum` over the public `dist.all_reduce`: torch's
+The differentiable all-reduce is `_AllSum` over the public `dist.all_reduce`: torch's
 public one (`torch.distributed.nn.functional.all_reduce`) is deprecated in favour of the
 private `torch.distributed._functional_collectives`.
 """
@@ -55,14 +55,13 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized()):
             return super().forward(x)
-        group = dist.group.WORLD
         dims = [0, *range(2, x.dim())]
         shape = [1, -1, *([1] * (x.dim() - 2))]
         local = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
-        count = _sum(local, group)  # images x positions per channel, over every process
-        mean = _sum(x.sum(dims), group) / count
+        count = _AllSum.apply(local)  # images x positions per channel, over every process
+        mean = _AllSum.apply(x.sum(dims)) / count
         centred = x - mean.view(shape)
-        var = _sum(centred.square().sum(dims), group) / count
+        var = _AllSum.apply(centred.square().sum(dims)) / count
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach(), count.item())
         out = centred * torch.rsqrt(var + self.eps).view(shape)
@@ -84,22 +83,18 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.running_var.lerp_(unbiased, factor)
 
 
-def _sum(tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-    """Sum over the processes of `group`; its backward sums the gradients the same way."""
-    return _AllReduceSum.apply(tensor, group)
+class _AllSum(torch.autograd.Function):
+    """Sum over all processes; its backward sums the gradients the same way."""
 
-
-class _AllReduceSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-        ctx.group = group
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
         out = tensor.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _AllReduceSum.apply(grad, ctx.group), None
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return _AllSum.apply(grad)
 
 
 def sync_trained_batchnorm(model: nn.Module, device: torch.device) -> list[str]:

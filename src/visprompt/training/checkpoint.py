@@ -10,11 +10,10 @@ none is stored for a resumed run to repeat an uninterrupted one.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,6 @@ from visprompt.atomic import atomic_path
 if TYPE_CHECKING:
     from visprompt.methods.base import AdaptedModel
     from visprompt.training.config import Preprocess, TrainConfig
-    from visprompt.training.plain import WholeModule
 
 FILE_NAME = "last.ckpt"
 FORMAT = 1
@@ -50,7 +48,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def signature(
-    model: AdaptedModel | WholeModule,
+    model: AdaptedModel,
     train_set: Dataset,
     val_set: Dataset | None,
     preprocess: Preprocess,
@@ -87,23 +85,21 @@ class Progress:
     best_epoch: int = -1
     best_val_top1: float = -math.inf
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
-    best_extra: dict[str, Any] = field(default_factory=dict)
+    best_extra_state: str = "{}"  # JSON, as a checkpoint stores it
     train_time_s: float = 0.0
 
     @property
     def next_epoch(self) -> int:
         return int(self.history[-1]["epoch"]) + 1 if self.history else 0
 
-    def record(
-        self, row: dict[str, float], model: AdaptedModel | WholeModule, improved: bool
-    ) -> None:
+    def record(self, row: dict[str, float], model: AdaptedModel, improved: bool) -> None:
         """Append an epoch; keep a copy of the weights when validation top-1 improved."""
         self.history.append(row)
         self.train_time_s += row["epoch_time_s"]
         if improved or row["val_top1"] > self.best_val_top1:
             self.best_epoch, self.best_val_top1 = int(row["epoch"]), float(row["val_top1"])
             self.best_state = _cpu_copy(model.prompt_state_dict())
-            self.best_extra = copy.deepcopy(model.extra_state())
+            self.best_extra_state = json.dumps(model.extra_state())
 
     def should_stop(self, patience: int | None) -> bool:
         """True when the last `patience` epochs brought no better validation top-1."""
@@ -115,7 +111,7 @@ def save(
     fabric: Fabric,
     directory: str,
     sig: dict[str, Any],
-    model: AdaptedModel | WholeModule,
+    model: AdaptedModel,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     progress: Progress,
@@ -130,12 +126,7 @@ def save(
         "optimizer": optimizer,
         "scheduler": scheduler,
         "extra_state": json.dumps(model.extra_state()),
-        "history": progress.history,
-        "best_epoch": progress.best_epoch,
-        "best_val_top1": progress.best_val_top1,
-        "best_state": progress.best_state,
-        "best_extra_state": json.dumps(progress.best_extra),
-        "train_time_s": progress.train_time_s,
+        **vars(progress),
     }
     fabric.save(Path(directory) / FILE_NAME, state)
 
@@ -144,7 +135,7 @@ def resume(
     fabric: Fabric,
     directory: str | None,
     sig: dict[str, Any],
-    model: AdaptedModel | WholeModule,
+    model: AdaptedModel,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
 ) -> Progress:
@@ -171,14 +162,7 @@ def resume(
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     model.load_extra_state(json.loads(state["extra_state"]))
-    return Progress(
-        history=state["history"],
-        best_epoch=state["best_epoch"],
-        best_val_top1=state["best_val_top1"],
-        best_state=state["best_state"],
-        best_extra=json.loads(state["best_extra_state"]),
-        train_time_s=state["train_time_s"],
-    )
+    return Progress(**{f.name: state[f.name] for f in fields(Progress)})
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

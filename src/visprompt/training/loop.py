@@ -20,6 +20,7 @@ one exactly without storing generator states.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -38,12 +39,11 @@ from visprompt.training import checkpoint, prefix_cache
 from visprompt.training.batchnorm import sync_trained_batchnorm
 from visprompt.training.config import Preprocess, TrainConfig
 from visprompt.training.param_groups import optimizer_groups
-from visprompt.training.passes import Batches, evaluate, sequential, train_epoch, val_shard
+from visprompt.training.passes import Batches, evaluate, train_epoch, val_shard
 from visprompt.training.schedule import warmup_cosine
 
 if TYPE_CHECKING:
     from visprompt.methods.base import AdaptedModel
-    from visprompt.training.plain import WholeModule
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -65,7 +65,7 @@ class TrainResult:
 
 
 def fit(
-    model: AdaptedModel | WholeModule,
+    model: AdaptedModel,
     train_set: Dataset,
     val_set: Dataset | None,
     preprocess: Preprocess,
@@ -123,7 +123,7 @@ def fit(
 
 def _worker(
     fabric: Fabric,
-    model: AdaptedModel | WholeModule,
+    model: AdaptedModel,
     train_set: Dataset,
     val_set: Dataset | None,
     preprocess: Preprocess | dict[str, Any],
@@ -134,14 +134,15 @@ def _worker(
     # the prefix cache (and its spill file) belongs to this call: gone when it returns
     with tempfile.TemporaryDirectory(prefix="visprompt-prefix-cache-") as spill_dir:
         result, progress = _train(fabric, model, train_set, val_set, preprocess, config, spill_dir)
+    best, extra = progress.best_state, json.loads(progress.best_extra_state)
     if config.strategy.endswith("_spawn"):  # by value: shared tensors die with the worker
-        return result, safetensors.torch.save(progress.best_state), progress.best_extra
-    return result, progress.best_state, progress.best_extra
+        return result, safetensors.torch.save(best), extra
+    return result, best, extra
 
 
 def _train(
     fabric: Fabric,
-    model: AdaptedModel | WholeModule,
+    model: AdaptedModel,
     train_set: Dataset,
     val_set: Dataset | None,
     preprocess: Preprocess,
@@ -185,9 +186,9 @@ def _train(
     val_batches = None
     if shard is not None:
         val_batches = Batches(
-            fabric, shard, preprocess, sequential(shard, per_rank), workers, val_cached
+            fabric, shard, preprocess, _in_order(shard, per_rank), workers, val_cached
         )
-    epoch_data = Batches(fabric, train_set, preprocess, sequential(train_set, per_rank), workers)
+    epoch_data = Batches(fabric, train_set, preprocess, _in_order(train_set, per_rank), workers)
 
     first_epoch = progress.next_epoch
     for epoch in range(first_epoch, config.epochs):
@@ -235,6 +236,10 @@ def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     return cls(groups, lr=config.lr)
+
+
+def _in_order(dataset: Dataset, batch_size: int) -> BatchSampler:
+    return BatchSampler(range(len(dataset)), batch_size, drop_last=False)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:

@@ -1,8 +1,6 @@
 """Passes over a dataset on the device: a training epoch, an evaluation, a prediction.
 
-`Batches` yields (inputs, labels) on the device: raw images through `Preprocess`, or a
-prefix cache's activations. Sums are all-reduced over the processes, so the numbers are
-those of the global batch.
+Sums are all-reduced over the processes: the numbers are those of the global batch.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric import Fabric
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from visprompt.progress import progress_bar
 from visprompt.training.augment import flip_crop
@@ -62,10 +60,6 @@ class Batches:
         for images, labels in self.loader:
             images, labels = self.fabric.to_device((images, labels))
             yield self.preprocess(images), labels
-
-
-def sequential(dataset: Dataset, batch_size: int) -> BatchSampler:
-    return BatchSampler(range(len(dataset)), batch_size, drop_last=False)
 
 
 def val_shard(dataset: Dataset, fabric: Fabric) -> Dataset:

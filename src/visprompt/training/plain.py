@@ -1,8 +1,4 @@
-"""A plain classifier seen through the hooks `fit` calls on a method (`AdaptedModel`).
-
-Backbone pretraining trains a whole timm module: all of it is the trained state, nothing is
-cached, and there is no schedule or extra state of a method's own.
-"""
+"""A plain classifier (backbone pretraining) behind the hooks `fit` calls on a method."""
 
 from __future__ import annotations
 
@@ -13,7 +9,8 @@ from torch import nn
 
 
 class WholeModule(nn.Module):
-    """`module` with every parameter that requires grad trained; `fit` trains it in place."""
+    """`module` with every parameter that requires grad trained in place: no separate head,
+    nothing to cache, no per-epoch schedule or extra state."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -24,8 +21,11 @@ class WholeModule(nn.Module):
 
     @property
     def head(self) -> nn.Module:
-        """No separate head: every parameter trains in the method's group (`param_groups`)."""
-        return nn.Identity()
+        return nn.Identity()  # no parameters: all of them are in `param_groups`' one group
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
 
     def prompt_state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()
@@ -33,21 +33,17 @@ class WholeModule(nn.Module):
     def load_prompt_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.module.load_state_dict(state)
 
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
-
     def config(self) -> None:
-        """No method configuration: the checkpoint signature holds the class and shapes."""
+        return None
 
     def on_epoch_start(self, epoch: int, loader: Any | None = None) -> None:
-        """Nothing is scheduled per epoch."""
+        return None
 
     def extra_state(self) -> dict[str, Any]:
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """There is no extra state."""
+        return None
 
     def split_for_cache(self) -> None:
-        """Everything trains: no frozen prefix to cache."""
+        return None

@@ -24,7 +24,7 @@ import tempfile
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
     from visprompt.methods.base import AdaptedModel
     from visprompt.training.config import Preprocess, TrainConfig
-    from visprompt.training.plain import WholeModule
 
 log = logging.getLogger(__name__)
 
@@ -112,30 +111,13 @@ def reuse_key(
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def reused(key: str | None) -> Activations | None:
-    """The kept activations under `key`, if an earlier `fit` built them."""
-    if key is None or key not in _reused:
-        return None
-    _reused.move_to_end(key)
-    return _reused[key]
-
-
-def keep(key: str | None, activations: Activations) -> None:
-    """Keep `activations` for a later `fit` when they are small and on the device."""
-    if key is None or activations.spilled or activations.nbytes > REUSE_MAX_BYTES:
-        return
-    _reused[key] = activations
-    while sum(a.nbytes for a in _reused.values()) > REUSE_MAX_BYTES:
-        _reused.popitem(last=False)
-
-
 def release_reused() -> None:
     """Free the activations kept across `fit` calls."""
     _reused.clear()
 
 
 def prepare(
-    model: AdaptedModel | WholeModule,
+    model: AdaptedModel,
     frozen_digest: str,
     train_set: Dataset,
     val_shard: Dataset | None,
@@ -156,20 +138,20 @@ def prepare(
     if split is None:
         return None, None, None, info
     prefix, suffix = split
-    common = dict(
-        device=fabric.device, batch_size=batch_size, spill_dir=spill_dir, autocast=fabric.autocast
-    )
     settings = (preprocess, str(fabric.device), batch_size, config.precision)
 
     def activations(dataset: Dataset, max_bytes: int) -> tuple[Activations, str]:
         key = reuse_key(prefix, frozen_digest, dataset, *settings)
-        kept = reused(key)
-        if kept is not None:
-            return kept, "reused"
-        built, status = cached_activations(
-            prefix, dataset, preprocess, **(common | {"max_bytes": max_bytes})
+        if key in _reused:
+            _reused.move_to_end(key)
+            return _reused[key], "reused"
+        built, status = _build(
+            prefix, dataset, preprocess, fabric, batch_size, max_bytes, spill_dir
         )
-        keep(key, built)
+        if key is not None and not built.spilled and built.nbytes <= REUSE_MAX_BYTES:
+            _reused[key] = built  # kept for a later `fit` (small, on the device)
+            while sum(a.nbytes for a in _reused.values()) > REUSE_MAX_BYTES:
+                _reused.popitem(last=False)
         return built, status
 
     train, info["train"] = activations(train_set, config.cache_max_bytes)
@@ -180,9 +162,7 @@ def prepare(
     return suffix, train, val, info
 
 
-def _split(
-    model: AdaptedModel | WholeModule, config: TrainConfig
-) -> tuple[nn.Module, nn.Module] | None:
+def _split(model: AdaptedModel, config: TrainConfig) -> tuple[nn.Module, nn.Module] | None:
     if not config.cache_prefix:
         return None
     if config.augment != "none":
@@ -194,30 +174,27 @@ def _split(
     return model.split_for_cache()
 
 
-def cached_activations(
+def _build(
     prefix: nn.Module,
     dataset: Dataset,
-    preprocess: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    device: torch.device,
+    preprocess: Preprocess,
+    fabric: Fabric,
     batch_size: int,
     max_bytes: int,
-    spill_dir: str | Path,
-    autocast: Callable[[], object],
+    spill_dir: str,
 ) -> tuple[Activations, str]:
     """(activations, status): status "built" (on the device) or "spilled" (to `spill_dir`).
 
-    `autocast` is the engine's mixed-precision context so cached features match what the
-    uncached forward computes. The caller owns `spill_dir` and deletes it when done.
+    Under the engine's autocast, so cached features match what the uncached forward computes.
     """
-    n = len(dataset)
+    device, n = fabric.device, len(dataset)
     if n == 0:
         raise ValueError("prefix cache: the dataset is empty")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     features: torch.Tensor | None = None
     labels = torch.empty(n, dtype=torch.long, device=device)
     start = 0
-    with torch.no_grad(), autocast():
+    with torch.no_grad(), fabric.autocast():
         for images, target in loader:
             out = prefix(preprocess(images.to(device)))
             if features is None:
