@@ -85,22 +85,23 @@ def test_config_and_preprocess_validation() -> None:
 
 def test_checkpoint_is_atomic_resumes_and_refuses_another_run(tmp_path, monkeypatch) -> None:
     fabric = Fabric(accelerator="cpu", devices=1, plugins=[checkpoint.AtomicCheckpointIO()])
-    directory, sig = str(tmp_path), {"train": {"lr": 0.1}, "data": {"train": 10}}
+    sig = {"train": {"lr": 0.1}, "data": {"train": 10}}
 
-    def parts(seed: int) -> tuple:
+    def run(seed: int, signature: dict = sig) -> checkpoint.RunCheckpoint:
         torch.manual_seed(seed)
         net = WholeModule(torch.nn.Linear(2, 1))
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-        return net, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5**step)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5**step)
+        return checkpoint.RunCheckpoint(fabric, str(tmp_path), signature, net, opt, sched)
 
-    net, opt, sched = parts(0)
-    assert checkpoint.resume(fabric, directory, sig, net, opt, sched).history == []
-    net(torch.ones(3, 2)).sum().backward()
-    opt.step(), sched.step()
+    first = run(0)
+    assert first.resume().history == []
+    first.model(torch.ones(3, 2)).sum().backward()
+    first.optimizer.step(), first.scheduler.step()
     row = {"epoch": 0, "epoch_time_s": 1.0, "val_top1": 0.5}
     progress = checkpoint.Progress()
-    progress.record(row, net, improved=False)
-    checkpoint.save(fabric, directory, sig, net, opt, sched, progress)
+    progress.record(row, first.model, improved=False)
+    first.save(progress)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary left
     saved = (tmp_path / "last.ckpt").read_bytes()
 
@@ -111,19 +112,19 @@ def test_checkpoint_is_atomic_resumes_and_refuses_another_run(tmp_path, monkeypa
     with monkeypatch.context() as patch:
         patch.setattr(torch, "save", killed_mid_write)
         with pytest.raises(KeyboardInterrupt):
-            checkpoint.save(fabric, directory, sig, net, opt, sched, progress)
+            first.save(progress)
     assert (tmp_path / "last.ckpt").read_bytes() == saved  # the torn write never replaced it
 
-    other, other_opt, other_sched = parts(1)
-    restored = checkpoint.resume(fabric, directory, sig, other, other_opt, other_sched)
+    other = run(1)
+    restored = other.resume()
     assert restored.history == [row] and restored.best_epoch == 0
-    assert torch.equal(other.module.weight, net.module.weight)
-    momentum = other_opt.state_dict()["state"][0]["momentum_buffer"]
-    assert torch.equal(momentum, opt.state[net.module.weight]["momentum_buffer"])
-    assert other_sched.last_epoch == 1 and other_opt.param_groups[0]["lr"] == 0.05
+    weight = first.model.module.weight
+    assert torch.equal(other.model.module.weight, weight)
+    momentum = other.optimizer.state_dict()["state"][0]["momentum_buffer"]
+    assert torch.equal(momentum, first.optimizer.state[weight]["momentum_buffer"])
+    assert other.scheduler.last_epoch == 1 and other.optimizer.param_groups[0]["lr"] == 0.05
     with pytest.raises(ValueError, match=r"train\.lr \(0\.1 -> 0\.2\)"):
-        checkpoint.resume(fabric, directory, {"train": {"lr": 0.2}, "data": {"train": 10}},
-                          *parts(0))  # fmt: skip
+        run(0, {"train": {"lr": 0.2}, "data": {"train": 10}}).resume()
 
 
 def test_multi_process_runs_sync_only_the_batchnorm_that_trains() -> None:

@@ -6,12 +6,10 @@ of the batch on its own and drift from a single process. `CpuSyncBatchNorm` comp
 same global statistics with differentiable all-reduces: the global mean, then the global
 mean of squared deviations. The all-reduces' backward sums each rank's gradient
 contribution, which with DDP's gradient averaging gives the gradient of the global batch,
-exactly as torch's kernels do on GPUs. Eval mode, and any run without an initialised
-process group, use torch's own batch norm.
-
-The differentiable all-reduce is `_AllSum` over the public `dist.all_reduce`: torch's
-public one (`torch.distributed.nn.functional.all_reduce`) is deprecated in favour of the
-private `torch.distributed._functional_collectives`.
+exactly as torch's kernels do on GPUs (`_AllSum`, on the public `dist.all_reduce`: torch's
+differentiable `torch.distributed.nn.functional.all_reduce` is deprecated in favour of the
+private `_functional_collectives`). Eval mode, and any run without an initialised process
+group, use torch's own batch norm.
 """
 
 from __future__ import annotations

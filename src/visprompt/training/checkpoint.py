@@ -3,9 +3,8 @@ when they belong to another run.
 
 A checkpoint holds the trainable state (not the frozen backbone), optimizer and scheduler
 state, the model's JSON `extra_state`, the loop's `Progress` (history, best epoch and its
-state) and the run's signature (config, model, frozen weights, data, preprocessing).
-Random generators are re-derived from (seed, epoch, rank) at the start of every epoch, so
-none is stored for a resumed run to repeat an uninterrupted one.
+state) and the run's signature (config, model, frozen weights, data, preprocessing); no
+generator state (the loop reseeds every epoch).
 """
 
 from __future__ import annotations
@@ -33,12 +32,9 @@ FORMAT = 1
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Fabric's checkpoint writer, renaming a finished sibling file over the checkpoint.
-
-    Lightning's own writer stages the bytes in the system's temporary folder and
-    `shutil.move`s them, which copies into the target in place across file systems: a
-    kill mid-copy would leave a torn checkpoint behind.
-    """
+    """Fabric's checkpoint writer, renaming a finished sibling file over the checkpoint
+    (Lightning's own stages the file in the system's temporary folder and `shutil.move`s it,
+    which copies in place across file systems: a kill mid-copy leaves it torn)."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
@@ -103,66 +99,60 @@ class Progress:
 
     def should_stop(self, patience: int | None) -> bool:
         """True when the last `patience` epochs brought no better validation top-1."""
-        last = self.next_epoch - 1
-        return patience is not None and bool(self.history) and last - self.best_epoch >= patience
+        return patience is not None and self.next_epoch - 1 - self.best_epoch >= patience
 
 
-def save(
-    fabric: Fabric,
-    directory: str,
-    sig: dict[str, Any],
-    model: AdaptedModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    progress: Progress,
-) -> None:
-    """Write `directory/last.ckpt` (on global rank 0; every rank calls this)."""
-    state = {
-        "format": FORMAT,
-        "digest": signature_digest(sig),
-        "signature": json.dumps(sig, sort_keys=True),
-        "epoch": progress.next_epoch - 1,
-        "trainable": _cpu_copy(model.prompt_state_dict()),
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "extra_state": json.dumps(model.extra_state()),
-        **vars(progress),
-    }
-    fabric.save(Path(directory) / FILE_NAME, state)
+@dataclass
+class RunCheckpoint:
+    """One run's `directory/last.ckpt` (no checkpoints when `directory` is None), written
+    and read through `fabric` for the objects that training changes."""
 
+    fabric: Fabric
+    directory: str | None
+    signature: dict[str, Any]
+    model: AdaptedModel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
 
-def resume(
-    fabric: Fabric,
-    directory: str | None,
-    sig: dict[str, Any],
-    model: AdaptedModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-) -> Progress:
-    """The progress stored in `directory`, its state loaded into the model, optimizer and
-    scheduler; a fresh `Progress` when there is no checkpoint.
+    def save(self, progress: Progress) -> None:
+        """Write the checkpoint (on global rank 0; every rank calls this)."""
+        if self.directory is None:
+            return
+        state = {
+            "format": FORMAT,
+            "digest": signature_digest(self.signature),
+            "signature": json.dumps(self.signature, sort_keys=True),
+            "epoch": progress.next_epoch - 1,
+            "trainable": _cpu_copy(self.model.prompt_state_dict()),
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "extra_state": json.dumps(self.model.extra_state()),
+            **vars(progress),
+        }
+        self.fabric.save(Path(self.directory) / FILE_NAME, state)
 
-    A checkpoint written by a different run (other options, model or data) is refused with
-    an error naming what differs, rather than silently restarting over it: the old run is
-    kept until the user deletes it or picks another `checkpoint_dir`.
-    """
-    path = Path(directory or "") / FILE_NAME
-    if directory is None or not path.is_file():
-        return Progress()
-    state = fabric.load(path, weights_only=True)
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state.get('format')} != {FORMAT}")
-    if state["digest"] != signature_digest(sig):
-        diff = sorted(_differences(json.loads(state["signature"]), sig))
-        raise ValueError(
-            f"{path} belongs to a different training run (differs in: {', '.join(diff)}). "
-            "Delete that checkpoint directory to start fresh, or set another checkpoint_dir."
-        )
-    model.load_prompt_state_dict(state["trainable"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    model.load_extra_state(json.loads(state["extra_state"]))
-    return Progress(**{f.name: state[f.name] for f in fields(Progress)})
+    def resume(self) -> Progress:
+        """The stored progress, its state loaded into model, optimizer and scheduler (none
+        stored: a fresh one). Another run's checkpoint (other options, model or data) is an
+        error naming what differs, not silently restarted over: it is kept until the user
+        deletes it or picks another `checkpoint_dir`."""
+        path = Path(self.directory or "") / FILE_NAME
+        if self.directory is None or not path.is_file():
+            return Progress()
+        state = self.fabric.load(path, weights_only=True)
+        if state.get("format") != FORMAT:
+            raise ValueError(f"{path}: checkpoint format {state.get('format')} != {FORMAT}")
+        if state["digest"] != signature_digest(self.signature):
+            diff = sorted(_differences(json.loads(state["signature"]), self.signature))
+            raise ValueError(
+                f"{path} belongs to a different training run (differs in: {', '.join(diff)}). "
+                "Delete that checkpoint directory to start fresh, or set another checkpoint_dir."
+            )
+        self.model.load_prompt_state_dict(state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.model.load_extra_state(json.loads(state["extra_state"]))
+        return Progress(**{f.name: state[f.name] for f in fields(Progress)})
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

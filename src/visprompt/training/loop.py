@@ -1,10 +1,10 @@
 """The training loop: `fit` a classifier on a train split, select on a validation split.
 
 Lightning Fabric owns devices, precision, data parallelism, the checkpoint files
-(`checkpoint.save`/`resume` through `fabric.save`/`fabric.load`) and the per-epoch
-callback (`fabric.call`); this module owns the optimisation (optimizer, warm-up + cosine
-schedule, early stopping on validation top-1) and what is this project's own: the prefix
-cache, the refusal to resume another run's checkpoint, per-epoch reseeding.
+(`fabric.save`/`load`) and the per-epoch callback (`fabric.call`); this module owns the
+optimisation (optimizer, warm-up + cosine schedule, early stopping on validation top-1)
+and what is this project's own: the prefix cache, the refusal to resume another run's
+checkpoint, per-epoch reseeding.
 
 Data order: every process draws a permutation of the training set from (seed, epoch)
 (torch's DistributedSampler) and takes every k-th index, so with `batch_size` as the
@@ -33,13 +33,13 @@ import safetensors.torch
 import torch
 from lightning.fabric import Fabric
 from lightning.fabric.utilities.seed import seed_everything
-from torch.utils.data import BatchSampler, Dataset, DistributedSampler
+from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Subset
 
 from visprompt.training import checkpoint, prefix_cache
 from visprompt.training.batchnorm import sync_trained_batchnorm
 from visprompt.training.config import Preprocess, TrainConfig
 from visprompt.training.param_groups import optimizer_groups
-from visprompt.training.passes import Batches, evaluate, train_epoch, val_shard
+from visprompt.training.passes import Batches, evaluate, train_epoch
 from visprompt.training.schedule import warmup_cosine
 
 if TYPE_CHECKING:
@@ -153,12 +153,14 @@ def _train(
     per_rank = config.batch_size // world
     seed_everything(config.seed, verbose=False)
     frozen = prefix_cache.frozen_state_digest(model)
-    signature = checkpoint.signature(model, train_set, val_set, preprocess, config, frozen)
+    sig = checkpoint.signature(model, train_set, val_set, preprocess, config, frozen)
     if world > 1:
         sync_trained_batchnorm(model, fabric.device)
     model = fabric.to_device(model)
 
-    shard = val_shard(val_set, fabric) if val_set is not None else None
+    shard = val_set  # this process's share: every k-th item (no padding, no repeats)
+    if val_set is not None and world > 1:
+        shard = Subset(val_set, range(rank, len(val_set), world))
     suffix, train_cached, val_cached, cache_info = prefix_cache.prepare(
         model, frozen, train_set, shard, preprocess, config, fabric, per_rank, spill_dir
     )
@@ -178,10 +180,8 @@ def _train(
         lr=config.lr,
         min_lr=config.min_lr,
     )
-    # restore before setup: Fabric's optimizer wrapper copies the state
-    progress = checkpoint.resume(
-        fabric, config.checkpoint_dir, signature, model, optimizer, scheduler
-    )
+    ckpt = checkpoint.RunCheckpoint(fabric, config.checkpoint_dir, sig, model, optimizer, scheduler)
+    progress = ckpt.resume()  # before setup: Fabric's optimizer wrapper copies the state
     wrapped, fabric_optimizer = fabric.setup(train_module, optimizer)
     val_batches = None
     if shard is not None:
@@ -195,7 +195,7 @@ def _train(
         if progress.should_stop(config.patience):
             break
         epoch_start = time.perf_counter()
-        seed = _epoch_seed(config.seed, epoch, rank)
+        seed = (config.seed * 1_000_003 + epoch * 7919 + rank) % 2**32
         seed_everything(seed, verbose=False)
         sampler.set_epoch(epoch)
         model.on_epoch_start(epoch, epoch_data)
@@ -213,10 +213,7 @@ def _train(
         if epoch == first_epoch:  # this call's cache build is training time too (once)
             progress.train_time_s += cache_info["build_s"]
         progress.record(row, model, improved=val_batches is None)
-        if config.checkpoint_dir:
-            checkpoint.save(
-                fabric, config.checkpoint_dir, signature, model, optimizer, scheduler, progress
-            )
+        ckpt.save(progress)
         if fabric.is_global_zero:
             fabric.call("on_train_epoch_end", epoch, dict(row))
 
@@ -240,7 +237,3 @@ def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim
 
 def _in_order(dataset: Dataset, batch_size: int) -> BatchSampler:
     return BatchSampler(range(len(dataset)), batch_size, drop_last=False)
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919 + rank) % 2**32

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric import Fabric
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from visprompt.progress import progress_bar
 from visprompt.training.augment import flip_crop
@@ -60,13 +60,6 @@ class Batches:
         for images, labels in self.loader:
             images, labels = self.fabric.to_device((images, labels))
             yield self.preprocess(images), labels
-
-
-def val_shard(dataset: Dataset, fabric: Fabric) -> Dataset:
-    """This process's share of the validation set (every k-th item; no padding, no repeats)."""
-    if fabric.world_size == 1:
-        return dataset
-    return Subset(dataset, range(fabric.global_rank, len(dataset), fabric.world_size))
 
 
 def evaluate(module: nn.Module, batches: Batches, fabric: Fabric) -> tuple[float, float]:

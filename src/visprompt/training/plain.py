@@ -10,7 +10,8 @@ from torch import nn
 
 class WholeModule(nn.Module):
     """`module` with every parameter that requires grad trained in place: no separate head,
-    nothing to cache, no per-epoch schedule or extra state."""
+    no method config, nothing to cache, no per-epoch schedule, no extra state (the hooks
+    below that do nothing)."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -33,17 +34,13 @@ class WholeModule(nn.Module):
     def load_prompt_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.module.load_state_dict(state)
 
-    def config(self) -> None:
-        return None
+    def config(self) -> None: ...
 
-    def on_epoch_start(self, epoch: int, loader: Any | None = None) -> None:
-        return None
+    def on_epoch_start(self, epoch: int, loader: Any | None = None) -> None: ...
 
     def extra_state(self) -> dict[str, Any]:
         return {}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        return None
+    def load_extra_state(self, state: dict[str, Any]) -> None: ...
 
-    def split_for_cache(self) -> None:
-        return None
+    def split_for_cache(self) -> None: ...
