@@ -131,3 +131,27 @@ def test_a_second_seed_reuses_the_kept_cache_with_the_same_numbers(monkeypatch) 
     assert _status(_fit(probe_model(), cache=True, train=train, val=val))[0] == "built"
     assert _status(_fit(probe_model(), cache=True, train=train, val=val))[0] == "built"
     assert live_bytes() == before
+
+
+class CountedImages(ColourImages):
+    """ColourImages that count the items read."""
+
+    reads = 0
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        CountedImages.reads += 1
+        return super().__getitem__(index)
+
+
+def test_a_finished_run_resumes_without_a_pass_over_the_data(tmp_path) -> None:
+    """Its checkpoint has no epoch left: no prefix cache is built, no image read."""
+    train, val = CountedImages(48, 0), CountedImages(20, 1)
+    first = probe_model()
+    done = _fit(first, cache=True, train=train, val=val, checkpoint_dir=str(tmp_path))
+    assert _status(done) == ("built", "built") and CountedImages.reads > 0
+    CountedImages.reads = 0
+    again = probe_model()
+    resumed = _fit(again, cache=True, train=train, val=val, checkpoint_dir=str(tmp_path))
+    assert CountedImages.reads == 0 and _status(resumed) == ("off", "off")
+    assert resumed.history == done.history and resumed.best_epoch == done.best_epoch
+    assert torch.equal(again.head.weight, first.head.weight)

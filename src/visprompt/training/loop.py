@@ -158,23 +158,14 @@ def _train(
         sync_trained_batchnorm(model, fabric.device)
     model = fabric.to_device(model)
 
-    shard = val_set  # this process's share: every k-th item (no padding, no repeats)
-    if val_set is not None and world > 1:
-        shard = Subset(val_set, range(rank, len(val_set), world))
-    suffix, train_cached, val_cached, cache_info = prefix_cache.prepare(
-        model, frozen, train_set, shard, preprocess, config, fabric, per_rank, spill_dir
-    )
-    train_module = suffix if suffix is not None else model
     optimizer = _optimizer(optimizer_groups(model, config), config)
     sampler = DistributedSampler(
         train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=False
     )
     batch_sampler = BatchSampler(sampler, per_rank, drop_last=False)
-    workers = config.num_workers
-    train_batches = Batches(fabric, train_set, preprocess, batch_sampler, workers, train_cached)
     scheduler = warmup_cosine(
         optimizer,
-        steps_per_epoch=len(train_batches),
+        steps_per_epoch=len(batch_sampler),
         epochs=config.epochs,
         warmup_epochs=config.warmup_epochs,
         lr=config.lr,
@@ -182,13 +173,22 @@ def _train(
     )
     ckpt = checkpoint.RunCheckpoint(fabric, config.checkpoint_dir, sig, model, optimizer, scheduler)
     progress = ckpt.resume()  # before setup: Fabric's optimizer wrapper copies the state
+    finished = progress.next_epoch >= config.epochs or progress.should_stop(config.patience)
+
+    shard = val_set  # this process's share: every k-th item (no padding, no repeats)
+    if val_set is not None and world > 1:
+        shard = Subset(val_set, range(rank, len(val_set), world))
+    suffix, train_cached, val_cached, cache_info = prefix_cache.prepare(
+        model, frozen, train_set, shard, preprocess, config, fabric, per_rank, spill_dir, finished
+    )
+    train_module = suffix if suffix is not None else model
     wrapped, fabric_optimizer = fabric.setup(train_module, optimizer)
+    workers = config.num_workers
+    train_batches = Batches(fabric, train_set, preprocess, batch_sampler, workers, train_cached)
     val_batches = None
     if shard is not None:
-        val_batches = Batches(
-            fabric, shard, preprocess, _in_order(shard, per_rank), workers, val_cached
-        )
-    epoch_data = Batches(fabric, train_set, preprocess, _in_order(train_set, per_rank), workers)
+        val_batches = Batches(fabric, shard, preprocess, per_rank, workers, val_cached)
+    epoch_data = Batches(fabric, train_set, preprocess, per_rank, workers)
 
     first_epoch = progress.next_epoch
     for epoch in range(first_epoch, config.epochs):
@@ -233,7 +233,3 @@ def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     return cls(groups, lr=config.lr)
-
-
-def _in_order(dataset: Dataset, batch_size: int) -> BatchSampler:
-    return BatchSampler(range(len(dataset)), batch_size, drop_last=False)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning.fabric import Fabric
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from visprompt.progress import progress_bar
 from visprompt.training.augment import flip_crop
@@ -27,17 +27,20 @@ log = logging.getLogger(__name__)
 
 
 class Batches:
-    """(inputs, labels) on the device for one pass: raw images through Preprocess, or cached."""
+    """(inputs, labels) on the device for one pass over `batch_sampler` (a batch size: in
+    dataset order): raw images through Preprocess, or a prefix cache's activations."""
 
     def __init__(
         self,
         fabric: Fabric,
         dataset: Dataset,
         preprocess: Preprocess,
-        batch_sampler: Any,
+        batch_sampler: Iterable[list[int]] | int,
         num_workers: int,
         cached: Activations | None = None,
     ) -> None:
+        if isinstance(batch_sampler, int):
+            batch_sampler = BatchSampler(range(len(dataset)), batch_sampler, drop_last=False)
         self.fabric, self.preprocess, self.cached = fabric, preprocess, cached
         self.batch_sampler = batch_sampler
         # A plain DataLoader: Fabric's wrapper would reset the sampler's epoch to its own

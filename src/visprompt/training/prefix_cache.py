@@ -126,15 +126,17 @@ def prepare(
     fabric: Fabric,
     batch_size: int,
     spill_dir: str,
+    finished: bool,
 ) -> tuple[nn.Module | None, Activations | None, Activations | None, dict[str, Any]]:
-    """(suffix or None, train activations, val activations, info) for one `fit`.
+    """(suffix or None, train activations, val activations, info) for one `fit`; none for
+    a `finished` run (a resumed checkpoint that has no epoch left to train).
 
     `info` is `TrainResult.cache`. `frozen_digest` (the model's frozen tensors, hashed once
     per `fit`) keys the reuse of a cache an earlier `fit` built (`reuse_key`).
     """
     start = time.perf_counter()
     info: dict[str, Any] = {"train": "off", "val": "off", "build_s": 0.0}
-    split = _split(model, config)
+    split = None if finished else _split(model, config)
     if split is None:
         return None, None, None, info
     prefix, suffix = split
