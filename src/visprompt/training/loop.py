@@ -1,10 +1,10 @@
 """The training loop: `fit` a classifier on a train split, select on a validation split.
 
 Lightning Fabric owns devices, precision, data parallelism, the checkpoint files
-(`fabric.save`/`load`) and the per-epoch callback (`fabric.call`); this module owns the
-optimisation (optimizer, warm-up + cosine schedule, early stopping on validation top-1)
-and what is this project's own: the prefix cache, the refusal to resume another run's
-checkpoint, per-epoch reseeding.
+(`fabric.save`/`load`) and the per-epoch callback (`fabric.call`). Hand-written: the
+optimisation (optimizer, warm-up + cosine schedule), best epoch and early stopping on
+validation top-1 (`checkpoint.Progress`: Fabric has no such callbacks), and the project's
+own: the prefix cache, the refusal to resume another run's checkpoint, per-epoch reseeding.
 
 Data order: every process draws a permutation of the training set from (seed, epoch)
 (torch's DistributedSampler) and takes every k-th index, so with `batch_size` as the
