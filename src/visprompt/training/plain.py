@@ -20,9 +20,8 @@ class WholeModule(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.module(images)
 
-    @property
-    def head(self) -> nn.Module:
-        return nn.Identity()  # no parameters: all of them are in `param_groups`' one group
+    #: no parameters (not registered): every parameter is in `param_groups`' one group
+    head: nn.Module = nn.Identity()
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         params = [p for p in self.module.parameters() if p.requires_grad]

@@ -57,9 +57,7 @@ def pretrain(
         int(settings.get("seed", 0)),
         float(settings.get("val_fraction", 0.1)),
     )
-    result = fit(
-        WholeModule(model), train_set, val_set, preprocess, train, on_epoch_end=on_epoch_end
-    )
+    result = fit(WholeModule(model), train_set, val_set, preprocess, train, on_epoch_end)
     return {
         "num_classes": k,
         "train_images": len(train_set),
