@@ -400,7 +400,6 @@ def _train(
         steps_per_epoch=len(train_batches),
         epochs=config.epochs,
         warmup_epochs=config.warmup_epochs,
-        lr=config.lr,
         min_lr=config.min_lr,
     )
     progress = _Progress()
