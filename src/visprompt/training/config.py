@@ -30,6 +30,14 @@ NO_DECAY_KINDS = ("bias", "norm", "prompt")
 _NOT_HASHED = ("num_workers", "checkpoint_dir", "log_every", "progress", "cache_max_bytes")
 
 
+class OptionError(ValueError):
+    """A bad `TrainConfig` value; `field` names the option (callers say where it was set)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass
 class TrainConfig:
     """Options of one training run.
@@ -77,8 +85,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
+        def bad(name: str, why: str) -> OptionError:
+            return OptionError(name, f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
 
         for name, hint in typing.get_type_hints(type(self)).items():
             value = getattr(self, name)
