@@ -91,7 +91,7 @@ def run_training(
     hooks.register(kept)
     tracking.after_catalog_created(catalog)
     ns = seed_namespace(spec.name, seed)
-    SequentialRunner().run(run_pipeline(spec, hparams).only_nodes_with_namespaces([ns]), catalog, hooks)
-    return kept.outputs[f"{ns}.artifact_dir"], catalog.load(f"{ns}.train_summary"), catalog.load(
-        f"{ns}.history"
-    )
+    pipeline = run_pipeline(spec, hparams).only_nodes_with_namespaces([ns])
+    SequentialRunner().run(pipeline, catalog, hooks)
+    model = kept.outputs[f"{ns}.artifact_dir"]
+    return model, catalog.load(f"{ns}.train_summary"), catalog.load(f"{ns}.history")

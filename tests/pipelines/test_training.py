@@ -12,9 +12,9 @@ from pipeline_kit import ENGINE, TINY_VIT, run_training
 
 from visprompt import backbones, methods
 from visprompt.pipelines.runs import RunSpec, configured_runs, parse_run, train_config
+from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.pipelines.training.datasets import MethodArtifactDataset
 from visprompt.pipelines.training.nodes import train_run
-from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.pipelines.training.pipeline import run_pipeline
 from visprompt.training.code_digest import code_digest
 
@@ -51,7 +51,7 @@ LP = RunSpec(name="lp", method="linear_probe", backbone="vit")
 
 def test_train_node_refuses_failed_validation(shard_dir: Path, vit_spec: dict) -> None:
     with pytest.raises(ValueError, match="data validation failed"):
-        train_run(LP, 0, {}, ENGINE, "unused", str(shard_dir), {"success": False}, {"vit": vit_spec})
+        train_run(LP, 0, {}, ENGINE, "u", str(shard_dir), {"success": False}, {"vit": vit_spec})
 
 
 def test_train_node_refuses_a_summary_of_other_data(
