@@ -24,28 +24,14 @@ from torch.utils.data import Dataset
 from visprompt import backbones, methods
 from visprompt.atomic import atomic_path
 from visprompt.data.shards import ShardDataset, read_classes
-from visprompt.prompt_init.io import load_prompts
 from visprompt.training import checkpoint
 from visprompt.training.code_digest import code_digest
 from visprompt.training.config import Preprocess, TrainConfig
 from visprompt.training.loop import EpochCallback, fit, load_trainable_state
 from visprompt.training.runs import RunSpec
-from visprompt.weights import fingerprint
 
 #: Written next to the checkpoint once `fit` returns: the seed is finished under its key.
 RESULT_FILE = "result.json"
-
-
-def init_prompts(name: str | None, prompt_inits: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`{"init_prompts": tensor}` for an SPT run's named init, `{}` without one."""
-    if name is None:
-        return {}
-    if not prompt_inits or name not in prompt_inits:
-        raise ValueError(
-            f"prompt_init '{name}' not found in prompt_inits "
-            f"({sorted(prompt_inits or {})}); add it to parameters_prompt_init.yml"
-        )
-    return {"init_prompts": load_prompts(prompt_inits[name]["path"])}
 
 
 def image_size(spec: RunSpec, backbone_spec: Mapping[str, Any]) -> int:
@@ -92,7 +78,7 @@ def train_seed(
     shards: str,
     data_hash: str | None,
     *,
-    prompt_inits: Mapping[str, Any] | None = None,
+    init: Mapping[str, Any] | None = None,
     checkpoint_root: str | None = None,
     datasets: tuple[Dataset, Dataset] | None = None,
     on_epoch_end: EpochCallback | None = None,
@@ -100,14 +86,15 @@ def train_seed(
     """Train seed `config.seed` of `spec` on the shards' train split, select on val.
 
     Returns (model at its best epoch, summary, history). `datasets` (train, val) lets
-    tuning trials share one pair; by default they are read from `shards`.
+    tuning trials share one pair; by default they are read from `shards`. `init` holds the
+    method's built initial tensors (an SPT run's `init_prompts`), hashed into the key.
     """
     size = image_size(spec, backbone_spec)
     if config.strategy == "ddp":  # "ddp" would re-execute the whole command once per rank
         config = dataclasses.replace(config, strategy="ddp_spawn")  # the workers train this run
-    init = init_prompts(spec.prompt_init, prompt_inits)
+    init = dict(init or {})
     params = run_params(spec, config, backbone_spec, data_hash, init)
-    key = fingerprint(params)
+    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
     folder = None
     if checkpoint_root is not None:
         folder = Path(checkpoint_root) / f"{spec.name}.seed_{config.seed}-{key[:16]}"

@@ -13,9 +13,22 @@ from typing import Any
 from visprompt import methods
 from visprompt.data.shards import require_validated
 from visprompt.pipelines.runs import RunSpec, train_config
+from visprompt.prompt_init.io import load_prompts
 from visprompt.training.service import train_seed
 from visprompt.tuning.space import apply as apply_changes
 from visprompt.tuning.space import chosen_hparams
+
+
+def init_prompts(name: str | None, prompt_inits: dict[str, Any] | None) -> dict[str, Any]:
+    """`{"init_prompts": tensor}` for an SPT run's named init, `{}` without one."""
+    if name is None:
+        return {}
+    if not prompt_inits or name not in prompt_inits:
+        raise ValueError(
+            f"prompt_init '{name}' not found in prompt_inits "
+            f"({sorted(prompt_inits or {})}); add it to parameters_prompt_init.yml"
+        )
+    return {"init_prompts": load_prompts(prompt_inits[name]["path"])}
 
 
 def train_run(
@@ -53,7 +66,7 @@ def train_run(
         backbone_specs[spec.backbone],
         shards,
         validation_summary.get("data_hash"),
-        prompt_inits=prompt_inits,
+        init=init_prompts(spec.prompt_init, prompt_inits),
         checkpoint_root=checkpoint_root,
     )
     return model, summary | {"hparams_source": hparams_source}, history

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from visprompt.data.shards import ShardDataset, require_validated
 from visprompt.pipelines import tracking
 from visprompt.pipelines.runs import RunSpec, train_config
+from visprompt.pipelines.training.nodes import init_prompts
 from visprompt.training.code_digest import code_digest
 from visprompt.training.service import train_seed
 from visprompt.tuning import space as spaces
@@ -38,7 +39,7 @@ class _Trials:
     engine: dict[str, Any]
     epochs: int | None
     backbone: dict[str, Any]
-    prompt_inits: dict[str, Any] | None
+    init: dict[str, Any]
     shards: str
     data_hash: str | None
     datasets: tuple[Dataset, Dataset]
@@ -92,7 +93,7 @@ def _objective(ctx: _Trials, trial: optuna.Trial) -> float:
                 ctx.backbone,
                 ctx.shards,
                 ctx.data_hash,
-                prompt_inits=ctx.prompt_inits,
+                init=ctx.init,
                 datasets=ctx.datasets,
                 on_epoch_end=on_epoch_end,
             )
@@ -155,7 +156,7 @@ def tune_runs(
             engine=dict(engine),
             epochs=search.get("epochs"),
             backbone=bb_spec,
-            prompt_inits=prompt_inits,
+            init=init_prompts(spec.prompt_init, prompt_inits),
             shards=shards,
             data_hash=data_hash,
             datasets=datasets,
