@@ -128,22 +128,30 @@ def command_parameters(
     return dict(loader["parameters"])
 
 
-#: (parameters, their validated run lists) of the last `run_lists` call.
-_VALIDATED: tuple[dict[str, Any], dict[str, dict[str, RunSpec]]] | None = None
+#: section -> (the parameters it was last validated in, its validated runs).
+_VALIDATED: dict[str, tuple[dict[str, Any], dict[str, RunSpec]]] = {}
 
 
 def run_lists(params: Mapping[str, Any]) -> dict[str, dict[str, RunSpec]]:
     """Every run list of `params`, validated: {"training": ..., <sweep section>: ...}.
 
-    Validated once per parameter set: the preflight, the session's hook and every
-    `create_pipeline` of one `kedro run` ask with equal parameters and get the same specs.
+    Each list is validated once per parameter set: the preflight, the session's hook and
+    every `create_pipeline` of one `kedro run` ask with equal parameters and get the same
+    specs.
     """
-    global _VALIDATED
-    if _VALIDATED is None or _VALIDATED[0] != params:
-        lists = {"training": validate_runs(params)}
-        lists |= {s: validate_recipe_runs(params, s) for s in SWEEP_SECTIONS if s in params}
-        _VALIDATED = (copy.deepcopy(dict(params)), lists)
-    return _VALIDATED[1]
+    sections = ["training", *(s for s in SWEEP_SECTIONS if s in params)]
+    return {section: _section_runs(params, section) for section in sections}
+
+
+def _section_runs(params: Mapping[str, Any], section: str) -> dict[str, RunSpec]:
+    cached = _VALIDATED.get(section)
+    if cached is None or cached[0] != params:
+        if section == "training":
+            runs = validate_runs(params)
+        else:
+            runs = validate_recipe_runs(params, section)
+        cached = _VALIDATED[section] = (copy.deepcopy(dict(params)), runs)
+    return cached[1]
 
 
 def configured_runs(parameters: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:
@@ -153,7 +161,7 @@ def configured_runs(parameters: Mapping[str, Any] | None = None) -> dict[str, Ru
 
 def recipe_runs(section: str, params: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:
     """A sweep recipe's `<section>.runs`, validated with the others, in configuration order."""
-    return run_lists(project_parameters() if params is None else params).get(section, {})
+    return _section_runs(project_parameters() if params is None else params, section)
 
 
 def seed_namespace(run: str, seed: int) -> str:

@@ -147,6 +147,7 @@ def train_config(
     overrides: Mapping[str, Any],
     engine: Mapping[str, Any],
     run: str = "?",
+    section: str = "training",
 ) -> TrainConfig:
     """The run's `TrainConfig`: training.defaults, then the engine, then the run's `train`.
 
@@ -157,7 +158,7 @@ def train_config(
     sources = (
         (f"{TRAINING_FILE}: training.defaults", defaults),
         ("training_engine", engine),
-        (f"{TRAINING_FILE}: training.runs.{run}.train", overrides),
+        (f"parameters_{section}.yml: {section}.runs.{run}.train", overrides),
     )
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     merged: dict[str, Any] = {}
@@ -166,7 +167,7 @@ def train_config(
         for key, value in values.items():
             if key not in fields:
                 raise ConfigError(
-                    f"training run '{run}' ({where}): unknown training option '{key}'; "
+                    f"{section} run '{run}' ({where}): unknown training option '{key}'; "
                     f"valid: {', '.join(sorted(fields))}"
                 )
             merged[key], origin[key] = value, where
@@ -174,7 +175,7 @@ def train_config(
         return TrainConfig(**merged)
     except OptionError as error:
         where = f" ({origin[error.field]}.{error.field})" if error.field in origin else ""
-        raise ConfigError(f"training run '{run}'{where}: {error}") from None
+        raise ConfigError(f"{section} run '{run}'{where}: {error}") from None
 
 
 def validate_runs(params: Mapping[str, Any]) -> dict[str, RunSpec]:
@@ -203,7 +204,7 @@ def validate_recipe_runs(params: Mapping[str, Any], section: str) -> dict[str, R
 
 def _validated(params: Mapping[str, Any], section: str) -> dict[str, RunSpec]:
     backbones = (params.get("backbone") or {}).get("build") or {}
-    if not backbones:
+    if not backbones and section == "training":
         raise ConfigError(
             f"no backbones: the parameters have no 'backbone.build' (is conf/base/"
             f"{BACKBONE_FILE} missing or empty?)"
@@ -241,6 +242,6 @@ def _validated(params: Mapping[str, Any], section: str) -> dict[str, RunSpec]:
             )
         check_options(spec)
         check_image_size(spec, params.get("backbone") or {})
-        train_config(defaults, spec.train, engine, run=name)
+        train_config(defaults, spec.train, engine, name, section)
         runs[name] = spec
     return runs
