@@ -104,3 +104,23 @@ def test_a_sweep_recipes_run_list_is_validated_with_the_training_runs(conf: Path
     sweep[first] = {"method": "ap", "backbone": "resnet", "train": {"epochs": "3"}}
     with pytest.raises(ConfigError, match="ap_layer_sweep.runs.apsweep_resnet_layer1.train"):
         runs.run_lists(params)
+
+
+def test_the_yaml_training_defaults_do_not_drift_from_the_code() -> None:
+    """A default is stated once: where the YAML repeats an option, it is TrainConfig's value.
+
+    `cache_prefix` is the embedded default's choice (off in the library: a prefix cache needs
+    a cacheable method and `augment: none`).
+    """
+    import dataclasses
+
+    from visprompt.training import TrainConfig
+
+    stated = yaml.safe_load((ROOT / "conf/base/parameters_training.yml").read_text())
+    code = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    drift = {
+        key: (value, code[key])
+        for key, value in stated["training"]["defaults"].items()
+        if key != "cache_prefix" and value != code[key]
+    }
+    assert not drift, f"parameters_training.yml vs TrainConfig defaults: {drift}"

@@ -54,22 +54,24 @@ class TrainConfig:
     the cache holds up to `cache_max_bytes` on the device, spills to a temporary file past
     it, and is freed when `fit` returns.
     `accelerator`, `devices`, `strategy`, `precision` are Lightning Fabric's own options.
+    The defaults are the project's (conf/base/parameters_training.yml states no other value:
+    tests/pipelines/test_run_config.py checks it).
     `lr`/`weight_decay` apply to the method's own tensors; the new head uses `head_lr` and
     `head_weight_decay` when set; parameters of the kinds in `no_weight_decay` (`bias`,
     `norm`, `prompt`) get none (see `visprompt.training.param_groups`).
     """
 
-    epochs: int = 10
+    epochs: int = 6
     batch_size: int = 64
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: float = 0.03
     weight_decay: float = 0.0
     head_lr: float | None = None
     head_weight_decay: float | None = None
     no_weight_decay: tuple[str, ...] = NO_DECAY_KINDS
     momentum: float = 0.9
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
+    warmup_epochs: float = 1.0
+    min_lr: float = 1e-5
     patience: int | None = None
     augment: str = "none"
     seed: int = 0

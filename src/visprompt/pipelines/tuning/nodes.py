@@ -124,14 +124,8 @@ def tune_runs(
     seed; a rerun with the same inputs only reports.
     """
     require_validated(shards, validation_summary)
+    _require_configured(search, runs)
     selected = search.get("runs")
-    for field in ("runs", "run_spaces"):  # a stale or misspelt run name is no silent no-op
-        unknown = sorted(set(search.get(field) or {}) - set(runs))
-        if unknown:
-            raise ValueError(
-                f"parameters_tuning.yml: tuning.{field} names {unknown}, not configured runs "
-                f"({', '.join(runs)}); rename or remove them"
-            )
     datasets = (ShardDataset(shards, "train"), ShardDataset(shards, "val"))
     data_hash = validation_summary.get("data_hash")
     rows: list[dict[str, Any]] = []
@@ -167,6 +161,17 @@ def tune_runs(
         raise ValueError("parameters_tuning.yml: tuning.runs selects no run; nothing to tune")
     params = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in COLUMNS]
     return pd.DataFrame(rows, columns=["run", "trial", *params, "val_top1", "state"]), best
+
+
+def _require_configured(search: dict[str, Any], runs: dict[str, RunSpec]) -> None:
+    """A stale or misspelt run name in `tuning.runs`/`tuning.run_spaces` is no silent no-op."""
+    for field in ("runs", "run_spaces"):
+        unknown = sorted(set(search.get(field) or {}) - set(runs))
+        if unknown:
+            raise ValueError(
+                f"parameters_tuning.yml: tuning.{field} names {unknown}, not configured runs "
+                f"({', '.join(runs)}); rename or remove them"
+            )
 
 
 def _tune(ctx: _Trials, search: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
