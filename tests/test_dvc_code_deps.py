@@ -68,6 +68,9 @@ def test_stage_depends_on_all_the_code_it_runs(name: str) -> None:
         f.relative_to(ROOT).as_posix() for f in stage_code(stage) if not _covered(f, deps)
     )
     assert not missing, f"dvc.yaml stage '{name}': add these to its deps: {missing}"
+    code = stage_code(stage)
+    unneeded = [d for d in deps if d.startswith("src/") and not any(_covered(f, [d]) for f in code)]
+    assert not unneeded, f"dvc.yaml stage '{name}': no code it runs is in {unneeded}"
     for dep in deps:
         assert (ROOT / dep).exists() or dep.startswith("data/"), f"{name}: no such dep {dep}"
 
