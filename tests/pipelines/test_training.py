@@ -105,6 +105,10 @@ def test_another_seed_trains_its_own_model_and_checkpoints(
     assert not torch.equal(model.head.weight, trained[0].head.weight)  # another initial head
     folders = [p.name for p in (tmp_path / "checkpoints").iterdir()]
     assert folders == [f"lp.seed_1-{summary['run_key'][:16]}"]  # checkpoints per seed and key
+    # the same seed again: its finished result and its MLflow run are reused, not repeated
+    again, summary_again, history_again = run_training(spec, 1, tmp_path, inputs)
+    assert summary_again == summary and history_again == history
+    assert torch.equal(again.head.weight, model.head.weight)
 
 
 def test_run_pipeline_is_namespaced_per_run_and_seed() -> None:
