@@ -110,18 +110,13 @@ def test_one_kedro_run_validates_each_run_list_once(
         f"{{artifact_location: '{tmp_path / 'artifacts'}'}}}}}}\n"
     )
     counts: Counter[str] = Counter()
-    validate_runs, validate_recipe_runs = runs.validate_runs, runs.validate_recipe_runs
+    validate_runs = runs.validate_runs
 
-    def counted_runs(params):
-        counts["training"] += 1
-        return validate_runs(params)
-
-    def counted_recipe(params, section):
+    def counted(params, section="training"):
         counts[section] += 1
-        return validate_recipe_runs(params, section)
+        return validate_runs(params, section)
 
-    monkeypatch.setattr(runs, "validate_runs", counted_runs)
-    monkeypatch.setattr(runs, "validate_recipe_runs", counted_recipe)
+    monkeypatch.setattr(runs, "validate_runs", counted)
     monkeypatch.setattr(runs, "_VALIDATED", {})
     monkeypatch.setattr(runs, "_SESSION_PARAMETERS", None)
     monkeypatch.setattr(runs, "_CREATED_FROM", None)

@@ -79,8 +79,8 @@ def test_flip_crop_is_a_shifted_or_flipped_crop_of_the_padded_image() -> None:
 
 def test_config_and_preprocess_validation() -> None:
     base = TrainConfig(epochs=2, lr=0.1)
-    assert base.digest() == TrainConfig(epochs=2, lr=0.1, num_workers=4).digest()
-    assert base.digest() != TrainConfig(epochs=2, lr=0.2).digest()
+    assert base.result_fields() == TrainConfig(epochs=2, lr=0.1, num_workers=4).result_fields()
+    assert base.result_fields() != TrainConfig(epochs=2, lr=0.2).result_fields()
     with pytest.raises(ValueError, match="TrainConfig.warmup_epochs"):
         TrainConfig(epochs=2, warmup_epochs=3)
     with pytest.raises(ValueError, match="TrainConfig.augment"):

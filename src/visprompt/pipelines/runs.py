@@ -32,7 +32,6 @@ from visprompt.training.runs import (
     RunSpec,
     parse_run,
     train_config,
-    validate_recipe_runs,
     validate_runs,
 )
 
@@ -146,10 +145,7 @@ def run_lists(params: Mapping[str, Any]) -> dict[str, dict[str, RunSpec]]:
 def _section_runs(params: Mapping[str, Any], section: str) -> dict[str, RunSpec]:
     cached = _VALIDATED.get(section)
     if cached is None or cached[0] != params:
-        if section == "training":
-            runs = validate_runs(params)
-        else:
-            runs = validate_recipe_runs(params, section)
+        runs = validate_runs(params, section)
         cached = _VALIDATED[section] = (copy.deepcopy(dict(params)), runs)
     return cached[1]
 

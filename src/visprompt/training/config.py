@@ -8,8 +8,6 @@ and what is allowed, before anything trains.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -141,11 +139,6 @@ class TrainConfig:
     def result_fields(self) -> dict[str, Any]:
         """The options that change the numbers (what a checkpoint must agree with)."""
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
-
-    def digest(self) -> str:
-        """sha256 of `result_fields` (stable JSON)."""
-        text = json.dumps(self.result_fields(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

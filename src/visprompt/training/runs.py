@@ -178,31 +178,21 @@ def train_config(
         raise ConfigError(f"{section} run '{run}'{where}: {error}") from None
 
 
-def validate_runs(params: Mapping[str, Any]) -> dict[str, RunSpec]:
-    """Every run of `training.runs`, checked against methods, backbones, inits and TrainConfig.
+def validate_runs(params: Mapping[str, Any], section: str = "training") -> dict[str, RunSpec]:
+    """Every run of `<section>.runs` (`training.runs`, or a sweep recipe's own list), checked
+    against methods, backbones, inits and TrainConfig, in configuration order.
 
     `params` are the project's merged parameters. Raises `ConfigError` at the first mistake.
+    A recipe's run without its own `seeds` trains `<section>.seeds` (seed 0 when not set). A
+    recipe may train a backbone only its own `kedro run` builds (the AP layer sweep's ResNet:
+    `--params backbone.build...`), so an unbuilt backbone is left to that run.
     """
     training = params.get("training")
-    if not isinstance(training, Mapping) or not training.get("runs"):
+    if section == "training" and (not isinstance(training, Mapping) or not training.get("runs")):
         raise ConfigError(
             f"no training runs: the parameters have no 'training.runs' (is conf/base/"
             f"{TRAINING_FILE} missing or empty? see the project's conf/base/{TRAINING_FILE})"
         )
-    return _validated(params, "training")
-
-
-def validate_recipe_runs(params: Mapping[str, Any], section: str) -> dict[str, RunSpec]:
-    """`<section>.runs` (a sweep recipe's own run list), checked as `training.runs` is.
-
-    A run without its own `seeds` trains `<section>.seeds` (seed 0 when that is not set).
-    A recipe may train a backbone only its own `kedro run` builds (the AP layer sweep's
-    ResNet: `--params backbone.build...`), so an unbuilt backbone is left to that run.
-    """
-    return _validated(params, section)
-
-
-def _validated(params: Mapping[str, Any], section: str) -> dict[str, RunSpec]:
     backbones = (params.get("backbone") or {}).get("build") or {}
     if not backbones and section == "training":
         raise ConfigError(
