@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -75,8 +73,12 @@ def finished_run(key: str) -> str | None:
 
     A killed or failed run does not count: its result was not complete.
     """
+    active = mlflow.active_run()
+    experiment = (
+        active.info.experiment_id if active else mlflow.tracking.fluent._get_experiment_id()
+    )
     found = MlflowClient().search_runs(
-        [_experiment_id()],
+        [experiment],
         f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
         max_results=1,
         order_by=["attributes.start_time ASC"],
@@ -84,44 +86,30 @@ def finished_run(key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def _experiment_id() -> str:
-    active = mlflow.active_run()
-    return active.info.experiment_id if active else mlflow.tracking.fluent._get_experiment_id()
-
-
 def open_seed_run(
     name: str, summary: Mapping[str, Any], history: Sequence[Mapping[str, float]]
 ) -> str:
     """A nested run `name` holding a trained seed's params, history and numbers; its id.
 
-    Created through the client, off the fluent run stack (later nodes still nest under
-    kedro-mlflow's run), and left RUNNING: `close_seed_run` finishes it once the artifact
-    is logged, so an interrupted `kedro run` leaves no finished run without its artifact.
+    It leaves the run stack (later nodes nest under kedro-mlflow's run) still RUNNING:
+    `close_seed_run` finishes it once the artifact is logged, so an interrupted `kedro run`
+    leaves no finished run without its artifact.
     """
     tags = {
         "visprompt.stage": "training",
         "visprompt.run": str(summary["run"]),
         "visprompt.seed": str(summary["seed"]),
         KEY_TAG: str(summary["run_key"]),
-        "mlflow.runName": name,
     }
-    if (active := mlflow.active_run()) is not None:
-        tags["mlflow.parentRunId"] = active.info.run_id
-    client = MlflowClient()
-    run_id = client.create_run(_experiment_id(), tags=tags, run_name=name).info.run_id
-    params = flatten(summary["params"]) | {"hparams_source": str(summary["hparams_source"])}
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(k, float(v), now, int(row["epoch"]))
-        for row in history
-        for k, v in row.items()
-        if k != "epoch" and isinstance(v, int | float) and not math.isnan(v)
-    ]
-    metrics += [Metric(k, v, now, 0) for k, v in _numbers(summary, "").items()]
-    items = [Param(k, v) for k, v in params.items()]
-    for i in range(0, max(len(items), len(metrics)), 100):  # MLflow's batch limits
-        client.log_batch(run_id, metrics=metrics[i : i + 100], params=items[i : i + 100])
-    return run_id
+    run = mlflow.start_run(run_name=name, nested=True, tags=tags)
+    try:
+        log_params(summary["params"] | {"hparams_source": summary["hparams_source"]})
+        for row in history:
+            log_epoch(int(row["epoch"]), row)
+        log_numbers(summary)
+    finally:
+        mlflow.end_run("RUNNING")
+    return run.info.run_id
 
 
 def close_seed_run(run_id: str, artifact_dir: str) -> None:
