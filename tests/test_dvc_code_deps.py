@@ -1,14 +1,14 @@
 """dvc.yaml: every stage depends on all the package code its `kedro run` command executes.
 
-The code a stage runs is derived, not listed: the modules of the pipeline(s) its command
-names, the dataset classes its catalog files name, and everything they import from
-`visprompt`, transitively (read with `ast`, no import). Kedro's project wiring (settings,
-hooks, pipeline registry) only logs and assembles, so it is not a dependency of outputs.
+The code a stage runs is derived by the library (`training.code_digest.code_files`, the same
+derivation that keys a run's results): the modules of the pipeline(s) its command names, the
+dataset classes its catalog files name, and everything they import from `visprompt`,
+transitively. Kedro's project wiring (settings, hooks, pipeline registry) only logs and
+assembles, so it is not a dependency of outputs.
 """
 
 from __future__ import annotations
 
-import ast
 import re
 import shlex
 from pathlib import Path
@@ -16,59 +16,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+from visprompt.training.code_digest import RUN_MODULES, SOURCE_ROOT, code_files
+
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
-PACKAGE = SRC / "visprompt"
-#: Executed but without effect on outputs: the version string only.
-NOT_RESULT_CODE = {PACKAGE / "__init__.py"}
+PACKAGE = ROOT / "src" / "visprompt"
 
 
-def _module_file(name: str) -> Path | None:
-    """The file of module `name` (a package's __init__.py), or None when not ours."""
-    path = SRC.joinpath(*name.split("."))
-    if (path / "__init__.py").is_file():
-        return path / "__init__.py"
-    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+def _module(file: Path) -> str:
+    """The dotted name of a package file."""
+    parts = file.relative_to(SOURCE_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(file: Path) -> set[Path]:
-    """Our modules that `file` imports (and its parent packages' __init__ files)."""
-    tree = ast.parse(file.read_text(), filename=str(file))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names |= {f"{node.module}.{alias.name}" for alias in node.names}
-    found: set[Path] = set()
-    for name in names:
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
-            module = _module_file(".".join(parts[:i]))
-            if module is not None and parts[0] == "visprompt":
-                found.add(module)
-    if "import_module(" in file.read_text():  # a package loading its own modules by name
-        found |= set(file.parent.glob("*.py"))
-    return found
-
-
-def code_closure(start: set[Path]) -> set[Path]:
-    """`start` and every visprompt module it imports, transitively."""
-    seen: set[Path] = set()
-    todo = list(start)
-    while todo:
-        file = todo.pop()
-        if file not in seen:
-            seen.add(file)
-            todo += _imports(file) - seen
-    return seen - NOT_RESULT_CODE
-
-
-def _dataset_modules(catalog: Path) -> set[Path]:
+def _dataset_modules(catalog: Path) -> set[str]:
     """Modules of the `visprompt.` dataset classes a catalog file names."""
     types = re.findall(r"type:\s*(visprompt\.[\w.]+)", catalog.read_text())
-    return {_module_file(t.rsplit(".", 1)[0]) for t in types} - {None}
+    return {t.rsplit(".", 1)[0] for t in types}
 
 
 def _stages() -> dict[str, dict]:
@@ -82,15 +45,15 @@ def stage_code(stage: dict) -> set[Path]:
     argv = shlex.split(stage["cmd"])
     assert argv[:2] == ["kedro", "run"], f"dvc.yaml: unexpected command {stage['cmd']!r}"
     names = argv[argv.index("--pipelines") + 1].split(",")
-    start: set[Path] = set()
+    start: set[str] = set()
     for name in names:
         folder = PACKAGE / "pipelines" / name
         assert folder.is_dir(), f"dvc.yaml: no pipeline folder {folder}"
-        start |= set(folder.glob("*.py"))
+        start |= {_module(f) for f in folder.glob("*.py")}
     for dep in stage.get("deps", []):
         if Path(dep).name.startswith("catalog"):
             start |= _dataset_modules(ROOT / dep)
-    return code_closure(start)
+    return set(code_files(sorted(start)))
 
 
 def _covered(file: Path, deps: list[str]) -> bool:
@@ -105,6 +68,9 @@ def test_stage_depends_on_all_the_code_it_runs(name: str) -> None:
         f.relative_to(ROOT).as_posix() for f in stage_code(stage) if not _covered(f, deps)
     )
     assert not missing, f"dvc.yaml stage '{name}': add these to its deps: {missing}"
+    code = stage_code(stage)
+    unneeded = [d for d in deps if d.startswith("src/") and not any(_covered(f, [d]) for f in code)]
+    assert not unneeded, f"dvc.yaml stage '{name}': no code it runs is in {unneeded}"
     for dep in deps:
         assert (ROOT / dep).exists() or dep.startswith("data/"), f"{name}: no such dep {dep}"
 
@@ -117,9 +83,15 @@ def test_training_stages_depend_on_method_files() -> None:
             assert _covered(PACKAGE / module, deps), f"{name} does not depend on {module}"
 
 
-def test_closure_follows_imports_transitively(tmp_path: Path) -> None:
-    nodes = PACKAGE / "pipelines" / "training" / "nodes.py"
-    closure = code_closure({nodes})
+def test_closure_follows_imports_transitively() -> None:
+    closure = set(code_files(["visprompt.pipelines.training.nodes"]))
     assert PACKAGE / "methods" / "vpt.py" in closure  # nodes -> methods/__init__ -> vpt
     assert PACKAGE / "methods" / "vit_tokens.py" in closure  # ... -> vpt -> vit_tokens
     assert PACKAGE / "data" / "ingest.py" not in closure
+
+
+def test_the_train_stage_covers_the_code_that_keys_a_run() -> None:
+    """The run key's code digest and the train stage's deps come from one derivation."""
+    deps = [str(d) for d in _stages()["train"]["deps"]]
+    for file in code_files(RUN_MODULES):
+        assert _covered(file, deps), f"dvc.yaml train: {file} decides results, not a dep"

@@ -5,9 +5,12 @@ context exists (before kedro-mlflow opens a run, before any node), so a configur
 mistake stops `kedro run` within seconds with one message.
 
 kedro-mlflow opens one MLflow run per `kedro run`, logs node parameters and, through the
-catalog's MlflowArtifactDatasets, the data reports; these hooks add the figures and tags
-derived from them, at the moment each report is saved (so a validation that then fails has
-already logged them). Nodes stay free of MLflow.
+catalog's MlflowArtifactDatasets, the data reports; `DataTrackingHook` adds the figures and
+tags derived from them, at the moment each report is saved (so a validation that then fails
+has already logged them), and opens one nested run per trained seed, keyed by the node's
+namespace (`<run>.seed_<s>`): its params, history and numbers once the node returns, its
+artifact from the catalog's folder once saved. A seed whose `run_key` already has a finished
+run reuses that run. Nodes stay free of MLflow.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import mlflow
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.framework.project import pipelines
+from kedro.io import CatalogProtocol
+from kedro.pipeline.node import Node
 
-from visprompt.pipelines import runs
+from visprompt.pipelines import runs, tracking
 
 
 def _key(*parts: Any) -> str:
@@ -61,8 +66,35 @@ TRACKED: dict[str, Callable[[Any], None]] = {
 
 
 class DataTrackingHook:
+    def __init__(self) -> None:
+        self._catalog: CatalogProtocol | None = None
+        #: artifact dataset name -> the id of its seed's run, open until the artifact is logged
+        self._pending: dict[str, str] = {}
+
+    @hook_impl
+    def after_catalog_created(self, catalog: CatalogProtocol) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        """A trained seed (`<ns>.train_summary` with a `run_key`): its MLflow run's id goes
+        into the summary before the catalog saves it."""
+        name = f"{node.namespace}.train_summary"
+        summary = outputs.get(name)
+        if not isinstance(summary, dict) or "run_key" not in summary:
+            return
+        run_id = tracking.finished_run(summary["run_key"])
+        if run_id is None:
+            history = outputs[f"{node.namespace}.history"]
+            run_id = tracking.open_seed_run(node.namespace, summary, history)
+            self._pending[f"{node.namespace}.artifact_dir"] = run_id
+        summary["mlflow_run_id"] = run_id
+
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        if dataset_name in self._pending and self._catalog is not None:
+            path = self._catalog.load(dataset_name)  # the saved artifact's folder
+            tracking.close_seed_run(self._pending.pop(dataset_name), path)
         log = TRACKED.get(dataset_name)
         if log is not None and mlflow.active_run() is not None:
             log(data)

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # the tests import pipeline_kit
 
-from pipeline_kit import ENGINE, TINY_PRETRAIN, TINY_VIT  # noqa: E402
+from pipeline_kit import ENGINE, TINY_PRETRAIN, TINY_VIT, run_training  # noqa: E402
 
 from visprompt.data.shards import label_counts, write_classes, write_info, write_split
 from visprompt.data.sources import synthetic
@@ -64,21 +64,17 @@ def trained(
     shard_summary: dict[str, Any],
     vit_spec: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
+    mlflow_store: str,
 ):
-    """linear_probe trained for 2 epochs through the training node: (model, summary, history)."""
-    from visprompt.pipelines.training.nodes import train_run
+    """linear_probe trained for 2 epochs through the training pipeline and the project's
+    MLflow hook: (model, summary, history)."""
+    from visprompt.training.runs import RunSpec
 
-    run = {"method": "linear_probe", "backbone": "vit"}
-    defaults = {"epochs": 2, "batch_size": 16, "lr": 0.01, "progress": False}
-    root = tmp_path_factory.mktemp("checkpoints")
-    return train_run(
-        "lp",
-        0,
-        run,
-        defaults,
-        ENGINE,
-        str(root),
-        str(shard_dir),
-        shard_summary,
-        {"vit": vit_spec},
-    )
+    inputs = {
+        "shards": str(shard_dir),
+        "validation_summary": shard_summary,
+        "backbone_specs": {"vit": vit_spec},
+        "params:training.defaults": {"epochs": 2, "batch_size": 16, "lr": 0.01, "progress": False},
+    }
+    spec = RunSpec(name="lp", method="linear_probe", backbone="vit")
+    return run_training(spec, 0, tmp_path_factory.mktemp("trained"), inputs)

@@ -87,3 +87,43 @@ def test_ctrl_c_in_a_node_kills_its_new_run_and_keeps_a_reopened_runs_status(
         assert mlflow.active_run().info.run_id == outer.info.run_id  # the parent stays open
     assert store.get_run(new.info.run_id).info.status == "KILLED"
     assert store.get_run(trained.info.run_id).info.status == "FINISHED"
+
+
+def test_one_kedro_run_validates_each_run_list_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The preflight, the session's hook and every pipeline's creation share one validation."""
+    from collections import Counter
+
+    from click.testing import CliRunner
+    from kedro.framework.startup import bootstrap_project
+
+    from visprompt.pipelines import kedro_run, runs
+
+    monkeypatch.chdir(ROOT)
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf/base", conf / "base")
+    (conf / "local").mkdir()
+    (conf / "local/mlflow.yml").write_text(  # the session's MLflow store, not the project's
+        f"server: {{mlflow_tracking_uri: 'sqlite:///{tmp_path / 'mlflow.db'}'}}\n"
+        f"tracking: {{experiment: {{create_experiment_kwargs: "
+        f"{{artifact_location: '{tmp_path / 'artifacts'}'}}}}}}\n"
+    )
+    counts: Counter[str] = Counter()
+    validate_runs = runs.validate_runs
+
+    def counted(params, section="training"):
+        counts[section] += 1
+        return validate_runs(params, section)
+
+    monkeypatch.setattr(runs, "validate_runs", counted)
+    monkeypatch.setattr(runs, "_VALIDATED", {})
+    monkeypatch.setattr(runs, "_SESSION_PARAMETERS", None)
+    monkeypatch.setattr(runs, "_CREATED_FROM", None)
+    bootstrap_project(ROOT)
+    # every pipeline is created (the registry builds them all); no node exists by that name,
+    # so nothing runs after the run lists are read
+    args = ["--pipelines", "training", "--nodes", "no_such_node", "--conf-source", str(conf)]
+    result = CliRunner().invoke(kedro_run.run, args)
+    assert "no_such_node" in str(result.exception) + result.output
+    assert counts == {"training": 1, "adavipro_report": 1, "ap_layer_sweep": 1}

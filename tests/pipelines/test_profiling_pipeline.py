@@ -32,7 +32,7 @@ RUNS = {
 def _summary(run: str, method: str, model: methods.AdaptedModel, run_id: str) -> dict[str, Any]:
     counts = methods.count_parameters(model)
     return {
-        "run": run, "method": method, "backbone": "vit", "mlflow_run_id": run_id,
+        "run": run, "method": method, "backbone": "vit", "mlflow_run_id": run_id, "run_key": run,
         "trainable_params": counts["trainable"], "total_params": counts["total"],
         "train_time_s": 1.5, "epochs": 1, "best_epoch": 0, "best_val_top1": 0.5,
     }  # fmt: skip

@@ -85,3 +85,42 @@ def test_pipelines_created_before_the_session_are_rebuilt_from_its_parameters(
     assert runs.use_parameters(session)  # --params changed the run list: rebuild
     assert runs.configured_runs()["vp"].options["prompt_size"] == 6
     assert not runs.use_parameters(session)  # created from the session's now
+
+
+def test_a_sweep_recipes_run_list_is_validated_with_the_training_runs(conf: Path) -> None:
+    """An option typo in a sweep recipe fails before anything runs, not in its node."""
+    (conf / "base/parameters_ap_layer_sweep.yml").write_text(
+        (ROOT / "conf/base/parameters_ap_layer_sweep.yml").read_text()
+    )
+    params = loader(conf)["parameters"]
+    lists = runs.run_lists(params)
+    assert set(lists) == {"training", "ap_layer_sweep"}
+    assert lists["ap_layer_sweep"] == runs.recipe_runs("ap_layer_sweep", params)
+    sweep = params["ap_layer_sweep"]["runs"]
+    first = next(iter(sweep))
+    sweep[first]["options"] = {"layr": "layer1"}
+    with pytest.raises(ConfigError, match="unknown option 'layr' for method ap"):
+        runs.run_lists(params)
+    sweep[first] = {"method": "ap", "backbone": "resnet", "train": {"epochs": "3"}}
+    with pytest.raises(ConfigError, match="ap_layer_sweep.runs.apsweep_resnet_layer1.train"):
+        runs.run_lists(params)
+
+
+def test_the_yaml_training_defaults_do_not_drift_from_the_code() -> None:
+    """A default is stated once: where the YAML repeats an option, it is TrainConfig's value.
+
+    `cache_prefix` is the embedded default's choice (off in the library: a prefix cache needs
+    a cacheable method and `augment: none`).
+    """
+    import dataclasses
+
+    from visprompt.training import TrainConfig
+
+    stated = yaml.safe_load((ROOT / "conf/base/parameters_training.yml").read_text())
+    code = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    drift = {
+        key: (value, code[key])
+        for key, value in stated["training"]["defaults"].items()
+        if key != "cache_prefix" and value != code[key]
+    }
+    assert not drift, f"parameters_training.yml vs TrainConfig defaults: {drift}"

@@ -8,13 +8,15 @@ import mlflow
 import pytest
 import torch
 from kedro.io import DatasetError
-from pipeline_kit import ENGINE, TINY_VIT
+from pipeline_kit import ENGINE, TINY_VIT, run_training
 
 from visprompt import backbones, methods
 from visprompt.pipelines.runs import RunSpec, configured_runs, parse_run, train_config
+from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.pipelines.training.datasets import MethodArtifactDataset
 from visprompt.pipelines.training.nodes import train_run
 from visprompt.pipelines.training.pipeline import run_pipeline
+from visprompt.training.code_digest import code_digest
 
 D, C = TINY_VIT["model_kwargs"]["embed_dim"], 4
 
@@ -30,10 +32,13 @@ def test_train_node_reports_counts_history_and_mlflow(trained, vit_spec, mlflow_
     # the frozen backbone is bitwise the pretrained one
     reference = backbones.from_spec(vit_spec).state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in model.backbone.state_dict().items())
+    # the hook opened the seed's run, keyed by the node's namespace and the run key
     run = mlflow.get_run(summary["mlflow_run_id"])
     assert run.info.run_name == "lp.seed_0" and summary["seed"] == 0
+    assert run.info.status == "FINISHED" and run.data.tags[KEY_TAG] == summary["run_key"]
     assert run.data.params["method"] == "linear_probe" and run.data.params["seed"] == "0"
     assert run.data.params["train.batch_size"] == "16"
+    assert run.data.params["code_sha256"] == code_digest()
     assert run.data.metrics["trainable_params"] == D * C + C
     losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in losses] == [0, 1]
@@ -41,50 +46,32 @@ def test_train_node_reports_counts_history_and_mlflow(trained, vit_spec, mlflow_
     assert artifacts == {"artifact/config.json", "artifact/prompt.safetensors"}
 
 
+LP = RunSpec(name="lp", method="linear_probe", backbone="vit")
+
+
 def test_train_node_refuses_failed_validation(shard_dir: Path, vit_spec: dict) -> None:
-    run = {"method": "linear_probe", "backbone": "vit"}
     with pytest.raises(ValueError, match="data validation failed"):
-        train_run(
-            "lp",
-            0,
-            run,
-            {},
-            ENGINE,
-            "unused",
-            str(shard_dir),
-            {"success": False},
-            {"vit": vit_spec},
-        )
+        train_run(LP, 0, {}, ENGINE, "u", str(shard_dir), {"success": False}, {"vit": vit_spec})
 
 
 def test_train_node_refuses_a_summary_of_other_data(
     shard_dir: Path, shard_summary: dict, vit_spec: dict
 ) -> None:
-    run = {"method": "linear_probe", "backbone": "vit"}
     stale = {**shard_summary, "data_hash": "y"}  # e.g. a summary left from earlier data
     with pytest.raises(ValueError, match=r"data_hash y does not match the data_hash x .*dataset"):
-        train_run("lp", 0, run, {}, ENGINE, "unused", str(shard_dir), stale, {"vit": vit_spec})
+        train_run(LP, 0, {}, ENGINE, "unused", str(shard_dir), stale, {"vit": vit_spec})
 
 
 def test_train_node_names_missing_backbone_and_prompt_init(
     shard_dir: Path, shard_summary: dict, vit_spec: dict
 ) -> None:
-    ok = shard_summary
+    ok, specs = shard_summary, {"vit": vit_spec}
+    resnet = RunSpec(name="x", method="linear_probe", backbone="resnet")
     with pytest.raises(ValueError, match="backbone 'resnet' is not in backbone_specs"):
-        train_run(
-            "x",
-            0,
-            {"method": "linear_probe", "backbone": "resnet"},
-            {},
-            ENGINE,
-            "u",
-            str(shard_dir),
-            ok,
-            {"vit": vit_spec},
-        )
-    run = {"method": "vpt", "backbone": "vit", "prompt_init": "spt_kmeans"}
+        train_run(resnet, 0, {}, ENGINE, "u", str(shard_dir), ok, specs)
+    spt = RunSpec(name="x", method="vpt", backbone="vit", prompt_init="spt_kmeans")
     with pytest.raises(ValueError, match="prompt_init 'spt_kmeans' not found"):
-        train_run("x", 0, run, {}, ENGINE, "u", str(shard_dir), ok, {"vit": vit_spec}, {})
+        train_run(spt, 0, {}, ENGINE, "u", str(shard_dir), ok, specs, {})
 
 
 def test_artifact_dataset_saves_model_and_loads_path(trained, tmp_path: Path, vit_spec) -> None:
@@ -105,15 +92,23 @@ def test_artifact_dataset_saves_model_and_loads_path(trained, tmp_path: Path, vi
 def test_another_seed_trains_its_own_model_and_checkpoints(
     trained, shard_dir: Path, shard_summary: dict, vit_spec: dict, tmp_path: Path
 ) -> None:
-    run = {"method": "linear_probe", "backbone": "vit", "seeds": [0, 1]}
-    defaults = {"epochs": 2, "batch_size": 16, "lr": 0.01, "progress": False}
-    args = (run, defaults, ENGINE, str(tmp_path), str(shard_dir), shard_summary)
-    model, summary, history = train_run("lp", 1, *args, {"vit": vit_spec})
+    spec = RunSpec(name="lp", method="linear_probe", backbone="vit", seeds=(0, 1))
+    inputs = {
+        "shards": str(shard_dir),
+        "validation_summary": shard_summary,
+        "backbone_specs": {"vit": vit_spec},
+        "params:training.defaults": {"epochs": 2, "batch_size": 16, "lr": 0.01, "progress": False},
+    }
+    model, summary, history = run_training(spec, 1, tmp_path, inputs)
     assert summary["seed"] == 1 and len(history) == 2
+    assert summary["run_key"] != trained[1]["run_key"]  # the seed is part of the identity
     assert not torch.equal(model.head.weight, trained[0].head.weight)  # another initial head
-    assert [p.name[:10] for p in tmp_path.iterdir()] == ["lp.seed_1-"]  # checkpoints per seed
-    with pytest.raises(ValueError, match="training.defaults.seed is replaced by training.seeds"):
-        train_run("lp", 1, run, defaults | {"seed": 3}, *args[2:], {"vit": vit_spec})
+    folders = [p.name for p in (tmp_path / "checkpoints").iterdir()]
+    assert folders == [f"lp.seed_1-{summary['run_key'][:16]}"]  # checkpoints per seed and key
+    # the same seed again: its finished result and its MLflow run are reused, not repeated
+    again, summary_again, history_again = run_training(spec, 1, tmp_path, inputs)
+    assert summary_again == summary and history_again == history
+    assert torch.equal(again.head.weight, model.head.weight)
 
 
 def test_run_pipeline_is_namespaced_per_run_and_seed() -> None:
@@ -129,7 +124,6 @@ def test_run_pipeline_is_namespaced_per_run_and_seed() -> None:
         "shards",
         "validation_summary",
         "backbone_specs",
-        "params:training.runs.ap",
         "params:training.defaults",
         "params:training_engine",
         "params:training.checkpoint_root",

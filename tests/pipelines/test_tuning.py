@@ -3,6 +3,7 @@ trials as nested MLflow runs, tuning.csv, and training with the tuned values."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,12 +17,14 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import CSVDataset
-from pipeline_kit import ENGINE
+from pipeline_kit import ENGINE, run_training
 
-from visprompt.pipelines.training.nodes import train_run
+from visprompt.pipelines.training import nodes as training_nodes
+from visprompt.pipelines.tuning import nodes as tuning_nodes
 from visprompt.pipelines.tuning.nodes import tune_runs
 from visprompt.pipelines.tuning.pipeline import tuning_pipeline
-from visprompt.training.runs import ConfigError, RunSpec
+from visprompt.training import service
+from visprompt.training.runs import ConfigError, RunSpec, parse_run
 from visprompt.tuning import space as spaces
 from visprompt.tuning import study as studies
 
@@ -187,13 +190,17 @@ def test_tuning_pipeline_writes_trials_best_values_and_nested_runs(
     }
     csv = tmp_path / "08_reporting" / "tuning.csv"
 
+    runs = {
+        name: parse_run(name, entry, training["seeds"]) for name, entry in training["runs"].items()
+    }
+
     def catalog() -> DataCatalog:
         return DataCatalog(
             {
                 "shards": MemoryDataset(str(shard_dir)),
                 "validation_summary": MemoryDataset(shard_summary),
                 "backbone_specs": MemoryDataset({"vit": vit_spec}),
-                "params:training": MemoryDataset(training),
+                "params:training.defaults": MemoryDataset(training["defaults"]),
                 "params:training_engine": MemoryDataset(ENGINE),
                 "params:tuning": MemoryDataset(search),
                 "tuning_trials": CSVDataset(filepath=str(csv), save_args={"index": False}),
@@ -203,7 +210,7 @@ def test_tuning_pipeline_writes_trials_best_values_and_nested_runs(
 
     first = catalog()
     with mlflow.start_run() as parent:
-        SequentialRunner().run(tuning_pipeline(prompt_inits=False), first)
+        SequentialRunner().run(tuning_pipeline(runs), first)
     table = pd.read_csv(csv)
     assert list(table.columns) == ["run", "trial", "lr", "num_prompts", "val_top1", "state"]
     assert table.groupby("run").size().to_dict() == {"lp": 3, "vpt": 3}  # the equal budget
@@ -233,7 +240,7 @@ def test_tuning_pipeline_writes_trials_best_values_and_nested_runs(
     # the same inputs again: the study is complete, nothing trains, the same report
     again = catalog()
     with mlflow.start_run() as second:
-        SequentialRunner().run(tuning_pipeline(prompt_inits=False), again)
+        SequentialRunner().run(tuning_pipeline(runs), again)
     pd.testing.assert_frame_equal(pd.read_csv(csv), table)
     assert again.load("tuned_hparams") == best
     assert not client.search_runs(
@@ -245,26 +252,53 @@ def test_tuning_pipeline_writes_trials_best_values_and_nested_runs(
 def test_tuning_names_only_configured_runs(
     field: str, shard_dir: Path, shard_summary: dict, vit_spec: dict
 ) -> None:
-    training = {"runs": {"lp": {"method": "linear_probe", "backbone": "vit"}}}
+    runs = {"lp": RunSpec(name="lp", method="linear_probe", backbone="vit")}
     search = {"trials": 1, "storage": "sqlite:///unused.db", "spaces": SPACES}
     search[field] = {
         "ap_resnet": {"layer": {"choices": ["layer2"]}} if field == "run_spaces" else None
     }
     with pytest.raises(ValueError, match=rf"tuning.{field} names \['ap_resnet'\].*\(lp\)"):
-        tune_runs(str(shard_dir), shard_summary, {"vit": vit_spec}, training, ENGINE, search)
+        tune_runs(runs, str(shard_dir), shard_summary, {"vit": vit_spec}, {}, ENGINE, search)
 
 
 def test_training_uses_tuned_values_and_says_so(
     tmp_path: Path, shard_dir: Path, shard_summary: dict, vit_spec: dict, mlflow_store: str
 ) -> None:
-    run = {"method": "linear_probe", "backbone": "vit"}
-    defaults = {"epochs": 1, "batch_size": 16, "lr": 0.01, "progress": False}
+    spec = RunSpec(name="lp", method="linear_probe", backbone="vit")
     tuned = {"lp": {"options": {}, "train": {"lr": 0.123}, "val_top1": 0.5}}
-    args = (run, defaults, ENGINE, str(tmp_path), str(shard_dir), shard_summary)
-    _, summary, _ = train_run("lp", 0, *args, {"vit": vit_spec}, None, "tuned", tuned)
+    inputs = {
+        "shards": str(shard_dir),
+        "validation_summary": shard_summary,
+        "backbone_specs": {"vit": vit_spec},
+        "params:training.defaults": {"epochs": 1, "batch_size": 16, "lr": 0.01, "progress": False},
+    }
+    _, summary, _ = run_training(spec, 0, tmp_path, inputs | {"tuned_hparams": tuned}, "tuned")
     assert summary["hparams_source"] == "tuned"
     params = mlflow.get_run(summary["mlflow_run_id"]).data.params
     assert params["train.lr"] == "0.123" and params["hparams_source"] == "tuned"
-    _, summary, _ = train_run("lp", 0, *args, {"vit": vit_spec})
+    _, summary, _ = run_training(spec, 0, tmp_path, inputs)
     assert summary["hparams_source"] == "config"
     assert mlflow.get_run(summary["mlflow_run_id"]).data.params["train.lr"] == "0.01"
+
+
+def test_tuning_trials_and_training_share_the_run_service(
+    monkeypatch: pytest.MonkeyPatch, shard_dir: Path, shard_summary: dict, vit_spec: dict
+) -> None:
+    """One implementation: a trial gets the image-size check and the ddp -> ddp_spawn rule."""
+    assert training_nodes.train_seed is service.train_seed is tuning_nodes.train_seed
+    seen: list[str] = []
+
+    def fit(model, train_set, val_set, preprocess, config, on_epoch_end=None):
+        seen.append(config.strategy)
+        raise RuntimeError("stop after the service prepared the fit")
+
+    monkeypatch.setattr(service, "fit", fit)
+    runs = {"lp": RunSpec(name="lp", method="linear_probe", backbone="vit")}
+    search = {"trials": 1, "storage": "sqlite:///:memory:", "spaces": SPACES}
+    engine = ENGINE | {"strategy": "ddp"}
+    with pytest.raises(RuntimeError, match="stop after"):
+        tune_runs(runs, str(shard_dir), shard_summary, {"vit": vit_spec}, {}, engine, search)
+    assert seen == ["ddp_spawn"]  # a trial never re-executes the whole `kedro run` per rank
+    sized = {"lp": dataclasses.replace(runs["lp"], options={"image_size": 64})}
+    with pytest.raises(ValueError, match="options.image_size 64 differs from backbone 'vit'"):
+        tune_runs(sized, str(shard_dir), shard_summary, {"vit": vit_spec}, {}, ENGINE, search)

@@ -35,11 +35,22 @@ def test_warmup_then_cosine_to_the_floor() -> None:
 def test_schedule_keeps_per_group_lr_ratios() -> None:
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 40.0}], lr=1.0)
-    sched = warmup_cosine(opt, steps_per_epoch=5, epochs=2, warmup_epochs=1, lr=1.0, min_lr=0.0)
+    sched = warmup_cosine(opt, steps_per_epoch=5, epochs=2, warmup_epochs=1, min_lr=0.0)
     for _ in range(7):
         opt.step()
         sched.step()
         assert opt.param_groups[1]["lr"] == pytest.approx(40 * opt.param_groups[0]["lr"])
+
+
+def test_every_group_decays_to_min_lr_itself() -> None:
+    """The floor is min_lr for each group, not min_lr/lr times the group's own lr."""
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 0.05}], lr=1.0)
+    sched = warmup_cosine(opt, steps_per_epoch=5, epochs=2, warmup_epochs=0, min_lr=0.01)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.01])
 
 
 def test_flip_crop_is_a_shifted_or_flipped_crop_of_the_padded_image() -> None:
@@ -68,8 +79,8 @@ def test_flip_crop_is_a_shifted_or_flipped_crop_of_the_padded_image() -> None:
 
 def test_config_and_preprocess_validation() -> None:
     base = TrainConfig(epochs=2, lr=0.1)
-    assert base.digest() == TrainConfig(epochs=2, lr=0.1, num_workers=4).digest()
-    assert base.digest() != TrainConfig(epochs=2, lr=0.2).digest()
+    assert base.result_fields() == TrainConfig(epochs=2, lr=0.1, num_workers=4).result_fields()
+    assert base.result_fields() != TrainConfig(epochs=2, lr=0.2).result_fields()
     with pytest.raises(ValueError, match="TrainConfig.warmup_epochs"):
         TrainConfig(epochs=2, warmup_epochs=3)
     with pytest.raises(ValueError, match="TrainConfig.augment"):

@@ -89,7 +89,7 @@ def test_unknown_method_is_an_error_not_a_skipped_run() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "where", "words"),
     [
-        ("training.defaults.lr", "0.01", "defaults.lr", "lr is '0.01' (str); expected a number"),
+        ("training.defaults.lr", "0.01", "defaults.lr", "lr='0.01': expected a number, got str"),
         ("training.runs.vp.train", {"epochs": "3"}, "training.runs.vp.train.epochs", "an integer"),
         ("training_engine.devices", 1.5, "training_engine.devices", "an integer or a string"),
     ],
@@ -101,8 +101,10 @@ def test_training_settings_are_type_checked(path: str, value: Any, where: str, w
 
 
 def test_training_values_out_of_range_and_unknown_keys_name_the_run() -> None:
-    assert "training run 'vp': TrainConfig.epochs=0: must be >= 1" in error_of(
-        with_change("training.runs.vp.train", {"epochs": 0})
+    assert (
+        "training run 'vp' (parameters_training.yml: training.runs.vp.train.epochs): "
+        "TrainConfig.epochs=0: must be >= 1"
+        in error_of(with_change("training.runs.vp.train", {"epochs": 0}))
     )
     message = error_of(with_change("training.runs.vp.train", {"learning_rate": 0.1}))
     assert "training.runs.vp.train): unknown training option 'learning_rate'; valid:" in message

@@ -44,8 +44,9 @@ def preflight(options: dict[str, Any]) -> None:
 
     Before the session: its hooks (kedro-mlflow's) and the pipelines (torch, timm, Great
     Expectations) take ~15 s of CPU on 2 cores to load, and a typo needs none of them. The
-    session checks the run list again with its own loader (`RunListHook`); a namespace that
-    names a run but no node of the requested pipelines is refused by Kedro after loading.
+    session's hook (`RunListHook`) and the pipelines reuse this validation (`runs.run_lists`,
+    once per parameter set); a namespace that names a run but no node of the requested
+    pipelines is refused by Kedro after loading.
     """
     params = command_parameters(
         options.get("env"), options.get("conf_source"), options.get("params")

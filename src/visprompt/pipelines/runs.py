@@ -3,16 +3,19 @@
 Kedro builds pipelines before nodes receive parameters, so the run list (one namespace per
 run) must be known when pipelines are created. `RunListHook.after_context_created` hands the
 context's parameters (with `--params`, `--env` and `--conf-source` applied) to
-`use_parameters`, which validates the whole run list there, before MLflow or any node starts;
-pipelines then read it through `configured_runs`. The project's `kedro run` checks it once
-before that, before the session exists (`kedro_run.preflight` with `command_parameters`), so
-a mistake costs Kedro's start-up only. Outside a session (a test calling
+`use_parameters`, which validates every run list there (`training.runs` and the sweep
+recipes' `<section>.runs`), before MLflow or any node starts; pipelines then read them through
+`configured_runs` and `recipe_runs`, and nodes receive the parsed specs. The project's `kedro
+run` checks them before that, before the session exists (`kedro_run.preflight`), with the same
+function: `run_lists` validates a parameter set once and hands out its result after that, so
+one `kedro run` validates once. Outside a session (a test calling
 `create_pipeline`) the project's configuration is read with the project's loader settings.
 The checks themselves live in the library (`visprompt.training.runs`).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
@@ -24,7 +27,13 @@ from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
 
-from visprompt.training.runs import ConfigError, RunSpec, parse_run, train_config, validate_runs
+from visprompt.training.runs import (
+    ConfigError,
+    RunSpec,
+    parse_run,
+    train_config,
+    validate_runs,
+)
 
 #: The project's config loader arguments (settings.py uses them): defined here, not read from
 #: Kedro's `settings`, so a loader built outside `kedro run` (the preflight, a test, a notebook,
@@ -48,10 +57,15 @@ __all__ = [
     "configured_runs",
     "parse_run",
     "project_parameters",
+    "recipe_runs",
+    "run_lists",
     "seed_namespace",
     "train_config",
     "use_parameters",
 ]
+
+#: Recipes with a run list of their own (`<section>.runs`, pipelines/sweeps.py).
+SWEEP_SECTIONS = ("adavipro_report", "ap_layer_sweep")
 
 #: The parameters of the current Kedro session (set by `use_parameters`), or None.
 _SESSION_PARAMETERS: dict[str, Any] | None = None
@@ -66,7 +80,7 @@ def use_parameters(params: Mapping[str, Any]) -> bool:
     this process, or the project's files read before this session started): they are stale.
     """
     global _SESSION_PARAMETERS
-    validate_runs(params)
+    run_lists(params)
     _SESSION_PARAMETERS = dict(params)
     return _CREATED_FROM is not None and _SESSION_PARAMETERS != _CREATED_FROM
 
@@ -113,9 +127,37 @@ def command_parameters(
     return dict(loader["parameters"])
 
 
+#: section -> (the parameters it was last validated in, its validated runs).
+_VALIDATED: dict[str, tuple[dict[str, Any], dict[str, RunSpec]]] = {}
+
+
+def run_lists(params: Mapping[str, Any]) -> dict[str, dict[str, RunSpec]]:
+    """Every run list of `params`, validated: {"training": ..., <sweep section>: ...}.
+
+    Each list is validated once per parameter set: the preflight, the session's hook and
+    every `create_pipeline` of one `kedro run` ask with equal parameters and get the same
+    specs.
+    """
+    sections = ["training", *(s for s in SWEEP_SECTIONS if s in params)]
+    return {section: _section_runs(params, section) for section in sections}
+
+
+def _section_runs(params: Mapping[str, Any], section: str) -> dict[str, RunSpec]:
+    cached = _VALIDATED.get(section)
+    if cached is None or cached[0] != params:
+        runs = validate_runs(params, section)
+        cached = _VALIDATED[section] = (copy.deepcopy(dict(params)), runs)
+    return cached[1]
+
+
 def configured_runs(parameters: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:
     """Every run of `training.runs`, validated, in configuration order."""
-    return validate_runs(project_parameters() if parameters is None else parameters)
+    return run_lists(project_parameters() if parameters is None else parameters)["training"]
+
+
+def recipe_runs(section: str, params: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:
+    """A sweep recipe's `<section>.runs`, validated with the others, in configuration order."""
+    return _section_runs(project_parameters() if params is None else params, section)
 
 
 def seed_namespace(run: str, seed: int) -> str:

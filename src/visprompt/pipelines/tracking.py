@@ -1,7 +1,8 @@
-"""Small MLflow helpers for pipeline nodes: nested runs per training run, flat params, history.
+"""Small MLflow helpers for hooks and nodes: nested runs per seed, flat params, history.
 
-The Kedro run's own MLflow run is opened by kedro-mlflow; nodes open a nested run per
-training run under it (or reopen it by id to add evaluation results). A nested run carries
+The Kedro run's own MLflow run is opened by kedro-mlflow; the project's hook opens a nested
+run per trained seed under it (`open_seed_run`), and nodes reopen it by id to add evaluation
+results. A nested run carries
 the key of its inputs (`KEY_TAG`): a later `kedro run` that reuses the same result finds it
 (`finished_run`) instead of logging a duplicate run with identical metrics.
 """
@@ -85,6 +86,43 @@ def finished_run(key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
+def open_seed_run(
+    name: str, summary: Mapping[str, Any], history: Sequence[Mapping[str, float]]
+) -> str:
+    """A nested run `name` holding a trained seed's params, history and numbers; its id.
+
+    It leaves the run stack (later nodes nest under kedro-mlflow's run) still RUNNING:
+    `close_seed_run` finishes it once the artifact is logged, so an interrupted `kedro run`
+    leaves no finished run without its artifact.
+    """
+    tags = {
+        "visprompt.stage": "training",
+        "visprompt.run": str(summary["run"]),
+        "visprompt.seed": str(summary["seed"]),
+        KEY_TAG: str(summary["run_key"]),
+    }
+    run = mlflow.start_run(run_name=name, nested=True, tags=tags)
+    try:
+        log_params(summary["params"] | {"hparams_source": summary["hparams_source"]})
+        for row in history:
+            log_epoch(int(row["epoch"]), row)
+        log_numbers(summary)
+    finally:
+        mlflow.end_run("RUNNING")
+    return run.info.run_id
+
+
+def close_seed_run(run_id: str, artifact_dir: str) -> None:
+    """Log the seed's saved artifact folder (as `artifact/`) and finish its run."""
+    client = MlflowClient()
+    client.log_artifacts(run_id, artifact_dir, "artifact")
+    client.set_terminated(run_id, "FINISHED")
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    mlflow.set_tags(dict(tags))
+
+
 def log_changed_numbers(
     name: str,
     run_id: str | None,
@@ -120,11 +158,6 @@ def log_epoch(epoch: int, row: Mapping[str, float], prefix: str = "") -> None:
         if k != "epoch" and isinstance(v, int | float) and not math.isnan(v)
     }
     mlflow.log_metrics(metrics, step=int(epoch))
-
-
-def log_history(history: Sequence[Mapping[str, float]], prefix: str = "") -> None:
-    for row in history:
-        log_epoch(int(row["epoch"]), row, prefix)
 
 
 def log_numbers(values: Mapping[str, Any], prefix: str = "") -> None:

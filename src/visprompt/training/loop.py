@@ -168,7 +168,6 @@ def _train(
         steps_per_epoch=len(batch_sampler),
         epochs=config.epochs,
         warmup_epochs=config.warmup_epochs,
-        lr=config.lr,
         min_lr=config.min_lr,
     )
     ckpt = checkpoint.RunCheckpoint(fabric, config.checkpoint_dir, sig, model, optimizer, scheduler)

@@ -10,13 +10,13 @@ so a typo costs a second, not a traceback after minutes of earlier stages.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from visprompt.training.config import TrainConfig
+from visprompt.training.config import OptionError, TrainConfig
 from visprompt.training.method_options import available, method_options
 from visprompt.training.typecheck import expected, matches
 
@@ -45,8 +45,9 @@ class RunSpec:
     seeds: tuple[int, ...] = (0,)
 
 
-def _where(name: str, *fields: str) -> str:
-    return f"training run '{name}' ({TRAINING_FILE}: {'.'.join(('training.runs', name, *fields))})"
+def _where(name: str, *fields: str, section: str = "training") -> str:
+    path = ".".join((section, "runs", name, *fields))
+    return f"{section} run '{name}' (parameters_{section}.yml: {path})"
 
 
 def parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
@@ -63,12 +64,18 @@ def parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
-def parse_run(name: str, entry: Mapping[str, Any], default_seeds: Sequence[int] = (0,)) -> RunSpec:
-    """Check the shape of one `training.runs` entry (keys, required fields).
+def parse_run(
+    name: str,
+    entry: Mapping[str, Any],
+    default_seeds: Sequence[int] = (0,),
+    section: str = "training",
+) -> RunSpec:
+    """Check the shape of one `<section>.runs` entry (keys, required fields).
 
     The run trains once per seed: its own `seeds`, else `default_seeds` (`training.seeds`).
     """
-    where = _where(name)
+    at = functools.partial(_where, section=section)
+    where = at(name)
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(f"{where}: a run name must be an identifier (letters, digits, _)")
     if not isinstance(entry, Mapping):
@@ -81,9 +88,9 @@ def parse_run(name: str, entry: Mapping[str, Any], default_seeds: Sequence[int] 
             raise ConfigError(f"{where}: '{key}' is required")
     for key in ("options", "train"):
         if entry.get(key) is not None and not isinstance(entry[key], Mapping):
-            raise ConfigError(f"{_where(name, key)} must be a mapping, got {entry[key]!r}")
+            raise ConfigError(f"{at(name, key)} must be a mapping, got {entry[key]!r}")
     if "seed" in (entry.get("train") or {}):
-        raise ConfigError(f"{_where(name, 'train')}: 'seed' is set per run by `seeds: [...]`")
+        raise ConfigError(f"{at(name, 'train')}: 'seed' is set per run by `seeds: [...]`")
     return RunSpec(
         name=name,
         method=str(entry["method"]),
@@ -91,7 +98,7 @@ def parse_run(name: str, entry: Mapping[str, Any], default_seeds: Sequence[int] 
         options=dict(entry.get("options") or {}),
         train=dict(entry.get("train") or {}),
         prompt_init=entry.get("prompt_init"),
-        seeds=parse_seeds(entry.get("seeds", list(default_seeds)), _where(name, "seeds")),
+        seeds=parse_seeds(entry.get("seeds", list(default_seeds)), at(name, "seeds")),
     )
 
 
@@ -140,6 +147,7 @@ def train_config(
     overrides: Mapping[str, Any],
     engine: Mapping[str, Any],
     run: str = "?",
+    section: str = "training",
 ) -> TrainConfig:
     """The run's `TrainConfig`: training.defaults, then the engine, then the run's `train`.
 
@@ -150,78 +158,80 @@ def train_config(
     sources = (
         (f"{TRAINING_FILE}: training.defaults", defaults),
         ("training_engine", engine),
-        (f"{TRAINING_FILE}: training.runs.{run}.train", overrides),
+        (f"parameters_{section}.yml: {section}.runs.{run}.train", overrides),
     )
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    hints = typing.get_type_hints(TrainConfig)
     merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     for where, values in sources:
         for key, value in values.items():
             if key not in fields:
                 raise ConfigError(
-                    f"training run '{run}' ({where}): unknown training option '{key}'; "
+                    f"{section} run '{run}' ({where}): unknown training option '{key}'; "
                     f"valid: {', '.join(sorted(fields))}"
                 )
-            if not matches(value, hints[key]):
-                raise ConfigError(
-                    f"training run '{run}' ({where}.{key}): {key} is {value!r} "
-                    f"({type(value).__name__}); expected {expected(hints[key])}"
-                )
-            merged[key] = value
-    try:
+            merged[key], origin[key] = value, where
+    try:  # TrainConfig checks types and ranges (once); the error gains where it was set
         return TrainConfig(**merged)
-    except ValueError as error:
-        raise ConfigError(f"training run '{run}': {error}") from None
+    except OptionError as error:
+        where = f" ({origin[error.field]}.{error.field})" if error.field in origin else ""
+        raise ConfigError(f"{section} run '{run}'{where}: {error}") from None
 
 
-def validate_runs(params: Mapping[str, Any]) -> dict[str, RunSpec]:
-    """Every run of `training.runs`, checked against methods, backbones, inits and TrainConfig.
+def validate_runs(params: Mapping[str, Any], section: str = "training") -> dict[str, RunSpec]:
+    """Every run of `<section>.runs` (`training.runs`, or a sweep recipe's own list), checked
+    against methods, backbones, inits and TrainConfig, in configuration order.
 
     `params` are the project's merged parameters. Raises `ConfigError` at the first mistake.
+    A recipe's run without its own `seeds` trains `<section>.seeds` (seed 0 when not set). A
+    recipe may train a backbone only its own `kedro run` builds (the AP layer sweep's ResNet:
+    `--params backbone.build...`), so an unbuilt backbone is left to that run.
     """
     training = params.get("training")
-    if not isinstance(training, Mapping) or not training.get("runs"):
+    if section == "training" and (not isinstance(training, Mapping) or not training.get("runs")):
         raise ConfigError(
             f"no training runs: the parameters have no 'training.runs' (is conf/base/"
             f"{TRAINING_FILE} missing or empty? see the project's conf/base/{TRAINING_FILE})"
         )
     backbones = (params.get("backbone") or {}).get("build") or {}
-    if not backbones:
+    if not backbones and section == "training":
         raise ConfigError(
             f"no backbones: the parameters have no 'backbone.build' (is conf/base/"
             f"{BACKBONE_FILE} missing or empty?)"
         )
     inits = set(((params.get("prompt_init") or {}).get("inits")) or {})
-    defaults = training.get("defaults") or {}
+    defaults = (params.get("training") or {}).get("defaults") or {}
     if "seed" in defaults:
         raise ConfigError(
             f"{TRAINING_FILE}: training.defaults.seed is replaced by training.seeds (a list, "
             "e.g. [0, 1, 2]); move it there"
         )
-    seeds = parse_seeds(training.get("seeds", [0]), f"{TRAINING_FILE}: training.seeds")
+    block = params.get(section) or {}
+    file = f"parameters_{section}.yml"
+    seeds = parse_seeds(block.get("seeds", [0]), f"{file}: {section}.seeds")
     engine = params.get("training_engine") or {}
     names = available()
     runs: dict[str, RunSpec] = {}
-    for name, entry in training["runs"].items():
-        spec = parse_run(name, entry, seeds)
+    for name, entry in (block.get("runs") or {}).items():
+        spec = parse_run(name, entry, seeds, section)
+        at = functools.partial(_where, spec.name, section=section)
         if spec.method not in names:
             raise ConfigError(
-                f"{_where(name, 'method')}: unknown method '{spec.method}'; "
-                f"valid: {', '.join(names)}"
+                f"{at('method')}: unknown method '{spec.method}'; valid: {', '.join(names)}"
             )
-        if spec.backbone not in backbones:
+        if spec.backbone not in backbones and section == "training":
             raise ConfigError(
-                f"{_where(name, 'backbone')}: unknown backbone '{spec.backbone}'; valid: "
+                f"{at('backbone')}: unknown backbone '{spec.backbone}'; valid: "
                 f"{', '.join(backbones)} (the keys of backbone.build in {BACKBONE_FILE})"
             )
         if spec.prompt_init is not None and spec.prompt_init not in inits:
             raise ConfigError(
-                f"{_where(name, 'prompt_init')}: unknown prompt init '{spec.prompt_init}'; "
+                f"{at('prompt_init')}: unknown prompt init '{spec.prompt_init}'; "
                 f"valid: {', '.join(sorted(inits)) or 'none'} (prompt_init.inits in "
                 f"{PROMPT_INIT_FILE})"
             )
         check_options(spec)
         check_image_size(spec, params.get("backbone") or {})
-        train_config(defaults, spec.train, engine, run=name)
+        train_config(defaults, spec.train, engine, name, section)
         runs[name] = spec
     return runs

@@ -2,7 +2,8 @@
 
 Per step (not per epoch) so that short runs with few epochs still warm up smoothly. The
 factor multiplies every parameter group's own base lr (methods with per-part learning
-rates keep their ratios); the floor is `min_lr / lr` of that factor.
+rates keep their ratios while they decay); every group ends at `min_lr` itself, so each
+group's floor is `min_lr` over its own base lr (a group below `min_lr` stays at its lr).
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ def warmup_cosine(
     steps_per_epoch: int,
     epochs: int,
     warmup_epochs: float,
-    lr: float,
     min_lr: float,
 ) -> LambdaLR:
-    """A LambdaLR stepping once per optimizer step with `lr_factor`."""
+    """A LambdaLR stepping once per optimizer step with `lr_factor`, one floor per group."""
     total = steps_per_epoch * epochs
     warmup = round(steps_per_epoch * warmup_epochs)
-    fn = partial(lr_factor, total_steps=total, warmup_steps=warmup, floor=min_lr / lr)
-    return LambdaLR(optimizer, fn)
+    return LambdaLR(
+        optimizer,
+        [
+            partial(
+                lr_factor, total_steps=total, warmup_steps=warmup, floor=min(1.0, min_lr / g["lr"])
+            )
+            for g in optimizer.param_groups
+        ],
+    )

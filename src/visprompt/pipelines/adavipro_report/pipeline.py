@@ -40,7 +40,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
         f"{first[run]}.{name}" for run in specs for name in ("train_summary", "test_metrics")
     ]
     figure = first[figure_run]
-    return trained_and_tested(SECTION, specs.values()) + Pipeline(
+    return trained_and_tested(specs.values()) + Pipeline(
         [
             node(
                 sweep_table,

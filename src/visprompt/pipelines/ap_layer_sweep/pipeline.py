@@ -34,7 +34,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
         for name in ("train_summary", "test_metrics")
     ]
     first_seeds = {run: spec.seeds[0] for run, spec in specs.items()}
-    return trained_and_tested(SECTION, specs.values()) + Pipeline(
+    return trained_and_tested(specs.values()) + Pipeline(
         [
             profile_node(first_seeds, "ap_layer_sweep_profile", "ap_layer_sweep_profile"),
             node(

@@ -20,9 +20,8 @@ from visprompt.pipelines import tracking
 from visprompt.profiling import REFERENCE, ProfileSettings, profile_models
 from visprompt.profiling.dataload import training_data_wait
 from visprompt.profiling.report import efficiency_markdown
-from visprompt.registry.integrity import file_checksums
 from visprompt.training import Placement, Preprocess
-from visprompt.training.code_digest import RESULT_CODE, source_digest
+from visprompt.training.code_digest import code_digest
 from visprompt.weights import fingerprint
 
 log = logging.getLogger(__name__)
@@ -116,12 +115,12 @@ class _BackboneJob:
         return fingerprint(
             self.key,
             self.spec["sha256"],
-            {r: (summaries[r]["method"], file_checksums(self.artifacts[r])) for r in runs},
+            {r: summaries[r]["run_key"] for r in runs},  # the trained result's identity
             engines,
             settings,
             self.batch_size,
             data.read_text() if data.is_file() else self.shards,
-            source_digest(parts=(*RESULT_CODE, "profiling")),
+            code_digest((__name__,)),  # the code these measurements run
             platform.node(),  # timings are this machine's
         )
 

@@ -22,9 +22,11 @@ SHARED_INPUTS = {"shards", "validation_summary", "backbone_specs"}
 
 
 def run_pipeline(spec: RunSpec, hparams: str = "config") -> Pipeline:
-    """One run's pipeline: `<run>.seed_<s>.{artifact_dir,train_summary,history}` per seed."""
+    """One run's pipeline: `<run>.seed_<s>.{artifact_dir,train_summary,history}` per seed.
+
+    The node receives `spec` itself (validated once per `kedro run`), not its parameters.
+    """
     inputs = {
-        "run": f"params:training.runs.{spec.name}",
         "defaults": "params:training.defaults",
         "engine": "params:training_engine",
         "checkpoint_root": "params:training.checkpoint_root",
@@ -45,7 +47,7 @@ def run_pipeline(spec: RunSpec, hparams: str = "config") -> Pipeline:
             Pipeline(
                 [
                     node(
-                        bind_first(bind_first(train_run, spec.name), seed),
+                        bind_first(bind_first(train_run, spec), seed),
                         inputs=inputs,
                         outputs=["artifact_dir", "train_summary", "history"],
                         name="train",

@@ -10,20 +10,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import optuna
 import pandas as pd
-import torch
 from torch.utils.data import Dataset
 
-from visprompt import backbones, methods
-from visprompt.data.shards import ShardDataset, read_classes, require_validated
+from visprompt.data.shards import ShardDataset, require_validated
 from visprompt.pipelines import tracking
-from visprompt.pipelines.runs import parse_run, train_config
+from visprompt.pipelines.runs import RunSpec, train_config
 from visprompt.pipelines.training.nodes import init_prompts
-from visprompt.training import Preprocess, fit
-from visprompt.training.code_digest import source_digest
-from visprompt.training.runs import RunSpec
+from visprompt.training.code_digest import code_digest
+from visprompt.training.service import train_seed
 from visprompt.tuning import space as spaces
 from visprompt.tuning import study as studies
 
@@ -44,9 +40,9 @@ class _Trials:
     epochs: int | None
     backbone: dict[str, Any]
     init: dict[str, Any]
-    num_classes: int
-    train_set: Dataset
-    val_set: Dataset
+    shards: str
+    data_hash: str | None
+    datasets: tuple[Dataset, Dataset]
 
 
 def _storage(url: str) -> str:
@@ -67,7 +63,7 @@ def study_name(prefix: str, spec: RunSpec, space: dict[str, Any], inputs: list[A
 
 
 def _objective(ctx: _Trials, trial: optuna.Trial) -> float:
-    """Train one trial's values on train, return its best val top-1 (pruned on the way)."""
+    """Train one trial's values on train (the run service), return its best val top-1."""
     spec = ctx.spec
     values = spaces.suggest(trial, ctx.space)
     trial_spec = spaces.apply(spec, spaces.overrides(ctx.space, values))
@@ -84,62 +80,54 @@ def _objective(ctx: _Trials, trial: optuna.Trial) -> float:
     }
     with tracking.nested_run(f"{spec.name}.trial_{trial.number}", tags=tags):
         tracking.log_params(values)
-        torch.manual_seed(config.seed)
-        backbone = backbones.from_spec(ctx.backbone)
-        model = methods.build(
-            spec.method, backbone, ctx.num_classes, **trial_spec.options, **ctx.init
-        )
         prune = studies.pruning_callback(trial)
 
         def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
             tracking.log_epoch(epoch, row)
             prune(epoch, row)
 
-        preprocess = Preprocess.from_data_config(ctx.backbone["data_config"])
         try:
-            result = fit(model, ctx.train_set, ctx.val_set, preprocess, config, on_epoch_end)
+            _, summary, _ = train_seed(
+                trial_spec,
+                config,
+                ctx.backbone,
+                ctx.shards,
+                ctx.data_hash,
+                init=ctx.init,
+                datasets=ctx.datasets,
+                on_epoch_end=on_epoch_end,
+            )
         except optuna.TrialPruned:
-            mlflow.set_tag("optuna.state", "PRUNED")
+            tracking.set_tags({"optuna.state": "PRUNED"})
             raise
-        mlflow.set_tag("optuna.state", "COMPLETE")
-        tracking.log_numbers({"objective_val_top1": result.best_val_top1})
-    return result.best_val_top1
+        tracking.set_tags({"optuna.state": "COMPLETE"})
+        tracking.log_numbers({"objective_val_top1": summary["best_val_top1"]})
+    return summary["best_val_top1"]
 
 
 def tune_runs(
+    runs: dict[str, RunSpec],
     shards: str,
     validation_summary: dict[str, Any],
     backbone_specs: dict[str, dict[str, Any]],
-    training: dict[str, Any],
+    defaults: dict[str, Any],
     engine: dict[str, Any],
     search: dict[str, Any],
     prompt_inits: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Search each selected run's space for `search.trials` trials on the validation split.
 
-    `search` is `params:tuning` (parameters_tuning.yml). Returns the trial table (run,
-    trial, each parameter, val_top1, state) and the best values per run ({run: {options,
-    train, val_top1, trial, study}}), which training uses with `training.hparams: tuned`.
-    Trials train on the run's first seed; a rerun with the same inputs only reports.
+    `runs` are the validated `training.runs`; `search` is `params:tuning`
+    (parameters_tuning.yml). Returns the trial table (run, trial, each parameter, val_top1,
+    state) and the best values per run ({run: {options, train, val_top1, trial, study}}),
+    which training uses with `training.hparams: tuned`. Trials train on the run's first
+    seed; a rerun with the same inputs only reports.
     """
     require_validated(shards, validation_summary)
-    budget = int(search["trials"])
+    _require_configured(search, runs)
     selected = search.get("runs")
-    seeds = training.get("seeds") or [0]
-    runs = {name: parse_run(name, entry, seeds) for name, entry in training["runs"].items()}
-    for field in ("runs", "run_spaces"):  # a stale or misspelt run name is no silent no-op
-        unknown = sorted(set(search.get(field) or {}) - set(runs))
-        if unknown:
-            raise ValueError(
-                f"parameters_tuning.yml: tuning.{field} names {unknown}, not configured runs "
-                f"({', '.join(runs)}); rename or remove them"
-            )
-    storage = _storage(str(search["storage"]))
-    data = {
-        "num_classes": len(read_classes(shards)),
-        "train_set": ShardDataset(shards, "train"),
-        "val_set": ShardDataset(shards, "val"),
-    }
+    datasets = (ShardDataset(shards, "train"), ShardDataset(shards, "val"))
+    data_hash = validation_summary.get("data_hash")
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     for name, spec in runs.items():
@@ -152,53 +140,70 @@ def tune_runs(
             (search.get("run_spaces") or {}).get(name),
         )
         bb_spec = backbone_specs[spec.backbone]
-        inputs = [training.get("defaults"), engine, search.get("epochs"), bb_spec["sha256"]]
-        inputs += [validation_summary.get("data_hash"), source_digest()]
+        inputs = [defaults, engine, search.get("epochs"), bb_spec["sha256"]]
+        inputs += [data_hash, code_digest()]
         ctx = _Trials(
             spec=spec,
             space=space,
             study=study_name(search.get("study_prefix", "visprompt"), spec, space, inputs),
-            defaults=dict(training.get("defaults") or {}),
+            defaults=dict(defaults or {}),
             engine=dict(engine),
             epochs=search.get("epochs"),
             backbone=bb_spec,
             init=init_prompts(spec.prompt_init, prompt_inits),
-            **data,
+            shards=shards,
+            data_hash=data_hash,
+            datasets=datasets,
         )
-        study = studies.open_study(
-            storage,
-            ctx.study,
-            seed=int(search.get("seed", 0)) + int(search.get("worker", 0)),
-            pruner=search.get("pruner"),
-        )
-        ran = studies.run_trials(study, budget, functools.partial(_objective, ctx))
-        trials = studies.budget_trials(study, budget)
-        rows += [
-            {
-                "run": name,
-                "trial": t.number,
-                **t.params,
-                "val_top1": studies.trial_value(t),
-                "state": t.state.name,
-            }
-            for t in trials
-        ]
-        top = studies.best_trial(study, budget)
-        best[name] = spaces.overrides(space, top.params) | {
-            "val_top1": top.value,
-            "trial": top.number,
-            "study": ctx.study,
-        }
-        log.info(
-            "tuning %s: %d trials here, %d in the study; best val top1 %.3f (trial %d): %s",
-            name,
-            len(ran),
-            len(trials),
-            top.value,
-            top.number,
-            top.params,
-        )
+        run_rows, best[name] = _tune(ctx, search)
+        rows += run_rows
     if not best:
         raise ValueError("parameters_tuning.yml: tuning.runs selects no run; nothing to tune")
     params = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in COLUMNS]
     return pd.DataFrame(rows, columns=["run", "trial", *params, "val_top1", "state"]), best
+
+
+def _require_configured(search: dict[str, Any], runs: dict[str, RunSpec]) -> None:
+    """A stale or misspelt run name in `tuning.runs`/`tuning.run_spaces` is no silent no-op."""
+    for field in ("runs", "run_spaces"):
+        unknown = sorted(set(search.get(field) or {}) - set(runs))
+        if unknown:
+            raise ValueError(
+                f"parameters_tuning.yml: tuning.{field} names {unknown}, not configured runs "
+                f"({', '.join(runs)}); rename or remove them"
+            )
+
+
+def _tune(ctx: _Trials, search: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run the study's missing trials; (its trial rows, its best values)."""
+    budget = int(search["trials"])
+    study = studies.open_study(
+        _storage(str(search["storage"])),
+        ctx.study,
+        seed=int(search.get("seed", 0)) + int(search.get("worker", 0)),
+        pruner=search.get("pruner"),
+    )
+    ran = studies.run_trials(study, budget, functools.partial(_objective, ctx))
+    trials = studies.budget_trials(study, budget)
+    rows = [
+        {
+            "run": ctx.spec.name,
+            "trial": t.number,
+            **t.params,
+            "val_top1": studies.trial_value(t),
+            "state": t.state.name,
+        }
+        for t in trials
+    ]
+    top = studies.best_trial(study, budget)
+    log.info(
+        "tuning %s: %d trials here, %d in the study; best val top1 %.3f (trial %d): %s",
+        ctx.spec.name,
+        len(ran),
+        len(trials),
+        top.value,
+        top.number,
+        top.params,
+    )
+    best = spaces.overrides(ctx.space, top.params)
+    return rows, best | {"val_top1": top.value, "trial": top.number, "study": ctx.study}

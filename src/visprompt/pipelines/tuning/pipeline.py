@@ -2,26 +2,33 @@
 
 from kedro.pipeline import Pipeline, node
 
-from visprompt.pipelines.runs import configured_runs
+from visprompt.pipelines.runs import RunSpec, bind_first, configured_runs
 from visprompt.pipelines.tuning.nodes import tune_runs
 
 
-def tuning_pipeline(prompt_inits: bool) -> Pipeline:
-    """One node over the runs; with `prompt_inits`, SPT runs start from their built prompts."""
+def tuning_pipeline(runs: dict[str, RunSpec]) -> Pipeline:
+    """One node over the validated runs; SPT runs start from their built prompts."""
     inputs = {
         "shards": "shards",
         "validation_summary": "validation_summary",
         "backbone_specs": "backbone_specs",
-        "training": "params:training",
+        "defaults": "params:training.defaults",
         "engine": "params:training_engine",
         "search": "params:tuning",
     }
-    if prompt_inits:
+    if any(spec.prompt_init for spec in runs.values()):
         inputs["prompt_inits"] = "prompt_inits"
     return Pipeline(
-        [node(tune_runs, inputs=inputs, outputs=["tuning_trials", "tuned_hparams"], name="tune")]
+        [
+            node(
+                bind_first(tune_runs, runs),
+                inputs=inputs,
+                outputs=["tuning_trials", "tuned_hparams"],
+                name="tune",
+            )
+        ]
     )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return tuning_pipeline(any(spec.prompt_init for spec in configured_runs().values()))
+    return tuning_pipeline(configured_runs())
