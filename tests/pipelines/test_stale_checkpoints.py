@@ -41,7 +41,7 @@ def counted(name, func):
     return wrapper
 
 service.fit = counted("fit", service.fit)
-prefix_cache.cached_activations = counted("prefix_builds", prefix_cache.cached_activations)
+prefix_cache._build = counted("prefix_builds", prefix_cache._build)
 root = Path(args["root"])
 spec = RunSpec(name="lp", method="linear_probe", backbone="vit")
 for step in ("train", "again", "shards_edited", "method_edited"):

@@ -27,7 +27,7 @@ from visprompt.data.shards import ShardDataset, read_classes
 from visprompt.training import checkpoint
 from visprompt.training.code_digest import code_digest
 from visprompt.training.config import Preprocess, TrainConfig
-from visprompt.training.loop import EpochCallback, fit, load_trainable_state
+from visprompt.training.loop import EpochCallback, fit
 from visprompt.training.runs import RunSpec
 
 #: Written next to the checkpoint once `fit` returns: the seed is finished under its key.
@@ -144,6 +144,6 @@ def _finished(
         return None
     stored = json.loads((folder / RESULT_FILE).read_text())
     state = torch.load(folder / checkpoint.FILE_NAME, map_location="cpu", weights_only=True)
-    load_trainable_state(model, state["best_state"])
+    model.load_prompt_state_dict(state["best_state"])
     model.load_extra_state(json.loads(state["best_extra_state"]))
     return stored["summary"], stored["history"]
