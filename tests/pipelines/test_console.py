@@ -118,3 +118,30 @@ def test_hook_prints_one_line_per_node_and_ends_with_the_summary(
     assert out[1] == "best runs (test top-1, 3 runs):" and "vp_long_name" in out[2]
     assert any(line.startswith("  reports: ") and "comparison.md" in line for line in out)
     assert out[-1].startswith("  MLflow: kedro mlflow ui")
+
+
+def test_an_experiments_reports_end_the_run_with_each_runs_test_top1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    """`kedro run --namespaces vp,ap_vit`: each seed's evaluation line states its test top-1
+    and the summary ranks the two runs from the experiment's own comparison (`exp.*`)."""
+    report = tmp_path / "exp" / "comparison.md"
+    report.parent.mkdir()
+    report.write_text("| run |")
+    catalog = DataCatalog({"exp.comparison_markdown": TextDataset(filepath=str(report))})
+    pipeline = Pipeline([node(lambda: 1, None, "vp.seed_0.test_metrics", name="vp.evaluate")])
+    hook = ConsoleHook()
+    caplog.set_level(logging.INFO, logger="visprompt.run")
+    hook.before_pipeline_run({}, pipeline)
+    hook.before_node_run(pipeline.nodes[0])
+    hook.after_node_run(pipeline.nodes[0], {"vp.seed_0.test_metrics": {"top1": 0.8125}})
+    two = table().iloc[1:].assign(run=["vp", "ap_vit"])
+    hook.after_dataset_saved("exp.comparison", two)
+    hook.after_dataset_saved("exp.comparison_markdown", "| run |")
+    hook.after_pipeline_run(catalog)
+    assert caplog.records[0].getMessage().endswith(": test top1 0.812")
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "best runs (test top-1, 2 runs):"
+    assert out[2].split()[:1] == ["vp"] and "91.2 %" in out[2]
+    assert out[3].split()[:1] == ["ap_vit"] and "75.0 %" in out[3]
+    assert any(line.startswith("  reports: ") and "exp/comparison.md" in line for line in out)
