@@ -1,11 +1,10 @@
 """The experiment: the unit a user runs and compares (`experiment` in parameters.yml).
 
 An experiment is the project's parameters under one name: its data (`data_ingestion`), its
-backbones (`backbone.build`, each input size stated once), its runs (`training.runs`, of which
-`experiment.runs` selects the ones its reports cover), its seeds and its registered model.
-Its report nodes (comparison, registry) live in the Kedro namespace of its name, so their
-outputs are `<name>.<dataset>`, saved under `data/08_reporting/<name>/` (catalog factories):
-two experiments never overwrite each other's reports or register into one model.
+backbones (`backbone.build`, each input size stated once), its runs and seeds
+(`training`; `experiment.runs` selects those its reports cover) and its registered model.
+Its report nodes live in the Kedro namespace of its name, so their outputs are
+`<name>.<dataset>`, saved under data/08_reporting/<name>/ (catalog factories).
 """
 
 from __future__ import annotations
@@ -16,17 +15,17 @@ from typing import Any
 
 from visprompt.training.runs import ConfigError, RunSpec, stated_image_size
 
-#: Pipelines whose nodes live in the experiment's namespace (`kedro run --namespaces` adds it).
-REPORTING = ("__default__", "evaluation", "registry")
+#: Pipelines holding the experiment's report nodes (`kedro run --namespaces` adds them).
+REPORTING = {"__default__", "evaluation", "registry"}
 
 
 def name(params: Mapping[str, Any]) -> str:
-    """The experiment's name (`experiment.name`), checked to be a plain dataset-name part."""
+    """`experiment.name`, checked to be usable as a folder and dataset-name part."""
     value = str((params.get("experiment") or {}).get("name") or "")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
         raise ConfigError(
-            f"parameters.yml: experiment.name is {value!r}; name the experiment with letters, "
-            "digits, '_' or '-' (its reports go to data/08_reporting/<name>/)"
+            f"parameters.yml: experiment.name is {value!r}; use letters, digits, '_' or '-' "
+            "(its reports go to data/08_reporting/<name>/)"
         )
     return value
 
@@ -37,72 +36,64 @@ def registered_model(params: Mapping[str, Any]) -> str:
 
 
 def names(value: Any) -> list[str] | None:
-    """A list of names from YAML (a list) or `--params` (a string, comma- or space-separated:
-    `--params "experiment.runs=vp ap_vit"`); None stays None (every run)."""
+    """Names from YAML (a list) or `--params` (a string split at commas or spaces: `--params
+    "experiment.runs=vp ap_vit"`, since Kedro splits `--params` at commas); None: every run."""
     if value is None:
         return None
-    items = re.split(r"[,\s]+", value) if isinstance(value, str) else [str(v) for v in value]
+    items = re.split(r"[,\s]+", value) if isinstance(value, str) else map(str, value)
     return [item for item in items if item]
 
 
 def layout(
     params: Mapping[str, Any], runs: Mapping[str, RunSpec], key: str = "experiment.runs"
 ) -> list[tuple[str, int]]:
-    """(run, seed) pairs the experiment's reports cover, in configuration order.
-
-    `experiment.runs` (null: every run) names runs or single seeds (`vp`, `vp.seed_1`), as
-    `kedro run --namespaces` does; `registry.runs` narrows the registry further (`key`).
-    """
+    """The (run, seed) pairs selected by `key` (runs or single seeds, `vp`, `vp.seed_1`, as
+    `kedro run --namespaces` names them; null: every run), in configuration order."""
     section, field = key.split(".")
     wanted = names((params.get(section) or {}).get(field))
+    every = [(run, seed) for run, spec in runs.items() for seed in spec.seeds]
     if wanted is None:
-        return [(run, seed) for run, spec in runs.items() for seed in spec.seeds]
-    valid = {run: set(spec.seeds) for run, spec in runs.items()}
-    chosen: set[tuple[str, int]] = set()
+        return every
+    chosen = set()
     for item in wanted:
         run, _, seed = item.partition(".seed_")
-        seeds = {int(seed)} if seed.isdigit() else valid.get(run, set())
-        if run not in valid or not seeds <= valid[run] or (seed and not seed.isdigit()):
+        pairs = {(r, s) for r, s in every if r == run and (not seed or str(s) == seed)}
+        if not pairs:
             raise ConfigError(
-                f"{key} names '{item}', which is not a run (or run.seed_<s>) of training.runs; "
-                f"valid: {', '.join(runs)}"
+                f"{key} names '{item}', which is not a run (or <run>.seed_<s>) of "
+                f"training.runs; valid: {', '.join(runs)}"
             )
-        chosen |= {(run, s) for s in seeds}
-    return [(r, s) for r, spec in runs.items() for s in spec.seeds if (r, s) in chosen]
+        chosen |= pairs
+    return [pair for pair in every if pair in chosen]
 
 
 def data_image_size(data: Mapping[str, Any], backbone: Mapping[str, Any]) -> int:
-    """The side the shards are stored at: `data_ingestion.image_size`, or (null) the largest
-    input size among the experiment's backbones, so no backbone sees upsampled shards.
+    """The shards' side: `data_ingestion.image_size`, or (null) the largest input size of the
+    experiment's backbones, so none of them sees upsampled shards.
 
-    An explicit size must be the input size of one of those backbones: a size none of them
-    takes would be resized away on the device (a 128 px setting silently trained at 64 px).
+    An explicit size must be one of those backbones' sizes: a size none takes would be resized
+    away on the device (a 128 px setting silently trained at 64 px).
     """
-    sizes = {
-        key: size
-        for key in backbone.get("build") or {}
-        if (size := stated_image_size(backbone, key)) is not None
-    }
+    build = backbone.get("build") or {}
+    sizes = {k: size for k in build if (size := stated_image_size(backbone, k)) is not None}
     given = data.get("image_size")
-    stated = ", ".join(f"{key}: {size} px" for key, size in sizes.items())
+    if given is None and not sizes:
+        raise ConfigError(
+            "parameters_data_ingestion.yml: data_ingestion.image_size is null and no backbone "
+            "states its input size: set backbone.models.<model>.image_size or the data's size"
+        )
     if given is None:
-        if not sizes:
-            raise ConfigError(
-                "parameters_data_ingestion.yml: data_ingestion.image_size is null, but no "
-                "backbone states its input size: set backbone.models.<model>.image_size "
-                "(parameters_backbone.yml) or data_ingestion.image_size"
-            )
         return max(sizes.values())
     if sizes and int(given) not in sizes.values():
-        models = backbone.get("build") or {}
-        key = max(sizes, key=lambda k: sizes[k])
+        largest = build[max(sizes, key=sizes.__getitem__)]
+        stated = ", ".join(f"{key}: {size} px" for key, size in sizes.items())
         raise ConfigError(
             f"parameters_data_ingestion.yml: data_ingestion.image_size is {given}, but no "
             f"backbone of this experiment takes {given} px inputs ({stated}): the shards would "
-            f"be resized to those sizes on the device. Fix: state the input size once where "
-            f"the backbone is, e.g. backbone.models.{models[key]}.image_size: {given} "
-            "(parameters_backbone.yml), and set data_ingestion.image_size: null to store the "
-            "shards at the largest backbone size"
+            "be resized to those sizes on the device. Fix: state the input size once, where "
+            f"the backbone is (e.g. backbone.models.{largest}.image_size: {given} in "
+            "parameters_backbone.yml), and set data_ingestion.image_size: null (the shards "
+            "then follow the largest backbone size)"
         )
     return int(given)
 
@@ -116,19 +107,13 @@ def check(params: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> None:
 
 
 def with_reports(options: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """`kedro run` options where `--namespaces a,b` also runs the experiment's reports on a, b.
-
-    The selected runs become `experiment.runs` (unless given) and the experiment's namespace
-    joins the requested ones when the requested pipelines hold report nodes.
-    """
+    """`kedro run` options in which `--namespaces a,b` also runs the experiment's reports on
+    a and b: they become `experiment.runs` (unless given) and its namespace joins them."""
     namespaces = list(options.get("namespaces") or [])
     requested = [*(options.get("pipelines") or []), *filter(None, [options.get("pipeline")])]
-    if not namespaces or not set(REPORTING) & set(requested or ["__default__"]):
+    if not namespaces or not REPORTING & set(requested or ["__default__"]):
         return options
     runtime = dict(options.get("params") or {})
-    selected = [n for n in namespaces if n != name(params)]
-    if selected:
-        section = dict(runtime.get("experiment") or {})
-        section.setdefault("runs", " ".join(selected))
-        runtime["experiment"] = section
+    if selected := [n for n in namespaces if n != name(params)]:
+        runtime["experiment"] = {"runs": " ".join(selected)} | (runtime.get("experiment") or {})
     return options | {"params": runtime, "namespaces": sorted({*namespaces, name(params)})}

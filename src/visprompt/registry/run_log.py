@@ -1,6 +1,5 @@
-"""The MLflow calls pipeline nodes need beyond catalog datasets and `pipelines.tracking`'s
-nested runs (a tag set late, per-step metrics, files, the Kedro run's id, a champion), so
-that node modules import no mlflow."""
+"""MLflow calls pipeline nodes need beside catalog datasets and `pipelines.tracking`'s nested
+runs (a tag known late, per-step metrics, files, ids), so node modules import no mlflow."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from visprompt.registry.promotion import champion
 
 
 def set_tag(key: str, value: str) -> None:
-    """Tag the active run (a key known only after its work, e.g. a weights checksum)."""
     mlflow.set_tag(key, value)
 
 
@@ -25,7 +23,6 @@ def log_steps(name: str, values: Mapping[int | str, float]) -> None:
 
 
 def log_files(paths: Iterable[str | Path], artifact_path: str) -> None:
-    """Files written by the node itself (not a catalog dataset) as artifacts of the active run."""
     for path in paths:
         mlflow.log_artifact(str(path), artifact_path)
 
@@ -39,6 +36,5 @@ def kedro_run_id() -> str:
 
 
 def champion_version(model_name: str) -> str | None:
-    """The version `champion` points to in the registered model, or None."""
     current = champion(MlflowClient(), model_name)
     return current.version if current else None
