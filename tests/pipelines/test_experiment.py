@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kedro.io.core import DatasetError
 from kedro.pipeline import Pipeline
 from pipeline_kit import ROOT, project_catalog
 
@@ -18,6 +19,7 @@ from visprompt.pipelines.evaluation import pipeline as evaluation
 from visprompt.pipelines.kedro_run import preflight
 from visprompt.pipelines.registry import pipeline as registry
 from visprompt.pipelines.runs import command_parameters, configured_runs
+from visprompt.pipelines.training.datasets import MethodArtifactDataset
 from visprompt.training import Preprocess
 from visprompt.training.runs import ConfigError
 from visprompt.weights import materialise
@@ -120,3 +122,11 @@ def test_a_data_size_no_backbone_takes_is_refused_before_the_run() -> None:
     assert "parameters_data_ingestion.yml: data_ingestion.image_size is 128" in message
     assert "(vit: 32 px, cnn: 64 px)" in message
     assert "backbone.models.lite0.image_size: 128" in message and "null" in message
+
+
+def test_a_missing_artifact_names_a_namespace_kedro_run_accepts(tmp_path: Path) -> None:
+    """A report of runs not trained yet says which `--namespaces` trains them (not `seed_1`)."""
+    with pytest.raises(DatasetError, match=r"`kedro run --namespaces vp\.seed_1`") as missing:
+        MethodArtifactDataset(str(tmp_path / "methods/vp/seed_1")).load()
+    suggested = str(missing.value).split("--namespaces ")[1].split("`")[0]
+    preflight({"namespaces": [suggested]})  # accepted: no error
