@@ -27,7 +27,7 @@ log = logging.getLogger("visprompt.run")
 
 #: Datasets whose saved value the summary reads (by name, or the last part of a name in the
 #: experiment's namespace: `digits.comparison`).
-_KEPT = ("comparison", "registry_summary")
+_KEPT = ("comparison", "significance", "registry_summary")
 #: Outputs whose location the summary points to, in this order (names as in _KEPT).
 _REPORTS = ("comparison_markdown", "comparison_plots", "efficiency_markdown", "efficiency_plots")
 TOP_ROWS = 5
@@ -110,14 +110,31 @@ def _accuracy(row: pd.Series) -> str:
     return text
 
 
-def top_rows(table: pd.DataFrame, rows: int = TOP_ROWS) -> list[str]:
-    """The best `rows` runs as aligned lines: run, method, backbone, test top-1 (± CI), params."""
+def _vs_best(significance: pd.DataFrame | None) -> dict[str, str]:
+    """run -> `Δ -6.8 pts vs best, p 0.097 (≈ best)` from the paired tests against the best."""
+    if significance is None or not len(significance):
+        return {}
+    rows = significance[significance["reference_kind"] == "best"]
+    return {
+        r["run"]: f"Δ {100 * r['mean_diff']:+.1f} pts vs best, p {r['p_value']:.3g}"
+        + ("" if r["distinguishable"] else " (≈ best)")
+        for _, r in rows.iterrows()
+    }
+
+
+def top_rows(
+    table: pd.DataFrame, rows: int = TOP_ROWS, significance: pd.DataFrame | None = None
+) -> list[str]:
+    """The best `rows` runs as aligned lines: run, method, backbone, test top-1 (± CI), params
+    and, with the significance table, each run's paired difference to the best."""
     mean = "top1_mean" if "top1_mean" in table.columns else "top1"
     ranked = table.sort_values(mean, ascending=False).head(rows)
     width = max(len(str(r)) for r in ranked["run"])
+    tests = _vs_best(significance)
     return [
         f"  {row['run']:<{width}}  {row['method']:<13} {row['backbone']:<9} "
         f"top-1 {_accuracy(row)} %  {int(row['trainable_params']):>9,} trainable params"
+        + (f"; {tests[row['run']]}" if row["run"] in tests else "")
         for _, row in ranked.iterrows()
     ]
 
@@ -128,9 +145,9 @@ def registry_lines(summary: Mapping[str, Any]) -> list[str]:
     moved = [d for d in summary.get("decisions", []) if d.get("promoted")]
     if moved:
         last = moved[-1]
-        before = last.get("champion_before") or "none"
+        before = f"v{last['champion_before']}" if last.get("champion_before") else "none"
         return [
-            f"  champion: {name} v{champion} (run {last['run']}); alias moved v{before} -> "
+            f"  champion: {name} v{champion} (run {last['run']}); alias moved {before} -> "
             f"v{last['version']}"
         ]
     return [f"  champion: {name} v{champion} (unchanged: no candidate beat it)"]
@@ -198,7 +215,8 @@ class ConsoleHook:
         lines = [f"visprompt: {self._done} nodes done in {minutes:.1f} min"]
         comparison = self._saved.get("comparison")
         if isinstance(comparison, pd.DataFrame) and len(comparison):
-            lines += [f"best runs (test top-1, {len(comparison)} runs):", *top_rows(comparison)]
+            ranked = top_rows(comparison, significance=self._saved.get("significance"))
+            lines += [f"best runs (test top-1, {len(comparison)} runs):", *ranked]
         if "registry_summary" in self._saved:
             lines += registry_lines(self._saved["registry_summary"])
         names = (self._names.get(n, n) for n in _REPORTS)
