@@ -78,9 +78,11 @@ def test_two_experiments_write_their_reports_apart(tmp_path: Path) -> None:
     assert len(paths) == 8
 
 
-def test_an_experiment_name_must_be_a_folder_name() -> None:
+def test_an_experiment_name_must_be_a_folder_name_and_not_a_run() -> None:
     with pytest.raises(ConfigError, match="experiment.name is 'a/b'"):
         experiment.name({"experiment": {"name": "a/b"}})
+    with pytest.raises(ConfigError, match="experiment.name 'vp' is also a run name"):
+        preflight({"params": {"experiment": {"name": "vp"}}})
 
 
 def _lite0_128() -> dict[str, Any]:

@@ -100,7 +100,8 @@ def data_image_size(data: Mapping[str, Any], backbone: Mapping[str, Any]) -> int
 
 def check(params: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> None:
     """Refuse a bad experiment before any work: its name, data size and run selections."""
-    name(params)
+    if name(params) in runs:  # one Kedro namespace would hold a run and the reports
+        raise ConfigError(f"parameters.yml: experiment.name '{name(params)}' is also a run name")
     data_image_size(params.get("data_ingestion") or {}, params.get("backbone") or {})
     layout(params, runs)
     layout(params, runs, "registry.runs")
