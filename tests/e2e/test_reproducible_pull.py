@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 STAGE = "comparison"  # the last stage of the default chain in dvc.yaml; its deps pull the rest
 RUN = "lp"
-TABLE = "data/08_reporting/comparison.csv"
+TABLE = "data/08_reporting/digits/comparison.csv"
 
 
 def _ok(result) -> str:

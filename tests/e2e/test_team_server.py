@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.team]
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 PG_BIN = [shutil.which(b) or f"/usr/local/bin/{b}" for b in ("initdb", "pg_ctl")]
-NAME = "visprompt-digits"
+NAME = "digits"  # the embedded default experiment's registered model
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -102,7 +102,7 @@ def test_kedro_registers_on_the_server_and_a_second_directory_loads_the_champion
     project_copy.env["MLFLOW_TRACKING_URI"] = mlflow_server
     pipelines = "data_ingestion,data_validation,backbone,training,registry"
     project_copy.run("--env", "team", "--pipelines", pipelines)
-    summary = json.loads((project_copy.path / "data/08_reporting/registry.json").read_text())
+    summary = json.loads((project_copy.path / "data/08_reporting/digits/registry.json").read_text())
     assert summary["champion"] is not None
     assert [d["reason"] for d in summary["decisions"]][0] == "first champion"
     assert not (project_copy.path / "mlflow" / "mlflow.db").exists()  # nothing went to SQLite

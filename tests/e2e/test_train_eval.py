@@ -29,18 +29,18 @@ def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
     specs = json.loads((data / "06_models/backbones/specs.json").read_text())
     assert specs["vit"]["source"] == "pretrain"
     assert specs["vit"]["sha256"] == sha256_file(project_copy.path / specs["vit"]["weights_path"])
-    table = pd.read_csv(data / "08_reporting/comparison.csv")
+    table = pd.read_csv(data / "08_reporting/digits/comparison.csv")
     assert sorted(table["run"]) == ["ap", "lp"]
     assert (table["epochs"] == 1).all() and table["top1_mean"].between(0, 1).all()
     lp = table.set_index("run").loc["lp"]
     assert lp["trainable_params"] == 32 * 4 + 4  # Linear(D=32, C=4)
     assert (lp["n_seeds"], table.set_index("run").loc["ap", "n_seeds"]) == (2, 1)  # ap: own seeds
-    assert "| lp " in (data / "08_reporting/comparison.md").read_text()
-    plots = {p.name for p in (data / "08_reporting/plots").iterdir()}
+    assert "| lp " in (data / "08_reporting/digits/comparison.md").read_text()
+    plots = {p.name for p in (data / "08_reporting/digits/plots").iterdir()}
     assert {"accuracy_vs_params.png", "training_curves.png", "confusions.png"} <= plots
-    seeds = pd.read_csv(data / "08_reporting/comparison_seeds.csv")
+    seeds = pd.read_csv(data / "08_reporting/digits/comparison_seeds.csv")
     assert seeds[["run", "seed"]].values.tolist() == [["ap", 0], ["lp", 0], ["lp", 1]]
-    significance = pd.read_csv(data / "08_reporting/significance.csv")
+    significance = pd.read_csv(data / "08_reporting/digits/significance.csv")
     assert set(significance["reference_kind"]) <= {"best", "linear_probe"}
     for run, seed in (("lp", 0), ("lp", 1), ("ap", 0)):
         artifact = data / f"06_models/methods/{run}/seed_{seed}/prompt.safetensors"
@@ -69,17 +69,16 @@ def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
     db.close()
     _second_run_reuses_everything(project_copy, models)
 
-    # one run alone, by namespace: only its nodes run (the other run's outputs stay as they are)
-    untouched = [
-        data / "07_model_output/ap/test/seed_0/test_metrics.json",
-        data / "08_reporting/comparison.csv",
-    ]
+    # one run alone, by namespace: only its nodes and the experiment's reports on it run (the
+    # other run's outputs stay as they are; the comparison is now that of the run named)
+    untouched = [data / "07_model_output/ap/test/seed_0/test_metrics.json"]
     before = [p.stat().st_mtime_ns for p in untouched]
     lp_summary = data / "07_model_output/lp/train/seed_1/train_summary.json"
     lp_before = lp_summary.stat().st_mtime_ns
     project_copy.run("--pipelines", "training,evaluation", "--namespaces", "lp")
     assert [p.stat().st_mtime_ns for p in untouched] == before
     assert lp_summary.stat().st_mtime_ns > lp_before
+    assert pd.read_csv(data / "08_reporting/digits/comparison.csv")["run"].tolist() == ["lp"]
 
 
 def _second_run_reuses_everything(project_copy, models: str) -> None:
@@ -96,7 +95,7 @@ def _second_run_reuses_everything(project_copy, models: str) -> None:
     ]
     assert len(kept) == 3  # one profiling table cached (one backbone)
     before = [p.stat().st_mtime_ns for p in kept]
-    efficiency = (data / "08_reporting/efficiency.csv").read_bytes()
+    efficiency = (data / "08_reporting/digits/efficiency.csv").read_bytes()
     client = MlflowClient(f"sqlite:///{project_copy.path / 'mlflow/mlflow.db'}")
     (experiment,) = [e.experiment_id for e in client.search_experiments() if e.name == "visprompt"]
 
@@ -111,7 +110,7 @@ def _second_run_reuses_everything(project_copy, models: str) -> None:
     assert {run_id: second[run_id].info.end_time for run_id in first} == ended  # none reopened
     assert "mlflow.parentRunId" not in second[newest].data.tags
     assert [p.stat().st_mtime_ns for p in kept] == before
-    assert (data / "08_reporting/efficiency.csv").read_bytes() == efficiency  # measured once
+    assert (data / "08_reporting/digits/efficiency.csv").read_bytes() == efficiency  # measured once
     (lp,) = [r.info.run_id for r in second.values() if r.info.run_name == "lp.seed_0"]
     for metric in ("test_top1", "eff_throughput_ips", "best_val_top1"):
         assert len(client.get_metric_history(lp, metric)) == 1, metric

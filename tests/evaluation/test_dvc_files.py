@@ -80,7 +80,7 @@ def test_dvc_metrics_and_plots_read_the_reports(tmp_path: Path) -> None:
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
     # dvc.yaml reads the run list from params.yaml, a link to parameters_training.yml
     shutil.copy(ROOT / "params.yaml", project / "params.yaml", follow_symlinks=False)
-    reports = project / "data/08_reporting"
+    reports = project / "data/08_reporting/digits"  # the embedded default experiment's
     PartitionedDataset(
         path=str(reports / "metrics"), dataset="json.JSONDataset", filename_suffix=".json"
     ).save(run_metrics(COMPARISON))
@@ -93,8 +93,9 @@ def test_dvc_metrics_and_plots_read_the_reports(tmp_path: Path) -> None:
     table = run(DVC, "metrics", "show").splitlines()
     assert table[0].split()[:3] == ["Path", "macro_f1_mean", "top1_ci_high"]
     rows = {line.split()[0]: line.split() for line in table[1:] if "/metrics/" in line}
-    assert set(rows) == {"data/08_reporting/metrics/vp.json", "data/08_reporting/metrics/lp.json"}
-    assert "0.9123" in rows["data/08_reporting/metrics/vp.json"]
+    metrics = "data/08_reporting/digits/metrics"
+    assert set(rows) == {f"{metrics}/vp.json", f"{metrics}/lp.json"}
+    assert "0.9123" in rows[f"{metrics}/vp.json"]
     plots = json.loads(run(DVC, "plots", "show", "--json"))
     assert not plots.get("errors"), plots["errors"]
     data = plots["data"]

@@ -26,7 +26,8 @@ ENGINE = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
 
 def project_catalog(names: list[str], root: Path) -> DataCatalog:
     """The project's own catalog entries `names` (conf/base/catalog_*.yml, kedro-mlflow
-    wrappers included), with every file path moved under `root`."""
+    wrappers included; a name such as `exp.comparison` through its factory pattern), with
+    every file path moved under `root`."""
     config: dict = {}
     for file in sorted((ROOT / "conf/base").glob("catalog*.yml")):
         config |= yaml.safe_load(file.read_text()) or {}
@@ -40,7 +41,8 @@ def project_catalog(names: list[str], root: Path) -> DataCatalog:
             entry["dataset"] = moved(entry["dataset"])
         return entry
 
-    return DataCatalog.from_config({name: moved(config[name]) for name in names})
+    chosen = {name: entry for name, entry in config.items() if name in names or "{" in name}
+    return DataCatalog.from_config({name: moved(entry) for name, entry in chosen.items()})
 
 
 TRAINING_ENTRIES = [

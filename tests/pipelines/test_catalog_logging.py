@@ -25,9 +25,12 @@ SAMPLES = {
 
 
 def _logged_entries() -> dict[str, dict]:
+    """Every logged entry; an experiment's report (`{experiment}.comparison`) as experiment
+    `exp`'s (`exp.comparison`, saved under data/08_reporting/exp/)."""
     entries: dict[str, dict] = {}
     for file in sorted((ROOT / "conf/base").glob("catalog*.yml")):
-        for name, entry in (yaml.safe_load(file.read_text()) or {}).items():
+        text = file.read_text().replace("{experiment}", "exp")
+        for name, entry in (yaml.safe_load(text) or {}).items():
             if "{" not in name and entry.get("type", "").endswith("MlflowArtifactDataset"):
                 entries[name] = entry
     return entries
@@ -37,8 +40,9 @@ LOGGED = _logged_entries()
 
 
 def test_the_reports_are_logged_by_the_catalog() -> None:
-    expected = {"comparison", "comparison_plots", "efficiency", "efficiency_plots", "claims",
-                "ap_layer_sweep_plot", "adavipro_sweep_plot", "validation_report"}  # fmt: skip
+    expected = {"exp.comparison", "exp.comparison_plots", "exp.efficiency", "exp.claims",
+                "exp.efficiency_plots", "ap_layer_sweep_plot", "adavipro_sweep_plot",
+                "validation_report"}  # fmt: skip
     assert expected <= set(LOGGED)
 
 

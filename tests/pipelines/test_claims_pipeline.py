@@ -21,12 +21,14 @@ def test_report_reads_the_tables_that_exist(tmp_path: Path) -> None:
             "top1": [0.80, 0.82, 0.81, 0.70, 0.71, 0.69],
         }  # fmt: skip
     )
-    seeds.to_csv(tmp_path / "comparison_seeds.csv", index=False)
+    (tmp_path / "exp_a").mkdir()
+    seeds.to_csv(tmp_path / "exp_a" / "comparison_seeds.csv", index=False)
     efficiency = pd.DataFrame(
         {"run": ["ap", "vp"], "train_step_ms": [5.0, 10.0], "peak_train_mem_mb": [50.0, 99.0]}
     )
     params = {
-        "seed_tables": [str(tmp_path / "comparison_seeds.csv"), str(tmp_path / "none.csv")],
+        # {experiment}: the experiment's own folder (its name is the node's first argument)
+        "seed_tables": [f"{tmp_path}/{{experiment}}/comparison_seeds.csv", f"{tmp_path}/none.csv"],
         "cost_tables": [str(tmp_path / "none.csv")],
         "checks": {
             "acc": {"text": "AP beats VP", "test": "better", "runs": ["ap", "vp"]},
@@ -34,8 +36,10 @@ def test_report_reads_the_tables_that_exist(tmp_path: Path) -> None:
             "spt": {"test": "better", "runs": ["spt", "vp"], "recipe": "kedro run --x"},
         },
     }
-    table, markdown = report_claims(efficiency, params)
+    table, markdown = report_claims("exp_a", efficiency, params)
     assert list(table["verdict"]) == [HOLDS, HOLDS, NOT_RUN]
+    other, _ = report_claims("exp_b", efficiency, params)  # another experiment: not its table
+    assert other.iloc[0]["verdict"] == NOT_RUN
     assert "`kedro run --x`" in table.iloc[2]["measured"]
     assert "| AP beats VP | ap, vp |" in markdown and "| AP is cheaper |" in markdown
 

@@ -61,6 +61,9 @@ def test_registry_lines_say_whether_the_alias_moved() -> None:
         ],
     }
     assert registry_lines(moved) == ["  champion: m v3 (run b); alias moved v1 -> v3"]
+    decision = {"run": "a", "version": "1", "promoted": True, "champion_before": None}
+    first = {"model_name": "m", "champion": "1", "decisions": [decision]}
+    assert registry_lines(first) == ["  champion: m v1 (run a); alias moved none -> v1"]
     kept = moved | {"champion": "1", "decisions": moved["decisions"][:1]}
     assert "unchanged" in registry_lines(kept)[0]
 
@@ -118,3 +121,34 @@ def test_hook_prints_one_line_per_node_and_ends_with_the_summary(
     assert out[1] == "best runs (test top-1, 3 runs):" and "vp_long_name" in out[2]
     assert any(line.startswith("  reports: ") and "comparison.md" in line for line in out)
     assert out[-1].startswith("  MLflow: kedro mlflow ui")
+
+
+def test_an_experiments_reports_end_the_run_with_each_runs_test_top1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    """`kedro run --namespaces vp,ap_vit`: each seed's evaluation line states its test top-1
+    and the summary ranks the two runs from the experiment's own comparison (`exp.*`)."""
+    report = tmp_path / "exp" / "comparison.md"
+    report.parent.mkdir()
+    report.write_text("| run |")
+    catalog = DataCatalog({"exp.comparison_markdown": TextDataset(filepath=str(report))})
+    pipeline = Pipeline([node(lambda: 1, None, "vp.seed_0.test_metrics", name="vp.evaluate")])
+    hook = ConsoleHook()
+    caplog.set_level(logging.INFO, logger="visprompt.run")
+    hook.before_pipeline_run({}, pipeline)
+    hook.before_node_run(pipeline.nodes[0])
+    hook.after_node_run(pipeline.nodes[0], {"vp.seed_0.test_metrics": {"top1": 0.8125}})
+    two = table().iloc[1:].assign(run=["vp", "ap_vit"])
+    hook.after_dataset_saved("exp.comparison", two)
+    tests = {"run": ["ap_vit"], "reference_kind": ["best"], "mean_diff": [-0.068],
+             "p_value": [0.0972], "distinguishable": [False]}  # fmt: skip
+    hook.after_dataset_saved("exp.significance", pd.DataFrame(tests))
+    hook.after_dataset_saved("exp.comparison_markdown", "| run |")
+    hook.after_pipeline_run(catalog)
+    assert caplog.records[0].getMessage().endswith(": test top1 0.812")
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "best runs (test top-1, 2 runs):"
+    assert out[2].split()[:1] == ["vp"] and "91.2 %" in out[2]
+    assert out[3].split()[:1] == ["ap_vit"] and "75.0 %" in out[3]
+    assert out[3].endswith("; Δ -6.8 pts vs best, p 0.0972 (≈ best)") and "Δ" not in out[2]
+    assert any(line.startswith("  reports: ") and "exp/comparison.md" in line for line in out)

@@ -34,6 +34,7 @@ def run_ingestion(tmp_path: Path, params: dict) -> DataCatalog:
     catalog = DataCatalog(
         {
             "params:data_ingestion": MemoryDataset(params),
+            "params:backbone": MemoryDataset({}),  # image_size null: the backbones' largest
             "shards_staging": StagingDataset(str(tmp_path / "shards")),
             "staged_manifest": ManifestDataset(str(tmp_path / ".shards.staging/manifest.csv")),
             "ingestion_report": MemoryDataset(),

@@ -58,13 +58,15 @@ def test_comparison_over_runs_and_seeds(
             top1 = evaluated["top1"] * (1 if run == "lp" else 0.5) + 0.01 * seed
             results += [base | {"seed": seed}, evaluated | {"top1": top1}, history]
     layout = [("lp", 0), ("lp", 1), ("lp2", 0), ("lp2", 1)]
-    outputs = ["comparison", "comparison_seeds", "significance", "comparison_markdown"]
-    catalog = project_catalog([*outputs, "comparison_plots"], tmp_path)
+    # the experiment `exp`'s reports: data/08_reporting/exp/ (catalog factories)
+    outputs = [f"exp.{n}" for n in ("comparison", "comparison_seeds", "significance")]
+    outputs.append("exp.comparison_markdown")
+    catalog = project_catalog([], tmp_path)
     with mlflow.start_run() as parent:
         table, seeds, significance, markdown, plots = compare_runs(layout, str(shard_dir), *results)
         for name, data in zip(outputs, (table, seeds, significance, markdown), strict=True):
             catalog.save(name, data)  # the catalog logs them (kedro-mlflow), as in `kedro run`
-        catalog.save("comparison_plots", plots)
+        catalog.save("exp.comparison_plots", plots)
     assert table["run"].tolist() == ["lp", "lp2"] and table["n_seeds"].tolist() == [2, 2]
     assert table.loc[0, "top1_mean"] == pytest.approx(evaluated["top1"] + 0.005)
     assert table.loc[table["run"] == "lp2", "trainable_params"].item() == 10_000
@@ -91,7 +93,7 @@ def test_comparison_over_runs_and_seeds(
     } == logged
     plots_logged = mlflow.MlflowClient().list_artifacts(parent.info.run_id, "comparison/plots")
     assert {a.path.rsplit("/", 1)[1] for a in plots_logged} == set(plots)
-    assert (tmp_path / "data/08_reporting/comparison.md").read_text() == markdown  # saved once
+    assert (tmp_path / "data/08_reporting/exp/comparison.md").read_text() == markdown  # once
 
 
 def test_compare_runs_checks_its_inputs(shard_dir) -> None:

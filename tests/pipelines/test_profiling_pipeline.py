@@ -43,7 +43,7 @@ def outputs(
     vit_spec: dict[str, Any], shard_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     tmp_path = tmp_path_factory.mktemp("profiling")
-    outputs = ["efficiency", "efficiency_markdown", "efficiency_plots"]
+    outputs = ["exp.efficiency", "exp.efficiency_markdown", "exp.efficiency_plots"]
     catalog = project_catalog(outputs, tmp_path)  # the project's entries: kedro-mlflow logs them
     entries: dict[str, Any] = {
         "backbone_specs": {"vit": vit_spec},
@@ -61,10 +61,10 @@ def outputs(
             entries[f"{run}.seed_0.artifact_dir"] = str(methods.save(model, tmp_path / run))
             entries[f"{run}.seed_0.train_summary"] = summaries[run]
         seeds = seed_table({(r, 0): s for r, s in summaries.items()}, metrics)
-        entries["comparison"] = comparison_table(seeds)
+        entries["exp.comparison"] = comparison_table(seeds)
         for name, value in entries.items():
             catalog[name] = MemoryDataset(value)
-        SequentialRunner().run(profiling_pipeline(dict.fromkeys(RUNS, 0)), catalog)
+        SequentialRunner().run(profiling_pipeline(dict.fromkeys(RUNS, 0), "exp"), catalog)
         artifacts = {
             a.path
             for a in mlflow.artifacts.list_artifacts(
@@ -72,9 +72,9 @@ def outputs(
             )
         }
     return {
-        "table": catalog.load("efficiency"),
-        "markdown": catalog.load("efficiency_markdown"),
-        "plots": {p.name for p in (tmp_path / "data/08_reporting/efficiency_plots").iterdir()},
+        "table": catalog.load("exp.efficiency"),
+        "markdown": catalog.load("exp.efficiency_markdown"),
+        "plots": {p.name for p in (tmp_path / "data/08_reporting/exp/efficiency_plots").iterdir()},
         "artifacts": artifacts,
         "summaries": summaries,
         "artifact_dirs": {r: entries[f"{r}.seed_0.artifact_dir"] for r in RUNS},

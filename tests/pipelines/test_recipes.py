@@ -27,8 +27,9 @@ from kedro.config import OmegaConfigLoader
 from torch.utils.data import TensorDataset
 
 from visprompt import backbones, methods, prompt_init
+from visprompt.pipelines import experiment
 from visprompt.pipelines.prompt_init.nodes import init_configs
-from visprompt.pipelines.runs import parse_run, train_config
+from visprompt.pipelines.runs import configured_runs, parse_run, train_config
 from visprompt.settings import CONFIG_LOADER_ARGS
 from visprompt.training import Preprocess, fit
 from visprompt.weights import materialise
@@ -123,6 +124,20 @@ def same_as_earlier() -> dict[str, str]:
 TWINS = same_as_earlier()
 
 
+def test_every_recipe_is_an_experiment_of_its_own() -> None:
+    """Each recipe names its experiment (reports, registered model) and passes its checks
+    (data size against its backbones, run selections); only twins share a name."""
+    names: dict[str, list[str]] = {}
+    for recipe in RECIPES:
+        params, _ = recipe_parameters(recipe)
+        experiment.check(params, configured_runs(params))
+        names.setdefault(experiment.name(params), []).append(recipe)
+    assert names["digits"][0] == "default"
+    for recipes in names.values():
+        assert all(TWINS.get(r) == recipes[0] for r in recipes[1:]), names
+    assert len(names) >= 6, names
+
+
 @pytest.mark.parametrize("recipe", sorted(TWINS))
 def test_a_recipe_without_own_parameters_loads_those_of_a_trained_one(recipe: str) -> None:
     params, run = recipe_parameters(recipe)
@@ -136,7 +151,7 @@ def test_every_run_of_the_recipe_builds_and_trains_a_step(recipe: str, tmp_path:
     params, run = recipe_parameters(recipe)
     runs = recipe_runs(params, run)
     assert runs, f"{recipe}: no training runs"
-    size = int(params["data_ingestion"]["image_size"])
+    size = experiment.data_image_size(params["data_ingestion"], params["backbone"])
     classes = 10
     used = {parse_run(name, entry).backbone for name, entry in runs.items()}
     specs, hub = {}, False

@@ -19,16 +19,13 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file, save_file
 
 from visprompt.data.shards import ShardDataset, read_split
-from visprompt.pipelines.registry.nodes import (
-    build_package,
-    register_runs,
-    select_candidate,
-    selected_runs,
-    smoke_set,
-)
+from visprompt.pipelines import experiment
+from visprompt.pipelines.registry.nodes import register_runs
 from visprompt.pipelines.registry.pipeline import create_pipeline
+from visprompt.pipelines.runs import command_parameters, configured_runs, parse_run
 from visprompt.pipelines.training.datasets import MethodArtifactDataset
 from visprompt.registry.integrity import encode_png
+from visprompt.registry.packaging import build_package, select_candidate, smoke_set
 from visprompt.registry.promotion import CHALLENGER, CHAMPION
 from visprompt.training import Preprocess, predict
 
@@ -52,7 +49,6 @@ def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
     low_dataset = MethodArtifactDataset(str(artifacts / "lp_low"))
     low_dataset.save(other)
     params = {
-        "model_name": NAME,
         "metric": "best_val_top1",
         "margin": 0.0,
         "smoke": {"max_images": 64, "tolerance": 0.01},
@@ -61,7 +57,7 @@ def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
     }
     low = summary | {"best_val_top1": summary["best_val_top1"] - 0.1}
     inputs = (
-        [("lp", 0), ("lp_low", 0)],
+        {"model": NAME, "layout": [("lp", 0), ("lp_low", 0)]},
         str(shard_dir),
         {"success": True, "data_hash": "md5-of-data"},
         {"vit": vit_spec},
@@ -161,13 +157,18 @@ def test_champion_in_a_fresh_process_labels_the_test_split_like_evaluation(
 
 
 def test_unknown_runs_and_metrics_are_refused(vit_spec, shard_dir, trained) -> None:
-    with pytest.raises(ValueError, match="registry.runs names \\['nope'\\]"):
-        selected_runs(["lp", "vp"], ["vp", "nope"])
-    assert selected_runs(["lp", "vp", "ap"], ["ap", "lp"]) == ["lp", "ap"]
-    assert selected_runs(["lp", "vp"], None) == ["lp", "vp"]
-    params = {"model_name": NAME, "metric": "val_f1", "margin": 0, "smoke": {}}
+    runs = {
+        n: parse_run(n, {"method": "vp", "backbone": "vit"}, (0, 1)) for n in ("lp", "vp", "ap")
+    }
+    with pytest.raises(ValueError, match="registry.runs names 'nope'"):
+        experiment.layout({"registry": {"runs": ["vp", "nope"]}}, runs, "registry.runs")
+    chosen = experiment.layout({"registry": {"runs": "ap,lp"}}, runs, "registry.runs")
+    assert chosen == [("lp", 0), ("lp", 1), ("ap", 0), ("ap", 1)]  # configuration order
+    assert experiment.layout({"registry": {"runs": None}}, runs, "registry.runs")[-1] == ("ap", 1)
+    params = {"metric": "val_f1", "margin": 0, "smoke": {}}
+    target = {"model": NAME, "layout": [("lp", 0)]}
     with pytest.raises(ValueError, match="has no 'val_f1'"):
-        register_runs([("lp", 0)], str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {})
+        register_runs(target, str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {})
 
 
 def test_an_unknown_pgn_serving_is_refused_naming_the_setting() -> None:
@@ -182,7 +183,42 @@ def test_pipeline_takes_every_configured_runs_artifact() -> None:
     inputs = pipe.inputs()
     assert {"shards", "validation_summary", "backbone_specs", "params:registry"} <= inputs
     assert "linear_probe.seed_0.artifact_dir" in inputs and "vp.seed_2.train_summary" in inputs
-    assert pipe.outputs() == {"registry_summary"}
+    assert pipe.outputs() == {"digits.registry_summary"}  # the experiment's (embedded default)
+    (node,) = pipe.nodes
+    assert node.name == "digits.register_runs"
+
+
+def _pipeline_for(monkeypatch: pytest.MonkeyPatch, **runtime: object):
+    """The registry pipeline of the project's parameters with these `--params`."""
+    params = command_parameters(runtime_params=runtime)
+    monkeypatch.setattr("visprompt.pipelines.registry.pipeline.project_parameters", lambda: params)
+    runs = configured_runs(params)
+    monkeypatch.setattr("visprompt.pipelines.registry.pipeline.configured_runs", lambda: runs)
+    return create_pipeline()
+
+
+def test_a_namespace_subset_registers_only_its_runs(monkeypatch) -> None:
+    """`kedro run --namespaces vp,ap_vit` sets experiment.runs: the champion is picked among
+    vp's and ap_vit's candidates only, every seed of each an input."""
+    pipe = _pipeline_for(monkeypatch, experiment={"runs": "vp ap_vit"})
+    (node,) = pipe.nodes
+    runs = {name.split(".")[0] for name in node.inputs if ".seed_" in name}
+    assert runs == {"vp", "ap_vit"}
+    assert {f"vp.seed_{s}.artifact_dir" for s in (0, 1, 2)} <= set(node.inputs)
+
+
+def test_two_experiments_register_two_models(monkeypatch) -> None:
+    default = _pipeline_for(monkeypatch)
+    fashion = _pipeline_for(monkeypatch, experiment={"name": "fashion_mnist"})
+    assert default.outputs() == {"digits.registry_summary"}
+    assert fashion.outputs() == {"fashion_mnist.registry_summary"}
+    models = {
+        experiment.registered_model(command_parameters(runtime_params=r))
+        for r in ({}, {"experiment": {"name": "fashion_mnist"}})
+    }
+    assert models == {"digits", "fashion_mnist"}
+    named = command_parameters(runtime_params={"registry": {"model_name": "mine"}})
+    assert experiment.registered_model(named) == "mine"
 
 
 def test_versions_record_the_smoke_set_and_the_stored_image_size(registered, shard_dir) -> None:
@@ -219,11 +255,11 @@ def test_a_candidate_failing_its_smoke_test_is_refused_and_the_others_register(
     weights = next((tmp_path / "broken").rglob("*.safetensors"))
     tensors = load_file(str(weights))  # the head negated after validation: wrong predictions
     save_file({k: -v if k.startswith("head") else v for k, v in tensors.items()}, str(weights))
-    params = {"model_name": f"{NAME}-refusal", "metric": "best_val_top1", "margin": 0.0}
+    params = {"metric": "best_val_top1", "margin": 0.0}
     training = {"defaults": {}, "runs": {"bad": {"method": "x"}, "ok": {"method": "y"}}}
     with mlflow.start_run():
         result = register_runs(
-            [("bad", 0), ("ok", 0)],
+            {"model": f"{NAME}-refusal", "layout": [("bad", 0), ("ok", 0)]},
             str(shard_dir),
             {"data_hash": "h"},
             {"vit": vit_spec},

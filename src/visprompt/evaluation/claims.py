@@ -262,16 +262,8 @@ def _at_least(claim: str, spec: Mapping, seeds: pd.DataFrame) -> dict:
     ]
     measured = "; ".join([f"{metric} {_interval(values)} % (needs >= {_pct(floor)})", *extra])
     verdict = HOLDS if low >= floor else FAILS if high < floor else UNCLEAR
-    return _row(
-        claim,
-        spec,
-        verdict,
-        measured,
-        estimate=s.mean,
-        ci_low=s.ci_low,
-        ci_high=s.ci_high,
-        n_seeds=s.n,
-    )
+    numbers = {"estimate": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "n_seeds": s.n}
+    return _row(claim, spec, verdict, measured, **numbers)
 
 
 def check_claims(
@@ -288,16 +280,13 @@ def check_claims(
             raise ValueError(f"claims.{claim}: test must be one of {list(TESTS)}; got {test!r}")
         if not spec.get("runs"):
             raise ValueError(f"claims.{claim}: 'runs' (the runs that test it) is required")
-        if test == "better":
-            rows.append(_better(claim, spec, seeds, alpha))
-        elif test == "preferred_depth":
-            rows.append(_preferred_depth(claim, spec, seeds, alpha))
-        elif test == "equivalent":
-            rows.append(_equivalent(claim, spec, seeds, alpha))
-        elif test == "cheaper":
+        if test == "cheaper":
             rows.append(_cheaper(claim, spec, efficiency))
-        else:
+        elif test == "at_least":
             rows.append(_at_least(claim, spec, seeds))
+        else:
+            paired = {"better": _better, "preferred_depth": _preferred_depth}
+            rows.append(paired.get(test, _equivalent)(claim, spec, seeds, alpha))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 

@@ -25,9 +25,10 @@ from kedro.pipeline.node import Node
 
 log = logging.getLogger("visprompt.run")
 
-#: Datasets whose saved value the summary reads.
-_KEPT = ("comparison", "registry_summary")
-#: Outputs whose location the summary points to, in this order.
+#: Datasets whose saved value the summary reads (by name, or the last part of a name in the
+#: experiment's namespace: `digits.comparison`).
+_KEPT = ("comparison", "significance", "registry_summary")
+#: Outputs whose location the summary points to, in this order (names as in _KEPT).
 _REPORTS = ("comparison_markdown", "comparison_plots", "efficiency_markdown", "efficiency_plots")
 TOP_ROWS = 5
 
@@ -59,6 +60,11 @@ def prompt_inits_note(index: Mapping[str, Mapping[str, Any]]) -> str:
     return ", ".join(f"{name} ({entry['metadata']['strategy']})" for name, entry in index.items())
 
 
+def test_note(metrics: Mapping[str, Any]) -> str:
+    """`test top1 0.912` for one seed's evaluation on the test split."""
+    return f"test top1 {metrics['top1']:.3f}"
+
+
 def registry_note(summary: Mapping[str, Any]) -> str:
     """`18 runs: 18 versions registered, 2 promoted, 0 refused; champion v15`."""
     decisions = summary.get("decisions", [])
@@ -75,6 +81,7 @@ def registry_note(summary: Mapping[str, Any]) -> str:
 #: A node's output (its name, or the last part of a namespaced name) -> its one-line result.
 NOTES: dict[str, Callable[[Any], str]] = {
     "train_summary": training_note,
+    "test_metrics": test_note,
     "backbone_specs": backbones_note,
     "validation_report": validation_verdict,
     "prompt_inits": prompt_inits_note,
@@ -103,14 +110,31 @@ def _accuracy(row: pd.Series) -> str:
     return text
 
 
-def top_rows(table: pd.DataFrame, rows: int = TOP_ROWS) -> list[str]:
-    """The best `rows` runs as aligned lines: run, method, backbone, test top-1 (± CI), params."""
+def _vs_best(significance: pd.DataFrame | None) -> dict[str, str]:
+    """run -> `Δ -6.8 pts vs best, p 0.097 (≈ best)` from the paired tests against the best."""
+    if significance is None or not len(significance):
+        return {}
+    rows = significance[significance["reference_kind"] == "best"]
+    return {
+        r["run"]: f"Δ {100 * r['mean_diff']:+.1f} pts vs best, p {r['p_value']:.3g}"
+        + ("" if r["distinguishable"] else " (≈ best)")
+        for _, r in rows.iterrows()
+    }
+
+
+def top_rows(
+    table: pd.DataFrame, rows: int = TOP_ROWS, significance: pd.DataFrame | None = None
+) -> list[str]:
+    """The best `rows` runs as aligned lines: run, method, backbone, test top-1 (± CI), params
+    and, with the significance table, each run's paired difference to the best."""
     mean = "top1_mean" if "top1_mean" in table.columns else "top1"
     ranked = table.sort_values(mean, ascending=False).head(rows)
     width = max(len(str(r)) for r in ranked["run"])
+    tests = _vs_best(significance)
     return [
         f"  {row['run']:<{width}}  {row['method']:<13} {row['backbone']:<9} "
         f"top-1 {_accuracy(row)} %  {int(row['trainable_params']):>9,} trainable params"
+        + (f"; {tests[row['run']]}" if row["run"] in tests else "")
         for _, row in ranked.iterrows()
     ]
 
@@ -121,9 +145,9 @@ def registry_lines(summary: Mapping[str, Any]) -> list[str]:
     moved = [d for d in summary.get("decisions", []) if d.get("promoted")]
     if moved:
         last = moved[-1]
-        before = last.get("champion_before") or "none"
+        before = f"v{last['champion_before']}" if last.get("champion_before") else "none"
         return [
-            f"  champion: {name} v{champion} (run {last['run']}); alias moved v{before} -> "
+            f"  champion: {name} v{champion} (run {last['run']}); alias moved {before} -> "
             f"v{last['version']}"
         ]
     return [f"  champion: {name} v{champion} (unchanged: no candidate beat it)"]
@@ -150,12 +174,13 @@ class ConsoleHook:
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
         self._saved: dict[str, Any] = {}
+        self._names: dict[str, str] = {}  # a report's short name -> its dataset name
         self._total = self._done = 0
         self._run_start = 0.0
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
-        self._total, self._done, self._saved = len(pipeline.nodes), 0, {}
+        self._total, self._done, self._saved, self._names = len(pipeline.nodes), 0, {}, {}
         self._run_start = time.perf_counter()
 
     @hook_impl
@@ -175,8 +200,10 @@ class ConsoleHook:
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
-        if dataset_name in _KEPT:
-            self._saved[dataset_name] = data
+        short = dataset_name.rsplit(".", 1)[-1]
+        if short in _KEPT:
+            self._saved[short] = data
+        self._names.setdefault(short, dataset_name)
 
     @hook_impl
     def after_pipeline_run(self, catalog: CatalogProtocol) -> None:
@@ -188,10 +215,12 @@ class ConsoleHook:
         lines = [f"visprompt: {self._done} nodes done in {minutes:.1f} min"]
         comparison = self._saved.get("comparison")
         if isinstance(comparison, pd.DataFrame) and len(comparison):
-            lines += [f"best runs (test top-1, {len(comparison)} runs):", *top_rows(comparison)]
+            ranked = top_rows(comparison, significance=self._saved.get("significance"))
+            lines += [f"best runs (test top-1, {len(comparison)} runs):", *ranked]
         if "registry_summary" in self._saved:
             lines += registry_lines(self._saved["registry_summary"])
-        reports = [_relative(p) for n in _REPORTS if (p := _location(catalog, n))]
+        names = (self._names.get(n, n) for n in _REPORTS)
+        reports = [_relative(p) for n in names if (p := _location(catalog, n))]
         if reports:
             lines.append("  reports: " + ", ".join(reports))
         lines.append("  MLflow: kedro mlflow ui  (http://127.0.0.1:5000)")

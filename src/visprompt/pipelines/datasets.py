@@ -21,12 +21,19 @@ from visprompt.data import staging
 from visprompt.data.manifest import TEXT_COLUMNS
 
 
-class _DirectoryDataset(AbstractDataset[str, Any]):
-    """Loads as the directory's path (str); subclasses say how to write their data into it."""
+class _PathDataset(AbstractDataset[Any, Any]):
+    """A dataset at one path (`filepath`), described by it."""
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
         self._filepath = Path(filepath)
         self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class _DirectoryDataset(_PathDataset):
+    """Loads as the directory's path (str); subclasses say how to write their data into it."""
 
     def _write(self, data: Any, directory: Path) -> None:
         raise NotImplementedError
@@ -43,19 +50,12 @@ class _DirectoryDataset(AbstractDataset[str, Any]):
     def _exists(self) -> bool:
         return self._filepath.is_dir()
 
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
 
-
-class ShardsDataset(AbstractDataset[str, None]):
+class ShardsDataset(_PathDataset):
     """The current, validated shard directory (visprompt.data.shards); loads as its path.
 
     Read-only: a new version only arrives through `ValidationSummaryDataset.save`.
     """
-
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
-        self.metadata = metadata
 
     def load(self) -> str:
         staging.recover(self._filepath)
@@ -75,17 +75,10 @@ class ShardsDataset(AbstractDataset[str, None]):
     def _exists(self) -> bool:
         return self._filepath.is_dir()
 
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
 
-
-class StagingDataset(AbstractDataset[str, None]):
+class StagingDataset(_PathDataset):
     """Loads as the staging folder's path of the shard directory at `filepath`, where
     data_ingestion builds the next version (`visprompt.data.staging.staging_dir`)."""
-
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
-        self.metadata = metadata
 
     def load(self) -> str:
         return str(staging.staging_dir(self._filepath))
@@ -96,20 +89,13 @@ class StagingDataset(AbstractDataset[str, None]):
     def _exists(self) -> bool:
         return True
 
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
 
-
-class ValidationSummaryDataset(AbstractDataset[dict, dict]):
+class ValidationSummaryDataset(_PathDataset):
     """The validation summary of the current shard directory at `filepath` (summary.json).
 
     Saving commits: the summary is written into the staged version, which then replaces the
     current one atomically (`visprompt.data.staging.commit`).
     """
-
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
-        self.metadata = metadata
 
     def load(self) -> dict:
         return staging.read_summary(self._filepath)
@@ -119,9 +105,6 @@ class ValidationSummaryDataset(AbstractDataset[dict, dict]):
 
     def _exists(self) -> bool:
         return (self._filepath / "summary.json").is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
 
 
 class FileTreeDataset(_DirectoryDataset):
@@ -137,13 +120,9 @@ class FileTreeDataset(_DirectoryDataset):
             target.write_bytes(content)
 
 
-class ManifestDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+class ManifestDataset(_PathDataset):
     """The manifest CSV; text columns are read as text (labels "0".."9" or "01" stay strings,
     empty cells stay missing) and the file is replaced atomically."""
-
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
-        self.metadata = metadata
 
     def load(self) -> pd.DataFrame:
         return pd.read_csv(self._filepath, dtype=dict.fromkeys(TEXT_COLUMNS, str))
@@ -154,6 +133,3 @@ class ManifestDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     def _exists(self) -> bool:
         return self._filepath.is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}

@@ -16,6 +16,7 @@ import click
 import mlflow
 from kedro.framework.cli.project import run as kedro_run
 
+from visprompt.pipelines import experiment
 from visprompt.pipelines.runs import command_parameters, configured_runs
 from visprompt.training.runs import ConfigError
 
@@ -39,7 +40,7 @@ def check_pipelines(requested: list[str]) -> None:
         )
 
 
-def preflight(options: dict[str, Any]) -> None:
+def preflight(options: dict[str, Any]) -> dict[str, Any]:
     """Check the run list and the namespaces of a `kedro run` with these options, at once.
 
     Before the session: its hooks (kedro-mlflow's) and the pipelines (torch, timm, Great
@@ -52,11 +53,14 @@ def preflight(options: dict[str, Any]) -> None:
         options.get("env"), options.get("conf_source"), options.get("params")
     )
     runs = configured_runs(params)
-    unknown = [n for n in options.get("namespaces") or [] if n.split(".")[0] not in runs]
+    experiment.check(params, runs)
+    valid = {*runs, experiment.name(params)}  # the runs and the experiment's reports
+    unknown = [n for n in options.get("namespaces") or [] if n.split(".")[0] not in valid]
     if unknown:
         raise click.ClickException(
-            f"unknown namespace(s) {', '.join(unknown)}; valid: {', '.join(sorted(runs))}"
+            f"unknown namespace(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
         )
+    return params
 
 
 def _namespaces(requested: list[str]) -> list[str]:
@@ -100,7 +104,7 @@ def _run(**kwargs: Any) -> Any:
     )
     check_pipelines(requested)
     try:
-        preflight(kwargs)
+        kwargs = experiment.with_reports(kwargs, preflight(kwargs))
         result = kedro_run.callback(**kwargs)
     except KeyboardInterrupt:
         closed = close_interrupted_runs()

@@ -5,11 +5,10 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
-import mlflow
-
 from visprompt import weights
 from visprompt.pipelines import tracking
 from visprompt.pipelines.tracking import KEY_TAG
+from visprompt.registry import run_log
 from visprompt.weights import fingerprint
 
 
@@ -66,7 +65,7 @@ def _materialise_logged(
         )
         run_key = fingerprint(key, model_key, entry, spec["sha256"])
         if opened:
-            mlflow.set_tag(KEY_TAG, run_key)
+            run_log.set_tag(KEY_TAG, run_key)
         elif tracking.finished_run(run_key) is None:
             stack.enter_context(
                 tracking.nested_run(f"backbone_{key}", tags=tags | {KEY_TAG: run_key})

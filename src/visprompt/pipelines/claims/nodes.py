@@ -9,16 +9,21 @@ import pandas as pd
 from visprompt.evaluation.claims import check_claims, claims_markdown, read_seed_tables
 
 
-def report_claims(efficiency: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, str]:
-    """(claims table, its Markdown) from the per-seed and cost tables named in `params`.
+def report_claims(
+    experiment: str, efficiency: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, str]:
+    """(claims table, its Markdown) from the per-seed and cost tables named in `params`
+    (`{experiment}` in a path: the experiment's name, whose reports it reads).
 
     `efficiency` is the default chain's profiling table (an input, so the report follows
     it); `seed_tables` and `cost_tables` are read when they exist (sweep recipes write
     them), and the claims whose runs none of them holds say `not run` with the recipe.
     """
     alpha = float(params.get("alpha", 0.05))
-    seeds = read_seed_tables(params.get("seed_tables") or [])
-    extra_costs = read_seed_tables(params.get("cost_tables") or [])
+    seeds, extra_costs = (
+        read_seed_tables([str(p).format(experiment=experiment) for p in params.get(key) or []])
+        for key in ("seed_tables", "cost_tables")
+    )
     costs = pd.concat([efficiency, extra_costs], ignore_index=True).drop_duplicates(
         "run", keep="last"
     )

@@ -8,11 +8,15 @@ import pandas as pd
 
 from visprompt.data.ingest import ingest
 from visprompt.data.sources import load_source
+from visprompt.pipelines.experiment import data_image_size
 
 
-def ingest_images(params: dict[str, Any], staging: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+def ingest_images(
+    params: dict[str, Any], staging: str, backbone: dict[str, Any] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Build (or resume) the next dataset version in `staging` from the source named by
-    `params['source']` (options in `params['sources']`); (manifest, report).
+    `params['source']` (options in `params['sources']`); (manifest, report). The image size
+    is `params['image_size']`, or (null) the largest of the `backbone` input sizes.
 
     The current version is untouched: data_validation swaps the staged one in if it passes.
     """
@@ -21,7 +25,7 @@ def ingest_images(params: dict[str, Any], staging: str) -> tuple[pd.DataFrame, d
     split = params["split"]
     return ingest(
         source,
-        int(params["image_size"]),
+        data_image_size(params, backbone or {}),
         split["fractions"],
         int(split["seed"]),
         staging,

@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 ingest_images,
-                inputs=["params:data_ingestion", "shards_staging"],
+                inputs=["params:data_ingestion", "shards_staging", "params:backbone"],
                 outputs=["staged_manifest", "ingestion_report"],
                 name="ingest_images",
             )

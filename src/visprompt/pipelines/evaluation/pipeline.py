@@ -1,10 +1,17 @@
 """evaluation pipeline: `<run>.seed_<s>.test_metrics` per configured run and seed (in the
-seed's namespace), then the comparison tables, significance and plots across runs."""
+seed's namespace), then the experiment's comparison tables, significance and plots across
+its runs (`experiment.runs`; `kedro run --namespaces a,b` compares a and b)."""
 
 from kedro.pipeline import Pipeline, node
 
+from visprompt.pipelines import experiment
 from visprompt.pipelines.evaluation.nodes import compare_runs, dvc_files, evaluate_run
-from visprompt.pipelines.runs import bind_first, configured_runs, seed_namespace
+from visprompt.pipelines.runs import (
+    bind_first,
+    configured_runs,
+    project_parameters,
+    seed_namespace,
+)
 
 
 def run_pipeline(run: str, seeds: tuple[int, ...] = (0,)) -> Pipeline:
@@ -40,17 +47,25 @@ def run_pipeline(run: str, seeds: tuple[int, ...] = (0,)) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    params = project_parameters()
     runs = configured_runs()
     if not runs:
         return Pipeline([])
-    layout = [(run, seed) for run, spec in runs.items() for seed in spec.seeds]
-    per_seed = [
-        f"{seed_namespace(run, seed)}.{name}"
-        for run, seed in layout
-        for name in ("train_summary", "test_metrics", "history")
-    ]
+    layout = experiment.layout(params, runs)
     per_run = (run_pipeline(run, spec.seeds) for run, spec in runs.items())
-    return sum(per_run, Pipeline([])) + Pipeline(
+    return sum(per_run, Pipeline([])) + report_pipeline(experiment.name(params), layout)
+
+
+def report_pipeline(name: str, layout: list[tuple[str, int]]) -> Pipeline:
+    """The experiment's comparison of the (run, seed) pairs of `layout`, in its namespace:
+    `<name>.comparison` ... saved under data/08_reporting/<name>/."""
+    per_seed = [
+        f"{seed_namespace(run, seed)}.{dataset}"
+        for run, seed in layout
+        for dataset in ("train_summary", "test_metrics", "history")
+    ]
+    histories = [f"{seed_namespace(r, s)}.history" for r, s in layout]
+    reports = Pipeline(
         [
             node(
                 bind_first(compare_runs, layout),
@@ -66,9 +81,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 bind_first(dvc_files, layout),
-                inputs=["comparison", *(f"{seed_namespace(r, s)}.history" for r, s in layout)],
+                inputs=["comparison", *histories],
                 outputs=["run_metrics", "training_curves"],
                 name="dvc_files",
             ),
         ]
     )
+    return Pipeline(reports, namespace=name, inputs={"shards", *per_seed})

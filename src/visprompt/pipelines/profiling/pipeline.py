@@ -2,12 +2,17 @@
 
 from kedro.pipeline import Node, Pipeline, node
 
+from visprompt.pipelines import experiment
 from visprompt.pipelines.profiling.nodes import efficiency_report, profile_runs
-from visprompt.pipelines.runs import bind_first, configured_runs, seed_namespace
+from visprompt.pipelines.runs import bind_first, configured_runs, project_parameters, seed_namespace
+
+#: The experiment's efficiency reports (data/08_reporting/<experiment>/).
+EFFICIENCY = ("efficiency", "efficiency_markdown", "efficiency_plots")
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return profiling_pipeline({run: spec.seeds[0] for run, spec in configured_runs().items()})
+    runs = {run: spec.seeds[0] for run, spec in configured_runs().items()}
+    return profiling_pipeline(runs, experiment.name(project_parameters()))
 
 
 def profile_node(runs: dict[str, int], output: str, name: str) -> Node:
@@ -27,8 +32,9 @@ def profile_node(runs: dict[str, int], output: str, name: str) -> Node:
     )
 
 
-def profiling_pipeline(runs: dict[str, int]) -> Pipeline:
-    """The pipeline for these training runs, each profiled on one seed's artifact ({run: seed}).
+def profiling_pipeline(runs: dict[str, int], name: str) -> Pipeline:
+    """The pipeline for these training runs, each profiled on one seed's artifact ({run: seed}),
+    reporting as experiment `name`.
 
     Costs do not depend on the seed (same architecture and shapes); the training time in the
     report is the mean over seeds, from the comparison table.
@@ -38,8 +44,8 @@ def profiling_pipeline(runs: dict[str, int]) -> Pipeline:
             profile_node(runs, "efficiency_profile", "profile_runs"),
             node(
                 efficiency_report,
-                inputs=["efficiency_profile", "comparison", "shards"],
-                outputs=["efficiency", "efficiency_markdown", "efficiency_plots"],
+                inputs=["efficiency_profile", f"{name}.comparison", "shards"],
+                outputs=[f"{name}.{out}" for out in EFFICIENCY],
                 name="efficiency_report",
             ),
         ]

@@ -6,13 +6,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
-
 from visprompt import backbones, prompt_init
 from visprompt.backbones import sha256_file
 from visprompt.pipelines import tracking
 from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.prompt_init.config import WHERE, init_configs
+from visprompt.registry import run_log
 from visprompt.training import Placement, Preprocess
 from visprompt.weights import fingerprint
 
@@ -39,13 +38,26 @@ def _log(name: str, path: Path, metadata: Mapping[str, Any]) -> None:
     tags = {"visprompt.stage": "prompt_init", KEY_TAG: key}
     with tracking.nested_run(f"prompt_init_{name}", tags=tags):
         tracking.log_params(params)
-        for layer, seconds in metadata["seconds_per_layer"].items():
-            mlflow.log_metric("seconds_per_layer", seconds, step=int(layer))
+        run_log.log_steps("seconds_per_layer", metadata["seconds_per_layer"])
         tracking.log_numbers(
             {"seconds_total": metadata["seconds_total"], "images_used": metadata["images_used"]}
         )
-        mlflow.log_artifact(str(path), "prompt_init")
-        mlflow.log_artifact(str(path.with_suffix(".json")), "prompt_init")
+        run_log.log_files([path, path.with_suffix(".json")], "prompt_init")
+
+
+def _stream(
+    shards: str, spec: Mapping[str, Any], params: Mapping[str, Any], device: str
+) -> prompt_init.ShardStream:
+    """The configured split through the backbone's preprocessing, batched on `device`."""
+    return prompt_init.ShardStream(
+        shards,
+        str(params.get("split", "train")),
+        Preprocess.from_data_config(spec["data_config"]),
+        batch_size=int(params.get("batch_size", 128)),
+        max_images=params.get("max_images"),
+        seed=int(params.get("seed", 0)),
+        device=device,
+    )
 
 
 def build_prompt_inits(
@@ -83,15 +95,7 @@ def build_prompt_inits(
             )
         spec = backbone_specs[key]
         model = backbones.from_spec(spec)
-        stream = prompt_init.ShardStream(
-            shards,
-            str(params.get("split", "train")),
-            Preprocess.from_data_config(spec["data_config"]),
-            batch_size=int(params.get("batch_size", 128)),
-            max_images=params.get("max_images"),
-            seed=int(params.get("seed", 0)),
-            device=device,
-        )
+        stream = _stream(shards, spec, params, device)
         group = {name: c for name, (b, c) in configs.items() if b == key}
         results = prompt_init.build_prompt_inits(
             model,

@@ -31,7 +31,8 @@ class MethodArtifactDataset(AbstractDataset[AdaptedModel, str]):
         if not (self._path / CONFIG_FILE).is_file():
             raise DatasetError(
                 f"no method artifact at {self._path}: train it first "
-                f"(`kedro run --namespaces {self._path.name}`) or `dvc pull`"
+                f"(`kedro run --namespaces {self._path.parent.name}.{self._path.name}`, the "
+                "run's seed) or `dvc pull`"
             )
         return self._path.as_posix()
 

@@ -1,0 +1,120 @@
+"""The experiment: the unit a user runs and compares (`experiment` in parameters.yml).
+
+An experiment is the project's parameters under one name: its data (`data_ingestion`), its
+backbones (`backbone.build`, each input size stated once), its runs and seeds
+(`training`; `experiment.runs` selects those its reports cover) and its registered model.
+Its report nodes live in the Kedro namespace of its name, so their outputs are
+`<name>.<dataset>`, saved under data/08_reporting/<name>/ (catalog factories).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from visprompt.training.runs import ConfigError, RunSpec, stated_image_size
+
+#: Pipelines holding the experiment's report nodes (`kedro run --namespaces` adds them).
+REPORTING = {"__default__", "evaluation", "registry"}
+
+
+def name(params: Mapping[str, Any]) -> str:
+    """`experiment.name`, checked to be usable as a folder and dataset-name part."""
+    value = str((params.get("experiment") or {}).get("name") or "")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        raise ConfigError(
+            f"parameters.yml: experiment.name is {value!r}; use letters, digits, '_' or '-' "
+            "(its reports go to data/08_reporting/<name>/)"
+        )
+    return value
+
+
+def registered_model(params: Mapping[str, Any]) -> str:
+    """`registry.model_name`, or by default the experiment's name: one model per experiment."""
+    return str((params.get("registry") or {}).get("model_name") or name(params))
+
+
+def names(value: Any) -> list[str] | None:
+    """Names from YAML (a list) or `--params` (a string split at commas or spaces: `--params
+    "experiment.runs=vp ap_vit"`, since Kedro splits `--params` at commas); None: every run."""
+    if value is None:
+        return None
+    items = re.split(r"[,\s]+", value) if isinstance(value, str) else map(str, value)
+    return [item for item in items if item]
+
+
+def layout(
+    params: Mapping[str, Any], runs: Mapping[str, RunSpec], key: str = "experiment.runs"
+) -> list[tuple[str, int]]:
+    """The (run, seed) pairs selected by `key` (runs or single seeds, `vp`, `vp.seed_1`, as
+    `kedro run --namespaces` names them; null: every run), in configuration order."""
+    section, field = key.split(".")
+    wanted = names((params.get(section) or {}).get(field))
+    every = [(run, seed) for run, spec in runs.items() for seed in spec.seeds]
+    if wanted is None:
+        return every
+    chosen = set()
+    for item in wanted:
+        run, _, seed = item.partition(".seed_")
+        pairs = {(r, s) for r, s in every if r == run and (not seed or str(s) == seed)}
+        if not pairs:
+            raise ConfigError(
+                f"{key} names '{item}', which is not a run (or <run>.seed_<s>) of "
+                f"training.runs; valid: {', '.join(runs)}"
+            )
+        chosen |= pairs
+    return [pair for pair in every if pair in chosen]
+
+
+def data_image_size(data: Mapping[str, Any], backbone: Mapping[str, Any]) -> int:
+    """The shards' side: `data_ingestion.image_size`, or (null) the largest input size of the
+    experiment's backbones, so none of them sees upsampled shards.
+
+    An explicit size must be one of those backbones' sizes: a size none takes would be resized
+    away on the device (a 128 px setting silently trained at 64 px).
+    """
+    build = backbone.get("build") or {}
+    sizes = {k: size for k in build if (size := stated_image_size(backbone, k)) is not None}
+    given = data.get("image_size")
+    if given is None and not sizes:
+        raise ConfigError(
+            "parameters_data_ingestion.yml: data_ingestion.image_size is null and no backbone "
+            "states its input size: set backbone.models.<model>.image_size or the data's size"
+        )
+    if given is None:
+        return max(sizes.values())
+    if sizes and int(given) not in sizes.values():
+        largest = build[max(sizes, key=sizes.__getitem__)]
+        stated = ", ".join(f"{key}: {size} px" for key, size in sizes.items())
+        raise ConfigError(
+            f"parameters_data_ingestion.yml: data_ingestion.image_size is {given}, but no "
+            f"backbone of this experiment takes {given} px inputs ({stated}): the shards would "
+            "be resized to those sizes on the device. Fix: state the input size once, where "
+            f"the backbone is (e.g. backbone.models.{largest}.image_size: {given} in "
+            "parameters_backbone.yml), and set data_ingestion.image_size: null (the shards "
+            "then follow the largest backbone size)"
+        )
+    return int(given)
+
+
+def check(params: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> None:
+    """Refuse a bad experiment before any work: its name, data size and run selections."""
+    if name(params) in runs:  # one Kedro namespace would hold a run and the reports
+        raise ConfigError(f"parameters.yml: experiment.name '{name(params)}' is also a run name")
+    data_image_size(params.get("data_ingestion") or {}, params.get("backbone") or {})
+    layout(params, runs)
+    layout(params, runs, "registry.runs")
+
+
+def with_reports(options: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """`kedro run` options in which `--namespaces a,b` also runs the experiment's reports on
+    a and b: they become `experiment.runs` (unless given) and its namespace joins them."""
+    namespaces = list(options.get("namespaces") or [])
+    requested = [*(options.get("pipelines") or []), *filter(None, [options.get("pipeline")])]
+    if not namespaces or not REPORTING & set(requested or ["__default__"]):
+        return options
+    runtime = dict(options.get("params") or {})
+    if selected := [n for n in namespaces if n != name(params)]:
+        runtime["experiment"] = {"runs": " ".join(selected)} | (runtime.get("experiment") or {})
+    return options | {"params": runtime, "namespaces": sorted({*namespaces, name(params)})}

@@ -1,0 +1,168 @@
+"""A trained run as a registry candidate: its seed, its package, its smoke set, its lineage.
+
+Library logic of the registry pipeline (its node only wires datasets to it): which seed of a
+run is registered, what package.json holds, which validation images verify a version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visprompt.registry.promotion import SmokeSet
+from visprompt.registry.serving import ServingLimits
+from visprompt.training import Preprocess
+from visprompt.weights import fingerprint
+
+#: How a registered PGN serves: `rgb` = prompt inversion in front of the unmodified ViT.
+PGN_SERVING = ("rgb", "token")
+
+
+def git_commit(root: str | Path = ".") -> str:
+    """HEAD's commit, with `-dirty` when tracked files changed; `unknown` outside git."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    try:
+        commit, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "-uno")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def build_package(
+    backbone_spec: dict[str, Any],
+    class_names: list[str],
+    stored_size: int,
+    serving: dict[str, Any] | None = None,
+    pgn_serving: str = "rgb",
+) -> dict[str, Any]:
+    """package.json of a version: classes, preprocessing, serving limits, backbone spec,
+    and how a PGN serves (`rgb`: prompt inversion in front of the unmodified ViT; `token`).
+
+    `stored_size` is the side of the ingested shards: serving brings a request image to it
+    with ingestion's own conversion before the training preprocessing.
+    """
+    if pgn_serving not in PGN_SERVING:
+        raise ValueError(
+            f"parameters_registry.yml: registry.pgn_serving must be one of {list(PGN_SERVING)}, "
+            f"got {pgn_serving!r}"
+        )
+    preprocess = Preprocess.from_data_config(backbone_spec["data_config"])
+    spec = {
+        k: backbone_spec[k]
+        for k in ("name", "model_kwargs", "weights_path", "sha256", "source")
+        if k in backbone_spec
+    }
+    return {
+        "class_names": class_names,
+        "preprocessing": dataclasses.asdict(preprocess) | {"stored_size": int(stored_size)},
+        "backbone": spec,
+        "serving": dataclasses.asdict(ServingLimits(**(serving or {}))),
+        "pgn_serving": pgn_serving,
+    }
+
+
+def smoke_set(
+    images: np.ndarray, labels: np.ndarray, accuracy: float, settings: dict[str, Any]
+) -> SmokeSet:
+    """The validation split (a seeded subset above `max_images`) and the run's val accuracy.
+
+    On a subset the recorded full-split accuracy is only an estimate: the tolerance widens to
+    three binomial standard errors, still far below what corrupted weights lose.
+    """
+    cap = int(settings.get("max_images") or len(labels))
+    tolerance = float(settings.get("tolerance", 0.01))
+    if len(labels) > cap:
+        chosen = np.sort(np.random.default_rng(0).choice(len(labels), cap, replace=False))
+        images, labels = images[chosen], labels[chosen]
+        p = min(max(accuracy, 0.0), 1.0)
+        tolerance = max(tolerance, 3 * math.sqrt(p * (1 - p) / cap))
+    return SmokeSet(images, labels, float(accuracy), tolerance)
+
+
+def select_candidate(
+    run: str, summaries: Mapping[int, Mapping[str, Any]], metric_name: str
+) -> tuple[int, float]:
+    """(seed, mean): a run's candidate is its seed whose validation `metric_name` is closest
+    to the mean over seeds (ties: the lowest seed); promotion compares that mean.
+
+    The mean is what the comparison trusts; registering the most typical seed (rather than
+    the luckiest) keeps the registered artifact representative of it.
+    """
+    if not summaries:
+        raise ValueError(f"run '{run}' has no trained seed to register")
+    values = {}
+    for seed, summary in summaries.items():
+        if metric_name not in summary:
+            raise ValueError(
+                f"{run}.seed_{seed}.train_summary has no '{metric_name}' (keys: "
+                f"{sorted(summary)}); set registry.metric in parameters_registry.yml to one of them"
+            )
+        values[int(seed)] = float(summary[metric_name])
+    mean = sum(values.values()) / len(values)
+    seed = min(values, key=lambda s: (abs(values[s] - mean), s))
+    return seed, mean
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """The version a run registers: its seed's artifact, package, smoke set and lineage tags."""
+
+    run: str
+    seed: int
+    mean: float
+    artifact_dir: str
+    package: dict[str, Any]
+    smoke: SmokeSet
+    lineage: dict[str, str]
+
+
+def candidate(
+    run: str,
+    seeds: Mapping[int, tuple[str, Mapping[str, Any]]],
+    backbone_specs: Mapping[str, Mapping[str, Any]],
+    validation: tuple[list[str], np.ndarray, np.ndarray],
+    params: Mapping[str, Any],
+    training: Mapping[str, Any],
+    common: Mapping[str, str],
+) -> Candidate:
+    """A run's candidate from its seeds' (artifact_dir, train_summary): `select_candidate`'s
+    seed, packaged for the classes and validation images (classes, images, labels) of the data,
+    with its lineage: `common` (commit, data hash, Kedro run), params hash, the seed mean."""
+    metric_name = str(params["metric"])
+    seed, mean = select_candidate(run, {s: v[1] for s, v in seeds.items()}, metric_name)
+    artifact_dir, summary = seeds[seed]
+    if "val_top1" not in summary:
+        raise ValueError(
+            f"{run}.seed_{seed}.train_summary has no 'val_top1' (the artifact's validation "
+            "accuracy, which the smoke test must reproduce); rerun the training pipeline"
+        )
+    classes, images, labels = validation
+    spec = backbone_specs[summary["backbone"]]
+    package = build_package(
+        dict(spec),
+        classes,
+        images.shape[1],
+        params.get("serving"),
+        str(params.get("pgn_serving", "rgb")),
+    )
+    lineage = dict(common) | {
+        "params_hash": fingerprint(training["runs"][run], training.get("defaults"), spec["sha256"]),
+        "training_mlflow_run_id": str(summary.get("mlflow_run_id", "none")),
+        "method": summary["method"],
+        "backbone_sha256": spec["sha256"],
+        "seed": str(seed),
+        "n_seeds": str(len(seeds)),
+        f"{metric_name}_seed_mean": repr(mean),
+    }
+    smoke = smoke_set(images, labels, float(summary["val_top1"]), params["smoke"])
+    return Candidate(run, seed, mean, artifact_dir, package, smoke, lineage)
