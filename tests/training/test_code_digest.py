@@ -21,14 +21,14 @@ def test_digest_depends_on_bytes_not_on_location(package: Path) -> None:
     assert source_digest(package) == source_digest(PACKAGE_ROOT)
     names = [f.relative_to(package).as_posix() for f in source_files(package)]
     assert names == sorted(names)
-    assert "methods/vp.py" in names and "backbones.py" in names
+    assert "methods/vp/model.py" in names and "backbones.py" in names
     assert "data/transforms.py" in names and "data/ingest.py" not in names
     assert all(n.split("/")[0] in {p.split("/")[0] for p in RESULT_CODE} for n in names)
 
 
 def test_editing_executed_code_changes_the_digest(package: Path) -> None:
     before = source_digest(package)
-    vp = package / "methods" / "vp.py"
+    vp = package / "methods" / "vp" / "model.py"
     vp.write_text(vp.read_text() + "\n# a comment is a change too\n")
     edited = source_digest(package)
     assert edited != before

@@ -1,8 +1,8 @@
 """The run list (`training.runs`), checked as a whole before anything starts.
 
 A run is a method on a backbone with the method's build options and overrides of the training
-defaults. `validate_runs` checks every run against what exists (methods, their build
-signatures, backbones, prompt inits, `TrainConfig` fields and types) and raises one
+defaults. `validate_runs` checks every run against what exists (methods and their configs,
+backbones, prompt inits, `TrainConfig` fields and types) and raises one
 `ConfigError` whose message names the run, the field, the bad value and the valid choices,
 so a typo costs a second, not a traceback after minutes of earlier stages.
 """
@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from visprompt import methods
 from visprompt.training.config import TrainConfig
-from visprompt.training.method_options import available, method_options
 from visprompt.training.typecheck import expected, matches
 
 TRAINING_FILE = "parameters_training.yml"
@@ -96,20 +96,11 @@ def parse_run(name: str, entry: Mapping[str, Any], default_seeds: Sequence[int] 
 
 
 def check_options(spec: RunSpec) -> None:
-    """Every option of `spec` is a build option of its method, with a value of its type."""
-    valid = method_options(spec.method)
-    for key, value in spec.options.items():
-        if key not in valid:
-            choices = ", ".join(valid) if valid else "none (this method takes no options)"
-            raise ConfigError(
-                f"{_where(spec.name, 'options')}: unknown option '{key}' for method "
-                f"{spec.method}; valid: {choices}"
-            )
-        if not matches(value, valid[key]):
-            raise ConfigError(
-                f"{_where(spec.name, 'options', key)} is {value!r} "
-                f"({type(value).__name__}); expected {expected(valid[key])}"
-            )
+    """The run's options build its method's config (known keys, types, ranges; no torch)."""
+    try:
+        methods.parse_options(methods.config_class(spec.method), spec.options)
+    except methods.OptionError as error:
+        raise ConfigError(f"{_where(spec.name, 'options')}: {error}") from None
 
 
 def stated_image_size(backbone_params: Mapping[str, Any], key: str) -> int | None:
@@ -200,7 +191,7 @@ def validate_runs(params: Mapping[str, Any]) -> dict[str, RunSpec]:
         )
     seeds = parse_seeds(training.get("seeds", [0]), f"{TRAINING_FILE}: training.seeds")
     engine = params.get("training_engine") or {}
-    names = available()
+    names = methods.available()
     runs: dict[str, RunSpec] = {}
     for name, entry in training["runs"].items():
         spec = parse_run(name, entry, seeds)

@@ -1,7 +1,7 @@
 """`visprompt pgn-invert`: PGN-prompted PNG images an unmodified backbone classifies.
 
 The client side of PGN's input-space deployment: it rebuilds a saved PGN artifact around its
-backbone and writes, for each input image, the prompted PNG (see `methods.prompt_inversion`).
+backbone and writes, for each input image, the prompted PNG (see `methods.pgn.inversion`).
 Kept apart from `visprompt.cli`, which Kedro imports at every `kedro` command: torch and the
 methods load only when images are inverted.
 """
@@ -20,8 +20,8 @@ from PIL import Image
 from visprompt import backbones, methods
 from visprompt.atomic import atomic_path
 from visprompt.data.transforms import to_model_input
-from visprompt.methods.pgn import PromptGenerationNetwork
-from visprompt.methods.prompt_inversion import PromptClient, to_uint8
+from visprompt.methods.pgn.inversion import PromptClient, to_uint8
+from visprompt.methods.pgn.model import PromptGenerationNetwork
 from visprompt.progress import progress_bar
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

@@ -1,0 +1,8 @@
+"""AdaViPro: a pad prompt applied where a learned, input-dependent region mask says so.
+
+Options in `config` (torch-free); the model's names load from `model` on first use.
+"""
+
+from visprompt.methods.config import lazy_model
+
+__getattr__ = lazy_model(__name__)

@@ -1,0 +1,8 @@
+"""Bias tuning (BitFit): only the bias terms of the backbone, plus a new head.
+
+Options in `config` (torch-free); the model's names load from `model` on first use.
+"""
+
+from visprompt.methods.config import lazy_model
+
+__getattr__ = lazy_model(__name__)

@@ -1,0 +1,8 @@
+"""Full fine-tuning: every backbone weight trains, with a new head.
+
+Options in `config` (torch-free); the model's names load from `model` on first use.
+"""
+
+from visprompt.methods.config import lazy_model
+
+__getattr__ = lazy_model(__name__)

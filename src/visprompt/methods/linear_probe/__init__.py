@@ -1,0 +1,8 @@
+"""Linear probe: the frozen backbone's pooled features into a new linear head.
+
+Options in `config` (torch-free); the model's names load from `model` on first use.
+"""
+
+from visprompt.methods.config import lazy_model
+
+__getattr__ = lazy_model(__name__)

@@ -1,0 +1,8 @@
+"""LoRA: low-rank updates on the backbone's linears/convs through the `peft` library.
+
+Options in `config` (torch-free); the model's names load from `model` on first use.
+"""
+
+from visprompt.methods.config import lazy_model
+
+__getattr__ = lazy_model(__name__)

@@ -1,0 +1,8 @@
+"""Norm tuning: only the affine (gamma, beta) of every normalisation layer, plus a new head.
+
+Options in `config` (torch-free); the model's names load from `model` on first use.
+"""
+
+from visprompt.methods.config import lazy_model
+
+__getattr__ = lazy_model(__name__)

@@ -1,0 +1,8 @@
+"""PGN: prompt generation networks, their prompt inversion (`inversion`) and CLI (`cli`).
+
+Options in `config` (torch-free); the model's names load from `model` on first use.
+"""
+
+from visprompt.methods.config import lazy_model
+
+__getattr__ = lazy_model(__name__)

@@ -1,0 +1,8 @@
+"""VPT: learned prompt tokens in a frozen ViT's sequence; SPT init.
+
+Options in `config` (torch-free); the model's names load from `model` on first use.
+"""
+
+from visprompt.methods.config import lazy_model
+
+__getattr__ = lazy_model(__name__)
