@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import sys
 import tempfile
 import time
@@ -67,7 +66,7 @@ TARGETS = {
 def method_options(method: str, backbone: nn.Module, image_size: int) -> dict[str, Any]:
     """Bench options of `method` for this backbone; methods taking `image_size` get it."""
     options = dict(DEFAULT_OPTIONS.get(method, {}))
-    if "image_size" in inspect.signature(methods.method_class(method)).parameters:
+    if "image_size" in methods.config_class(method).model_fields:
         options["image_size"] = image_size
     if method in ("vp", "adavipro"):
         options["prompt_size"] = max(1, round(PAD_AT_224 * image_size / 224))

@@ -175,13 +175,10 @@ class AdaptedModel(nn.Module):
     def served(
         self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
     ) -> nn.Module:
-        """The form a deployed model takes, in eval mode; default: the model itself.
-
-        Methods that fold into the backbone once trained return that copy (LoRA merged, an
-        AP channel shift in a norm's β: the plain backbone's speed, the same function).
-        `rgb` asks for input-space serving where a method has one (PGN's prompt inversion,
-        with the training `normalisation`); the model itself is never changed.
-        """
+        """The deployed form, in eval mode (default: the model): a copy folded into the
+        backbone where a method folds (LoRA merged, AP in a norm's β); with `rgb`, input-space
+        serving where a method has one (PGN's prompt inversion, with the training
+        `normalisation`). The model itself is never changed."""
         return self.eval()
 
     def extra_test_metrics(

@@ -32,11 +32,7 @@ class MethodConfig(BaseModel):
 
 
 class OptionError(ValueError):
-    """A bad build option: `key` names it, the message says what is wrong and what is valid."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
+    """A bad build option; the message names it and says what is wrong and what is valid."""
 
 
 def parse_options(config: type[MethodConfig], options: Mapping[str, Any]) -> MethodConfig:
@@ -45,19 +41,17 @@ def parse_options(config: type[MethodConfig], options: Mapping[str, Any]) -> Met
         return config(**options)
     except ValidationError as error:
         errors = error.errors(include_url=False)
-        key = str(errors[0]["loc"][0])
+        key, value = str(errors[0]["loc"][0]), errors[0]["input"]
         if errors[0]["type"] == "extra_forbidden":
             valid = ", ".join(config.model_fields) or "none (this method takes no options)"
-            raise OptionError(
-                key, f"unknown option '{key}' for method {config.method}; valid: {valid}"
-            ) from None
-        value = errors[0]["input"]
-        wanted = [e["msg"].removeprefix("Input should be ") for e in errors if e["loc"][0] == key]
-        raise OptionError(
-            key,
-            f"{config.method} option '{key}' is {value!r} ({type(value).__name__}); should be "
-            + " or ".join(wanted),
-        ) from None
+            message = f"unknown option '{key}' for method {config.method}; valid: {valid}"
+        else:
+            wanted = [e["msg"].removeprefix("Input should be ") for e in errors if key in e["loc"]]
+            message = (
+                f"{config.method} option '{key}' is {value!r} ({type(value).__name__}); "
+                f"should be {' or '.join(wanted)}"
+            )
+        raise OptionError(message) from None
 
 
 def lazy_model(package: str) -> Callable[[str], Any]:

@@ -1,7 +1,4 @@
-"""AdaViPro: a pad prompt applied where a learned, input-dependent region mask says so.
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""AdaViPro: `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 

@@ -36,7 +36,6 @@ from visprompt.methods.adavipro.config import AdaViProConfig
 from visprompt.methods.base import AdaptedModel, register
 from visprompt.methods.vp.model import PadPrompt, default_prompt_size
 
-EDGE_CHANNELS = ("gray", "rgb")
 LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
@@ -49,8 +48,6 @@ def default_region_size(size: int) -> int:
 
 def edge_map(images: torch.Tensor, channels: str = "gray") -> torch.Tensor:
     """Fixed Laplacian edges of (B, 3, H, W) images: (B, 1, H, W) `gray` or (B, 3, H, W) `rgb`."""
-    if channels not in EDGE_CHANNELS:
-        raise ValueError(f"edge_channels must be one of {EDGE_CHANNELS}, got '{channels}'")
     x = images.mean(dim=1, keepdim=True) if channels == "gray" else images
     kernel = torch.tensor(LAPLACIAN, dtype=x.dtype, device=x.device).expand(x.shape[1], 1, 3, 3)
     return F.conv2d(x, kernel, padding=1, groups=x.shape[1])
@@ -78,19 +75,11 @@ def region_mask(logits: torch.Tensor, temperature: float, training: bool) -> tor
 
 @register(AdaViProConfig)
 class AdaViPro(AdaptedModel):
-    """x + P ⊙ mask(edges(x)) into the frozen backbone, then a new head (see module doc).
-
-    Options: prompt_size (default 30 scaled from 224 px), image_size (default: the
-    backbone's), region_size (default 32 scaled from 224 px), embed_dim (64), tau0 (5.0),
-    tau_decay (0.98), edge_channels (`gray`|`rgb`), generator_lr_scale (1.0).
-    """
+    """x + P ⊙ mask(edges(x)) into the frozen backbone, then a new head (see module doc)."""
 
     method_config: AdaViProConfig
 
-    def __init__(
-        self, backbone: nn.Module, num_classes: int, config: AdaViProConfig | None = None
-    ) -> None:
-        config = config or AdaViProConfig()
+    def __init__(self, backbone: nn.Module, num_classes: int, config: AdaViProConfig) -> None:
         size = int(config.image_size or backbones.image_size(backbone))
         p = int(config.prompt_size or default_prompt_size(size))
         r = int(config.region_size or default_region_size(size))

@@ -1,7 +1,4 @@
-"""AP (activation prompts): one universal perturbation added to a chosen layer's output.
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""AP (activation prompts): `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 

@@ -113,12 +113,6 @@ class ActivationPrompt(nn.Module):
 class ActivationPrompting(AdaptedModel):
     """One universal δ added to the output of backbone layer `layer`, plus a new head.
 
-    Options (`APConfig`): `layer` (a module path: `layer4`, `layer3.5`, `blocks.2`,
-    `patch_embed`, `stages.2`, or a module inside a block such as `layer3.1.bn2`),
-    `granularity` (`full`: δ has the activation's shape, C×H×W or N×D with N counting
-    CLS/register tokens; `channel`: δ ∈ R^C or R^D on the channel axis, axis 1 for NCHW
-    maps and the last axis for tokens and channels-last maps), `image_size`.
-
     Choices where the paper is open: both granularities are offered (default `full`) and a
     new linear head is trained with δ. The backbone stays frozen and in eval mode, so a
     channel δ after a BatchNorm/LayerNorm equals shifting its β. δ is added by a forward
@@ -130,10 +124,7 @@ class ActivationPrompting(AdaptedModel):
 
     method_config: APConfig
 
-    def __init__(
-        self, backbone: nn.Module, num_classes: int, config: APConfig | None = None
-    ) -> None:
-        config = config or APConfig()
+    def __init__(self, backbone: nn.Module, num_classes: int, config: APConfig) -> None:
         if not config.layer:
             raise ValueError(
                 "ap needs `layer`, the module path to prompt; e.g. one of "

@@ -1,7 +1,4 @@
-"""Bias tuning (BitFit): only the bias terms of the backbone, plus a new head.
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""Bias tuning (BitFit): `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 

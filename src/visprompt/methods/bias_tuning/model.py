@@ -25,9 +25,7 @@ class BiasTuning(AdaptedModel):
     The backbone stays in eval mode.
     """
 
-    def __init__(
-        self, backbone: nn.Module, num_classes: int, config: BiasTuningConfig | None = None
-    ) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, config: BiasTuningConfig) -> None:
         super().__init__(backbone, num_classes, config)
         self.train_backbone_parameters(
             [name for name, _ in adaptable_parameters(self.backbone) if is_bias(name)]

@@ -1,7 +1,4 @@
-"""Full fine-tuning: every backbone weight trains, with a new head.
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""Full fine-tuning: `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 

@@ -34,9 +34,7 @@ class FullFinetune(AdaptedModel):
 
     trains_backbone = True
 
-    def __init__(
-        self, backbone: nn.Module, num_classes: int, config: FullFinetuneConfig | None = None
-    ) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, config: FullFinetuneConfig) -> None:
         super().__init__(backbone, num_classes, config)
         for _, p in adaptable_parameters(self.backbone):
             p.requires_grad_(True)

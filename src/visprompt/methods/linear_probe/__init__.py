@@ -1,7 +1,4 @@
-"""Linear probe: the frozen backbone's pooled features into a new linear head.
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""Linear probe: `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 

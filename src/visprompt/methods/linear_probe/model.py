@@ -29,9 +29,7 @@ class PooledFeatures(nn.Module):
 class LinearProbe(AdaptedModel):
     """Trains `Linear(D, C)` only; the backbone runs frozen in eval mode."""
 
-    def __init__(
-        self, backbone: nn.Module, num_classes: int, config: LinearProbeConfig | None = None
-    ) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, config: LinearProbeConfig) -> None:
         super().__init__(backbone, num_classes, config)
         self.head = self.new_head()
 

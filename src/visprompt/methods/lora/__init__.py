@@ -1,7 +1,4 @@
-"""LoRA: low-rank updates on the backbone's linears/convs through the `peft` library.
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""LoRA: `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 

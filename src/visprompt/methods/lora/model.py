@@ -46,17 +46,14 @@ def default_targets(backbone: nn.Module) -> list[str]:
 class LoRA(AdaptedModel):
     """LoRA matrices (rank `rank`, scale `alpha / rank`) on `targets`, plus a new head.
 
-    Options: `LoRAConfig` (`targets` None = `default_targets`). peft wraps the target layers
+    `targets` None adapts `default_targets`. peft wraps the target layers
     of the model's private copy of the backbone (the original layer becomes `base_layer`,
     its weights shared with the caller's, untouched and frozen). peft freezes every
     non-LoRA backbone tensor; the frozen backbone stays in eval mode, except the LoRA
     dropout modules, which follow `train()`.
     """
 
-    def __init__(
-        self, backbone: nn.Module, num_classes: int, config: LoRAConfig | None = None
-    ) -> None:
-        config = config or LoRAConfig()
+    def __init__(self, backbone: nn.Module, num_classes: int, config: LoRAConfig) -> None:
         if any(isinstance(m, LoraLayer) for m in backbone.modules()):
             raise ValueError("this backbone already carries LoRA layers; pass a fresh backbone")
         super().__init__(backbone, num_classes, config)

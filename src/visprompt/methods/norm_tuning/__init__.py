@@ -1,7 +1,4 @@
-"""Norm tuning: only the affine (gamma, beta) of every normalisation layer, plus a new head.
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""Norm tuning: `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 

@@ -43,9 +43,7 @@ class NormTuning(AdaptedModel):
     statistics: only gamma and beta move, running mean/var never change.
     """
 
-    def __init__(
-        self, backbone: nn.Module, num_classes: int, config: NormTuningConfig | None = None
-    ) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, config: NormTuningConfig) -> None:
         super().__init__(backbone, num_classes, config)
         norms = norm_parameter_ids(self.backbone)
         self.train_backbone_parameters(

@@ -1,7 +1,4 @@
-"""PGN: prompt generation networks, their prompt inversion (`inversion`) and CLI (`cli`).
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""PGN (`inversion`, the `pgn-invert` CLI): `config` is torch-free, `model` loads on use."""
 
 from visprompt.methods.config import lazy_model
 

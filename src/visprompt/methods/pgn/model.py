@@ -180,16 +180,10 @@ def blank_patch_token(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 @register(PGNConfig)
 class PromptGenerationNetwork(AdaptedModel):
-    """Generated prompt tokens as extra patch rows under the image (or, opt-in, over it).
+    """Generated prompt tokens as extra patch rows under the image (or, opt-in, over it);
+    ViT backbones only. Served as prompt inversion (`rgb`); adds its RGB-path test figures."""
 
-    Options: `PGNConfig` (num_prompts L, library_size M, width, placement). ViT backbones
-    only. Served as prompt inversion (`rgb`), it adds its RGB-path test figures.
-    """
-
-    def __init__(
-        self, backbone: nn.Module, num_classes: int, config: PGNConfig | None = None
-    ) -> None:
-        config = config or PGNConfig()
+    def __init__(self, backbone: nn.Module, num_classes: int, config: PGNConfig) -> None:
         vit_tokens.require_token_vit(backbone, "pgn")
         width = config.width or default_width(sum(p.numel() for p in backbone.parameters()))
         grid = tuple(int(g) for g in backbone.patch_embed.grid_size)

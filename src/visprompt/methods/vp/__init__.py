@@ -1,7 +1,4 @@
-"""VP: a learned pixel prompt added to the normalised image, and its label mappings.
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""VP (with its label mappings): `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 

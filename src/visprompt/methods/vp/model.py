@@ -91,15 +91,9 @@ class PatchPrompt(nn.Module):
 
 @register(VPConfig)
 class VisualPrompt(AdaptedModel):
-    """x + v into the frozen backbone; a new head or a label mapping on the source head.
+    """x + v into the frozen backbone; a new head or a label mapping on the source head."""
 
-    Options: `VPConfig` (design, prompt_size, image_size, output).
-    """
-
-    def __init__(
-        self, backbone: nn.Module, num_classes: int, config: VPConfig | None = None
-    ) -> None:
-        config = config or VPConfig()
+    def __init__(self, backbone: nn.Module, num_classes: int, config: VPConfig) -> None:
         size = int(config.image_size or backbone_image_size(backbone))
         p = int(config.prompt_size or default_prompt_size(size))
         resolved = config.model_copy(update={"prompt_size": p, "image_size": size})

@@ -1,7 +1,4 @@
-"""VPT: learned prompt tokens in a frozen ViT's sequence; SPT init.
-
-Options in `config` (torch-free); the model's names load from `model` on first use.
-"""
+"""VPT (SPT init included): `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 

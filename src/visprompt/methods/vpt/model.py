@@ -50,10 +50,9 @@ class VisualPromptTuning(AdaptedModel):
         self,
         backbone: nn.Module,
         num_classes: int,
-        config: VPTConfig | None = None,
+        config: VPTConfig,
         init_prompts: torch.Tensor | None = None,
     ) -> None:
-        config = config or VPTConfig()
         require_family(backbone, "vit", "vpt")
         vt.require_token_vit(backbone, "vpt")
         super().__init__(backbone, num_classes, config)
