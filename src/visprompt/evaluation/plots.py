@@ -25,7 +25,8 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-#: The marker of each method family (the family is the method's: `MethodConfig.family`).
+#: The marker of each method family (the family is the method's: `MethodConfig.family`);
+#: "X" for any other.
 MARKERS = {
     "input-space prompts": "o",
     "token prompts": "s",
@@ -39,10 +40,6 @@ _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab
 def family(method: str) -> str:
     """The family `method` declares (OTHER_FAMILY for a name no method has)."""
     return CONFIGS[method].family if method in CONFIGS else OTHER_FAMILY
-
-
-def _marker(name: str) -> str:
-    return MARKERS.get(name, "X")
 
 
 def _place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> None:
@@ -126,7 +123,7 @@ def tradeoff_figure(
             data.at[i, x],
             y[i],
             yerr=[[yerr[0][i]], [yerr[1][i]]],
-            fmt=_marker(families[i]),
+            fmt=MARKERS.get(families[i], "X"),
             color=colours[data.at[i, "backbone"]],
             markersize=6,
             capsize=2,
@@ -162,7 +159,9 @@ def tradeoff_figure(
 
 
 def _legends(ax: Any, families: list[str], colours: dict[str, str], lines: list[Any]) -> None:
-    marks = [Line2D([], [], ls="", marker=_marker(f), color="0.2", label=f) for f in families]
+    marks = [
+        Line2D([], [], ls="", marker=MARKERS.get(f, "X"), color="0.2", label=f) for f in families
+    ]
     marks += [
         Line2D([], [], ls="", marker="o", color=c, label=f"backbone {b}")
         for b, c in colours.items()
