@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
 
 from visprompt.methods import config_class
 from visprompt.training import TrainConfig
-from visprompt.training.runs import ConfigError, train_config, validate_runs
+from visprompt.training.runs import ConfigError, check_options, train_config, validate_runs
 
 PARAMS: dict[str, Any] = {
     "backbone": {"build": {"vit": {}, "resnet": {}}},
@@ -158,4 +159,16 @@ def test_image_size_is_stated_once_by_the_backbone() -> None:
         "training run 'vp' (parameters_training.yml: training.runs.vp.options.image_size) is "
         "64, but backbone 'vit' is stated at 32 px in parameters_backbone.yml: drop the option "
         "(methods take the size from the backbone) or change the backbone's image_size"
+    )
+
+
+def test_option_errors_name_the_file_they_were_set_in() -> None:
+    spec = validate_runs(PARAMS)["vp"]
+    bad = dataclasses.replace(spec, options={"design": "ring"})
+    where = "sweep run 'vp' (pipelines/sweep.yml: sweep.runs.vp.options)"
+    with pytest.raises(ConfigError) as error:
+        check_options(bad, where)
+    assert str(error.value) == (
+        f"{where}: vp option 'design' is 'ring' (str); should be 'pad', 'fixed_patch' or "
+        "'random_patch'"
     )

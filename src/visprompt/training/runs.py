@@ -95,12 +95,16 @@ def parse_run(name: str, entry: Mapping[str, Any], default_seeds: Sequence[int] 
     )
 
 
-def check_options(spec: RunSpec) -> None:
-    """The run's options build its method's config (known keys, types, ranges; no torch)."""
+def check_options(spec: RunSpec, where: str | None = None) -> None:
+    """The run's options build its method's config (known keys, types, ranges; no torch).
+
+    `where` names the file and key of the options (default: `training.runs.<name>.options`
+    in parameters_training.yml; a sweep recipe names its own).
+    """
     try:
         methods.parse_options(methods.config_class(spec.method), spec.options)
     except methods.OptionError as error:
-        raise ConfigError(f"{_where(spec.name, 'options')}: {error}") from None
+        raise ConfigError(f"{where or _where(spec.name, 'options')}: {error}") from None
 
 
 def stated_image_size(backbone_params: Mapping[str, Any], key: str) -> int | None:
