@@ -46,11 +46,11 @@ def default_targets(backbone: nn.Module) -> list[str]:
 class LoRA(AdaptedModel):
     """LoRA matrices (rank `rank`, scale `alpha / rank`) on `targets`, plus a new head.
 
-    `targets` None adapts `default_targets`. peft wraps the target layers
-    of the model's private copy of the backbone (the original layer becomes `base_layer`,
-    its weights shared with the caller's, untouched and frozen). peft freezes every
-    non-LoRA backbone tensor; the frozen backbone stays in eval mode, except the LoRA
-    dropout modules, which follow `train()`.
+    `targets` None adapts `default_targets`. peft wraps the target layers of the model's
+    private copy of the backbone (the original layer becomes `base_layer`, its weights shared
+    with the caller's, untouched and frozen). peft freezes every non-LoRA backbone tensor; the
+    frozen backbone stays in eval mode, except the LoRA dropout modules, which follow
+    `train()`.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, config: LoRAConfig) -> None:
