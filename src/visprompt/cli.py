@@ -1,6 +1,6 @@
 """The `visprompt` console command; one argparse subcommand per task.
 
-`visprompt pgn-invert` (`visprompt.methods.pgn.cli`): the client side of PGN's input-space
+`visprompt pgn-invert` (`visprompt.pgn_invert`): the client side of PGN's input-space
 deployment. It rebuilds a saved PGN artifact around its backbone and writes, for each input
 image, the prompted PNG an unmodified backbone with the trained head classifies.
 """
@@ -23,7 +23,7 @@ cli = click.Group(commands=[kedro_run.run])
 
 
 def _pgn_invert(args: argparse.Namespace) -> int:
-    from visprompt.methods.pgn.cli import pgn_invert  # torch and the methods: for this only
+    from visprompt.pgn_invert import pgn_invert  # torch and the methods: only for this command
 
     return pgn_invert(args)
 

@@ -1,4 +1,4 @@
-"""PGN (`inversion`, the `pgn-invert` CLI): `config` is torch-free, `model` loads on use."""
+"""PGN (with its prompt inversion): `config` is torch-free, `model` (torch) loads on first use."""
 
 from visprompt.methods.config import lazy_model
 
