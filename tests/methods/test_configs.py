@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -129,3 +130,19 @@ def test_served_form_and_extra_metrics_per_method(caplog: pytest.LogCaptureFixtu
     not_invertible = build("pgn", num_prompts=2, library_size=4, width=1)  # 3·P² < D
     assert not_invertible.extra_test_metrics(dataset, config, 2, progress=False) == {}
     assert "no RGB deployment figures" in caplog.text
+
+
+def test_no_code_outside_methods_asks_which_method_a_model_is() -> None:
+    """What a method needs elsewhere is read through `AdaptedModel`/`MethodConfig`: no module
+    outside `methods/` names a method's model class (no isinstance on PGN, AdaViPro, ...)."""
+    package = Path(methods.__file__).parents[1]
+    classes = {methods.method_class(name).__name__ for name in methods.available()}
+    named = set()
+    for file in package.rglob("*.py"):
+        if package / "methods" in file.parents:
+            continue
+        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            name = getattr(node, "id", None) or getattr(node, "attr", None)
+            if name in classes:
+                named.add(f"{file.relative_to(package)}: {name}")
+    assert not named
