@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import sys
 import tempfile
 import time
@@ -67,7 +66,7 @@ TARGETS = {
 def method_options(method: str, backbone: nn.Module, image_size: int) -> dict[str, Any]:
     """Bench options of `method` for this backbone; methods taking `image_size` get it."""
     options = dict(DEFAULT_OPTIONS.get(method, {}))
-    if "image_size" in inspect.signature(methods.method_class(method)).parameters:
+    if "image_size" in methods.config_class(method).model_fields:
         options["image_size"] = image_size
     if method in ("vp", "adavipro"):
         options["prompt_size"] = max(1, round(PAD_AT_224 * image_size / 224))
@@ -203,7 +202,7 @@ def deployment_throughput(
     backbone: nn.Module, settings: ProfileSettings, num_classes: int, repeats: int
 ) -> list[dict[str, Any]]:
     """Inference throughput of LoRA and AP-channel-on-a-norm, trained form and served form
-    (`methods.deployable`: merged / folded), against the bare backbone.
+    (`AdaptedModel.served`: merged / folded), against the bare backbone.
 
     After warm-up, every round times each model right next to a backbone call (pair order
     alternating between rounds, model order rotating), so load that changes on a shared
@@ -219,9 +218,9 @@ def deployment_throughput(
         "ap", copy.deepcopy(backbone), num_classes, layer=norm, granularity="channel",
         image_size=size,
     )  # fmt: skip
-    served = {"lora merged": methods.deployable(lora), "ap folded": methods.deployable(ap)}
+    served = {"lora merged": lora.served(), "ap folded": ap.served()}
     if served["lora merged"] is lora or served["ap folded"] is ap:
-        raise RuntimeError("lora or ap did not fold into the backbone (deployable returned it)")
+        raise RuntimeError("lora or ap did not fold into the backbone (served returned it)")
     models = {REFERENCE: backbone, "lora": lora, "lora merged": served["lora merged"],
               f"ap channel on {norm}": ap, "ap folded": served["ap folded"]}  # fmt: skip
     device = resolve_device(settings.device)

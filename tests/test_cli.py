@@ -15,7 +15,7 @@ from PIL import Image
 from visprompt import methods
 from visprompt.backbones import create_backbone, save_weights
 from visprompt.cli import main
-from visprompt.methods.prompt_inversion import PromptServer
+from visprompt.methods.pgn.inversion import PromptServer
 
 KWARGS = {
     "img_size": 32,

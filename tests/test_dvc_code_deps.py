@@ -79,13 +79,13 @@ def test_training_stages_depend_on_method_files() -> None:
     """Editing a method makes every train@/evaluate@ stage out of date (DVC hashes deps)."""
     for name in ("train", "evaluate"):
         deps = [str(d) for d in _stages()[name]["deps"]]
-        for module in ("methods/vp.py", "methods/base.py", "backbones.py", "data/transforms.py"):
+        for module in ("methods/vp/model.py", "methods/base.py", "backbones.py", "data/transforms.py"):
             assert _covered(PACKAGE / module, deps), f"{name} does not depend on {module}"
 
 
 def test_closure_follows_imports_transitively() -> None:
     closure = set(code_files(["visprompt.pipelines.training.nodes"]))
-    assert PACKAGE / "methods" / "vpt.py" in closure  # nodes -> methods/__init__ -> vpt
+    assert PACKAGE / "methods" / "vpt" / "model.py" in closure  # nodes -> methods/__init__ -> vpt
     assert PACKAGE / "methods" / "vit_tokens.py" in closure  # ... -> vpt -> vit_tokens
     assert PACKAGE / "data" / "ingest.py" not in closure
 

@@ -1,9 +1,10 @@
 """`visprompt pgn-invert`: PGN-prompted PNG images an unmodified backbone classifies.
 
 The client side of PGN's input-space deployment: it rebuilds a saved PGN artifact around its
-backbone and writes, for each input image, the prompted PNG (see `methods.prompt_inversion`).
+backbone and writes, for each input image, the prompted PNG (see `methods.pgn.inversion`).
 Kept apart from `visprompt.cli`, which Kedro imports at every `kedro` command: torch and the
-methods load only when images are inverted.
+methods load only when images are inverted. Not in `methods/pgn/`: everything there is code a
+training result depends on (the run's code digest), and this is file and image handling.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from PIL import Image
 from visprompt import backbones, methods
 from visprompt.atomic import atomic_path
 from visprompt.data.transforms import to_model_input
-from visprompt.methods.pgn import PromptGenerationNetwork
-from visprompt.methods.prompt_inversion import PromptClient, to_uint8
+from visprompt.methods.pgn.inversion import PromptClient, to_uint8
 from visprompt.progress import progress_bar
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -46,10 +46,10 @@ def image_paths(inputs: Sequence[Path]) -> list[Path]:
     return paths
 
 
-def load_pgn(artifact: Path, backbone: torch.nn.Module) -> PromptGenerationNetwork:
+def load_pgn(artifact: Path, backbone: torch.nn.Module) -> methods.AdaptedModel:
     """A saved PGN artifact around `backbone`; another method's artifact is refused."""
     model = methods.load(artifact, backbone)
-    if not isinstance(model, PromptGenerationNetwork):
+    if model.name != "pgn":
         raise ValueError(f"{artifact} holds a '{model.name}' artifact; pgn-invert needs 'pgn'")
     return model.eval()
 

@@ -24,7 +24,7 @@ def test_registered_and_defaults_scale_with_image_size() -> None:
     assert "adavipro" in methods.available()
     assert default_region_size(224) == 32 and default_region_size(32) == 4
     model = methods.build("adavipro", make_backbone("resnet"), C, image_size=IMAGE_SIZE)
-    assert model.options["prompt_size"] == 4 and model.options["region_size"] == 4
+    assert model.method_config.prompt_size == 4 and model.method_config.region_size == 4
 
 
 @pytest.mark.parametrize("edge_channels,c", [("gray", 1), ("rgb", 3)])
@@ -122,7 +122,7 @@ def test_temperature_schedule_survives_save_load_and_resume(tmp_path) -> None:
 
     methods.save(model, tmp_path / "ada")
     loaded = methods.load(tmp_path / "ada", make_backbone("vit")).eval()
-    assert loaded.temperature == model.temperature and loaded.options == model.options
+    assert loaded.temperature == model.temperature and loaded.method_config == model.method_config
     x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
     assert torch.equal(loaded(x), model.eval()(x))
 
@@ -130,7 +130,7 @@ def test_temperature_schedule_survives_save_load_and_resume(tmp_path) -> None:
 def test_bad_options_are_refused() -> None:
     with pytest.raises(ValueError, match="region_size must divide"):
         build(region_size=5)
-    with pytest.raises(ValueError, match="edge_channels"):
+    with pytest.raises(ValueError, match="option 'edge_channels' is 'hsv'"):
         build(edge_channels="hsv")
     with pytest.raises(ValueError, match="resize inputs"):
         build().mask(torch.zeros(1, 3, 16, 16))

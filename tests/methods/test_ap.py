@@ -186,7 +186,7 @@ def test_layer_errors_are_clear() -> None:
         ap("resnet", "layer9")
     with pytest.raises(ValueError, match="ap needs `layer`.*layer3"):
         methods.build("ap", make_backbone("resnet"), C)
-    with pytest.raises(ValueError, match="granularity"):
+    with pytest.raises(ValueError, match="option 'granularity' is 'pixel'"):
         ap("resnet", "layer3", "pixel")
     # A 32 px ViT is probed at the size its patch embedding was built for (no option needed).
     probed = methods.build("ap", make_backbone("vit"), C, layer="blocks.1")

@@ -13,7 +13,7 @@ from tiny import IMAGE_SIZE, make_backbone
 
 from visprompt import methods
 from visprompt.backbones import pooled_features
-from visprompt.methods.deploy import Classifier
+from visprompt.methods.base import Classifier
 
 C = 5
 
@@ -37,7 +37,7 @@ def test_merged_lora_equals_unmerged_and_leaves_the_model_alone(kind: str) -> No
     model.eval()
     x = images()
     expected = model(x)
-    merged = methods.deployable(model)
+    merged = model.served()
     assert isinstance(merged, Classifier)
     assert not any(isinstance(m, LoraLayer) for m in merged.modules())
     bare = sum(p.numel() for p in make_backbone(kind).parameters())
@@ -78,7 +78,7 @@ def test_ap_channel_after_a_norm_folds_into_its_beta(kind: str, layer: str) -> N
     perturb(model)
     model.eval()
     x = images()
-    folded = methods.deployable(model)
+    folded = model.served()
     assert isinstance(folded, Classifier)
     torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=0)
     beta = folded.backbone.get_submodule(layer).bias
@@ -92,4 +92,4 @@ def test_methods_that_cannot_fold_deploy_as_they_are() -> None:
     conv = methods.build("ap", make_backbone("resnet"), C, layer="layer1", granularity="channel")
     probe = methods.build("linear_probe", make_backbone("resnet"), C)
     for model in (full, conv, probe):
-        assert methods.deployable(model) is model
+        assert model.served() is model

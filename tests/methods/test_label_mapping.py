@@ -6,7 +6,7 @@ import torch
 from tiny import IMAGE_SIZE, make_backbone
 
 from visprompt import methods
-from visprompt.methods.label_mapping import co_occurrence, greedy_one_to_one
+from visprompt.methods.vp.label_mapping import co_occurrence, greedy_one_to_one
 
 
 def test_co_occurrence_counts() -> None:

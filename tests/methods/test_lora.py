@@ -84,13 +84,13 @@ def test_custom_targets_list_and_regex() -> None:
     assert methods.count_parameters(only_qkv)["trainable"] == blocks * r * (d + 3 * d) + head
     regex = methods.build("lora", make_backbone("vit"), C, rank=r, targets=r"blocks\.0\.mlp\.fc\d")
     assert adapted(regex) == ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
-    assert regex.options["targets"] == r"blocks\.0\.mlp\.fc\d"  # saved as given
+    assert regex.method_config.targets == r"blocks\.0\.mlp\.fc\d"  # saved as given
 
 
 def test_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="match no supported layer"):
         methods.build("lora", make_backbone("vit"), C, targets=["nonexistent"])
-    with pytest.raises(ValueError, match="rank must be >= 1"):
+    with pytest.raises(ValueError, match="option 'rank' is 0 .*greater than or equal to 1"):
         methods.build("lora", make_backbone("vit"), C, rank=0)
     bb = make_backbone("vit")
     first = methods.build("lora", bb, C)

@@ -61,7 +61,7 @@ def test_default_width_keeps_pgn_a_small_fraction_of_the_backbone() -> None:
     )
     backbone = sum(q.numel() for q in vit.parameters())
     model = methods.build("pgn", vit, 10, num_prompts=8, library_size=16)
-    assert model.options["width"] == 1
+    assert model.method_config.width == 1
     own = methods.count_parameters(model)["trainable"] - (96 * 10 + 10)  # without the head
     assert own == generator_parameters(1) + 9 * 8 * 16 + 16 * 96 == 3_999
     assert 0.005 < own / backbone < 0.015
@@ -150,7 +150,7 @@ def test_save_load_round_trip(tmp_path, images: torch.Tensor) -> None:
     model.train()(images)  # move the BN running statistics away from their init
     methods.save(model.eval(), tmp_path / "pgn")
     loaded = methods.load(tmp_path / "pgn", make_backbone("vit")).eval()
-    assert loaded.options == model.options
+    assert loaded.method_config == model.method_config
     assert torch.equal(loaded(images), model(images))
 
 
@@ -159,5 +159,5 @@ def test_bad_backbones_and_options_are_refused() -> None:
         methods.build("pgn", make_backbone("resnet"), C)
     with pytest.raises(ValueError, match=r"num_prompts must be in \[1, 64\]"):
         methods.build("pgn", make_backbone("vit"), C, num_prompts=65, placement="replace")
-    with pytest.raises(ValueError, match="placement must be one of"):
+    with pytest.raises(ValueError, match="option 'placement' is 'above'.*'below' or 'replace'"):
         methods.build("pgn", make_backbone("vit"), C, placement="above")

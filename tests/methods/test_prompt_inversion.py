@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 from visprompt import methods
 from visprompt.methods import vit_tokens
 from visprompt.methods.pgn import PromptGenerationNetwork
-from visprompt.methods.prompt_inversion import (
+from visprompt.methods.pgn.inversion import (
     PatchInverter,
     PromptClient,
     PromptServer,

@@ -109,9 +109,9 @@ def test_trains_only_the_prompt_and_head(design: str, output: str) -> None:
 
 def test_bad_options_are_clear_errors() -> None:
     bb = make_backbone("vit")
-    with pytest.raises(ValueError, match="unknown design"):
+    with pytest.raises(ValueError, match="vp option 'design' is 'ring'"):
         methods.build("vp", bb, C, design="ring", image_size=32)
-    with pytest.raises(ValueError, match="unknown output"):
+    with pytest.raises(ValueError, match="option 'output' is 'random'.*'head', 'first_k'"):
         methods.build("vp", bb, C, output="random", image_size=32)
     with pytest.raises(ValueError, match=r"prompt_size must be in \[1, 16\]"):
         methods.build("vp", bb, C, prompt_size=17, image_size=32)

@@ -108,7 +108,7 @@ def test_spt_init_prompts_are_the_initial_prompts(tmp_path, images: torch.Tensor
         "vpt", make_backbone("vit"), C, variant="deep", num_prompts=P, init="spt", init_prompts=init
     )
     assert torch.equal(model.prompts.detach(), init)
-    assert "init_prompts" not in model.options
+    assert "init_prompts" not in model.config()["options"]
     init.zero_()  # the model holds its own copy
     assert model.prompts.abs().sum() > 0
     methods.save(model.eval(), tmp_path / "spt")
@@ -125,7 +125,7 @@ def test_spt_init_errors_are_clear() -> None:
         methods.build("vpt", bb, C, num_prompts=P, init="spt", init_prompts=torch.zeros(4, P, 64))
     with pytest.raises(ValueError, match="use init='spt'"):
         methods.build("vpt", bb, C, init_prompts=torch.zeros(1, 10, 64))
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="vpt option 'variant' is 'medium'"):
         methods.build("vpt", bb, C, variant="medium")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import mlflow
@@ -152,10 +151,10 @@ def test_init_sizes_are_stated_once_by_the_runs(setup: dict) -> None:
         init_configs(params, {"r": _vpt("deep", 4, "spt_new")})
     # a run that leaves num_prompts/variant out gets VPT's defaults, as the run itself does
     default = {"r": {"method": "vpt", "backbone": "vit", "prompt_init": "spt_random"}}
-    vpt_defaults = inspect.signature(methods.method_class("vpt")).parameters
+    vpt_defaults = methods.config_class("vpt")()
     _, config = init_configs(params, default)["spt_random"]
-    assert config.num_prompts == vpt_defaults["num_prompts"].default
-    assert config.variant == vpt_defaults["variant"].default
+    assert config.num_prompts == vpt_defaults.num_prompts
+    assert config.variant == vpt_defaults.variant
 
 
 def test_project_inits_are_sized_by_the_project_runs() -> None:

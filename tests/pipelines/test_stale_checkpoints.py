@@ -49,7 +49,7 @@ for step in ("train", "again", "shards_edited", "method_edited"):
         shards = package / "data" / "shards.py"
         shards.write_text(shards.read_text() + "\\n# an edit of the shard reader\\n")
     if step == "method_edited":  # edit the forward pass of the method this run executes
-        probe = package / "methods" / "linear_probe.py"
+        probe = package / "methods" / "linear_probe" / "model.py"
         probe.write_text(probe.read_text().replace(args["old"], args["old"] + " * 0.5"))
     service.code_digest.cache_clear()  # a new `kedro run` derives the digest afresh
     before, start = dict(calls), time.perf_counter()
@@ -76,7 +76,7 @@ def test_reuse_trains_nothing_and_edited_code_retrains(
     shutil.copytree(
         SOURCE_ROOT / "visprompt", copy / "visprompt", ignore=shutil.ignore_patterns("__pycache__")
     )
-    assert OLD in (copy / "visprompt" / "methods" / "linear_probe.py").read_text()
+    assert OLD in (copy / "visprompt" / "methods" / "linear_probe" / "model.py").read_text()
     args = {
         "copy": str(copy),
         "old": OLD,

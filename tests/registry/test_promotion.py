@@ -25,7 +25,7 @@ from registry_kit import (
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from visprompt.methods.prompt_inversion import RGBDeployment
+from visprompt.methods.pgn.inversion import RGBDeployment
 from visprompt.registry.__main__ import main
 from visprompt.registry.integrity import encode_png
 from visprompt.registry.promotion import CHALLENGER, CHAMPION, rollback

@@ -29,7 +29,7 @@ def test_digest_depends_on_bytes_not_on_location(root: Path) -> None:
     assert _digest(root) == code_digest()
     names = [f.relative_to(root).as_posix() for f in code_files(RUN_MODULES, root)]
     assert names == sorted(names)
-    assert {"visprompt/methods/vp.py", "visprompt/backbones.py"} <= set(names)
+    assert {"visprompt/methods/vp/model.py", "visprompt/backbones.py"} <= set(names)
     # derived from imports: the shard reader that feeds every batch is in, ingestion is not
     assert {"visprompt/data/transforms.py", "visprompt/data/shards.py"} <= set(names)
     assert "visprompt/data/ingest.py" not in names
@@ -39,7 +39,7 @@ def test_digest_depends_on_bytes_not_on_location(root: Path) -> None:
 
 def test_editing_executed_code_changes_the_digest(root: Path) -> None:
     before = _digest(root)
-    vp = root / "visprompt" / "methods" / "vp.py"
+    vp = root / "visprompt" / "methods" / "vp" / "model.py"
     vp.write_text(vp.read_text() + "\n# a comment is a change too\n")
     edited = _digest(root)
     assert edited != before

@@ -35,7 +35,7 @@ def test_groups_partition_the_trainable_parameters(case, kind) -> None:
         if group["name"].startswith("head"):
             assert group["lr"] == 0.01
         else:  # AdaViPro keeps its generator scale in a second method group
-            scale = model.options.get("generator_lr_scale", 1.0)
+            scale = getattr(model.method_config, "generator_lr_scale", 1.0)
             assert group["lr"] in (40.0, 40.0 * scale)
         no_decay = "no_decay" in group["name"]
         expected = 0.0 if no_decay else (0.001 if group["name"] == "head" else 0.1)

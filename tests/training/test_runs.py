@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
 
+from visprompt.methods import config_class
 from visprompt.training import TrainConfig
-from visprompt.training.runs import ConfigError, method_options, train_config, validate_runs
+from visprompt.training.runs import ConfigError, check_options, train_config, validate_runs
 
 PARAMS: dict[str, Any] = {
     "backbone": {"build": {"vit": {}, "resnet": {}}},
@@ -63,21 +65,27 @@ def test_option_typo_lists_the_methods_options() -> None:
 
 
 def test_options_of_a_method_that_takes_none_and_tensors_are_not_options() -> None:
-    assert method_options("linear_probe") == {}
-    assert "init_prompts" not in method_options("vpt")
-    assert list(method_options("vpt")) == [
+    assert config_class("linear_probe").model_fields == {}
+    assert "init_prompts" not in config_class("vpt").model_fields
+    assert list(config_class("vpt").model_fields) == [
         "variant", "num_prompts", "init", "dropout", "pool_prompts"
     ]  # fmt: skip
     message = error_of(with_change("training.runs.lp.options", {"rank": 4}))
     assert "unknown option 'rank' for method linear_probe; valid: none" in message
 
 
-def test_option_values_are_checked_against_the_build_signature() -> None:
+def test_option_values_are_checked_against_the_methods_config() -> None:
     message = error_of(with_change("training.runs.ap.options.granularity", "channels"))
-    assert "training.runs.ap.options.granularity) is 'channels' (str)" in message
-    assert "expected one of 'full', 'channel'" in message
+    assert message == (
+        "training run 'ap' (parameters_training.yml: training.runs.ap.options): ap option "
+        "'granularity' is 'channels' (str); should be 'full' or 'channel'"
+    )
     message = error_of(with_change("training.runs.vp.options.prompt_size", "4"))
-    assert "options.prompt_size) is '4' (str); expected an integer or null" in message
+    assert "options): vp option 'prompt_size' is '4' (str); should be a valid integer" in message
+    message = error_of(with_change("training.runs.vp.options.prompt_size", 0))
+    assert "'prompt_size' is 0 (int); should be greater than or equal to 1" in message
+    message = error_of(with_change("training.runs.spt.options.dropout", True))
+    assert "vpt option 'dropout' is True (bool); should be a valid number" in message
 
 
 def test_unknown_method_is_an_error_not_a_skipped_run() -> None:
@@ -153,4 +161,16 @@ def test_image_size_is_stated_once_by_the_backbone() -> None:
         "training run 'vp' (parameters_training.yml: training.runs.vp.options.image_size) is "
         "64, but backbone 'vit' is stated at 32 px in parameters_backbone.yml: drop the option "
         "(methods take the size from the backbone) or change the backbone's image_size"
+    )
+
+
+def test_option_errors_name_the_file_they_were_set_in() -> None:
+    spec = validate_runs(PARAMS)["vp"]
+    bad = dataclasses.replace(spec, options={"design": "ring"})
+    where = "sweep run 'vp' (pipelines/sweep.yml: sweep.runs.vp.options)"
+    with pytest.raises(ConfigError) as error:
+        check_options(bad, where)
+    assert str(error.value) == (
+        f"{where}: vp option 'design' is 'ring' (str); should be 'pad', 'fixed_patch' or "
+        "'random_patch'"
     )

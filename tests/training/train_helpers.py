@@ -66,11 +66,12 @@ class LayerShift(AdaptedModel):
     name = "test_layer_shift"
 
     def __init__(self, backbone: nn.Module, num_classes: int, layer: str = "layer3") -> None:
-        super().__init__(backbone, num_classes, layer=layer)
+        super().__init__(backbone, num_classes)
         self.prefix, rest = split_at(backbone, layer)
         channels = self.prefix(torch.zeros(1, 3, 32, 32)).shape[1]
         self.delta = nn.Parameter(torch.zeros(channels))
         self.suffix = _ShiftThenRest(self.delta, rest, self.new_head())
+        self.head = self.suffix.head
         self.epochs_started: list[int] = []
         self.tau = 5.0
 

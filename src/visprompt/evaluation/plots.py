@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from visprompt.evaluation.pareto import pareto_front
+from visprompt.methods import CONFIGS
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -24,27 +25,21 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-#: Method families told apart by marker in the trade-off plots.
-FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "input-space prompts": ("o", ("vp", "adavipro", "pgn")),
-    "token prompts": ("s", ("vpt", "spt")),
-    "activation prompts": ("^", ("ap",)),
-    "baselines": ("D", ("linear_probe", "full_finetune", "norm_tuning", "bias_tuning", "lora")),
+#: The marker of each method family (the family is the method's: `MethodConfig.family`);
+#: "X" for any other.
+MARKERS = {
+    "input-space prompts": "o",
+    "token prompts": "s",
+    "activation prompts": "^",
+    "baselines": "D",
 }
 OTHER_FAMILY = "other"
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
 def family(method: str) -> str:
-    """The method family of `method` (a FAMILIES key, or OTHER_FAMILY)."""
-    for name, (_, members) in FAMILIES.items():
-        if method in members:
-            return name
-    return OTHER_FAMILY
-
-
-def _marker(name: str) -> str:
-    return FAMILIES[name][0] if name in FAMILIES else "X"
+    """The family `method` declares (OTHER_FAMILY for a name no method has)."""
+    return CONFIGS[method].family if method in CONFIGS else OTHER_FAMILY
 
 
 def _place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> None:
@@ -128,7 +123,7 @@ def tradeoff_figure(
             data.at[i, x],
             y[i],
             yerr=[[yerr[0][i]], [yerr[1][i]]],
-            fmt=_marker(families[i]),
+            fmt=MARKERS.get(families[i], "X"),
             color=colours[data.at[i, "backbone"]],
             markersize=6,
             capsize=2,
@@ -164,7 +159,9 @@ def tradeoff_figure(
 
 
 def _legends(ax: Any, families: list[str], colours: dict[str, str], lines: list[Any]) -> None:
-    marks = [Line2D([], [], ls="", marker=_marker(f), color="0.2", label=f) for f in families]
+    marks = [
+        Line2D([], [], ls="", marker=MARKERS.get(f, "X"), color="0.2", label=f) for f in families
+    ]
     marks += [
         Line2D([], [], ls="", marker="o", color=c, label=f"backbone {b}")
         for b, c in colours.items()

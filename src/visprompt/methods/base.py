@@ -8,9 +8,10 @@ BatchNorm uses its running statistics and they never change.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,12 +20,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from visprompt.atomic import atomic_directory
-from visprompt.backbones import backbone_reference, freeze, num_features
+from visprompt.backbones import backbone_reference, freeze, num_features, pooled_features
+from visprompt.methods import config_class
+from visprompt.methods.config import MethodConfig, parse_options
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "prompt.safetensors"
 
-_REGISTRY: dict[str, type[AdaptedModel]] = {}
+_MODELS: dict[str, type[AdaptedModel]] = {}
 log = logging.getLogger(__name__)
 
 
@@ -43,20 +46,40 @@ def private_backbone(backbone: nn.Module, *, copy_tensors: bool) -> nn.Module:
     return copy.deepcopy(backbone, memo)
 
 
-class AdaptedModel(nn.Module):
-    """A frozen backbone plus a method's trainable parts.
+class Classifier(nn.Module):
+    """A (folded) backbone's pooled features into a head: the served form of a method."""
 
-    Subclasses set `name`, call `super().__init__(backbone, num_classes, **options)` (which
-    freezes the backbone), create their own modules, unfreeze what they train, and
-    implement `forward(images) -> logits`. `options` are the method's JSON-serialisable
-    build options: they are saved with the artifact and passed back to `build` on load.
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        freeze(self)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled_features(self.backbone, images))
+
+
+class AdaptedModel(nn.Module):
+    """A frozen backbone plus a method's trainable parts: the interface the training loop,
+    evaluation and serving use, so none of them asks which method a model is.
+
+    Subclasses are registered with `@register(TheirConfig)`, call
+    `super().__init__(backbone, num_classes, config)` (which freezes the backbone) with the
+    config whose backbone-dependent defaults they resolved, create their own modules,
+    unfreeze what they train, set `head`, and implement `forward(images) -> logits`.
     """
 
     name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    #: Build inputs that are not options (not saved; e.g. VPT's `init_prompts` tensor).
+    build_inputs: ClassVar[tuple[str, ...]] = ()
     #: True when the method trains the backbone as a whole (its BN/dropout run in train mode).
     trains_backbone: ClassVar[bool] = False
+    #: The new classification head (its own learning rate, `training.param_groups`).
+    head: nn.Module
 
-    def __init__(self, backbone: nn.Module, num_classes: int, **options: Any) -> None:
+    def __init__(
+        self, backbone: nn.Module, num_classes: int, config: MethodConfig | None = None
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -65,7 +88,7 @@ class AdaptedModel(nn.Module):
         self.backbone_reference = backbone_reference(backbone)
         self.backbone = freeze(private_backbone(backbone, copy_tensors=self.trains_backbone))
         self.num_classes = int(num_classes)
-        self.options = dict(options)
+        self.method_config = config or self.config_class()
 
     def train_backbone_parameters(self, names: Iterable[str]) -> None:
         """Make the backbone parameters `names` trainable, on tensors of this model's own.
@@ -148,9 +171,21 @@ class AdaptedModel(nn.Module):
                     )
                 targets[n].copy_(value)
 
-    def merged_for_inference(self) -> nn.Module:
-        """The zero-overhead form for serving (see `methods.deploy`); default: `self`."""
-        return self
+    # -- capabilities other layers read (evaluation, serving) ------------------------------
+    def served(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> nn.Module:
+        """The deployed form, in eval mode (default: the model): a copy folded into the
+        backbone where a method folds (LoRA merged, AP in a norm's β); with `rgb`, input-space
+        serving where a method has one (PGN's prompt inversion, with the training
+        `normalisation`). The model itself is never changed."""
+        return self.eval()
+
+    def extra_test_metrics(
+        self, dataset: Any, data_config: Mapping[str, Any], batch_size: int, progress: bool
+    ) -> dict[str, float]:
+        """Method-specific test figures next to the run's test metrics (PGN: its RGB path)."""
+        return {}
 
     def write_extra(self, directory: Path) -> None:
         """Write files other tools read next to the artifact (e.g. peft's adapter format)."""
@@ -166,49 +201,48 @@ class AdaptedModel(nn.Module):
     @classmethod
     def from_config(cls, backbone: nn.Module, config: dict[str, Any]) -> AdaptedModel:
         """Rebuild an empty method from a saved config (tensors are loaded afterwards)."""
-        return cls(backbone, config["num_classes"], **config["options"])
+        options = parse_options(cls.config_class, config["options"])
+        return cls(backbone, config["num_classes"], options)
 
     def config(self) -> dict[str, Any]:
         """What `load` needs to rebuild the method around a backbone, and which backbone."""
         return {
             "method": self.name,
             "num_classes": self.num_classes,
-            "options": self.options,
+            "options": self.method_config.model_dump(),
             "backbone": self.backbone_reference,
         }
 
 
-def register(name: str) -> Callable[[type[AdaptedModel]], type[AdaptedModel]]:
-    """Class decorator: make a method available under `name`."""
+def register(config: type[MethodConfig]) -> Callable[[type[AdaptedModel]], type[AdaptedModel]]:
+    """Class decorator: the model of the method `config.method`, built from `config`."""
 
     def deco(cls: type[AdaptedModel]) -> type[AdaptedModel]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method '{name}' is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
+        if _MODELS.get(config.method, cls) is not cls:
+            raise ValueError(f"method '{config.method}' is registered twice")
+        cls.name, cls.config_class = config.method, config
+        _MODELS[config.method] = cls
         return cls
 
     return deco
 
 
-def available() -> list[str]:
-    """Names of every registered method."""
-    return sorted(_REGISTRY)
-
-
 def method_class(name: str) -> type[AdaptedModel]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method '{name}'; available: {', '.join(available())}")
-    return _REGISTRY[name]
+    """The model class of method `name` (importing its model module)."""
+    config_class(name)  # an unknown name lists the valid ones
+    importlib.import_module(f"visprompt.methods.{name}.model")
+    return _MODELS[name]
 
 
 def build(name: str, backbone: nn.Module, num_classes: int, **options: Any) -> AdaptedModel:
-    """Wrap `backbone` with method `name`; options are the method's own (see METHODS.md).
+    """Wrap `backbone` with method `name`; options are its config's fields (see METHODS.md).
 
     `backbone` itself is left exactly as it was (flags, modules, tensors): the model works
     on a private copy of its modules, so one backbone can serve several methods.
     """
-    return method_class(name)(backbone, num_classes, **options)
+    cls = method_class(name)
+    inputs = {key: options.pop(key) for key in cls.build_inputs if key in options}
+    return cls(backbone, num_classes, parse_options(cls.config_class, options), **inputs)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -7,12 +7,11 @@ section plus the run list into one `InitConfig` per init, or an error naming the
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from visprompt import methods
+from visprompt.methods.vpt.config import VPTConfig
 from visprompt.prompt_init.collect import InitConfig
 from visprompt.training.runs import parse_run
 
@@ -27,13 +26,13 @@ WHERE = "parameters_prompt_init.yml: prompt_init"
 
 def _run_sizes(runs: Mapping[str, Any]) -> dict[str, dict[str, tuple[str, Any]]]:
     """init name -> {run name: (backbone, variant, num_prompts)} over the runs naming it."""
-    defaults = inspect.signature(methods.method_class("vpt")).parameters
+    defaults = VPTConfig()
     users: dict[str, dict[str, tuple[str, Any]]] = {}
     for run_name, entry in runs.items():
         spec = parse_run(run_name, entry)
         if spec.prompt_init is None:
             continue
-        size = tuple(spec.options.get(k, defaults[k].default) for k in _FROM_RUN[1:])
+        size = tuple(spec.options.get(k, getattr(defaults, k)) for k in _FROM_RUN[1:])
         users.setdefault(spec.prompt_init, {})[run_name] = (spec.backbone, *size)
     return users
 

@@ -5,7 +5,7 @@ names, the preprocessing, a smoke set, the sha256 of each of those files and a *
 to the backbone (see `backbone_store`). Loading verifies every recorded checksum and the
 backbone's, and refuses a mismatch naming the file, so a version never runs on corrupted
 or foreign weights, from whatever directory it is loaded. It serves the method's deployed
-form (`served_model`): LoRA merged, AP folded, PGN through prompt inversion.
+form (`AdaptedModel.served`): LoRA merged, AP folded, PGN through prompt inversion.
 
 Request format (REST `/invocations` or `predict`): a DataFrame with one column `image`
 holding base64-encoded PNG/JPEG bytes, e.g.
@@ -24,12 +24,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from visprompt import methods
 from visprompt.data.transforms import to_model_input
-from visprompt.methods.pgn import PromptGenerationNetwork
-from visprompt.methods.prompt_inversion import RGBDeployment
 from visprompt.registry.backbone_store import load_backbone
 from visprompt.registry.integrity import verify_checksums
 from visprompt.registry.serving import ImageDecoder, ServingLimits
@@ -43,17 +40,6 @@ MODEL_CODE = Path(__file__).with_name("model_code.py")
 
 def read_package(package_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(package_dir) / PACKAGE_FILE).read_text())
-
-
-def served_model(trained: nn.Module, package: dict[str, Any]) -> nn.Module:
-    """The form a version serves: LoRA merged and AP channel-on-norm folded (zero overhead,
-    `methods.deployable`); a PGN registered with `pgn_serving: rgb` as its RGB deployment
-    (prompt patches pasted under the image, in front of the unmodified timm ViT). Versions
-    that record no `pgn_serving` serve PGN's token path, as they were verified."""
-    rgb = package.get("pgn_serving", "token") == "rgb"
-    if rgb and isinstance(trained, PromptGenerationNetwork):
-        return RGBDeployment(trained, package["preprocessing"])
-    return methods.deployable(trained)
 
 
 class PromptClassifier(mlflow.pyfunc.PythonModel):
@@ -73,7 +59,10 @@ class PromptClassifier(mlflow.pyfunc.PythonModel):
             int(self.preprocessing["stored_size"]),
         )
         trained = methods.load(prompt_dir, load_backbone(package["backbone"]))
-        self.model = served_model(trained, package)
+        # `pgn_serving: rgb` asks for input-space serving (PGN: prompt inversion); versions
+        # that record none serve the token path, as they were verified
+        rgb = package.get("pgn_serving", "token") == "rgb"
+        self.model = trained.served(rgb, package["preprocessing"])
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW at the stored size -> class probabilities (the training preprocessing)."""

@@ -19,11 +19,11 @@ perturbations, token libraries, CLS and position embeddings).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
 
+from visprompt.methods.base import AdaptedModel
 from visprompt.training.config import TrainConfig
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
@@ -50,32 +50,19 @@ def _kinds(model: nn.Module) -> dict[int, str]:
     return kinds
 
 
-def _head_ids(model: nn.Module) -> set[int]:
-    head = getattr(model, "head", None)
-    if not hasattr(model, "new_head") or not isinstance(head, nn.Module):
-        return set()  # a plain classifier (e.g. backbone pretraining): no separate head
-    return {id(p) for p in head.parameters()}
-
-
-def _method_groups(model: nn.Module, config: TrainConfig) -> Iterator[dict[str, Any]]:
-    if hasattr(model, "param_groups"):
-        yield from model.param_groups(config.lr, config.weight_decay)
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
-        yield {"params": params, "lr": config.lr, "weight_decay": config.weight_decay}
-
-
 def optimizer_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """The optimizer's groups (non-empty, each named), method groups first.
 
     Every trainable parameter lands in exactly one group; the learning-rate schedule
-    multiplies each group's own lr, so the ratios hold throughout training.
+    multiplies each group's own lr, so the ratios hold throughout training. A method's
+    head is `model.head`; a plain classifier (backbone pretraining) has no separate one.
     """
-    kinds, heads = _kinds(model), _head_ids(model)
+    head = model.head if isinstance(model, AdaptedModel) else nn.Identity()
+    kinds, heads = _kinds(model), {id(p) for p in head.parameters()}
     exempt = set(config.no_weight_decay)
     groups: dict[tuple[int, str], dict[str, Any]] = {}
     seen: set[int] = set()
-    for index, group in enumerate(_method_groups(model, config)):
+    for index, group in enumerate(model.param_groups(config.lr, config.weight_decay)):
         for param in group["params"]:
             if not param.requires_grad or id(param) in seen:
                 continue

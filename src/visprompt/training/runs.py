@@ -1,8 +1,8 @@
 """The run list (`training.runs`), checked as a whole before anything starts.
 
 A run is a method on a backbone with the method's build options and overrides of the training
-defaults. `validate_runs` checks every run against what exists (methods, their build
-signatures, backbones, prompt inits, `TrainConfig` fields and types) and raises one
+defaults. `validate_runs` checks every run against what exists (methods and their configs,
+backbones, prompt inits, `TrainConfig` fields and types) and raises one
 `ConfigError` whose message names the run, the field, the bad value and the valid choices,
 so a typo costs a second, not a traceback after minutes of earlier stages.
 """
@@ -16,9 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from visprompt import methods
 from visprompt.training.config import OptionError, TrainConfig
-from visprompt.training.method_options import available, method_options
-from visprompt.training.typecheck import expected, matches
 
 TRAINING_FILE = "parameters_training.yml"
 BACKBONE_FILE = "parameters_backbone.yml"
@@ -102,21 +101,16 @@ def parse_run(
     )
 
 
-def check_options(spec: RunSpec) -> None:
-    """Every option of `spec` is a build option of its method, with a value of its type."""
-    valid = method_options(spec.method)
-    for key, value in spec.options.items():
-        if key not in valid:
-            choices = ", ".join(valid) if valid else "none (this method takes no options)"
-            raise ConfigError(
-                f"{_where(spec.name, 'options')}: unknown option '{key}' for method "
-                f"{spec.method}; valid: {choices}"
-            )
-        if not matches(value, valid[key]):
-            raise ConfigError(
-                f"{_where(spec.name, 'options', key)} is {value!r} "
-                f"({type(value).__name__}); expected {expected(valid[key])}"
-            )
+def check_options(spec: RunSpec, where: str | None = None) -> None:
+    """The run's options build its method's config (known keys, types, ranges; no torch).
+
+    `where` names the file and key of the options (default: `training.runs.<name>.options`
+    in parameters_training.yml; a sweep recipe names its own).
+    """
+    try:
+        methods.parse_options(methods.config_class(spec.method), spec.options)
+    except methods.OptionError as error:
+        raise ConfigError(f"{where or _where(spec.name, 'options')}: {error}") from None
 
 
 def stated_image_size(backbone_params: Mapping[str, Any], key: str) -> int | None:
@@ -210,7 +204,7 @@ def validate_runs(params: Mapping[str, Any], section: str = "training") -> dict[
     file = f"parameters_{section}.yml"
     seeds = parse_seeds(block.get("seeds", [0]), f"{file}: {section}.seeds")
     engine = params.get("training_engine") or {}
-    names = available()
+    names = methods.available()
     runs: dict[str, RunSpec] = {}
     for name, entry in (block.get("runs") or {}).items():
         spec = parse_run(name, entry, seeds, section)
@@ -230,7 +224,7 @@ def validate_runs(params: Mapping[str, Any], section: str = "training") -> dict[
                 f"valid: {', '.join(sorted(inits)) or 'none'} (prompt_init.inits in "
                 f"{PROMPT_INIT_FILE})"
             )
-        check_options(spec)
+        check_options(spec, at("options"))
         check_image_size(spec, params.get("backbone") or {})
         train_config(defaults, spec.train, engine, name, section)
         runs[name] = spec

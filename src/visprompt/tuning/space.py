@@ -16,8 +16,9 @@ from typing import Any
 
 import optuna
 
+from visprompt.methods import config_class
 from visprompt.training.config import TrainConfig
-from visprompt.training.runs import ConfigError, RunSpec, method_options
+from visprompt.training.runs import ConfigError, RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,13 @@ def parse_dimension(method: str, name: str, entry: Any, where: str) -> Dimension
     where = f"{where}.{name}"
     if name in _TRAIN_FIELDS:
         target = "train"
-    elif name in method_options(method):
+    elif name in config_class(method).model_fields:
         target = "options"
     else:
         train = ", ".join(sorted(_TRAIN_FIELDS))
         raise ValueError(
             f"{FILE}: {where}: '{name}' is neither a training option ({train}) nor a build "
-            f"option of {method} ({', '.join(method_options(method))})"
+            f"option of {method} ({', '.join(config_class(method).model_fields)})"
         )
     if not isinstance(entry, Mapping) or not entry or set(entry) - _KEYS:
         raise ValueError(

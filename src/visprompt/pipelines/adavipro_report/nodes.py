@@ -13,7 +13,6 @@ from matplotlib.figure import Figure
 from visprompt import backbones, methods
 from visprompt.data.shards import read_classes, read_split
 from visprompt.data.transforms import denormalize
-from visprompt.methods.adavipro import AdaViPro
 from visprompt.training import Preprocess
 
 COLUMNS = ["image", "edge map |∇²x|", "chosen regions", "prompted input"]
@@ -36,7 +35,7 @@ def region_figure(
     chose (argmax, as at inference) over the image, and the prompted input x + P ⊙ mask."""
     spec = backbone_specs[train_summary["backbone"]]
     model = methods.load(artifact_dir, backbones.from_spec(spec)).eval()
-    if not isinstance(model, AdaViPro):
+    if model.name != "adavipro":
         raise ValueError(
             f"adavipro_report.figure_run '{train_summary['run']}' is a '{model.name}' run; "
             "choose an adavipro run in parameters_adavipro_report.yml"

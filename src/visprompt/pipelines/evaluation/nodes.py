@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pandas as pd
@@ -21,12 +20,8 @@ from visprompt.evaluation import (
     training_curves_figure,
 )
 from visprompt.evaluation.dvc_files import curves_table, run_metrics
-from visprompt.methods.pgn import PromptGenerationNetwork
-from visprompt.methods.prompt_inversion import deployment_metrics
 from visprompt.pipelines import tracking
 from visprompt.training import Placement, Preprocess, predict
-
-logger = logging.getLogger(__name__)
 
 
 def evaluate_run(
@@ -55,8 +50,8 @@ def evaluate_run(
         placement=placement,
     )
     metrics = classification_metrics(logits, labels, ece_bins=int(params["ece_bins"]))
-    if isinstance(model, PromptGenerationNetwork):
-        metrics |= _pgn_deployment(model, shards, spec, params)
+    test_set, batch_size = ShardDataset(shards, "test"), int(params["batch_size"])
+    metrics |= model.extra_test_metrics(test_set, spec["data_config"], batch_size, progress=True)
     tracking.log_changed_numbers(
         train_summary["run"],
         train_summary.get("mlflow_run_id"),
@@ -65,27 +60,6 @@ def evaluate_run(
         tags={"visprompt.stage": "training"},
     )
     return metrics
-
-
-def _pgn_deployment(
-    model: PromptGenerationNetwork, shards: str, spec: dict[str, Any], params: dict[str, Any]
-) -> dict[str, float]:
-    """PGN's RGB-path figures (rgb_agreement, rgb_agreement_uint8, ...) on the test split.
-
-    On the model's device, in fp32: the figures measure how exactly a client inverts the
-    prompt into pixels, which is what a deployed client computes.
-    """
-    try:
-        return deployment_metrics(
-            model,
-            ShardDataset(shards, "test"),
-            spec["data_config"],
-            batch_size=int(params["batch_size"]),
-            progress=True,
-        )
-    except ValueError as error:  # a ViT whose patches cannot be inverted: say so, go on
-        logger.warning("pgn: no RGB deployment figures for this backbone: %s", error)
-        return {}
 
 
 def compare_runs(

@@ -130,7 +130,7 @@ class _BackboneJob:
         backbone = backbones.from_spec(self.spec)
         models = {REFERENCE: backbone}  # methods.load never changes the backbone it is given
         models |= {run: methods.load(self.artifacts[run], backbone) for run in runs}
-        deployed = {run: methods.deployable(models[run]) for run in runs}
+        deployed = {run: models[run].served() for run in runs}
         models |= {run + DEPLOYED: m for run, m in deployed.items() if m is not models[run]}
         preprocess = Preprocess.from_data_config(self.spec["data_config"])
         placement = _placement(str(params.get("device", "run")), [summaries[r] for r in runs])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -33,8 +33,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from visprompt.backbones import data_config, pooled_features
 from visprompt.data.transforms import denormalize, normalize, to_model_input
-from visprompt.methods.pgn import PromptGenerationNetwork, PromptLayout, TokenGenerator
 from visprompt.progress import progress_bar
+
+if TYPE_CHECKING:  # the model imports this module
+    from visprompt.methods.pgn.model import PromptGenerationNetwork, PromptLayout, TokenGenerator
 
 
 def patch_embedding_linear(vit: nn.Module) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -25,10 +25,8 @@ from visprompt.backbones import data_config, num_source_classes, pooled_features
 from visprompt.backbones import image_size as backbone_image_size
 from visprompt.data.transforms import to_model_input
 from visprompt.methods.base import AdaptedModel, register
-from visprompt.methods.label_mapping import STRATEGIES, LabelMapping
-
-DESIGNS = ("pad", "fixed_patch", "random_patch")
-OUTPUTS = ("head", *STRATEGIES)
+from visprompt.methods.vp.config import VPConfig
+from visprompt.methods.vp.label_mapping import LabelMapping
 
 
 def default_prompt_size(size: int) -> int:
@@ -91,42 +89,24 @@ class PatchPrompt(nn.Module):
         return F.pad(self.patch, (left, room - left, top, room - top)).unsqueeze(0)
 
 
-@register("vp")
+@register(VPConfig)
 class VisualPrompt(AdaptedModel):
-    """x + v into the frozen backbone; a new head or a label mapping on the source head.
+    """x + v into the frozen backbone; a new head or a label mapping on the source head."""
 
-    Options: design (`pad`|`fixed_patch`|`random_patch`), prompt_size (default: 30 scaled
-    from 224 px to image_size), image_size (default: the backbone's input size), output
-    (`head`|`first_k`|`frequency`|`iterative`).
-    """
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_classes: int,
-        design: str = "pad",
-        prompt_size: int | None = None,
-        image_size: int | None = None,
-        output: str = "head",
-    ) -> None:
-        if design not in DESIGNS:
-            raise ValueError(f"vp: unknown design '{design}'; choose one of {DESIGNS}")
-        if output not in OUTPUTS:
-            raise ValueError(f"vp: unknown output '{output}'; choose one of {OUTPUTS}")
-        size = int(image_size or backbone_image_size(backbone))
-        p = int(prompt_size or default_prompt_size(size))
-        super().__init__(
-            backbone, num_classes, design=design, prompt_size=p, image_size=size, output=output
-        )
+    def __init__(self, backbone: nn.Module, num_classes: int, config: VPConfig) -> None:
+        size = int(config.image_size or backbone_image_size(backbone))
+        p = int(config.prompt_size or default_prompt_size(size))
+        resolved = config.model_copy(update={"prompt_size": p, "image_size": size})
+        super().__init__(backbone, num_classes, resolved)
         self.image_size = size
-        if design == "pad":
+        if config.design == "pad":
             self.prompt: nn.Module = PadPrompt(size, p)
         else:
-            self.prompt = PatchPrompt(size, p, random_location=design == "random_patch")
-        if output == "head":
+            self.prompt = PatchPrompt(size, p, random_location=config.design == "random_patch")
+        if config.output == "head":
             self.head: nn.Module = self.new_head()
         else:
-            self.head = LabelMapping(output, self.num_classes, num_source_classes(backbone))
+            self.head = LabelMapping(config.output, self.num_classes, num_source_classes(backbone))
 
     def prompted(self, images: torch.Tensor) -> torch.Tensor:
         """x + v; the images must already have the prompt's spatial size."""

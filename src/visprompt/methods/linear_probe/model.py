@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from visprompt.backbones import pooled_features
 from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.linear_probe.config import LinearProbeConfig
 
 
 class PooledFeatures(nn.Module):
@@ -26,12 +25,12 @@ class PooledFeatures(nn.Module):
         return pooled_features(self._backbone[0], images)
 
 
-@register("linear_probe")
+@register(LinearProbeConfig)
 class LinearProbe(AdaptedModel):
     """Trains `Linear(D, C)` only; the backbone runs frozen in eval mode."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, **options: Any) -> None:
-        super().__init__(backbone, num_classes, **options)
+    def __init__(self, backbone: nn.Module, num_classes: int, config: LinearProbeConfig) -> None:
+        super().__init__(backbone, num_classes, config)
         self.head = self.new_head()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,11 +14,9 @@ from torch.nn.modules.conv import _ConvNd
 
 from visprompt.backbones import get_layer, pooled_features, split_at, split_points, stage_points
 from visprompt.backbones import image_size as input_side
-from visprompt.methods.base import AdaptedModel, register
-from visprompt.methods.deploy import Classifier
-from visprompt.methods.norm_tuning import NORM_TYPES
-
-Granularity = Literal["full", "channel"]
+from visprompt.methods.ap.config import APConfig
+from visprompt.methods.base import AdaptedModel, Classifier, register
+from visprompt.methods.norm_tuning.model import NORM_TYPES
 
 
 def _channels_last(module: nn.Module) -> bool | None:
@@ -96,7 +95,7 @@ class ActivationPrompt(nn.Module):
     """`z + delta`: delta is the whole activation (`full`) or one value per channel
     (`channel`, broadcast over every other axis). Zero init: the identity at step 0."""
 
-    def __init__(self, shape: torch.Size, channel_axis: int, granularity: Granularity) -> None:
+    def __init__(self, shape: torch.Size, channel_axis: int, granularity: str) -> None:
         super().__init__()
         if granularity == "full":
             self.delta = nn.Parameter(torch.zeros(shape))
@@ -110,16 +109,9 @@ class ActivationPrompt(nn.Module):
         return z + self.delta.view(self.broadcast_shape)
 
 
-@register("ap")
+@register(APConfig)
 class ActivationPrompting(AdaptedModel):
     """One universal δ added to the output of backbone layer `layer`, plus a new head.
-
-    Options: `layer` (a module path: `layer4`, `layer3.5`, `blocks.2`, `patch_embed`,
-    `stages.2`, or a module inside a block such as `layer3.1.bn2`), `granularity`
-    (`full`: δ has the activation's shape, C×H×W or N×D with N counting CLS/register
-    tokens; `channel`: δ ∈ R^C or R^D on the channel axis, axis 1 for NCHW maps and the
-    last axis for tokens and channels-last maps), `image_size` (the input side the shape of
-    a `full` δ is probed at; default: the backbone's data config).
 
     Choices where the paper is open: both granularities are offered (default `full`) and a
     new linear head is trained with δ. The backbone stays frozen and in eval mode, so a
@@ -130,35 +122,25 @@ class ActivationPrompting(AdaptedModel):
     lists the stages and blocks (all of them also support cached training).
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_classes: int,
-        *,
-        layer: str | None = None,
-        granularity: Granularity = "full",
-        image_size: int | None = None,
-    ) -> None:
-        if not layer:
+    method_config: APConfig
+
+    def __init__(self, backbone: nn.Module, num_classes: int, config: APConfig) -> None:
+        if not config.layer:
             raise ValueError(
                 "ap needs `layer`, the module path to prompt; e.g. one of "
                 f"{', '.join(_safe_split_points(backbone)) or 'the backbone module paths'}."
             )
-        if granularity not in ("full", "channel"):
-            raise ValueError(f"ap granularity must be 'full' or 'channel', got {granularity!r}")
-        size = int(image_size or input_side(backbone))
-        super().__init__(
-            backbone, num_classes, layer=layer, granularity=granularity, image_size=size
-        )
-        shape, axis = _probe(self.backbone, get_layer(self.backbone, layer), size)
-        self.prompt = ActivationPrompt(shape, axis, granularity)
+        size = int(config.image_size or input_side(backbone))
+        super().__init__(backbone, num_classes, config.model_copy(update={"image_size": size}))
+        shape, axis = _probe(self.backbone, get_layer(self.backbone, config.layer), size)
+        self.prompt = ActivationPrompt(shape, axis, config.granularity)
         self.head = self.new_head()
 
     def _add_prompt(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         return self.prompt(output)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        layer = self.backbone.get_submodule(self.options["layer"])
+        layer = self.backbone.get_submodule(self.method_config.layer)
         handle = layer.register_forward_hook(self._add_prompt)
         try:
             features = pooled_features(self.backbone, images)
@@ -166,19 +148,21 @@ class ActivationPrompting(AdaptedModel):
             handle.remove()
         return self.head(features)
 
-    def merged_for_inference(self) -> nn.Module:
+    def served(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> nn.Module:
         """A channel δ on a normalisation layer's output folded into that layer's β (a copy):
-        the plain backbone's speed, the same function. Other settings return `self`."""
-        layer = self.options["layer"]
+        the plain backbone's speed, the same function. Other settings serve the model."""
+        layer = self.method_config.layer
         bias = getattr(self.backbone.get_submodule(layer), "bias", None)
         foldable = (
-            self.options["granularity"] == "channel"
+            self.method_config.granularity == "channel"
             and isinstance(self.backbone.get_submodule(layer), NORM_TYPES)
             and isinstance(bias, torch.Tensor)
             and bias.shape == self.prompt.delta.shape
         )
         if not foldable:
-            return self
+            return self.eval()
         backbone = copy.deepcopy(self.backbone)
         with torch.no_grad():
             backbone.get_submodule(layer).bias.add_(self.prompt.delta)
@@ -190,7 +174,7 @@ class ActivationPrompting(AdaptedModel):
         None, with a warning that says why, when the layer sits inside a block or the
         backbone's features are no chain of modules: training then runs the whole backbone.
         """
-        layer = self.options["layer"]
+        layer = self.method_config.layer
         try:
             points = split_points(self.backbone)
         except ValueError as why:

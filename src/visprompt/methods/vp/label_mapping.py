@@ -25,7 +25,6 @@ from torch import nn
 from visprompt.progress import progress_bar
 
 Strategy = Literal["first_k", "frequency", "iterative"]
-STRATEGIES: tuple[str, ...] = ("first_k", "frequency", "iterative")
 
 
 def check_sizes(num_classes: int, num_source_classes: int) -> None:
@@ -97,8 +96,6 @@ class LabelMapping(nn.Module):
 
     def __init__(self, strategy: Strategy, num_classes: int, num_source_classes: int) -> None:
         super().__init__()
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown label mapping '{strategy}'; choose one of {STRATEGIES}")
         check_sizes(num_classes, num_source_classes)
         self.strategy = strategy
         self.num_classes = num_classes

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
@@ -12,8 +14,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from visprompt.backbones import family, pooled_features
-from visprompt.methods.base import AdaptedModel, register
-from visprompt.methods.deploy import Classifier
+from visprompt.methods.base import AdaptedModel, Classifier, register
+from visprompt.methods.lora.config import LoRAConfig
 
 #: peft's adapter files (what `PeftModel.from_pretrained(backbone, folder)` reads)
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -40,45 +42,31 @@ def default_targets(backbone: nn.Module) -> list[str]:
     return names
 
 
-@register("lora")
+@register(LoRAConfig)
 class LoRA(AdaptedModel):
     """LoRA matrices (rank `rank`, scale `alpha / rank`) on `targets`, plus a new head.
 
-    Options: `rank` (8), `alpha` (16), `dropout` (0.0, on the LoRA branch input only),
-    `targets` (None = `default_targets`; else peft's `target_modules`: a list of module
-    names or suffixes, or a regex matched against full paths). peft wraps the target layers
-    of the model's private copy of the backbone (the original layer becomes `base_layer`,
-    its weights shared with the caller's, untouched and frozen). peft freezes every
-    non-LoRA backbone tensor; the frozen backbone stays in eval mode, except the LoRA
-    dropout modules, which follow `train()`.
+    `targets` None adapts `default_targets`. peft wraps the target layers of the model's
+    private copy of the backbone (the original layer becomes `base_layer`, its weights shared
+    with the caller's, untouched and frozen). peft freezes every non-LoRA backbone tensor; the
+    frozen backbone stays in eval mode, except the LoRA dropout modules, which follow
+    `train()`.
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_classes: int,
-        *,
-        rank: int = 8,
-        alpha: float = 16.0,
-        dropout: float = 0.0,
-        targets: list[str] | str | None = None,
-    ) -> None:
-        if rank < 1:
-            raise ValueError(f"lora rank must be >= 1, got {rank}")
+    def __init__(self, backbone: nn.Module, num_classes: int, config: LoRAConfig) -> None:
         if any(isinstance(m, LoraLayer) for m in backbone.modules()):
             raise ValueError("this backbone already carries LoRA layers; pass a fresh backbone")
-        super().__init__(
-            backbone, num_classes, rank=rank, alpha=alpha, dropout=dropout, targets=targets
-        )
-        config = LoraConfig(
-            r=rank,
-            lora_alpha=alpha,
-            lora_dropout=dropout,
+        super().__init__(backbone, num_classes, config)
+        targets = config.targets
+        peft_config = LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
             target_modules=targets if targets is not None else default_targets(self.backbone),
             bias="none",
         )
         try:
-            inject_adapter_in_model(config, self.backbone)
+            inject_adapter_in_model(peft_config, self.backbone)
         except ValueError as err:
             raise ValueError(
                 f"lora targets {targets!r} match no supported layer of "
@@ -98,7 +86,9 @@ class LoRA(AdaptedModel):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(pooled_features(self.backbone, images))
 
-    def merged_for_inference(self) -> Classifier:
+    def served(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> nn.Module:
         """A copy with every LoRA update merged into its base weight (peft's `merge`) and
         the peft wrappers removed: the plain backbone's speed, the same function."""
         backbone = copy.deepcopy(self.backbone)

@@ -12,9 +12,9 @@ a learned M×D token library. Placement (option `placement`):
 - `replace`: the tokens overwrite the last L patch positions of the image (bottom rows):
   the input size stays fixed but image content there is lost. Explicit opt-in only.
 
-Either way `prompt_inversion` is exact: an RGB patch whose embedding equals a token, pasted
-at its position (under the image for `below`), gives the same sequence to an unmodified
-backbone.
+Either way prompt inversion (`inversion`) is exact: an RGB patch whose embedding equals a
+token, pasted at its position (under the image for `below`), gives the same sequence to an
+unmodified backbone.
 
 Trainable: the generator (its BatchNorm layers are *not* part of the frozen backbone: they
 run in train mode during training and use their running statistics at evaluation), the
@@ -28,8 +28,11 @@ final Linear) + M·D (library) + D·C + C (head).
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from timm.models.resnet import BasicBlock
@@ -37,10 +40,12 @@ from torch import nn
 
 from visprompt.methods import vit_tokens
 from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.pgn import inversion
+from visprompt.methods.pgn.config import PGNConfig
 
 REFERENCE_WIDTH = 16  # the paper's generator trunk (16/32/64/128 channels) ...
 REFERENCE_BACKBONE = 86_567_656  # ... with ViT-B/16 (timm, 1000-class head)
-PLACEMENTS = ("below", "replace")
+log = logging.getLogger(__name__)
 
 
 def stage_widths(width: int) -> tuple[int, int, int, int]:
@@ -97,11 +102,6 @@ class TokenGenerator(nn.Module):
         width: int = REFERENCE_WIDTH,
     ) -> None:
         super().__init__()
-        if num_prompts < 1 or library_size < 1 or width < 1:
-            raise ValueError(
-                f"pgn needs num_prompts >= 1, library_size >= 1 and width >= 1; got "
-                f"{num_prompts}, {library_size}, {width}"
-            )
         widths = stage_widths(int(width))
         self.num_prompts, self.library_size = int(num_prompts), int(library_size)
         stem_width = int(widths[0])
@@ -145,12 +145,6 @@ class PromptLayout:
 
     def __post_init__(self) -> None:
         rows, cols = self.image_grid
-        if self.placement not in PLACEMENTS:
-            raise ValueError(
-                f"pgn: placement must be one of {list(PLACEMENTS)}; got {self.placement!r}"
-            )
-        if self.num_prompts < 1:
-            raise ValueError(f"pgn: num_prompts must be >= 1; got {self.num_prompts}")
         if self.placement == "replace" and self.num_prompts > rows * cols:
             raise ValueError(
                 f"pgn: num_prompts must be in [1, {rows * cols}] (the ViT has a {rows}×{cols} "
@@ -184,41 +178,40 @@ def blank_patch_token(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return vit_tokens.embed_patches(vit, images.new_zeros((1, *images.shape[1:])))[:, :1]
 
 
-@register("pgn")
+@register(PGNConfig)
 class PromptGenerationNetwork(AdaptedModel):
-    """Generated prompt tokens as extra patch rows under the image (or, opt-in, over it).
+    """Generated prompt tokens as extra patch rows under the image (or, opt-in, over it);
+    ViT backbones only. Served as prompt inversion (`rgb`); adds its RGB-path test figures."""
 
-    Options: num_prompts (L, default 16), library_size (M, default 256), width (the
-    generator's base width; default scaled to the backbone, see `default_width`),
-    placement (`below`, default, or `replace`). ViT backbones only.
-    """
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_classes: int,
-        num_prompts: int = 16,
-        library_size: int = 256,
-        width: int | None = None,
-        placement: str = "below",
-    ) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, config: PGNConfig) -> None:
         vit_tokens.require_token_vit(backbone, "pgn")
-        if width is None:
-            width = default_width(sum(p.numel() for p in backbone.parameters()))
-        layout = PromptLayout(
-            tuple(int(g) for g in backbone.patch_embed.grid_size), int(num_prompts), placement
-        )
-        super().__init__(
-            backbone,
-            num_classes,
-            num_prompts=int(num_prompts),
-            library_size=int(library_size),
-            width=int(width),
-            placement=placement,
-        )
+        width = config.width or default_width(sum(p.numel() for p in backbone.parameters()))
+        grid = tuple(int(g) for g in backbone.patch_embed.grid_size)
+        layout = PromptLayout(grid, config.num_prompts, config.placement)
+        super().__init__(backbone, num_classes, config.model_copy(update={"width": width}))
         self.layout = layout
-        self.generator = TokenGenerator(num_prompts, library_size, backbone.embed_dim, int(width))
+        self.generator = TokenGenerator(
+            config.num_prompts, config.library_size, backbone.embed_dim, width
+        )
         self.head = self.new_head()
+
+    def served(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> nn.Module:
+        """With `rgb`, prompt inversion in front of the unmodified ViT; else the token path."""
+        return inversion.RGBDeployment(self, normalisation) if rgb else self.eval()
+
+    def extra_test_metrics(
+        self, dataset: Any, data_config: Mapping[str, Any], batch_size: int, progress: bool
+    ) -> dict[str, float]:
+        """The RGB path's figures (rgb_agreement, rgb_agreement_uint8, ...), in fp32 on the
+        model's device: how exactly a client inverts the prompt into pixels. A ViT whose
+        patches cannot be inverted gives none, with a warning."""
+        try:
+            return inversion.deployment_metrics(self, dataset, data_config, batch_size, progress)
+        except ValueError as error:
+            log.warning("pgn: no RGB deployment figures for this backbone: %s", error)
+            return {}
 
     def prompt_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, L, D) prompt tokens, generated from the whole (un-prompted) image."""

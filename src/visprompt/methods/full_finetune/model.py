@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch import nn
 
 from visprompt.backbones import pooled_features
 from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.full_finetune.config import FullFinetuneConfig
 
 
 def adaptable_parameters(backbone: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
@@ -23,7 +23,7 @@ def adaptable_parameters(backbone: nn.Module) -> Iterator[tuple[str, nn.Paramete
     return ((n, p) for n, p in backbone.named_parameters() if id(p) not in source)
 
 
-@register("full_finetune")
+@register(FullFinetuneConfig)
 class FullFinetune(AdaptedModel):
     """Everything trains: backbone (in train mode: BatchNorm statistics update, dropout on)
     and a new `Linear(D, C)` head. The backbone's source classifier stays frozen (unused).
@@ -34,8 +34,8 @@ class FullFinetune(AdaptedModel):
 
     trains_backbone = True
 
-    def __init__(self, backbone: nn.Module, num_classes: int, **options: Any) -> None:
-        super().__init__(backbone, num_classes, **options)
+    def __init__(self, backbone: nn.Module, num_classes: int, config: FullFinetuneConfig) -> None:
+        super().__init__(backbone, num_classes, config)
         for _, p in adaptable_parameters(self.backbone):
             p.requires_grad_(True)
         self.head = self.new_head()

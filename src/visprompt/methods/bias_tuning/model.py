@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from visprompt.backbones import pooled_features
 from visprompt.methods.base import AdaptedModel, register
-from visprompt.methods.full_finetune import adaptable_parameters
+from visprompt.methods.bias_tuning.config import BiasTuningConfig
+from visprompt.methods.full_finetune.model import adaptable_parameters
 
 
 def is_bias(name: str) -> bool:
@@ -18,7 +17,7 @@ def is_bias(name: str) -> bool:
     return leaf == "bias" or leaf.endswith("_bias")
 
 
-@register("bias_tuning")
+@register(BiasTuningConfig)
 class BiasTuning(AdaptedModel):
     """Trains every bias of the backbone (as BitFit: norm betas included) + a new head.
 
@@ -26,8 +25,8 @@ class BiasTuning(AdaptedModel):
     The backbone stays in eval mode.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, **options: Any) -> None:
-        super().__init__(backbone, num_classes, **options)
+    def __init__(self, backbone: nn.Module, num_classes: int, config: BiasTuningConfig) -> None:
+        super().__init__(backbone, num_classes, config)
         self.train_backbone_parameters(
             [name for name, _ in adaptable_parameters(self.backbone) if is_bias(name)]
         )

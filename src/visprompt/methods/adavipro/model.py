@@ -32,10 +32,10 @@ from torch import nn
 
 from visprompt import backbones
 from visprompt.backbones import pooled_features
+from visprompt.methods.adavipro.config import AdaViProConfig
 from visprompt.methods.base import AdaptedModel, register
-from visprompt.methods.vp import PadPrompt, default_prompt_size
+from visprompt.methods.vp.model import PadPrompt, default_prompt_size
 
-EDGE_CHANNELS = ("gray", "rgb")
 LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
@@ -48,8 +48,6 @@ def default_region_size(size: int) -> int:
 
 def edge_map(images: torch.Tensor, channels: str = "gray") -> torch.Tensor:
     """Fixed Laplacian edges of (B, 3, H, W) images: (B, 1, H, W) `gray` or (B, 3, H, W) `rgb`."""
-    if channels not in EDGE_CHANNELS:
-        raise ValueError(f"edge_channels must be one of {EDGE_CHANNELS}, got '{channels}'")
     x = images.mean(dim=1, keepdim=True) if channels == "gray" else images
     kernel = torch.tensor(LAPLACIAN, dtype=x.dtype, device=x.device).expand(x.shape[1], 1, 3, 3)
     return F.conv2d(x, kernel, padding=1, groups=x.shape[1])
@@ -75,67 +73,34 @@ def region_mask(logits: torch.Tensor, temperature: float, training: bool) -> tor
     return (logits.argmax(dim=1, keepdim=True) == 1).to(logits.dtype)
 
 
-@register("adavipro")
+@register(AdaViProConfig)
 class AdaViPro(AdaptedModel):
-    """x + P ⊙ mask(edges(x)) into the frozen backbone, then a new head (see module doc).
+    """x + P ⊙ mask(edges(x)) into the frozen backbone, then a new head (see module doc)."""
 
-    Options: prompt_size (default 30 scaled from 224 px), image_size (default: the
-    backbone's), region_size (default 32 scaled from 224 px), embed_dim (64), tau0 (5.0),
-    tau_decay (0.98), edge_channels (`gray`|`rgb`), generator_lr_scale (1.0).
-    """
+    method_config: AdaViProConfig
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_classes: int,
-        prompt_size: int | None = None,
-        image_size: int | None = None,
-        region_size: int | None = None,
-        embed_dim: int = 64,
-        tau0: float = 5.0,
-        tau_decay: float = 0.98,
-        edge_channels: str = "gray",
-        generator_lr_scale: float = 1.0,
-    ) -> None:
-        size = int(image_size or backbones.image_size(backbone))
-        p = int(prompt_size or default_prompt_size(size))
-        r = int(region_size or default_region_size(size))
-        if r < 1 or size % r:
+    def __init__(self, backbone: nn.Module, num_classes: int, config: AdaViProConfig) -> None:
+        size = int(config.image_size or backbones.image_size(backbone))
+        p = int(config.prompt_size or default_prompt_size(size))
+        r = int(config.region_size or default_region_size(size))
+        if size % r:
             raise ValueError(
                 f"adavipro: region_size must divide image_size {size}; got {r} "
                 f"(e.g. {default_region_size(size)})"
             )
-        if edge_channels not in EDGE_CHANNELS:
-            raise ValueError(f"adavipro: edge_channels must be one of {EDGE_CHANNELS}")
-        if tau0 <= 0 or not 0 < tau_decay <= 1 or embed_dim < 1 or generator_lr_scale < 0:
-            raise ValueError(
-                "adavipro: need tau0 > 0, 0 < tau_decay <= 1, embed_dim >= 1, "
-                f"generator_lr_scale >= 0; got {tau0}, {tau_decay}, {embed_dim}, "
-                f"{generator_lr_scale}"
-            )
-        super().__init__(
-            backbone,
-            num_classes,
-            prompt_size=p,
-            image_size=size,
-            region_size=r,
-            embed_dim=int(embed_dim),
-            tau0=float(tau0),
-            tau_decay=float(tau_decay),
-            edge_channels=edge_channels,
-            generator_lr_scale=float(generator_lr_scale),
-        )
-        self.image_size, self.edge_channels = size, edge_channels
+        resolved = {"prompt_size": p, "image_size": size, "region_size": r}
+        super().__init__(backbone, num_classes, config.model_copy(update=resolved))
+        self.image_size, self.edge_channels = size, config.edge_channels
         self.prompt = PadPrompt(size, p)
-        in_channels = 1 if edge_channels == "gray" else 3
-        self.mask_generator = MaskGenerator(in_channels, r, int(embed_dim))
+        in_channels = 1 if config.edge_channels == "gray" else 3
+        self.mask_generator = MaskGenerator(in_channels, r, config.embed_dim)
         self.head = self.new_head()
         self.epoch = 0
 
     # -- temperature schedule ---------------------------------------------------------------
     @property
     def temperature(self) -> float:
-        return self.options["tau0"] * self.options["tau_decay"] ** self.epoch
+        return self.method_config.tau0 * self.method_config.tau_decay**self.epoch
 
     def on_epoch_start(self, epoch: int, loader: Any | None = None) -> None:
         """τ = tau0 · tau_decay^epoch for the coming epoch (epochs count from 0)."""
@@ -152,7 +117,7 @@ class AdaViPro(AdaptedModel):
         generator = list(self.mask_generator.parameters())
         ids = {id(q) for q in generator}
         rest = [q for q in self.trainable_parameters() if id(q) not in ids]
-        scale = self.options["generator_lr_scale"]
+        scale = self.method_config.generator_lr_scale
         return [
             {"params": rest, "lr": lr, "weight_decay": weight_decay},
             {"params": generator, "lr": lr * scale, "weight_decay": weight_decay},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from timm.layers import RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d
 from torch import nn
@@ -11,7 +9,8 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from visprompt.backbones import pooled_features
 from visprompt.methods.base import AdaptedModel, register
-from visprompt.methods.full_finetune import adaptable_parameters
+from visprompt.methods.full_finetune.model import adaptable_parameters
+from visprompt.methods.norm_tuning.config import NormTuningConfig
 
 #: BatchNorm/InstanceNorm (_NormBase), LayerNorm (timm's LayerNorm2d subclasses it),
 #: GroupNorm, and timm's RMS/simple norms.
@@ -36,7 +35,7 @@ def norm_parameter_ids(backbone: nn.Module) -> set[int]:
     }
 
 
-@register("norm_tuning")
+@register(NormTuningConfig)
 class NormTuning(AdaptedModel):
     """Trains the affine parameters of every BN/LN/GN (and timm RMS) norm + a new head.
 
@@ -44,8 +43,8 @@ class NormTuning(AdaptedModel):
     statistics: only gamma and beta move, running mean/var never change.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, **options: Any) -> None:
-        super().__init__(backbone, num_classes, **options)
+    def __init__(self, backbone: nn.Module, num_classes: int, config: NormTuningConfig) -> None:
+        super().__init__(backbone, num_classes, config)
         norms = norm_parameter_ids(self.backbone)
         self.train_backbone_parameters(
             [name for name, p in adaptable_parameters(self.backbone) if id(p) in norms]

@@ -26,9 +26,8 @@ from torch import nn
 from visprompt.backbones import require_family
 from visprompt.methods import vit_tokens as vt
 from visprompt.methods.base import AdaptedModel, register
-
-VARIANTS = ("shallow", "deep")
-INITS = ("random", "spt")
+from visprompt.methods.config import parse_options
+from visprompt.methods.vpt.config import VPTConfig
 
 
 def uniform_bound(vit: nn.Module) -> float:
@@ -37,51 +36,34 @@ def uniform_bound(vit: nn.Module) -> float:
     return math.sqrt(6.0 / (3 * ph * pw + vit.embed_dim))
 
 
-@register("vpt")
+@register(VPTConfig)
 class VisualPromptTuning(AdaptedModel):
     """Prompt tokens (+ per block for `deep`) and a new head on a frozen timm ViT.
 
-    Options: variant, num_prompts, init, dropout, pool_prompts. `init_prompts` (a tensor,
-    needed for `init='spt'`) is a build input only; it is not stored in `options`.
+    Options: `VPTConfig`. `init_prompts` (a tensor, needed for `init='spt'`) is a build
+    input only; it is not saved with the options.
     """
+
+    build_inputs = ("init_prompts",)
 
     def __init__(
         self,
         backbone: nn.Module,
         num_classes: int,
-        variant: str = "shallow",
-        num_prompts: int = 10,
-        init: str = "random",
-        dropout: float = 0.0,
-        pool_prompts: bool = False,
-        *,
+        config: VPTConfig,
         init_prompts: torch.Tensor | None = None,
     ) -> None:
         require_family(backbone, "vit", "vpt")
         vt.require_token_vit(backbone, "vpt")
-        if variant not in VARIANTS:
-            raise ValueError(f"vpt: unknown variant '{variant}'; choose one of {VARIANTS}")
-        if init not in INITS:
-            raise ValueError(f"vpt: unknown init '{init}'; choose one of {INITS}")
-        if num_prompts < 1:
-            raise ValueError(f"vpt: num_prompts must be >= 1, got {num_prompts}")
-        super().__init__(
-            backbone,
-            num_classes,
-            variant=variant,
-            num_prompts=int(num_prompts),
-            init=init,
-            dropout=float(dropout),
-            pool_prompts=bool(pool_prompts),
-        )
-        self.deep = variant == "deep"
-        self.num_prompts = int(num_prompts)
-        self.pool_prompts = bool(pool_prompts)
+        super().__init__(backbone, num_classes, config)
+        self.deep = config.variant == "deep"
+        self.num_prompts = config.num_prompts
+        self.pool_prompts = config.pool_prompts
         self.num_prefix = vt.num_prefix_tokens(backbone)
         sets = len(backbone.blocks) if self.deep else 1
         shape = (sets, self.num_prompts, backbone.embed_dim)
-        self.prompts = nn.Parameter(self._initial_prompts(shape, init, init_prompts))
-        self.prompt_dropout = nn.Dropout(dropout)
+        self.prompts = nn.Parameter(self._initial_prompts(shape, config.init, init_prompts))
+        self.prompt_dropout = nn.Dropout(config.dropout)
         self.head = self.new_head()
 
     def _initial_prompts(
@@ -127,9 +109,9 @@ class VisualPromptTuning(AdaptedModel):
     @classmethod
     def from_config(cls, backbone: nn.Module, config: dict[str, Any]) -> AdaptedModel:
         """Rebuild for `load`: SPT prompts get a zero placeholder that the artifact overwrites."""
-        options = dict(config["options"])
-        extra: dict[str, Any] = {}
-        if options.get("init") == "spt":
-            sets = len(backbone.blocks) if options.get("variant") == "deep" else 1
-            extra["init_prompts"] = torch.zeros(sets, options["num_prompts"], backbone.embed_dim)
-        return cls(backbone, config["num_classes"], **options, **extra)
+        options = parse_options(VPTConfig, config["options"])
+        placeholder = None
+        if options.init == "spt":
+            sets = len(backbone.blocks) if options.variant == "deep" else 1
+            placeholder = torch.zeros(sets, options.num_prompts, backbone.embed_dim)
+        return cls(backbone, config["num_classes"], options, placeholder)
