@@ -79,7 +79,12 @@ def test_training_stages_depend_on_method_files() -> None:
     """Editing a method makes every train@/evaluate@ stage out of date (DVC hashes deps)."""
     for name in ("train", "evaluate"):
         deps = [str(d) for d in _stages()[name]["deps"]]
-        for module in ("methods/vp/model.py", "methods/base.py", "backbones.py", "data/transforms.py"):
+        for module in (
+            "methods/vp/model.py",
+            "methods/base.py",
+            "backbones.py",
+            "data/transforms.py",
+        ):
             assert _covered(PACKAGE / module, deps), f"{name} does not depend on {module}"
 
 
