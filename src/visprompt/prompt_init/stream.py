@@ -1,7 +1,5 @@
-"""Image sources for prompt_init: batches in order (for the streamed pass) and random access
-by index (so that a token sample only runs the images it needs).
-
-Both sources cover `indices()`: every image, or a seeded, sorted subset of `max_images`.
+"""Image sources for prompt_init: batches in order (the streamed pass) and random access by
+index (a token sample runs only its images), over every image or a seeded `max_images` subset.
 """
 
 from __future__ import annotations
