@@ -23,11 +23,8 @@ def output_classes(model: nn.Module, images: torch.Tensor) -> int:
 
 @dataclass
 class TrainStep:
-    """forward + cross-entropy + backward + SGD step, on a fixed batch.
-
-    A model with nothing to train (the bare frozen backbone) runs a no-grad forward instead:
-    the floor every method's step pays, and the reference of `train_step_ratio`.
-    """
+    """forward + cross-entropy + backward + SGD step on a fixed batch; a model with nothing
+    to train (the bare backbone) runs a no-grad forward, the floor every method pays."""
 
     model: nn.Module
     images: torch.Tensor
