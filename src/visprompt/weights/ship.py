@@ -1,15 +1,9 @@
 """Ship a built backbone's weights with the project: copy them and write their provenance.
 
-`make pretrain-vit` pretrains the embedded tiny ViT once (`kedro run --pipelines backbone`
-with `weights: [pretrain]`) and calls this to put the result where the `file` source finds
-it, beside a `<name>.provenance.json` record (origin, source accuracy, sha256, recipe,
-machine). Later `make run`s load those exact bytes instead of pretraining for minutes, so
-every machine adapts the same backbone: the comparison no longer hinges on how one CPU's
-floating point steered a 30-epoch pretraining. The record is what `sources.file_provenance`
-reads back into the spec.
-
-Run: `python -m visprompt.weights.ship --specs data/06_models/backbones/specs.json --key vit
---to data/01_raw/weights/vit_tiny32.safetensors [--recipe conf/base/parameters_backbone.yml]`.
+`make pretrain-vit` pretrains the embedded tiny ViT once and calls this to put the result
+where the `file` source finds it, beside `<name>.provenance.json` (origin, source accuracy,
+sha256, recipe, machine) that `sources.file_provenance` reads back. Later runs load those
+exact bytes, so every machine adapts the same backbone instead of its own pretraining.
 """
 
 from __future__ import annotations
