@@ -1,12 +1,9 @@
 """Manifest validation with Great Expectations: the suite, its run, a report and a message.
 
-Rules (names used in the report, the error and parameters_data_validation.yml):
-not_empty, columns_present, not_null, label_in_classes, split_values, min_train_per_class,
-min_classes, no_leakage, one_label_per_image, width_bounds, height_bounds, non_empty_file,
-decodable. Every expectation carries its rule
-name in `meta`; failures list the offending files (or classes) and the fix.
-Decodability is judged from the manifest's `error` column, filled by ingestion when it tried
-to read the file, so validation never decodes an image twice.
+Every expectation carries its rule name (the keys of FIXES, also used by the report and
+parameters_data_validation.yml) and fix in `meta`; failures list the offending files or
+classes. Decodability comes from the manifest's `error` column, filled by ingestion, so
+validation never decodes an image twice.
 """
 
 from __future__ import annotations
@@ -213,12 +210,9 @@ def validate_manifest(
     classes: Sequence[str],
     config: Mapping[str, Any],
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """(report, data docs files) of the suite on `manifest`.
-
-    The report has `success`, per-rule `rules` and `failures` (rule, column, count, items
-    = offending files or classes with their values, fix); data docs are the GX HTML site as
-    {relative path: bytes}, built in a temporary folder and returned so the caller saves it.
-    """
+    """(report, data docs) of the suite on `manifest`: the report has `success`, per-rule
+    `rules` and `failures` (rule, column, count, offending items, fix); data docs are GX's
+    HTML site as {relative path: bytes}, for the caller to save."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     frame = normalise(manifest)
     if {"sha256", "split"} <= set(frame.columns):

@@ -1,8 +1,7 @@
-"""FLOPs and backward-pass structure, counted with torch's own flop counter.
+"""FLOPs (one multiply-add = 2, as torch.utils.flop_counter) and backward-pass structure.
 
-FLOPs follow torch.utils.flop_counter: one multiply-add is 2 FLOPs (papers quoting MACs
-report half). The CPU flash-attention kernels have no formula in torch 2.14, so they are
-mapped to torch's own SDPA formulas here; without that, attention would count as zero on CPU.
+torch 2.14 has no formula for the CPU flash-attention kernels, so they are mapped to its SDPA
+formulas here; otherwise attention counts as zero on CPU.
 """
 
 from __future__ import annotations

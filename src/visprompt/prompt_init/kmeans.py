@@ -71,11 +71,8 @@ def _draw(weights: torch.Tensor, count: int, generator: torch.Generator) -> torc
 def kmeans_plus_plus(
     x: torch.Tensor, k: int, generator: torch.Generator, x_sq: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; the variant scikit-learn uses).
-
-    Each new seed is the best, by resulting objective, of 2 + ln k candidates drawn with
-    probability proportional to the squared distance to the nearest seed so far.
-    """
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as scikit-learn): each seed is
+    the best of 2 + ln k candidates drawn by squared distance to the nearest seed so far."""
     n = x.shape[0]
     if x_sq is None:
         x_sq = x.pow(2).sum(1, keepdim=True)

@@ -54,11 +54,8 @@ class IndexedImages:
 
 @dataclass(frozen=True)
 class ShardStream(IndexedImages):
-    """One split of a shard directory (memory-mapped uint8, never decoded twice).
-
-    `preprocess` maps a uint8 NCHW batch (on `device`) to the model's float input, e.g.
-    `visprompt.training.Preprocess.from_data_config(spec["data_config"])`.
-    """
+    """One split of a shard directory; `preprocess` maps a uint8 NCHW batch on `device` to
+    the model's input (e.g. `Preprocess.from_data_config(spec["data_config"])`)."""
 
     directory: str | Path
     split: str

@@ -1,8 +1,5 @@
-"""The tokens entering each layer of a frozen, un-prompted timm ViT, layer by layer.
-
-Layer 0: the patch embeddings (no prefix tokens, no position embedding). Layer l >= 1: the
-output of block l-1 without the prefix tokens (CLS, registers). Blocks after the deepest
-needed layer are not run. The backbone's own modules are called through
+"""The tokens entering each layer of a frozen, un-prompted timm ViT: layer 0 the patch
+embeddings, layer l the output of block l-1 without prefix tokens. Computed through
 `visprompt.methods.vit_tokens`, so the sequence is exactly the one VPT prompts join.
 """
 

@@ -1,8 +1,5 @@
-"""Local pretraining: a backbone with its own K-class head on the synthetic source.
-
-For backbones no registry ships weights for (the embedded tiny ViT): the source head is
-kept, so label-mapping methods can reuse it.
-"""
+"""Local pretraining of a backbone with its own K-class head on the synthetic source, for
+backbones no registry ships weights for; label-mapping methods can reuse the head."""
 
 from __future__ import annotations
 

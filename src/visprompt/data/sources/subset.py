@@ -1,11 +1,9 @@
 """A seeded, stratified subset of any source's records, so a user can start small.
 
-Every source accepts the option `subset: {max_per_class: N, per_split: {train: n, ...},
-seed: S}` (`load_source` applies it after the source has listed its records, before any
-image is decoded). `max_per_class` caps each class within each split; `per_split` keeps n
-records of a split with the class proportions of that split (largest remainders get the
-leftover places); splits not named keep everything. Records a source gives without a split
-are the split `all`. Same records + same options -> same subset, in the source's order.
+Every source takes `subset: {max_per_class: N, per_split: {train: n, ...}, seed: S}`, applied
+before any image is decoded: `max_per_class` caps each class within each split; `per_split`
+keeps n records of a split in its class proportions; other splits keep everything. Records
+without a split are the split `all`. Same records + same options -> same subset, in order.
 """
 
 from __future__ import annotations
