@@ -40,8 +40,7 @@ def write_split(directory: str | Path, split: str, images: np.ndarray, labels: n
         raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Path(directory)  # atomic writes create missing parents
     save_array(directory / f"images_{split}.npy", images)
     save_array(directory / f"labels_{split}.npy", labels.astype(np.int64))
 
@@ -58,9 +57,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_classes(directory: str | Path, classes: Sequence[str]) -> None:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "classes.json", list(classes))
+    write_json(Path(directory) / "classes.json", list(classes))
 
 
 def read_classes(directory: str | Path) -> list[str]:
