@@ -23,16 +23,9 @@ from visprompt.weights.sources import provenance_path
 
 def provenance(spec: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
     """The record of how `spec`'s weights were made (the fields `file_provenance` reads)."""
-    return {
-        "sha256": spec["sha256"],
-        "origin": spec["origin"],
-        "architecture": spec["architecture"],
-        "model_kwargs": spec["model_kwargs"],
-        "pretrain": spec["pretrain"],
-        "recipe": recipe,
-        "machine": describe_machine(torch.device("cpu")),
-        "command": "make pretrain-vit",
-    }
+    made = {k: spec[k] for k in ("sha256", "origin", "architecture", "model_kwargs", "pretrain")}
+    machine = describe_machine(torch.device("cpu"))
+    return made | {"recipe": recipe, "machine": machine, "command": "make pretrain-vit"}
 
 
 def ship(spec: dict[str, Any], destination: Path, recipe: dict[str, Any]) -> Path:
@@ -61,9 +54,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     spec = json.loads(args.specs.read_text())[args.key]
-    recipe = {}
-    if args.recipe:
-        recipe = yaml.safe_load(args.recipe.read_text())["backbone"]["pretrain"]
+    recipe = yaml.safe_load(args.recipe.read_text())["backbone"]["pretrain"] if args.recipe else {}
     path = ship(spec, args.to, recipe)
     print(f"{path}: sha256 {spec['sha256']}, source val top-1 {spec['pretrain']['best_val_top1']}")
 
