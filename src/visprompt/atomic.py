@@ -1,12 +1,9 @@
 """Atomic writes: a reader sees the old content or the new one, never a half-written file/folder.
 
-New content is written to a hidden sibling (`.<name>.tmp-<pid>`) and renamed over the
-target; a folder being replaced is first renamed to `.<name>.old-<pid>`. A save killed
-mid-way therefore leaves only such siblings behind. The next write to the same target
-removes the leftovers of processes that no longer run (and, when the kill landed between
-the two renames of a folder swap, puts the previous folder back first), so a killed save
-never blocks a later one. A write whose content equals what the target holds leaves the
-target untouched (modification time included): a rerun rewrites nothing it reproduced.
+New content goes to a hidden sibling (`.<name>.tmp-<pid>`) renamed over the target; a folder
+being replaced is first moved to `.<name>.old-<pid>`. The next write to the target removes the
+leftovers of dead writers (restoring a folder a killed swap moved away), so a killed save never
+blocks a later one. Content equal to the target's leaves it untouched, mtime included.
 """
 
 from __future__ import annotations
@@ -73,11 +70,8 @@ def _fsync(path: Path) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary file path; when the block succeeds it replaces `path` in one rename.
-
-    Use it for writers that want a path (`torch.save`, `safetensors.save_file`,
-    `DataFrame.to_csv`). On an exception the temporary is removed and `path` is untouched.
-    """
+    """Yield a temporary file path (for writers that want one: `torch.save`, `to_csv`, ...)
+    that replaces `path` in one rename when the block succeeds; else `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(path)
@@ -108,11 +102,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
 @contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder; when the block succeeds it replaces folder `path`.
-
-    The old folder (if any) is moved aside, the new one moved in, the old one deleted.
-    On an exception the temporary folder is removed and `path` is untouched.
-    """
+    """Yield an empty temporary folder that replaces folder `path` when the block succeeds
+    (old one moved aside, new one in, old one deleted); else `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(path)

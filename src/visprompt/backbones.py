@@ -32,29 +32,21 @@ def create_backbone(
     weights: str | Path | None = None,
     **model_kwargs: Any,
 ) -> nn.Module:
-    """Create a timm model by registry name; optionally load pretrained weights.
-
-    `pretrained=True` asks the timm/Hugging Face hub (cached; needs a network the first
-    time). `weights` loads a local file instead (safetensors, or a checkpoint read with
-    `torch.load(weights_only=True)`).
-    """
+    """A timm model by registry name, with hub weights (`pretrained`, cached after the first
+    download) or those of a local file (`weights`)."""
     local_copy = (model_kwargs.get("pretrained_cfg_overlay") or {}).get("file")
     if pretrained and weights is None and not local_copy:
         require_hub(name)
     model = timm.create_model(name, pretrained=pretrained and weights is None, **model_kwargs)
     model.timm_model_kwargs = dict(model_kwargs)  # for `backbone_reference`
     if weights is not None:
-        load_weights(model, weights)
+        model.load_state_dict(read_state(weights))
     return model
 
 
 def backbone_reference(model: nn.Module) -> dict[str, Any]:
-    """What identifies a backbone in an artifact: timm name, model kwargs, tensor sha256.
-
-    `model_kwargs` is known for models made by `create_backbone` (None otherwise); the
-    sha256 covers every parameter and buffer, so it changes with any weight (None for a
-    model on the meta device, which has no values).
-    """
+    """What identifies a backbone in an artifact: timm name, the kwargs `create_backbone` was
+    given (else None), sha256 of every tensor (None on the meta device, which has no values)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     state = model.state_dict()
     meta = any(t.is_meta for t in state.values())
@@ -66,11 +58,8 @@ def backbone_reference(model: nn.Module) -> dict[str, Any]:
 
 
 def require_hub(name: str, timeout_s: float = 3.0) -> None:
-    """Fail in seconds, with the ways out, when `name`'s pretrained weights cannot be had.
-
-    Without this, an offline machine spends over a minute in download retries before the
-    hub client gives up. Weights already in the local Hugging Face cache need no network.
-    """
+    """Fail in seconds, with the ways out, when `name`'s weights are neither in the local
+    Hugging Face cache nor downloadable: the hub client retries for over a minute offline."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
@@ -106,19 +95,19 @@ def _unreachable(host: str, timeout_s: float) -> str:
     return outcome[0] if outcome else f"{host} did not answer within {timeout_s:g} s"
 
 
-def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
-    """Load a state dict from a local file without executing any code it may contain."""
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from safetensors or a torch checkpoint, without executing code it holds."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights file not found: {path}")
     if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-    model.load_state_dict(state, strict=strict)
-    return model
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state_dict (name -> tensor)")
+    return dict(state)
 
 
 def save_weights(model: nn.Module, path: str | Path) -> str:
@@ -131,11 +120,8 @@ def save_weights(model: nn.Module, path: str | Path) -> str:
 
 
 def from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Rebuild a backbone from a `backbone_specs` entry, refusing weights whose sha256 differs.
-
-    `spec`: name, model_kwargs, and either weights_path + sha256 (a local file) or
-    source == "hub" (timm pretrained weights).
-    """
+    """Rebuild a backbone from a `backbone_specs` entry (name, model_kwargs, weights_path +
+    sha256 or source "hub"), refusing weights whose sha256 differs."""
     kwargs = dict(spec.get("model_kwargs") or {})
     path = spec.get("weights_path")
     if path:
@@ -166,34 +152,26 @@ def _with_data_config(model: nn.Module, config: dict[str, Any] | None) -> nn.Mod
     return model
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def update_digest(digest: hashlib._Hash, tensor: torch.Tensor) -> None:
-    """Feed a tensor's dtype, shape and bytes into `digest` (content identity, any device)."""
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """sha256 over named tensors in name order: a checksum of weights for lineage and caches."""
+    """sha256 over named tensors (name, dtype, shape, bytes) in name order, on any device:
+    a checksum of weights for lineage and caches."""
     digest = hashlib.sha256()
     for name, tensor in sorted(named, key=lambda kv: kv[0]):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(name.encode())
-        update_digest(digest, tensor)
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()
 
 
 def architecture(model: nn.Module) -> str:
-    """What the model really is, for specs and tables: timm's architecture name, with the
-    built shape when constructor kwargs changed it (a patch-8, 96-wide, 4-block ViT is not
-    `vit_tiny_patch16_224`)."""
+    """timm's architecture name, with the built shape where kwargs changed it (a patch-8,
+    96-wide, 4-block ViT is not `vit_tiny_patch16_224`)."""
     arch = str(getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__)
     if family(model) == "vit":
         patch = model.patch_embed.patch_size[0]
@@ -233,11 +211,6 @@ def require_family(model: nn.Module, wanted: Family, method: str) -> None:
         )
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """Every addressable module path (`layer4`, `layer3.5`, `blocks.2`, `patch_embed`, ...)."""
-    return [name for name, _ in model.named_modules() if name]
-
-
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule at `name`; a wrong name is an error that lists the valid top names."""
     modules = dict(model.named_modules())
@@ -263,11 +236,8 @@ def num_source_classes(model: nn.Module) -> int:
 
 
 def data_config(model: nn.Module) -> dict[str, Any]:
-    """Preprocessing the backbone expects: input size, mean, std (from timm's pretrained_cfg).
-
-    A ViT built with another `img_size` than its pretrained_cfg (e.g. 32 px) reports the size
-    its patch embedding was built for; CNNs accept any size and keep the config's.
-    """
+    """Preprocessing the backbone expects (timm's pretrained_cfg): input size, mean, std; a
+    ViT reports the size its patch embedding was built for, which may differ from the cfg's."""
     cfg = timm.data.resolve_data_config({}, model=model)
     input_size = tuple(cfg["input_size"])
     built_for = getattr(getattr(model, "patch_embed", None), "img_size", None)
@@ -300,9 +270,8 @@ def freeze(model: nn.Module) -> nn.Module:
 class BackboneSegment(nn.Module):
     """A contiguous run of a backbone's feature steps, optionally ending in its pooling.
 
-    It holds the backbone's modules without registering them, so `.train()`, `.to()` and
-    `.parameters()` on a segment never touch the backbone: the owner of the backbone (an
-    adapted model) decides its mode and device, and a segment has no parameters of its own.
+    The modules are held unregistered, so `.train()`, `.to()` and `.parameters()` on a segment
+    never touch the backbone: its owner (the adapted model) decides its mode and device.
     """
 
     def __init__(self, model: nn.Module, steps: list[Any], pool: bool) -> None:
@@ -325,12 +294,9 @@ _CHAINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[str] | str]] = (
 def _feature_steps(model: nn.Module) -> list[tuple[str, Any]]:
     """(module path, callable) pairs whose composition is timm's `forward_features`.
 
-    A ViT inserts position embeddings between modules, so its steps are listed here. Any
-    other timm model (ResNet, EfficientNet/MobileNet, ConvNeXt, RegNet, ...) is traced: one
-    probe forward records what each module receives and returns, a container is replaced by
-    its children when running them in call order reproduces its output, and the top-level
-    chain must reproduce `forward_features`. A model whose features are no such chain is
-    refused with the reason.
+    A ViT inserts position embeddings between modules, so its steps are listed here; any
+    other timm model is traced: a probe forward records each module's input and output, and a
+    container is replaced by its children where running them in call order reproduces it.
     """
     from timm.models.vision_transformer import VisionTransformer
 
@@ -405,10 +371,8 @@ def _expand(
     named: dict[nn.Module, str],
 ) -> list[str] | None:
     """`module` as the finest chain of its descendants that reproduces `x -> out`, else None.
-
-    Below the model, only groupings of blocks are opened (an nn.Sequential, or a stage
-    holding one, like ConvNeXt's): a block's own layers (conv, norm, SE) are not steps.
-    """
+    Below the model only groupings of blocks open (an nn.Sequential, or a stage holding one):
+    a block's own layers (conv, norm, SE) are not steps."""
     grouping = isinstance(module, nn.Sequential) or any(
         isinstance(c, nn.Sequential) for c in module.children()
     )
@@ -445,16 +409,12 @@ def split_points(model: nn.Module) -> list[str]:
     steps = [name for name, _ in _feature_steps(model) if name]
     parts = [s.split(".") for s in steps]
     groups = {".".join(p[:i]) for p in parts for i in range(1, len(p))}
-    return [n for n in layer_names(model) if n in groups or n in steps]
+    return [n for n, _ in model.named_modules() if n and (n in groups or n in steps)]
 
 
 def stage_points(model: nn.Module) -> list[str]:
-    """The split points timm lists as feature stages (`feature_info`), shallow to deep.
-
-    `layer1..4` (ResNet), `blocks.N` (EfficientNet/MobileNet stage ends), `stages.N`
-    (ConvNeXt), every `blocks.N` (ViT): the natural AP layers for a sweep, the last the
-    deepest. Falls back to all split points when the model declares no feature_info.
-    """
+    """The split points timm lists as feature stages (`feature_info`), shallow to deep: the
+    natural AP layers for a sweep (`layer1..4`, `stages.N`, ...); else every split point."""
     points = split_points(model)
     info = getattr(model, "feature_info", None) or []
     stages = [f["module"] for f in info if isinstance(f, dict) and f.get("module") in points]
@@ -464,11 +424,9 @@ def stage_points(model: nn.Module) -> list[str]:
 def split_at(model: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:
     """Cut the pooled-features path after `layer`: `suffix(prefix(x)) == pooled_features(x)`.
 
-    `prefix(x)` is the output of `layer` (`layer3`, `layer3.5`, `blocks.2`, `patch_embed`,
-    `stages.2`, `stages.2.blocks.0`); `suffix` runs the rest of `forward_features` and
-    `forward_head(pre_logits=True)`, so a new head goes after it. Layers inside a block (a
-    norm, an activation) cannot be split: use a forward hook there. Grad checkpointing is
-    ignored (the segments run the plain path).
+    `prefix(x)` is the output of `layer` (`layer3`, `blocks.2`, `stages.2.blocks.0`, ...);
+    `suffix` runs the rest, pooling included, so a new head goes after it. Layers inside a
+    block cannot be split (use a forward hook there); grad checkpointing is ignored.
     """
     get_layer(model, layer)
     steps = _feature_steps(model)

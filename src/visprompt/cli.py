@@ -1,8 +1,7 @@
 """The `visprompt` console command; one argparse subcommand per task.
 
-`visprompt pgn-invert` (`visprompt.pgn_invert`): the client side of PGN's input-space
-deployment. It rebuilds a saved PGN artifact around its backbone and writes, for each input
-image, the prompted PNG an unmodified backbone with the trained head classifies.
+`visprompt pgn-invert`: the client side of PGN's input-space deployment, writing for each
+input image the prompted PNG that an unmodified backbone with the trained head classifies.
 """
 
 from __future__ import annotations

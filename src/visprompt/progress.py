@@ -1,9 +1,6 @@
-"""Progress bars that suit where the output goes.
-
-On a terminal: tqdm as usual. Into a file or a pipe (`make run > log`, CI, DVC): tqdm's
-carriage-return redraws would pile up into one enormous line, so a bar instead prints a
-plain line every `PLAIN_INTERVAL_S` seconds, and nothing at all for work shorter than that.
-"""
+"""Progress bars that suit where the output goes: tqdm on a terminal; into a file or pipe,
+where redraws would pile into one huge line, a plain line every `PLAIN_INTERVAL_S` seconds
+(nothing for shorter work)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from visprompt import backbones
 from visprompt.data.convert import fit, to_rgb
 from visprompt.data.transforms import to_model_input
 from visprompt.weights import PACKAGED, find_file, materialise, packaged_backbone
-from visprompt.weights.package import convert_by_order, read_state
+from visprompt.weights.package import convert_by_order
 
 LITE0 = PACKAGED["tf_efficientnet_lite0"]
 
@@ -79,7 +79,7 @@ def test_a_changed_pin_or_a_misordered_checkpoint_is_refused(tmp_path: Path) -> 
         find_file(LITE0["distribution"], "missing.pth")
     with pytest.raises(FileNotFoundError, match="not installed"):
         find_file("no-such-distribution-xyz", "w.pth")
-    state = read_state(find_file(LITE0["distribution"], LITE0["file"]).path)
+    state = backbones.read_state(find_file(LITE0["distribution"], LITE0["file"]).path)
     keys = list(state)
     keys[1], keys[2] = keys[2], keys[1]  # bn weight <-> bias: same shape, different role
     model = timm.create_model("tf_efficientnet_lite0")

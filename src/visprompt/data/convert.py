@@ -1,11 +1,9 @@
 """Bring any decoded image to 8-bit RGB, then to the square shard size.
 
-Conversions (the manifest's `converted` column and the ingestion report count them):
-- alpha (RGBA, LA, PA, palette with transparency) is composited onto white, since dropping
-  alpha turns transparent areas into arbitrary colours;
-- 16-bit and 32-bit integer grayscale (I;16*, I) is scaled by 1/257 (16-bit range), since a
-  plain mode conversion clips everything above 255 to white;
-- everything else (L, 1, P, CMYK, YCbCr, LAB, HSV, F) uses Pillow's RGB conversion.
+Counted as conversions: alpha (RGBA, LA, PA, palette with transparency) is composited onto
+white, since dropping it turns transparent areas into arbitrary colours; 16/32-bit integer
+grayscale is scaled by 1/257, since a plain conversion clips everything above 255 to white;
+other modes use Pillow's RGB conversion.
 """
 
 from __future__ import annotations

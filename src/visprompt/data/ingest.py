@@ -1,20 +1,12 @@
 """Ingestion: source records -> a shard directory (manifest, decoded RGB shards, report).
 
-Streaming and parallel, so memory does not grow with the dataset:
-1. describe: every record's bytes (or pixels) are hashed and missing or empty files noted;
-   from the hashes come the splits (copies share one) and each image's row in its split;
-2. decode: a pool of worker processes (`num_workers`) decodes chunks of images
-   (`convert.to_rgb` + `convert.fit`, the one preprocessing path) and writes them straight
-   into their rows of the per-split `.npy` files (positioned writes, no mapping held, so
-   resident memory stays flat; readers memory-map the files). A chunk is recorded as done
-   (`.work/chunks/<k>.json`, atomic) only after its pixels are synced to disk, so a killed
-   ingestion resumes without redoing finished chunks and never takes a half-written chunk
-   as done.
-Labels, `manifest.csv` and last `dataset.json` (the completeness mark) close the directory.
-A directory left by another source or other parameters (its fingerprint) is emptied first.
-Every record gets a manifest row, readable or not: unreadable ones carry `error` and stay
-out of the shards (an image that fails only when decoded leaves a zero row labelled -1),
-and validation then fails naming them; nothing is dropped silently.
+Streaming and parallel, so memory does not grow with the data: pass 1 hashes every record
+(splits and shard rows follow from the hashes); pass 2 decodes chunks in `num_workers`
+processes straight into their rows of the per-split `.npy` files (positioned writes, no
+mapping held). A chunk is recorded done only after its pixels are synced, so a killed
+ingestion resumes without redoing or trusting half-written chunks. `dataset.json`, written
+last, marks the directory complete; one left by other inputs is emptied first. Unreadable
+records keep a manifest row with `error` (and stay out of the shards) for validation to name.
 """
 
 from __future__ import annotations
@@ -71,10 +63,8 @@ def _pixel_hash(image: Image.Image) -> str:
 
 
 def describe_record(record: Record) -> dict[str, Any]:
-    """Manifest fields known without decoding: sha256 and bytes, or why the file is unusable.
-
-    Files are hashed on their bytes; in-memory images on mode, size and pixels.
-    """
+    """Manifest fields known without decoding: sha256 (of a file's bytes, or of an in-memory
+    image's mode, size and pixels) and bytes, or why the file is unusable."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(path=record.path, label=record.label, split=record.split, converted=False)
     if record.file is None:
@@ -237,69 +227,72 @@ def ingest(
     chunk_size: int = 256,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Build (or resume) the shard directory of `source` at `directory`; (manifest, report).
-
-    Rows whose label is not in the class list or whose split is not one of train/val/test
-    stay out of the shards too, for validation to report. The result does not depend on
-    `num_workers` or `chunk_size`.
-    """
+    Rows with a label or split outside the lists stay out of the shards for validation to
+    report; the result does not depend on `num_workers` or `chunk_size`."""
+    global _JOB
+    directory = Path(directory)
     with staging.exclusive(directory):
-        return _ingest(
-            source, image_size, fractions, seed, Path(directory), num_workers, chunk_size
-        )
+        _prepare(directory, _fingerprint(source, image_size, fractions, seed))
+        _JOB = _Job(source.records, image_size, directory, offsets={})
+        try:
+            plan = _load_plan(
+                directory, source, image_size, fractions, seed, num_workers, chunk_size
+            )
+            rows, _JOB.offsets = plan["rows"], plan["offsets"]
+            chunks = _chunks([_item(row) for row in rows if row["error"] is None], chunk_size)
+            done = _finished_chunks(directory, len(chunks))
+            resumed = len(done)
+            _decode(directory, chunks, done, num_workers)
+        finally:
+            _JOB = None
+            _close_files()
+        decoded = iter(fields for k in range(len(chunks)) for fields in done[k])
+        for row in rows:
+            if row["error"] is None:
+                row.update(next(decoded))
+        return _finish(directory, rows, source, image_size, resumed)
 
 
-def _ingest(
+def _load_plan(
+    directory: Path,
     source: SourceData,
     image_size: int,
     fractions: Mapping[str, float],
     seed: int,
-    directory: Path,
     num_workers: int,
     chunk_size: int,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    global _JOB
-    _prepare(directory, _fingerprint(source, image_size, fractions, seed))
-    _JOB = _Job(records=source.records, image_size=image_size, directory=directory, offsets={})
-    try:
-        plan_path = directory / shards.WORK / _PLAN
-        if plan_path.is_file():
-            plan = json.loads(plan_path.read_text())
-        else:
-            plan = _plan(source, fractions, seed, num_workers, chunk_size)
-            plan["offsets"] = _allocate(directory, plan["sizes"], image_size)
-            shards.write_json(plan_path, plan)
-        rows, _JOB.offsets = plan["rows"], plan["offsets"]
-        items = [
-            [r["record"], r["split"] if r["shard_index"] is not None else None, r["shard_index"]]
-            for r in rows
-            if r["error"] is None
-        ]
-        chunks = _chunks(items, chunk_size)
-        done = _finished_chunks(directory, len(chunks))
-        todo = [(k, chunk) for k, chunk in enumerate(chunks) if k not in done]
-        with progress_bar(total=len(items), desc="ingest", unit="img", mininterval=2.0) as bar:
-            bar.update(sum(len(chunks[k]) for k in done))
-            for number, results in _run(_decode_chunk, todo, num_workers):
-                shards.write_json(directory / shards.WORK / _CHUNKS / f"{number}.json", results)
-                done[number] = results
-                bar.update(len(results))
-    finally:
-        _JOB = None
-        _close_files()
-    decoded = iter(fields for k in range(len(chunks)) for fields in done[k])
-    for row in rows:
-        if row["error"] is None:
-            row.update(next(decoded))
-    return _finish(directory, rows, source, image_size, resumed=len(chunks) - len(todo))
+) -> dict[str, Any]:
+    """The saved plan of a resumed ingestion, else a new one with its shard files allocated."""
+    path = directory / shards.WORK / _PLAN
+    if path.is_file():
+        return json.loads(path.read_text())
+    plan = _plan(source, fractions, seed, num_workers, chunk_size)
+    plan["offsets"] = _allocate(directory, plan["sizes"], image_size)
+    shards.write_json(path, plan)
+    return plan
+
+
+def _item(row: dict[str, Any]) -> list:
+    """[record index, split (None: the image stays out of the shards), shard row]."""
+    in_shards = row["shard_index"] is not None
+    return [row["record"], row["split"] if in_shards else None, row["shard_index"]]
+
+
+def _decode(directory: Path, chunks: list[list], done: dict[int, list], num_workers: int) -> None:
+    """Decode the chunks not yet `done` into the shards, recording each once it is synced."""
+    todo = [(k, chunk) for k, chunk in enumerate(chunks) if k not in done]
+    total = sum(map(len, chunks))
+    with progress_bar(total=total, desc="ingest", unit="img", mininterval=2.0) as bar:
+        bar.update(sum(len(chunks[k]) for k in done))
+        for number, results in _run(_decode_chunk, todo, num_workers):
+            shards.write_json(directory / shards.WORK / _CHUNKS / f"{number}.json", results)
+            done[number] = results
+            bar.update(len(results))
 
 
 def _finished_chunks(directory: Path, count: int) -> dict[int, list[dict[str, Any]]]:
-    done = {}
-    for k in range(count):
-        path = directory / shards.WORK / _CHUNKS / f"{k}.json"
-        if path.is_file():
-            done[k] = json.loads(path.read_text())
-    return done
+    paths = {k: directory / shards.WORK / _CHUNKS / f"{k}.json" for k in range(count)}
+    return {k: json.loads(path.read_text()) for k, path in paths.items() if path.is_file()}
 
 
 def _finish(

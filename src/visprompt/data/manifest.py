@@ -10,22 +10,10 @@ import pandas as pd
 
 from visprompt.data.shards import SPLITS
 
-# path,label,split,sha256,width,height,mode,bytes,converted (contract) + error, shard_index.
-# `error` is empty for a decoded image, else why it could not be read (validation's
-# `decodable` rule fails on it); `shard_index` is the row of the image in its split's shard.
-COLUMNS = (
-    "path",
-    "label",
-    "split",
-    "sha256",
-    "width",
-    "height",
-    "mode",
-    "bytes",
-    "converted",
-    "error",
-    "shard_index",
-)
+# The contract's columns, then `error` (why an image could not be read: validation's
+# `decodable` rule fails on it) and `shard_index` (the image's row in its split's shard).
+_CONTRACT = ("path", "label", "split", "sha256", "width", "height", "mode", "bytes", "converted")
+COLUMNS = (*_CONTRACT, "error", "shard_index")
 TEXT_COLUMNS = ("path", "label", "split", "sha256", "mode", "error")
 
 
@@ -41,10 +29,8 @@ def normalise(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def content_hash(manifest: pd.DataFrame, classes: Sequence[str]) -> str:
-    """sha256 over the class list and the sorted (split, label, image sha256) triples.
-
-    It identifies the data a model sees, independent of file names and row order.
-    """
+    """sha256 over the class list and the sorted (split, label, image sha256) triples: the
+    data a model sees, independent of file names and row order."""
     frame = normalise(manifest)
     triples = sorted(
         (str(s), str(lab), str(h))

@@ -1,14 +1,13 @@
-"""Decoded, resized uint8 image shards: one `.npy` per split, memory-mapped on read.
+"""Decoded, resized uint8 image shards: one `.npy` per split, memory-mapped on read, so an
+epoch costs a memcpy, not a JPEG decode.
 
-Layout of a shard directory (built by data_ingestion in a staging folder, swapped in by
-data_validation only when it passed, see `visprompt.data.staging`):
+A shard directory (staged by ingestion, swapped in once validated: `visprompt.data.staging`):
     images_<split>.npy   uint8, (N, H, W, 3), RGB
     labels_<split>.npy   int64, (N,)
     classes.json         ["class0", "class1", ...]  (label i is classes[i])
     dataset.json         {"data_hash", "image_size", "counts"}: what ingestion wrote
     manifest.csv         one row per source image (visprompt.data.manifest)
     summary.json         the validation summary of exactly this data (written on success)
-Reading never decodes an image file: epochs cost a memcpy, not a JPEG decode.
 """
 
 from __future__ import annotations
@@ -41,8 +40,7 @@ def write_split(directory: str | Path, split: str, images: np.ndarray, labels: n
         raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Path(directory)  # atomic writes create missing parents
     save_array(directory / f"images_{split}.npy", images)
     save_array(directory / f"labels_{split}.npy", labels.astype(np.int64))
 
@@ -59,9 +57,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_classes(directory: str | Path, classes: Sequence[str]) -> None:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "classes.json", list(classes))
+    write_json(Path(directory) / "classes.json", list(classes))
 
 
 def read_classes(directory: str | Path) -> list[str]:
@@ -101,12 +97,8 @@ def write_info(directory: str | Path, data_hash: str, image_size: int) -> None:
 
 
 def require_validated(directory: str | Path, summary: Mapping[str, Any]) -> None:
-    """Refuse shards whose validation summary failed or describes other data.
-
-    The summary must say success, carry the data_hash recorded with the shards (dataset.json)
-    and count the same images per split and class as the label arrays on disk: a summary
-    left over from other data (a copied, half-restored or tampered folder) is refused.
-    """
+    """Refuse shards whose validation summary failed or describes other data (a copied,
+    half-restored or tampered folder): its data_hash and counts must match the shards'."""
     directory = Path(directory)
     fix = (
         "rerun `kedro run --pipelines data_ingestion,data_validation` (or `dvc repro "
@@ -136,11 +128,8 @@ def require_validated(directory: str | Path, summary: Mapping[str, Any]) -> None
 
 
 class ShardDataset(Dataset):
-    """A split of a shard directory as (uint8 CHW tensor, label) pairs.
-
-    Normalisation, resizing and augmentation run batched in the training loop (on the
-    device), so workers only copy bytes.
-    """
+    """A split of a shard directory as (uint8 CHW tensor, label) pairs: preprocessing runs
+    batched on the device, so workers only copy bytes."""
 
     def __init__(self, directory: str | Path, split: str) -> None:
         self.images, self.labels = read_split(directory, split)

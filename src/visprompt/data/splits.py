@@ -1,8 +1,7 @@
 """Deterministic, stratified, leakage-free split assignment.
 
-Images are grouped by content hash (copies of one image always share a split) and each
-group is ranked by sha256(seed:hash): the order is a pure function of seed and content, so
-adding an image never reshuffles the others. Per class, the first groups go to test, the
+Copies of an image (one content hash) share a split; groups are ranked by sha256(seed:hash),
+so adding an image never reshuffles the others. Per class, the first groups go to test, the
 next to val, the rest to train, in counts from the fractions (largest remainder).
 """
 
@@ -13,15 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
 from visprompt.data.shards import SPLITS
-
-
-def _counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
-    quotas = {s: n * fractions[s] for s in fractions}
-    counts = {s: int(q) for s, q in quotas.items()}
-    order = sorted(fractions, key=lambda s: (-(quotas[s] - counts[s]), SPLITS.index(s)))
-    for s in order[: n - sum(counts.values())]:
-        counts[s] += 1
-    return counts
+from visprompt.data.sources.subset import largest_remainder
 
 
 def _rank(seed: int, key: str) -> str:
@@ -56,7 +47,8 @@ def stratified_split(
     fill_order = [s for s in ("test", "val", "train") if s in fractions]
     for _label, group_keys in sorted(by_class.items()):
         ranked = sorted(group_keys, key=lambda k: _rank(seed, k))
-        counts = _counts(len(ranked), fractions)
+        exact = {s: len(ranked) * fractions[s] for s in fractions}
+        counts = largest_remainder(exact, len(ranked), rank=SPLITS.index)
         start = 0
         for split in fill_order:
             for key in ranked[start : start + counts[split]]:
@@ -75,10 +67,9 @@ def assign_splits(
 ) -> list[str | None]:
     """Keep splits a source gives; fill the rest.
 
-    No split given anywhere: split everything by `fractions`. Some given: splits of SPLITS
-    missing from the source are carved out of its train part, in the proportions of
-    `fractions` (e.g. a train/test source gets val = 15/85 of its train). Items without a
-    split in a source that has splits stay None (validation reports them).
+    No split given anywhere: split everything by `fractions`. Else splits missing from the
+    source are carved out of its train part in the proportions of `fractions` (a train/test
+    source gets val = 15/85 of its train); items without a split stay None for validation.
     """
     if all(g is None for g in given):
         return list(stratified_split(keys, labels, fractions, seed))

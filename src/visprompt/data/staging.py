@@ -1,12 +1,10 @@
 """A dataset version becomes current only after it validated.
 
-Ingestion builds the next version in a staging folder next to the current shard directory
-(`data/03_primary/.shards.staging` for `data/03_primary/shards`); validation reads it there;
-`commit` writes the validation summary into it and swaps it in for the current one with one
-atomic exchange of the two directories (Linux `renameat2(RENAME_EXCHANGE)`), so manifest,
-shards and summary change together or not at all. A failed or killed ingestion or
-validation leaves the current version untouched (the staging folder is kept, so a rerun
-resumes it).
+Ingestion builds the next version in a sibling staging folder (`.shards.staging` beside
+`shards`); `commit` writes the validation summary into it and swaps the two directories in
+one atomic exchange (Linux `renameat2(RENAME_EXCHANGE)`), so manifest, shards and summary
+change together or not at all. A failed or killed run leaves the current version untouched
+and the staging folder to resume.
 """
 
 from __future__ import annotations
@@ -82,11 +80,8 @@ def recover(final: str | Path) -> None:
 
 
 def commit(final: str | Path, summary: Mapping[str, Any]) -> None:
-    """Write `summary` into the staged version and make it the current one at `final`.
-
-    Refuses a summary that failed or that describes other data than the staged shards.
-    The replaced version is deleted after the swap.
-    """
+    """Write `summary` into the staged version and make it the current one at `final` (the
+    replaced one is deleted); refuses a summary that failed or describes other data."""
     final = Path(final)
     staged = staging_dir(final)
     with exclusive(staged):

@@ -1,12 +1,9 @@
 """Manifest validation with Great Expectations: the suite, its run, a report and a message.
 
-Rules (names used in the report, the error and parameters_data_validation.yml):
-not_empty, columns_present, not_null, label_in_classes, split_values, min_train_per_class,
-min_classes, no_leakage, one_label_per_image, width_bounds, height_bounds, non_empty_file,
-decodable. Every expectation carries its rule
-name in `meta`; failures list the offending files (or classes) and the fix.
-Decodability is judged from the manifest's `error` column, filled by ingestion when it tried
-to read the file, so validation never decodes an image twice.
+Every expectation carries its rule name (the keys of FIXES, also used by the report and
+parameters_data_validation.yml) and fix in `meta`; failures list the offending files or
+classes. Decodability comes from the manifest's `error` column, filled by ingestion, so
+validation never decodes an image twice.
 """
 
 from __future__ import annotations
@@ -83,50 +80,56 @@ def class_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     )
 
 
-def _expectations(config: Mapping[str, Any], classes: Sequence[str], columns: set[str]):
-    """(rule, expectation) pairs for the manifest; rules on absent columns are left to
-    `columns_present` (an expectation on a missing column would only raise)."""
+def _meta(rule: str) -> dict[str, str]:
+    return {"rule": rule, "fix": FIXES[rule]}
+
+
+def _expectations(config: Mapping[str, Any], classes: Sequence[str], columns: set[str]) -> list:
+    """The manifest's expectations; rules on absent columns are left to `columns_present`
+    (an expectation on a missing column would only raise)."""
     import great_expectations.expectations as gxe
 
-    def meta(rule: str) -> dict:
-        return {"rule": rule, "fix": FIXES[rule]}
+    def bounds(axis: str) -> dict[str, Any]:
+        return {"min_value": config[axis]["min"], "max_value": config[axis]["max"]}
 
-    pairs = [("not_empty", gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=meta("not_empty")))]
-    pairs += [
-        ("columns_present", gxe.ExpectColumnToExist(column=c, meta=meta("columns_present")))
+    found = [gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=_meta("not_empty"))]
+    found += [
+        gxe.ExpectColumnToExist(column=c, meta=_meta("columns_present"))
         for c in config["required_columns"]
     ]
-    pairs += [
-        ("not_null", gxe.ExpectColumnValuesToNotBeNull(column=c, meta=meta("not_null")))
-        for c in config["non_null_columns"]
-        if c in columns
-    ]
     candidates = [
+        (c, "not_null", gxe.ExpectColumnValuesToNotBeNull, {}) for c in config["non_null_columns"]
+    ]
+    candidates += [
         ("label", "label_in_classes", gxe.ExpectColumnValuesToBeInSet, {"value_set": classes}),
         ("split", "split_values", gxe.ExpectColumnValuesToBeInSet, {"value_set": config["splits"]}),
         ("leak", "no_leakage", gxe.ExpectColumnValuesToBeNull, {}),
         ("label_conflict", "one_label_per_image", gxe.ExpectColumnValuesToBeNull, {}),
-        (
-            "width",
-            "width_bounds",
-            gxe.ExpectColumnValuesToBeBetween,
-            {"min_value": config["width"]["min"], "max_value": config["width"]["max"]},
-        ),
-        (
-            "height",
-            "height_bounds",
-            gxe.ExpectColumnValuesToBeBetween,
-            {"min_value": config["height"]["min"], "max_value": config["height"]["max"]},
-        ),
+        ("width", "width_bounds", gxe.ExpectColumnValuesToBeBetween, bounds("width")),
+        ("height", "height_bounds", gxe.ExpectColumnValuesToBeBetween, bounds("height")),
         ("bytes", "non_empty_file", gxe.ExpectColumnValuesToBeBetween, {"min_value": 1}),
         ("error", "decodable", gxe.ExpectColumnValuesToBeNull, {}),
     ]
-    pairs += [
-        (rule, cls(column=column, meta=meta(rule), **kwargs))
+    return found + [
+        cls(column=column, meta=_meta(rule), **kwargs)
         for column, rule, cls, kwargs in candidates
         if column in columns
     ]
-    return pairs
+
+
+def _class_expectations(config: Mapping[str, Any]) -> list:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToBeBetween(
+            column="train_images",
+            min_value=config["min_train_images_per_class"],
+            meta=_meta("min_train_per_class"),
+        ),
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=int(config.get("min_classes", 2)), meta=_meta("min_classes")
+        ),
+    ]
 
 
 def _context(docs_dir: Path):
@@ -162,7 +165,7 @@ def _run_checkpoint(context, name: str, frame: pd.DataFrame, expectations, key: 
     asset = context.data_sources.add_pandas(name).add_dataframe_asset(name)
     batch = asset.add_batch_definition_whole_dataframe(name)
     suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_suite"))
-    for _rule, expectation in expectations:
+    for expectation in expectations:
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(data=batch, suite=suite, name=name)
@@ -213,12 +216,9 @@ def validate_manifest(
     classes: Sequence[str],
     config: Mapping[str, Any],
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """(report, data docs files) of the suite on `manifest`.
-
-    The report has `success`, per-rule `rules` and `failures` (rule, column, count, items
-    = offending files or classes with their values, fix); data docs are the GX HTML site as
-    {relative path: bytes}, built in a temporary folder and returned so the caller saves it.
-    """
+    """(report, data docs) of the suite on `manifest`: the report has `success`, per-rule
+    `rules` and `failures` (rule, column, count, offending items, fix); data docs are GX's
+    HTML site as {relative path: bytes}, for the caller to save."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     frame = normalise(manifest)
     if {"sha256", "split"} <= set(frame.columns):
@@ -234,24 +234,9 @@ def validate_manifest(
         )
         class_results: list = []
         if {"split", "label"} <= columns:
-            import great_expectations.expectations as gxe
-
-            minimum = gxe.ExpectColumnValuesToBeBetween(
-                column="train_images",
-                min_value=config["min_train_images_per_class"],
-                meta={"rule": "min_train_per_class", "fix": FIXES["min_train_per_class"]},
-            )
-            enough = gxe.ExpectTableRowCountToBeBetween(
-                min_value=int(config.get("min_classes", 2)),
-                meta={"rule": "min_classes", "fix": FIXES["min_classes"]},
-            )
-            class_results = _run_checkpoint(
-                context,
-                "classes",
-                class_table(frame, classes),
-                [("min_train_per_class", minimum), ("min_classes", enough)],
-                "class",
-            )
+            table = class_table(frame, classes)
+            expectations = _class_expectations(config)
+            class_results = _run_checkpoint(context, "classes", table, expectations, "class")
         docs = {
             p.relative_to(docs_dir).as_posix(): p.read_bytes()
             for p in sorted(docs_dir.rglob("*"))

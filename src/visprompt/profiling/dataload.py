@@ -36,13 +36,9 @@ def measure_data_wait(
     max_batches: int,
     skip: int = 1,
 ) -> DataWait:
-    """Iterate `loader` as training does and split the time into waiting and computing.
-
-    Waiting is `next(loader)` (worker start-up, collation, memcpy of the uint8 batch);
-    computing is `step(images, labels)`, which should include the on-device preprocessing
-    (resize + normalise) and the training step. The first `skip` batches (worker start-up,
-    first-call allocations) are left out.
-    """
+    """Iterate `loader` as training does, splitting the time into waiting (`next(loader)`)
+    and computing (`step`, preprocessing included); the first `skip` batches (start-up) are
+    left out."""
     if max_batches < 1:
         raise ValueError(f"max_batches must be >= 1, got {max_batches}")
     wait = compute = 0.0
@@ -75,11 +71,8 @@ def training_data_wait(
     device: torch.device,
     batches: int,
 ) -> DataWait:
-    """Data wait of `model`'s training step fed by a shuffled DataLoader over `dataset`.
-
-    `dataset` yields (uint8 CHW image, label) like ShardDataset; `preprocess` turns a uint8
-    batch into model input on the device (resize + normalise), as the training loop does.
-    """
+    """Data wait of `model`'s training step fed by a shuffled DataLoader over `dataset`
+    ((uint8 CHW, label) pairs); `preprocess` makes model input on the device, as training."""
     step = make_train_step(model, preprocess(dataset[0][0].unsqueeze(0).to(device)))
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,

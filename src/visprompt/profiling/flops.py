@@ -1,8 +1,7 @@
-"""FLOPs and backward-pass structure, counted with torch's own flop counter.
+"""FLOPs (one multiply-add = 2, as torch.utils.flop_counter) and backward-pass structure.
 
-FLOPs follow torch.utils.flop_counter: one multiply-add is 2 FLOPs (papers quoting MACs
-report half). The CPU flash-attention kernels have no formula in torch 2.14, so they are
-mapped to torch's own SDPA formulas here; without that, attention would count as zero on CPU.
+torch 2.14 has no formula for the CPU flash-attention kernels, so they are mapped to its SDPA
+formulas here; otherwise attention counts as zero on CPU.
 """
 
 from __future__ import annotations
@@ -36,11 +35,8 @@ def flop_counter() -> FlopCounterMode:
 
 
 def forward_flops(model: nn.Module, images: torch.Tensor) -> int:
-    """FLOPs of one inference forward pass over `images` (divide by the batch for per image).
-
-    Runs with autograd enabled (no backward follows): the counter's module tracker fails
-    under no_grad when a module receives a trainable parameter as input (VPT's prompts).
-    """
+    """FLOPs of one forward pass over `images`, with autograd on: the counter's module tracker
+    fails under no_grad when a module receives a trainable parameter (VPT's prompts)."""
     with flop_counter() as counter:
         model(images)
     return counter.get_total_flops()
@@ -48,12 +44,8 @@ def forward_flops(model: nn.Module, images: torch.Tensor) -> int:
 
 @dataclass(frozen=True)
 class BackwardCost:
-    """What a training step's backward pass has to do, independent of machine speed.
-
-    backward_flops: FLOPs executed by `loss.backward()`.
-    saved_bytes: bytes of the tensors autograd saved in the forward pass for the backward.
-    graph_nodes: autograd nodes reachable from the loss (each runs once in backward).
-    """
+    """What a step's backward has to do, whatever the machine: FLOPs of `loss.backward()`,
+    bytes autograd saved in the forward for it, and autograd nodes reachable from the loss."""
 
     backward_flops: int
     saved_bytes: int
@@ -61,11 +53,8 @@ class BackwardCost:
 
 
 def backward_cost(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> BackwardCost:
-    """Measure the backward pass of a cross-entropy step on (`images`, `labels`).
-
-    A method whose trainable part starts at layer l should save nothing and compute nothing
-    before l; these numbers show it (or show that something dragged the full backward back).
-    """
+    """The backward of a cross-entropy step on (`images`, `labels`): a method trainable from
+    layer l should save and compute nothing before l, and these numbers show whether it does."""
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,11 @@
-"""Peak memory of one call, measured the same way on CPU and GPU.
+"""Peak memory of one call, measured the same way on CPU and GPU: the bytes of the resident
+tensors of the measured work (weights, optimizer state, batch) plus the highest allocation
+during the call above the level just before it.
 
-peak = bytes live before the call that belong to the measured work (model tensors,
-optimizer state, input batch: passed in as `resident_bytes`) + the highest amount of
-memory allocated *during* the call above what was allocated just before it.
-
-- GPU: the extra comes from CUDA's caching-allocator statistics
-  (`max_memory_allocated` after `reset_peak_memory_stats`, minus `memory_allocated` before).
-- CPU: there is no allocator high-water mark, so the call runs once under the torch
-  profiler with `profile_memory=True`; every allocation and free of torch's CPU allocator
-  is recorded with its size and time, and the peak of their running sum is the extra. It
-  counts tensor storage only (not Python objects or library scratch buffers), which is
-  what the GPU figure counts too. Other processes and other models alive in this process
-  do not affect either figure.
+The GPU figure comes from CUDA's allocator statistics. The CPU has no high-water mark, so the
+call runs once under the torch profiler with `profile_memory=True` and the peak of the running
+sum of its allocations and frees is taken: tensor storage only, as on the GPU, and unaffected
+by other processes or other models alive in this process.
 """
 
 from __future__ import annotations
@@ -26,9 +20,8 @@ from visprompt.profiling.timing import synchronize
 
 MEMORY_EVENT = "[memory]"
 
-# libkineto (behind the torch profiler) logs a start and a stop line on every use, and on a
-# machine without a GPU an ERROR from its GPU probe; level 6 is above all of its levels.
-# Read when the profiler first starts; an explicit KINETO_LOG_LEVEL wins.
+# libkineto (behind the profiler) logs every start and stop, and an ERROR from its GPU probe
+# on a machine without one; level 6 silences all of it (an explicit setting wins).
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 

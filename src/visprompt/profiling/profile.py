@@ -1,8 +1,7 @@
 """Efficiency profile of several models measured side by side in one process.
 
-Every figure is a median over repeats taken in interleaved rounds (round r times model A,
-then B, then C, ...), so a machine that gets busier halfway through slows every model alike
-and the ratios to the reference model stay meaningful. Ratios to the bare frozen backbone
+Every figure is a median over interleaved rounds (A, B, C, then A, B, C, ...), so a machine
+that gets busier halfway slows every model alike: the ratios to the bare frozen backbone
 measured in the same run are what carries over from one machine to another.
 """
 
@@ -78,12 +77,8 @@ class ProfileSettings:
 def profile_models(
     models: Mapping[str, nn.Module], settings: ProfileSettings, reference: str = REFERENCE
 ) -> list[dict[str, Any]]:
-    """One row per model (see COLUMNS), ratios relative to `models[reference]`.
-
-    The reference is normally the bare frozen backbone: its training step is a no-grad
-    forward at the training batch size (nothing to train), the floor of every method.
-    Models are moved to the settings' device and measured as they are (modes are set here).
-    """
+    """One row per model (see COLUMNS), ratios relative to `models[reference]`: the bare
+    frozen backbone, whose training step is a no-grad forward, the floor of every method."""
     if reference not in models:
         raise ValueError(f"reference model '{reference}' missing; got {sorted(models)}")
     if count_parameters(models[reference])["trainable"]:

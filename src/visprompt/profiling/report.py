@@ -34,11 +34,8 @@ MARKDOWN_COLUMNS = (
 
 
 def efficiency_markdown(table: pd.DataFrame) -> str:
-    """The efficiency table for people: a handful of columns with units (the CSV has all).
-
-    Accuracy is the mean over seeds; rows without a figure (the bare backbone's accuracy)
-    are left blank.
-    """
+    """The efficiency table for people: a handful of columns with units (the CSV has all);
+    accuracy is the seed mean, blank where there is none (the bare backbone)."""
     shown = pd.DataFrame(
         {
             header: [

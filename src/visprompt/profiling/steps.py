@@ -10,24 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def trainable(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters that receive gradients (none for a bare frozen backbone)."""
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def output_classes(model: nn.Module, images: torch.Tensor) -> int:
-    """Number of logits the model produces (labels are drawn below it)."""
-    with torch.no_grad():
-        return int(model(images[:1]).shape[-1])
-
-
 @dataclass
 class TrainStep:
-    """forward + cross-entropy + backward + SGD step, on a fixed batch.
-
-    A model with nothing to train (the bare frozen backbone) runs a no-grad forward instead:
-    the floor every method's step pays, and the reference of `train_step_ratio`.
-    """
+    """forward + cross-entropy + backward + SGD step on a fixed batch; a model with nothing
+    to train (the bare backbone) runs a no-grad forward, the floor every method pays."""
 
     model: nn.Module
     images: torch.Tensor
@@ -57,10 +43,13 @@ class TrainStep:
 
 
 def make_train_step(model: nn.Module, images: torch.Tensor, lr: float = 1e-3) -> TrainStep:
-    """A training step of `model` on `images` with random labels (deterministic)."""
+    """A training step of `model` on `images` with random labels below its logit count
+    (deterministic); no optimizer when nothing is trainable (a bare frozen backbone)."""
+    with torch.no_grad():
+        classes = int(model(images[:1]).shape[-1])
     generator = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, output_classes(model, images), (len(images),), generator=generator)
-    params = trainable(model)
+    labels = torch.randint(0, classes, (len(images),), generator=generator)
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9) if params else None
     return TrainStep(model, images, labels.to(images.device), optimizer)
 

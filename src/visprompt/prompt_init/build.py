@@ -1,12 +1,10 @@
-"""Build SPT initialisations: k-means inits (and every init of a plain batch stream) share
-one no-grad pass of the frozen ViT over all images, in memory planned from a byte budget;
-sampling inits of a random-access source run only the images their tokens come from.
+"""Build SPT inits: k-means inits (and all inits of a plain batch stream) share one no-grad
+pass over every image, in reservoirs planned from a byte budget; sampling inits of a
+random-access source run only the images their tokens come from.
 
-Budget: `random` and pooling inits hold p tokens per layer; the rest of the budget is
-split evenly over the layers of the `kmeans` inits, as their sample capacity. The bytes
-held (tensor storage of every reservoir) never exceed the budget, whatever the number of
-images. Transient memory comes on top: one batch's activations (bounded by the batch size)
-and, while a reservoir grows, its old storage for the moment of the copy.
+The budget holds p tokens per layer for `random` and pooling inits and splits the rest
+evenly over the k-means layers, so the bytes held never depend on the number of images
+(one batch's activations and a growing reservoir's copy come on top).
 """
 
 from __future__ import annotations
@@ -26,6 +24,11 @@ from visprompt.prompt_init.reservoir import Reservoir
 from visprompt.prompt_init.sampling import candidates_per_image, sample_prompts
 from visprompt.prompt_init.stream import IndexedImages
 from visprompt.prompt_init.tokens import depth, layer_tokens
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -66,11 +69,6 @@ def kmeans_capacity(
     return int(capacity)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def build_prompt_inits(
     backbone: nn.Module,
     images: IndexedImages | Iterable[torch.Tensor],
@@ -83,16 +81,11 @@ def build_prompt_inits(
     lineage: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, PromptInit]:
-    """Build every init of `configs` from the tokens `backbone` makes of `images`.
+    """Every init of `configs` from the tokens `backbone` makes of `images` (float NCHW).
 
-    `images` yields normalised float NCHW batches. With random access (`IndexedImages`, e.g.
-    `ShardStream`), sampling strategies draw their token indices first and run only the
-    images they need (`sampling`); k-means inits (and everything, for a plain stream) share
-    one streamed pass over all images. `lineage` (e.g. backbone_sha256, data_hash) is
-    copied into each metadata; a missing backbone_sha256 is computed from the weights.
-    Seconds per layer count the forward pass up to that layer (shared by the inits of a
-    pass), the init's own streaming work and its final step (k-means or the draw). `dtype`
-    (e.g. bfloat16) runs the forward passes under autocast, as the training run does.
+    `lineage` (backbone_sha256, data_hash, ...) is copied into each metadata; seconds per
+    layer count the forward up to that layer, the init's own work and its final step.
+    `dtype` (e.g. bfloat16) runs the forwards under autocast, as the training run does.
     """
     if not configs:
         raise ValueError("prompt_init: no initialisation configured")
@@ -116,27 +109,37 @@ def build_prompt_inits(
         )
     for name, config in configs.items():
         if name not in streamed:
-            start = time.perf_counter()
-            prompts, seconds, forwarded = sample_prompts(backbone, images, config, device, dtype)
-            num_tokens = images.num_images * int(backbone.patch_embed.num_patches)
-            per_image = candidates_per_image(int(backbone.patch_embed.num_patches), config)
-            results[name] = PromptInit(
-                prompts,
-                _metadata(name, config, prompts, seconds)
-                | {
-                    "collection": "sampled (indices drawn first, only their images run)",
-                    "images_used": images.num_images,
-                    "images_forwarded": forwarded,
-                    "tokens_per_layer": dict.fromkeys(map(str, seconds), num_tokens),
-                    "layer_stats": {
-                        str(k): {"candidates": images.num_images * per_image} for k in seconds
-                    },
-                    "seconds_wall": time.perf_counter() - start,
-                },
-            )
+            results[name] = _sampled(name, backbone, images, config, device, dtype)
     return {
         name: PromptInit(results[name].prompts, results[name].metadata | common) for name in configs
     }
+
+
+def _sampled(
+    name: str,
+    backbone: nn.Module,
+    images: IndexedImages,
+    config: InitConfig,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> PromptInit:
+    """A sampling init drawn from a random-access source: only its images run."""
+    start = time.perf_counter()
+    prompts, seconds, forwarded = sample_prompts(backbone, images, config, device, dtype)
+    num_patches = int(backbone.patch_embed.num_patches)
+    candidates = images.num_images * candidates_per_image(num_patches, config)
+    return PromptInit(
+        prompts,
+        _metadata(name, config, prompts, seconds)
+        | {
+            "collection": "sampled (indices drawn first, only their images run)",
+            "images_used": images.num_images,
+            "images_forwarded": forwarded,
+            "tokens_per_layer": dict.fromkeys(map(str, seconds), images.num_images * num_patches),
+            "layer_stats": {str(k): {"candidates": candidates} for k in seconds},
+            "seconds_wall": time.perf_counter() - start,
+        },
+    )
 
 
 def _metadata(

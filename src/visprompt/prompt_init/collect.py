@@ -1,11 +1,7 @@
-"""What one initialisation keeps per layer while the tokens stream past, and what it makes
-of it at the end.
+"""What one init keeps per layer while tokens stream past, and what it makes of it.
 
-- `random`: a uniform sample of p tokens of all tokens entering the layer;
-- `mean_pool` / `max_pool`: each image's tokens are window-pooled (see `pooling`), then a
-  uniform sample of p of all pooled tokens is kept;
-- `kmeans`: a uniform sample of up to `capacity` tokens (the memory budget's share) is kept,
-  then clustered into p centres (k-means++ seeding, Lloyd iterations).
+`random` keeps a uniform sample of p tokens, `mean_pool`/`max_pool` the same of
+window-pooled tokens, `kmeans` a sample of up to `capacity` tokens clustered into p centres.
 Every sample is a `Reservoir`, so the bytes held never exceed what was planned for it.
 """
 
@@ -13,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,19 +18,14 @@ from visprompt.prompt_init.kmeans import kmeans
 from visprompt.prompt_init.pooling import pool_windows
 from visprompt.prompt_init.reservoir import Reservoir
 
-Strategy = Literal["kmeans", "random", "mean_pool", "max_pool"]
-Variant = Literal["shallow", "deep"]
 STRATEGIES: tuple[str, ...] = ("kmeans", "random", "mean_pool", "max_pool")
 VARIANTS: tuple[str, ...] = ("shallow", "deep")
 
 
 @dataclass(frozen=True)
 class InitConfig:
-    """One initialisation: `strategy`, p = `num_prompts`, `variant` (shallow: layer 0 only).
-
-    `max_tokens` caps the k-means sample per layer (None: as many as the memory budget
-    allows). `seed` fixes every random draw.
-    """
+    """One init: `strategy`, p = `num_prompts`, `variant` (shallow: layer 0 only);
+    `max_tokens` caps the k-means sample per layer (None: what the budget allows)."""
 
     strategy: str
     num_prompts: int
@@ -73,6 +64,10 @@ def layer_seed(seed: int, layer: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, layer, stream]).generate_state(1)[0])
 
 
+def _generator(seed: int, layer: int) -> torch.Generator:
+    return torch.Generator().manual_seed(layer_seed(seed, layer))
+
+
 class InitCollector:
     """Streams tokens of the needed layers into per-layer reservoirs; `finalize` -> prompts."""
 
@@ -89,12 +84,7 @@ class InitCollector:
         self.layers = config.layers(depth)
         rows = config.rows_per_layer(kmeans_capacity)
         self.reservoirs = {
-            layer: Reservoir(
-                rows,
-                dim,
-                generator=torch.Generator().manual_seed(layer_seed(config.seed, layer)),
-                device=device,
-            )
+            layer: Reservoir(rows, dim, generator=_generator(config.seed, layer), device=device)
             for layer in self.layers
         }
         self.seconds = dict.fromkeys(self.layers, 0.0)
@@ -140,11 +130,7 @@ class InitCollector:
                     max_iter=self.config.kmeans_max_iter,
                     tol=self.config.kmeans_tol,
                 )
-                stats |= {
-                    "inertia": result.inertia,
-                    "iterations": result.iterations,
-                    "converged": result.converged,
-                }
+                stats |= {k: getattr(result, k) for k in ("inertia", "iterations", "converged")}
                 chosen = result.centers
             else:
                 chosen = sample[:p]  # the sample is in random key order: any p are uniform

@@ -1,10 +1,7 @@
-"""Batched k-means in torch (k-means++ seeding, Lloyd iterations), on whatever device the
-tokens live on.
+"""Batched k-means in torch (k-means++ seeding, Lloyd iterations) on the tokens' device.
 
-Why not faiss: faiss's `Kmeans` seeds uniformly at random, not by k-means++, and runs on the
-CPU only in the faiss-cpu build; a batched torch implementation does both and runs on a GPU.
-Every random draw comes from a CPU `torch.Generator`, so a seed gives the same centres on
-every device up to floating-point rounding.
+Not faiss: its `Kmeans` seeds uniformly rather than by k-means++ and runs on the CPU only.
+Every draw comes from a CPU `torch.Generator`, so a seed gives the same centres anywhere.
 """
 
 from __future__ import annotations
@@ -30,18 +27,6 @@ class KMeansResult:
     seeds: torch.Tensor
 
 
-def _nearest(
-    x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(squared distance to, index of) the nearest centre for every row of `x`, chunked."""
-    dists, index = [], []
-    for _, d in _chunk_distances(x, centers, x_sq):
-        best, arg = d.min(1)
-        dists.append(best.clamp_min_(0.0))
-        index.append(arg)
-    return torch.cat(dists), torch.cat(index)
-
-
 def _chunk_distances(
     x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -54,12 +39,10 @@ def _chunk_distances(
 
 
 def _lloyd_step(
-    x: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor
+    x: torch.Tensor, x_sq: torch.Tensor | None, centers: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(distance of each point to its centre, per-centre sums of points, per-centre counts).
-
-    Sums are one-hot matrix products per chunk: BLAS work instead of a scatter.
-    """
+    """(squared distance of each point to its nearest centre, per-centre sums, counts);
+    sums are one-hot matrix products per chunk: BLAS work instead of a scatter."""
     k = centers.shape[0]
     sums = torch.zeros_like(centers)
     counts = torch.zeros(k, dtype=x.dtype, device=x.device)
@@ -75,7 +58,7 @@ def _lloyd_step(
 
 def inertia(x: torch.Tensor, centers: torch.Tensor) -> float:
     """The k-means objective: sum of squared distances of the points to their nearest centre."""
-    return float(_nearest(x.float(), centers.float())[0].double().sum())
+    return float(_lloyd_step(x.float(), None, centers.float())[0].double().sum())
 
 
 def _draw(weights: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -88,11 +71,8 @@ def _draw(weights: torch.Tensor, count: int, generator: torch.Generator) -> torc
 def kmeans_plus_plus(
     x: torch.Tensor, k: int, generator: torch.Generator, x_sq: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; the variant scikit-learn uses).
-
-    Each new seed is the best, by resulting objective, of 2 + ln k candidates drawn with
-    probability proportional to the squared distance to the nearest seed so far.
-    """
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as scikit-learn): each seed is
+    the best of 2 + ln k candidates drawn by squared distance to the nearest seed so far."""
     n = x.shape[0]
     if x_sq is None:
         x_sq = x.pow(2).sum(1, keepdim=True)
@@ -124,9 +104,8 @@ def kmeans(
 ) -> KMeansResult:
     """Cluster the rows of `x` (n, D) into `k` centres.
 
-    Lloyd iterations stop when the objective improves by less than `tol` (relative) or after
-    `max_iter` rounds. An empty cluster is re-seeded with the point farthest from its centre,
-    so the result always has `k` distinct-as-possible centres.
+    Lloyd stops when the objective improves by less than `tol` (relative) or after
+    `max_iter` rounds; an empty cluster is re-seeded with the point farthest from its centre.
     """
     if x.ndim != 2:
         raise ValueError(f"k-means needs a (n, D) matrix, got shape {tuple(x.shape)}")
@@ -151,10 +130,4 @@ def kmeans(
             converged = True
             break
         previous = current
-    return KMeansResult(
-        centers=centers,
-        inertia=inertia(x, centers),
-        iterations=iterations,
-        converged=converged,
-        seeds=seeds,
-    )
+    return KMeansResult(centers, inertia(x, centers), iterations, converged, seeds)

@@ -1,12 +1,9 @@
 """Window pooling of each image's token sequence (SPT's cheap `mean_pool` / `max_pool`).
 
-In raster order, consecutive windows of w = floor(N / (p - 1)) tokens are pooled: the
-floor(N / w) full windows (p - 1 of them when p - 1 divides N evenly enough, never fewer),
-plus one window of the last N mod w tokens when there are any. When N mod w = 0 every
-token already sits in a full window and no extra window is made (the SPT reference code
-pools the whole sequence there, an artefact of slicing `x[-0:]`; we do not copy it). With
-p = 1, w = N (one window, the whole sequence); when p - 1 > N, w = 1 (every token is its own
-window). Each image gives ceil(N / w) pooled tokens; p of them are drawn afterwards.
+In raster order, the floor(N / w) full windows of w = floor(N / (p - 1)) tokens are pooled,
+plus one window of the last N mod w tokens when there are any (the SPT reference code pools
+the whole sequence when N mod w = 0, an artefact of slicing `x[-0:]` we do not copy). Each
+image gives ceil(N / w) pooled tokens; p of them are drawn afterwards.
 """
 
 from __future__ import annotations

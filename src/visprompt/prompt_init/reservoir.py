@@ -1,13 +1,8 @@
 """Uniform sampling without replacement from a stream of token batches, in fixed memory.
 
-Each incoming token gets a uniform random key; the reservoir keeps the `capacity` tokens with
-the smallest keys seen so far. That is exactly a uniform sample of all tokens streamed
-(any `capacity`-subset is equally likely), it is vectorised per batch, and the memory held is
-at most `capacity` tokens plus their keys, however long the stream.
-
-Storage is preallocated (grown by doubling up to `capacity` while filling), and once full a
-batch only touches the slots it displaces: the m entering tokens compete with the m largest
-kept keys, so a batch costs O(capacity) key comparisons but no copy of the kept tokens.
+Each token gets a uniform random key and the `capacity` smallest keys are kept: exactly a
+uniform sample of everything streamed, vectorised per batch. Storage grows by doubling up to
+`capacity`; once full, a batch only touches the slots it displaces (no copy of kept tokens).
 """
 
 from __future__ import annotations
@@ -44,16 +39,12 @@ class Reservoir:
     @staticmethod
     def bytes_per_row(dim: int, dtype: torch.dtype = torch.float32) -> int:
         """Bytes one kept row costs (value plus key): the unit of the memory budget."""
-        value = torch.empty(0, dtype=dtype).element_size() * dim
-        return value + torch.empty(0, dtype=Reservoir.KEY_DTYPE).element_size()
+        return dtype.itemsize * dim + Reservoir.KEY_DTYPE.itemsize
 
     @property
     def nbytes(self) -> int:
         """Bytes of storage allocated right now (never more than capacity rows)."""
-        return (
-            self._values.numel() * self._values.element_size()
-            + self._keys.numel() * self._keys.element_size()
-        )
+        return self._values.nbytes + self._keys.nbytes
 
     @property
     def values(self) -> torch.Tensor:

@@ -1,11 +1,9 @@
 """Exact token sampling that runs only the images holding the drawn tokens.
 
-A uniform draw of p tokens from all N_img x N tokens entering a layer (or of p pooled
-tokens from all N_img x ceil(N / w)) only needs the values of those p tokens: their
-(image, position) indices are drawn first, uniformly without replacement, and the backbone
-then runs on at most p images per layer instead of the whole split. The distribution is the
-same as the streamed reservoir's; the cost no longer grows with the dataset. This needs a
-source with random access (`IndexedImages`); a plain stream of batches uses reservoirs.
+A uniform draw of p (pooled) tokens needs only those p values: their (image, position)
+indices are drawn first, without replacement, and the backbone runs on at most p images per
+layer. Same distribution as the streamed reservoir, at a cost that does not grow with the
+data; it needs a random-access source (`IndexedImages`).
 """
 
 from __future__ import annotations
@@ -64,15 +62,14 @@ def sample_prompts(
     needed = np.unique(np.concatenate([img for img, _ in picks.values()]))
     prompts = torch.empty(len(layers), config.num_prompts, int(backbone.embed_dim))
     seconds = dict.fromkeys(layers, 0.0)
+    mode = config.strategy.removesuffix("_pool")
     for start in range(0, len(needed), source.batch_size):
         chunk = needed[start : start + source.batch_size]
         clock = time.perf_counter()
         batch = source.load(chunk).to(device)
         for layer, tokens in layer_tokens(backbone, batch, max(layers), dtype):  # 0..last
             if config.strategy != "random":
-                tokens = pool_windows(
-                    tokens, config.num_prompts, config.strategy.removesuffix("_pool")
-                )
+                tokens = pool_windows(tokens, config.num_prompts, mode)
             image, position = picks[layer]
             hit = np.isin(image, chunk).nonzero()[0]
             local = torch.as_tensor(np.searchsorted(chunk, image[hit]), device=tokens.device)

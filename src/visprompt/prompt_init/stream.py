@@ -1,7 +1,5 @@
-"""Image sources for prompt_init: batches in order (for the streamed pass) and random access
-by index (so that a token sample only runs the images it needs).
-
-Both sources cover `indices()`: every image, or a seeded, sorted subset of `max_images`.
+"""Image sources for prompt_init: batches in order (the streamed pass) and random access by
+index (a token sample runs only its images), over every image or a seeded `max_images` subset.
 """
 
 from __future__ import annotations
@@ -56,11 +54,8 @@ class IndexedImages:
 
 @dataclass(frozen=True)
 class ShardStream(IndexedImages):
-    """One split of a shard directory (memory-mapped uint8, never decoded twice).
-
-    `preprocess` maps a uint8 NCHW batch (on `device`) to the model's float input, e.g.
-    `visprompt.training.Preprocess.from_data_config(spec["data_config"])`.
-    """
+    """One split of a shard directory; `preprocess` maps a uint8 NCHW batch on `device` to
+    the model's input (e.g. `Preprocess.from_data_config(spec["data_config"])`)."""
 
     directory: str | Path
     split: str

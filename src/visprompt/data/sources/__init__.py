@@ -1,8 +1,5 @@
-"""Image sources, chosen by name: imagefolder, csv, torchvision, idx, digits, synthetic.
-
-Each source is a module with a `load(**options) -> SourceData`; modules are imported on
-use, so a run over a folder of JPEGs does not pay for importing torchvision or sklearn.
-Every source also takes `subset` (a seeded, stratified subset: `sources.subset`).
+"""Image sources by name, each a module with `load(**options) -> SourceData`, imported on use
+(a folder of JPEGs does not pay for torchvision or sklearn); every source also takes `subset`.
 """
 
 from __future__ import annotations

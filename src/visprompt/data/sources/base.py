@@ -17,12 +17,8 @@ IMAGE_EXTENSIONS = frozenset(
 
 @dataclass(frozen=True)
 class Record:
-    """One image of a source.
-
-    `path` is what the manifest shows (relative to the source root, or an identifier for
-    in-memory sources); exactly one of `file` (read and decoded by ingestion, so broken files
-    are caught there) and `pixels` (a loader returning a decoded PIL image) is set.
-    """
+    """One image of a source: `path` as the manifest shows it, and exactly one of `file` (read
+    by ingestion, which catches broken files) and `pixels` (a loader of a decoded image)."""
 
     path: str
     label: str

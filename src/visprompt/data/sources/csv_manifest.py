@@ -10,12 +10,8 @@ from visprompt.data.sources.base import Record, SourceData
 
 
 def load(path: str, root: str | None = None, classes: list[str] | None = None) -> SourceData:
-    """Records of the CSV at `path` (root defaults to the CSV's folder).
-
-    A path that resolves outside the root (`../`, absolute, or a symlink out) is refused with
-    an error naming the row: reading arbitrary files of the machine is never what a dataset
-    means. Missing files are kept as records; ingestion marks them and validation fails.
-    """
+    """Records of the CSV at `path` (root: the CSV's folder by default). A path resolving
+    outside the root is refused naming the row; missing files stay records for validation."""
     table_path = Path(path)
     if not table_path.is_file():
         raise FileNotFoundError(

@@ -56,10 +56,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _find(root: Path, stem: str) -> Path | None:
-    for name in (stem, f"{stem}.gz"):
-        if (root / name).is_file():
-            return root / name
-    return None
+    return next((root / n for n in (stem, f"{stem}.gz") if (root / n).is_file()), None)
 
 
 def _missing_error(root: Path, missing: list[str]) -> FileNotFoundError:

@@ -34,14 +34,10 @@ def _refuse_escapes(base: Path, folders: list[Path], records: list[Record]) -> N
 
 
 def load(root: str, classes: list[str] | None = None) -> SourceData:
-    """Every image file under `root`; class = its folder, split = the folder above if it is
-    one of train/val/test (then every top-level folder must be a split).
-
-    A file or folder that resolves outside the root (a symlink out) is refused with an error
-    naming it, as the CSV source refuses `../`: a dataset never reads other files of the machine.
-
-    An empty class folder still defines a class (validation then reports it has no images).
-    `classes` fixes the class list and its order; by default the sorted folder names.
+    """Every image file under `root`; class = its folder (an empty one still counts), split =
+    the folder above if every top-level folder is train/val/test. A path resolving outside
+    the root is refused: a dataset never reads other files of the machine. `classes` fixes
+    the class list and order (default: sorted folder names).
     """
     base = Path(root)
     if not base.is_dir():

@@ -1,18 +1,17 @@
 """A seeded, stratified subset of any source's records, so a user can start small.
 
-Every source accepts the option `subset: {max_per_class: N, per_split: {train: n, ...},
-seed: S}` (`load_source` applies it after the source has listed its records, before any
-image is decoded). `max_per_class` caps each class within each split; `per_split` keeps n
-records of a split with the class proportions of that split (largest remainders get the
-leftover places); splits not named keep everything. Records a source gives without a split
-are the split `all`. Same records + same options -> same subset, in the source's order.
+Every source takes `subset: {max_per_class: N, per_split: {train: n, ...}, seed: S}`, applied
+before any image is decoded: `max_per_class` caps each class within each split; `per_split`
+keeps n records of a split in its class proportions; other splits keep everything. Records
+without a split are the split `all`. Same records + same options -> same subset, in order.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -26,15 +25,16 @@ def _split(record: Record) -> str:
     return record.split or UNSPLIT
 
 
-def _quotas(counts: dict[str, int], total: int) -> dict[str, int]:
-    """`total` places over classes in proportion to `counts` (largest remainder method)."""
-    available = sum(counts.values())
-    exact = {label: total * c / available for label, c in counts.items()}
-    quotas = {label: int(q) for label, q in exact.items()}
-    order = sorted(exact, key=lambda label: (-(exact[label] - quotas[label]), label))
-    for label in order[: total - sum(quotas.values())]:
-        quotas[label] += 1
-    return quotas
+def largest_remainder(
+    exact: Mapping[str, float], total: int, rank: Callable[[str], Any]
+) -> dict[str, int]:
+    """`total` places over the `exact` shares (which sum to `total`): each gets its floor, the
+    largest remainders (ties by `rank`) one place more."""
+    counts = {key: int(share) for key, share in exact.items()}
+    order = sorted(exact, key=lambda key: (-(exact[key] - counts[key]), rank(key)))
+    for key in order[: total - sum(counts.values())]:
+        counts[key] += 1
+    return counts
 
 
 def take_subset(
@@ -66,7 +66,9 @@ def take_subset(
                 f"{where}.per_split.{split} = {wanted}: choose 1 to {sum(counts.values())} "
                 f"(the {split} records available{' after max_per_class' * bool(max_per_class)})"
             )
-        for label, quota in _quotas(counts, int(wanted)).items():
+        available, total = sum(counts.values()), int(wanted)
+        exact = {label: total * c / available for label, c in counts.items()}
+        for label, quota in largest_remainder(exact, total, rank=lambda label: label).items():
             order[(split, label)] = order[(split, label)][:quota]
     keep = sorted(i for idx in order.values() for i in idx)
     chosen = {

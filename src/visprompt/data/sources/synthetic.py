@@ -1,10 +1,8 @@
 """`synthetic`: procedurally drawn shapes with textures, deterministic by seed (no network).
 
-A class is a (shape, texture) pair: 7 shapes x 4 textures give up to 28 classes, paired so
-that even few classes differ in both cues. Position, scale, rotation, colours, texture
-frequency/angle, a faint textured background and pixel noise are random per image, so colour
-and location carry no label information: a classifier has to learn shape and texture, which
-makes it a small but non-trivial pretraining task for a tiny backbone and a source domain.
+A class is a (shape, texture) pair (up to 7 x 4 = 28 classes); position, scale, rotation,
+colours, texture frequency, background and noise are random per image, so only shape and
+texture carry the label: a small but non-trivial pretraining task for a tiny backbone.
 """
 
 from __future__ import annotations

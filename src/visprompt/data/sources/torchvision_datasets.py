@@ -1,9 +1,8 @@
 """`torchvision`: a torchvision dataset class by name, read from a local root.
 
-Download is off by default (nothing in the pipeline touches the network unless asked):
-a dataset missing from `root` fails with the fix. Splits: classes with a `train` flag give
-train/test; classes with a `split` argument get `splits` (our split -> the class's split
-value, default train/test); classes with neither are one unsplit pool.
+Download is off unless asked; a dataset missing from `root` fails with the fix. Classes with
+a `train` flag give train/test, classes with a `split` argument get `splits` (ours -> theirs,
+default train/test), others are one unsplit pool.
 """
 
 from __future__ import annotations
