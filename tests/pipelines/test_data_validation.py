@@ -50,6 +50,7 @@ def run_both(tmp_path: Path, ingest: dict) -> tuple[DataCatalog, str]:
     catalog = DataCatalog(
         {
             "params:data_ingestion": MemoryDataset(ingest),
+            "params:backbone": MemoryDataset({}),  # the ingestion states its own image_size
             "params:data_validation": MemoryDataset(VALIDATE),
             "shards_staging": StagingDataset(str(tmp_path / "shards")),
             "staged_manifest": ManifestDataset(str(tmp_path / ".shards.staging/manifest.csv")),
