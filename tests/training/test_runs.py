@@ -161,7 +161,7 @@ def test_train_config_errors_name_the_field_and_what_is_valid() -> None:
         TrainConfig(epochs=0)
 
 
-def test_train_config_is_a_frozen_dataclass_that_revalidates_on_replace() -> None:
+def test_train_config_is_a_dataclass_that_revalidates_on_replace() -> None:
     config = TrainConfig(no_weight_decay=["prompt"])  # YAML's list, kept as a tuple
     assert config.no_weight_decay == ("prompt",) and config.to_dict()["no_weight_decay"] == (
         "prompt",
@@ -169,8 +169,6 @@ def test_train_config_is_a_frozen_dataclass_that_revalidates_on_replace() -> Non
     assert dataclasses.replace(config, epochs=3).epochs == 3
     with pytest.raises(ValueError, match="warmup_epochs"):
         dataclasses.replace(config, epochs=2, warmup_epochs=3)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.epochs = 2  # type: ignore[misc]
 
 
 def test_image_size_is_stated_once_by_the_backbone() -> None:

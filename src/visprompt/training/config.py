@@ -9,6 +9,7 @@ It imports no torch, so the preflight checks a run list without it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,9 +40,8 @@ class OptionError(ValueError):
         self.field = field
 
 
-@pydantic_dataclass(
-    frozen=True, config=ConfigDict(strict=True, extra="forbid", validate_default=True)
-)
+# not frozen: Lightning's spawn launcher rebuilds the dataclasses it passes to its workers
+@pydantic_dataclass(config=ConfigDict(strict=True, extra="forbid", validate_default=True))
 class TrainConfig:
     """Options of one training run.
 
@@ -128,10 +128,8 @@ def _option_error(error: ValidationError, params: Mapping[str, Any]) -> OptionEr
         valid = ", ".join(sorted(f.name for f in dataclasses.fields(TrainConfig)))
         return OptionError(key, f"unknown training option '{key}'; valid: {valid}")
     wanted = [
-        ("a list of " if any(isinstance(part, int) for part in e["loc"]) else "")
-        + (_TYPES.get(e["type"]) or e["msg"].removeprefix("Input should be ")).removeprefix(
-            "Value error, "
-        )
+        ("a list of " if isinstance(e["loc"][-1], int) else "")
+        + (_TYPES.get(e["type"]) or re.sub("^(Input should be |Value error, )", "", e["msg"]))
         for e in errors
         if e["loc"][0] == key
     ]
