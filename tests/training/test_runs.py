@@ -112,7 +112,7 @@ def test_training_settings_are_type_checked(path: str, value: Any, where: str, w
 def test_training_values_out_of_range_and_unknown_keys_name_the_run() -> None:
     assert (
         "training run 'vp' (parameters_training.yml: training.runs.vp.train.epochs): "
-        "epochs is 0 (int); expected greater than or equal to 1"
+        "epochs is 0 (int); expected greater than 0"
         in error_of(with_change("training.runs.vp.train", {"epochs": 0}))
     )
     message = error_of(with_change("training.runs.vp.train", {"learning_rate": 0.1}))
@@ -163,9 +163,7 @@ def test_train_config_errors_name_the_field_and_what_is_valid() -> None:
 
 def test_train_config_is_a_dataclass_that_revalidates_on_replace() -> None:
     config = TrainConfig(no_weight_decay=["prompt"])  # YAML's list, kept as a tuple
-    assert config.no_weight_decay == ("prompt",) and config.to_dict()["no_weight_decay"] == (
-        "prompt",
-    )
+    assert config.no_weight_decay == config.to_dict()["no_weight_decay"] == ("prompt",)
     assert dataclasses.replace(config, epochs=3).epochs == 3
     with pytest.raises(ValueError, match="warmup_epochs"):
         dataclasses.replace(config, epochs=2, warmup_epochs=3)

@@ -15,21 +15,31 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 if TYPE_CHECKING:  # torch loads when images are transformed: a run list is checked without it
     import torch
 
+#: Kinds of parameter `no_weight_decay` may exempt from weight decay (training.param_groups),
+#: as a list in YAML (so not strict: a strict tuple refuses a list).
+NoDecayKinds = Annotated[tuple[Literal["bias", "norm", "prompt"], ...], Field(strict=False)]
 #: Fields that never change the numbers a run produces; left out of the config hash so that
 #: a resumed run may use another worker count, checkpoint folder or logging cadence.
 _NOT_HASHED = ("num_workers", "checkpoint_dir", "log_every", "progress", "cache_max_bytes")
 #: What a pydantic type error expects, in the words of a YAML file.
 _TYPES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
           "string_type": "a string", "tuple_type": "a list"}  # fmt: skip
-
-Positive = Annotated[int, Field(ge=1)]
-NonNegative = Annotated[float, Field(ge=0)]
 
 
 class OptionError(ValueError):
@@ -66,32 +76,29 @@ class TrainConfig:
     `visprompt.training.param_groups`).
     """
 
-    epochs: Positive = 6
-    batch_size: Positive = 64
+    epochs: PositiveInt = 6
+    batch_size: PositiveInt = 64
     optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: Annotated[float, Field(gt=0)] = 0.03
-    weight_decay: NonNegative = 0.0
-    head_lr: Annotated[float, Field(gt=0)] | None = None
-    head_weight_decay: NonNegative | None = None
-    # lax: YAML gives a list
-    no_weight_decay: Annotated[
-        tuple[Literal["bias", "norm", "prompt"], ...], Field(strict=False)
-    ] = ("bias", "norm", "prompt")
+    lr: PositiveFloat = 0.03
+    weight_decay: NonNegativeFloat = 0.0
+    head_lr: PositiveFloat | None = None
+    head_weight_decay: NonNegativeFloat | None = None
+    no_weight_decay: NoDecayKinds = ("bias", "norm", "prompt")
     momentum: float = 0.9
-    warmup_epochs: NonNegative = 1.0
-    min_lr: NonNegative = 1e-5
-    patience: Positive | None = None
+    warmup_epochs: NonNegativeFloat = 1.0
+    min_lr: NonNegativeFloat = 1e-5
+    patience: PositiveInt | None = None
     augment: Literal["none", "flip_crop"] = "none"
     seed: int = 0
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    num_workers: Annotated[int, Field(ge=0)] = 0
+    num_workers: NonNegativeInt = 0
     checkpoint_dir: str | None = None
     cache_prefix: bool = False
     cache_max_bytes: int = 2 * 1024**3
-    log_every: Annotated[int, Field(ge=0)] = 0
+    log_every: NonNegativeInt = 0
     progress: bool = True
 
     @field_validator("warmup_epochs", "min_lr")
