@@ -105,5 +105,5 @@ def test_vp_prompt_lr_does_not_reach_the_head() -> None:
     ],
 )
 def test_bad_group_options_name_the_field(options: dict, field: str) -> None:
-    with pytest.raises(ValueError, match=f"TrainConfig.{field}="):
+    with pytest.raises(ValueError, match=rf"TrainConfig\n{field}\b"):
         TrainConfig(**options)

@@ -81,9 +81,9 @@ def test_config_and_preprocess_validation() -> None:
     base = TrainConfig(epochs=2, lr=0.1)
     assert base.result_fields() == TrainConfig(epochs=2, lr=0.1, num_workers=4).result_fields()
     assert base.result_fields() != TrainConfig(epochs=2, lr=0.2).result_fields()
-    with pytest.raises(ValueError, match="TrainConfig.warmup_epochs"):
+    with pytest.raises(ValueError, match=r"TrainConfig\nwarmup_epochs\n"):
         TrainConfig(epochs=2, warmup_epochs=3)
-    with pytest.raises(ValueError, match="TrainConfig.augment"):
+    with pytest.raises(ValueError, match=r"TrainConfig\naugment\n"):
         TrainConfig(augment="mixup")
     pre = Preprocess.from_data_config(
         {"input_size": (3, 16, 16), "mean": [0.5] * 3, "std": [0.5] * 3}

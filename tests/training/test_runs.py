@@ -10,6 +10,7 @@ import pytest
 
 from visprompt.methods import config_class
 from visprompt.training import TrainConfig
+from visprompt.training.config import OptionError
 from visprompt.training.runs import ConfigError, check_options, train_config, validate_runs
 
 PARAMS: dict[str, Any] = {
@@ -97,7 +98,7 @@ def test_unknown_method_is_an_error_not_a_skipped_run() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "where", "words"),
     [
-        ("training.defaults.lr", "0.01", "defaults.lr", "lr='0.01': expected a number, got str"),
+        ("training.defaults.lr", "0.01", "defaults.lr", "lr is '0.01' (str); expected a number"),
         ("training.runs.vp.train", {"epochs": "3"}, "training.runs.vp.train.epochs", "an integer"),
         ("training_engine.devices", 1.5, "training_engine.devices", "an integer or a string"),
     ],
@@ -111,11 +112,14 @@ def test_training_settings_are_type_checked(path: str, value: Any, where: str, w
 def test_training_values_out_of_range_and_unknown_keys_name_the_run() -> None:
     assert (
         "training run 'vp' (parameters_training.yml: training.runs.vp.train.epochs): "
-        "TrainConfig.epochs=0: must be >= 1"
+        "epochs is 0 (int); expected greater than 0"
         in error_of(with_change("training.runs.vp.train", {"epochs": 0}))
     )
     message = error_of(with_change("training.runs.vp.train", {"learning_rate": 0.1}))
-    assert "training.runs.vp.train): unknown training option 'learning_rate'; valid:" in message
+    assert (
+        "training.runs.vp.train.learning_rate): unknown training option 'learning_rate'; valid: "
+        "accelerator, augment, batch_size," in message
+    )
 
 
 def test_missing_parameters_files_are_named() -> None:
@@ -137,12 +141,32 @@ def test_train_config_layers_defaults_engine_and_run() -> None:
     assert (config.lr, config.epochs, config.precision) == (0.5, 3, "bf16-mixed")
 
 
-def test_train_config_type_errors_name_the_field() -> None:
-    with pytest.raises(ValueError, match=r"TrainConfig.lr='0.01': expected a number, got str"):
-        TrainConfig(lr="0.01")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"TrainConfig.patience=2.5: expected an integer or null"):
-        TrainConfig(patience=2.5)  # type: ignore[arg-type]
+def test_train_config_errors_name_the_field_and_what_is_valid() -> None:
+    def error(**values: Any) -> str:
+        with pytest.raises(OptionError) as info:
+            TrainConfig.from_dict(values)
+        return str(info.value)
+
+    assert error(lr="0.01") == "lr is '0.01' (str); expected a number"
+    assert error(patience=2.5) == "patience is 2.5 (float); expected an integer or null"
+    assert error(progress=1) == "progress is 1 (int); expected true or false"
+    assert error(optimizer="rmsprop") == (
+        "optimizer is 'rmsprop' (str); expected 'sgd', 'adam' or 'adamw'"
+    )
+    # consistency checks: the bound is the value given, or the default
+    assert error(epochs=2, warmup_epochs=3) == "warmup_epochs is 3 (int); expected at most epochs=2"
+    assert error(lr=1e-6) == "min_lr is 1e-05 (float); expected at most lr=1e-06"
     assert TrainConfig(lr=1, devices="auto").lr == 1  # an int is a number
+    with pytest.raises(ValueError, match="epochs"):  # constructing it checks the same
+        TrainConfig(epochs=0)
+
+
+def test_train_config_is_a_dataclass_that_revalidates_on_replace() -> None:
+    config = TrainConfig(no_weight_decay=["prompt"])  # YAML's list, kept as a tuple
+    assert config.no_weight_decay == config.to_dict()["no_weight_decay"] == ("prompt",)
+    assert dataclasses.replace(config, epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        dataclasses.replace(config, epochs=2, warmup_epochs=3)
 
 
 def test_image_size_is_stated_once_by_the_backbone() -> None:

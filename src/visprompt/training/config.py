@@ -1,31 +1,36 @@
 """What a training run is: the `TrainConfig` options and the `Preprocess` of its inputs.
 
-Both are plain dataclasses so that the Kedro parameters YAML maps onto them one to one
-(`TrainConfig(**params)`); a wrong option name or value is an error that says which field
-and what is allowed, before anything trains.
+`TrainConfig` is a strict pydantic dataclass, like the method configs: the Kedro parameters
+YAML maps onto it one to one, a quoted `lr: "0.01"` or an unknown key is refused before
+anything trains, and `from_dict` says which option and what is allowed in one sentence.
+It imports no torch, so the preflight checks a run list without it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from visprompt.training.typecheck import expected, matches
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic.types import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 if TYPE_CHECKING:  # torch loads when images are transformed: a run list is checked without it
     import torch
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-AUGMENTATIONS = ("none", "flip_crop")
-#: Kinds of parameter `no_weight_decay` may exempt from weight decay (training.param_groups).
-NO_DECAY_KINDS = ("bias", "norm", "prompt")
-
+#: Kinds of parameter `no_weight_decay` may exempt from weight decay (training.param_groups),
+#: as a list in YAML (so not strict: a strict tuple refuses a list).
+NoDecayKinds = Annotated[tuple[Literal["bias", "norm", "prompt"], ...], Field(strict=False)]
 #: Fields that never change the numbers a run produces; left out of the config hash so that
 #: a resumed run may use another worker count, checkpoint folder or logging cadence.
 _NOT_HASHED = ("num_workers", "checkpoint_dir", "log_every", "progress", "cache_max_bytes")
+#: What a pydantic type error expects, in the words of a YAML file.
+_TYPES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+          "string_type": "a string", "tuple_type": "a list"}  # fmt: skip
 
 
 class OptionError(ValueError):
@@ -36,102 +41,74 @@ class OptionError(ValueError):
         self.field = field
 
 
-@dataclass
+# not frozen: Lightning's spawn launcher rebuilds the dataclasses it passes to its workers
+@pydantic_dataclass(config=ConfigDict(strict=True, extra="forbid", validate_default=True))
 class TrainConfig:
     """Options of one training run.
 
     `batch_size` is the GLOBAL batch: with `devices=k` processes each one sees
     `batch_size // k` images per step (it must divide evenly), so the same config gives the
     same optimisation on one process or many. The learning rate follows a linear warm-up over
-    `warmup_epochs` then a cosine decay to `min_lr`, updated every optimizer step.
-    `patience` stops training after that many epochs without a better validation top-1
-    (None: never stop early). `augment="flip_crop"` is a batched on-device random crop with
-    zero padding (image_size // 8 pixels, in normalised space) plus a horizontal flip;
-    `"none"` feeds deterministic inputs. `cache_prefix` computes a frozen prefix once and
-    trains only the suffix when the model offers `split_for_cache()` and `augment="none"`;
-    the cache holds up to `cache_max_bytes` on the device, spills to a temporary file past
-    it, and is freed when `fit` returns.
+    `warmup_epochs` (at most `epochs`) then a cosine decay to `min_lr` (at most `lr`), updated
+    every optimizer step. `patience` stops training after that many epochs without a better
+    validation top-1 (None: never stop early). `augment="flip_crop"` is a batched on-device
+    random crop with zero padding (image_size // 8 pixels, in normalised space) plus a
+    horizontal flip; `"none"` feeds deterministic inputs. `cache_prefix` computes a frozen
+    prefix once and trains only the suffix when the model offers `split_for_cache()` and
+    `augment="none"`; the cache holds up to `cache_max_bytes` on the device, spills to a
+    temporary file past it, and is freed when `fit` returns. `log_every` logs every that many
+    steps (0: not per step).
     `accelerator`, `devices`, `strategy`, `precision` are Lightning Fabric's own options.
     The defaults are the project's (conf/base/parameters_training.yml states no other value:
     tests/pipelines/test_run_config.py checks it).
     `lr`/`weight_decay` apply to the method's own tensors; the new head uses `head_lr` and
-    `head_weight_decay` when set; parameters of the kinds in `no_weight_decay` (`bias`,
-    `norm`, `prompt`) get none (see `visprompt.training.param_groups`).
+    `head_weight_decay` when set (None: the method's); parameters of the kinds in
+    `no_weight_decay` (`bias`, `norm`, `prompt`) get none (see
+    `visprompt.training.param_groups`).
     """
 
-    epochs: int = 6
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    lr: float = 0.03
-    weight_decay: float = 0.0
-    head_lr: float | None = None
-    head_weight_decay: float | None = None
-    no_weight_decay: tuple[str, ...] = NO_DECAY_KINDS
+    epochs: PositiveInt = 6
+    batch_size: PositiveInt = 64
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: PositiveFloat = 0.03
+    weight_decay: NonNegativeFloat = 0.0
+    head_lr: PositiveFloat | None = None
+    head_weight_decay: NonNegativeFloat | None = None
+    no_weight_decay: NoDecayKinds = ("bias", "norm", "prompt")
     momentum: float = 0.9
-    warmup_epochs: float = 1.0
-    min_lr: float = 1e-5
-    patience: int | None = None
-    augment: str = "none"
+    warmup_epochs: NonNegativeFloat = 1.0
+    min_lr: NonNegativeFloat = 1e-5
+    patience: PositiveInt | None = None
+    augment: Literal["none", "flip_crop"] = "none"
     seed: int = 0
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    num_workers: int = 0
+    num_workers: NonNegativeInt = 0
     checkpoint_dir: str | None = None
     cache_prefix: bool = False
     cache_max_bytes: int = 2 * 1024**3
-    log_every: int = 0
+    log_every: NonNegativeInt = 0
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> OptionError:
-            return OptionError(name, f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
-
-        for name, hint in typing.get_type_hints(type(self)).items():
-            value = getattr(self, name)
-            if not matches(value, hint):
-                raise bad(name, f"expected {expected(hint)}, got {type(value).__name__}")
-        if self.epochs < 1:
-            raise bad("epochs", "must be >= 1")
-        if self.batch_size < 1:
-            raise bad("batch_size", "must be >= 1")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"must be one of {OPTIMIZERS}")
-        if self.lr <= 0:
-            raise bad("lr", "must be > 0")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "must be >= 0")
-        if self.head_lr is not None and self.head_lr <= 0:
-            raise bad("head_lr", "must be > 0, or null to use lr")
-        if self.head_weight_decay is not None and self.head_weight_decay < 0:
-            raise bad("head_weight_decay", "must be >= 0, or null to use weight_decay")
-        self.no_weight_decay = tuple(self.no_weight_decay)
-        if not set(self.no_weight_decay) <= set(NO_DECAY_KINDS):
-            raise bad("no_weight_decay", f"must list kinds from {NO_DECAY_KINDS} (or be [])")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise bad("warmup_epochs", f"must lie in [0, epochs={self.epochs}]")
-        if not 0 <= self.min_lr <= self.lr:
-            raise bad("min_lr", f"must lie in [0, lr={self.lr}]")
-        if self.patience is not None and self.patience < 1:
-            raise bad("patience", "must be >= 1, or None to disable early stopping")
-        if self.augment not in AUGMENTATIONS:
-            raise bad("augment", f"must be one of {AUGMENTATIONS}")
-        if self.num_workers < 0:
-            raise bad("num_workers", "must be >= 0")
-        if self.log_every < 0:
-            raise bad("log_every", "must be >= 0 (0 disables step logging)")
+    @field_validator("warmup_epochs", "min_lr")
+    @classmethod
+    def _at_most_its_bound(cls, value: float, info: ValidationInfo) -> float:
+        """warmup_epochs <= epochs, min_lr <= lr (each bound is declared, so checked, first)."""
+        bound = {"warmup_epochs": "epochs", "min_lr": "lr"}[info.field_name]
+        if bound in info.data and value > info.data[bound]:
+            raise ValueError(f"at most {bound}={info.data[bound]}")
+        return value
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> TrainConfig:
-        """Build from a parameters mapping; unknown keys are an error listing the valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown training option(s) {unknown}; valid options: {', '.join(sorted(names))}"
-            )
-        return cls(**dict(params))
+        """Build from a parameters mapping; the first mistake is an `OptionError` in one
+        sentence (an unknown key lists the valid ones, a bad value says what is expected)."""
+        try:
+            return cls(**params)
+        except ValidationError as error:
+            raise _option_error(error, params) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,6 +116,27 @@ class TrainConfig:
     def result_fields(self) -> dict[str, Any]:
         """The options that change the numbers (what a checkpoint must agree with)."""
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+
+
+def _option_error(error: ValidationError, params: Mapping[str, Any]) -> OptionError:
+    """`lr is 'fast' (str); expected a number`: the first mistake, in the YAML's words."""
+    errors = error.errors(include_url=False)
+    key = str(errors[0]["loc"][0])
+    if errors[0]["type"] == "unexpected_keyword_argument":
+        valid = ", ".join(sorted(f.name for f in dataclasses.fields(TrainConfig)))
+        return OptionError(key, f"unknown training option '{key}'; valid: {valid}")
+    wanted = [
+        ("a list of " if isinstance(e["loc"][-1], int) else "")
+        + (_TYPES.get(e["type"]) or re.sub("^(Input should be |Value error, )", "", e["msg"]))
+        for e in errors
+        if e["loc"][0] == key
+    ]
+    if type(None) in typing.get_args(TrainConfig.__pydantic_fields__[key].annotation):
+        wanted.append("null")
+    value = params.get(key, errors[0]["input"])
+    return OptionError(
+        key, f"{key} is {value!r} ({type(value).__name__}); expected {' or '.join(wanted)}"
+    )
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,3 @@ class Placement:
         if self.dtype is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
-
-    def settings(self) -> dict[str, str]:
-        """JSON form, recorded with results (`device`, `precision`)."""
-        return {"device": str(self.device), "precision": self.precision}
-
-
-CPU = Placement(torch.device("cpu"))

@@ -9,7 +9,6 @@ so a typo costs a second, not a traceback after minutes of earlier stages.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -154,19 +153,13 @@ def train_config(
         ("training_engine", engine),
         (f"parameters_{section}.yml: {section}.runs.{run}.train", overrides),
     )
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for where, values in sources:
-        for key, value in values.items():
-            if key not in fields:
-                raise ConfigError(
-                    f"{section} run '{run}' ({where}): unknown training option '{key}'; "
-                    f"valid: {', '.join(sorted(fields))}"
-                )
-            merged[key], origin[key] = value, where
-    try:  # TrainConfig checks types and ranges (once); the error gains where it was set
-        return TrainConfig(**merged)
+        merged |= values
+        origin |= dict.fromkeys(values, where)
+    try:  # TrainConfig checks keys, types and ranges (once); the error gains where it was set
+        return TrainConfig.from_dict(merged)
     except OptionError as error:
         where = f" ({origin[error.field]}.{error.field})" if error.field in origin else ""
         raise ConfigError(f"{section} run '{run}'{where}: {error}") from None
