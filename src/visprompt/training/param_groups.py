@@ -23,7 +23,6 @@ from typing import Any
 
 from torch import nn
 
-from visprompt.methods.base import AdaptedModel
 from visprompt.training.config import TrainConfig
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
@@ -55,9 +54,9 @@ def optimizer_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
 
     Every trainable parameter lands in exactly one group; the learning-rate schedule
     multiplies each group's own lr, so the ratios hold throughout training. A method's
-    head is `model.head`; a plain classifier (backbone pretraining) has no separate one.
+    head is `model.head` (empty for a plain classifier in `training.plain.WholeModule`).
     """
-    head = model.head if isinstance(model, AdaptedModel) else nn.Identity()
+    head = model.head
     kinds, heads = _kinds(model), {id(p) for p in head.parameters()}
     exempt = set(config.no_weight_decay)
     groups: dict[tuple[int, str], dict[str, Any]] = {}
