@@ -14,8 +14,9 @@ from typing import Any
 from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.adavipro_report.nodes import region_figure, sweep_figure, sweep_table
-from visprompt.pipelines.runs import RunSpec, project_parameters, seed_namespace
+from visprompt.pipelines.runs import project_parameters, seed_namespace
 from visprompt.pipelines.sweeps import recipe_runs, trained_and_tested
+from visprompt.training.runs import RunSpec
 
 SECTION = "adavipro_report"
 

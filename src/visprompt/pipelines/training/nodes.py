@@ -12,8 +12,8 @@ from typing import Any
 
 from visprompt import methods
 from visprompt.data.shards import require_validated
-from visprompt.pipelines.runs import RunSpec, train_config
 from visprompt.prompt_init.io import load_prompts
+from visprompt.training.runs import RunSpec, train_config
 from visprompt.training.service import train_seed
 from visprompt.tuning.space import apply as apply_changes
 from visprompt.tuning.space import chosen_hparams

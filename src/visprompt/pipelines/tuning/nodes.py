@@ -16,9 +16,9 @@ from torch.utils.data import Dataset
 
 from visprompt.data.shards import ShardDataset, require_validated
 from visprompt.pipelines import tracking
-from visprompt.pipelines.runs import RunSpec, train_config
 from visprompt.pipelines.training.nodes import init_prompts
 from visprompt.training.code_digest import code_digest
+from visprompt.training.runs import RunSpec, train_config
 from visprompt.training.service import train_seed
 from visprompt.tuning import space as spaces
 from visprompt.tuning import study as studies
