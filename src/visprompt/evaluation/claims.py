@@ -36,18 +36,8 @@ from visprompt.evaluation.statistics import paired_test, seed_interval
 
 HOLDS, FAILS, UNCLEAR, NOT_RUN = "holds", "does not hold", "not distinguishable", "not run"
 TESTS = ("better", "preferred_depth", "equivalent", "cheaper", "at_least")
-COLUMNS = (
-    "claim",
-    "text",
-    "runs",
-    "measured",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "n_seeds",
-    "verdict",
-)
+COLUMNS = ("claim", "text", "runs", "measured", "estimate", "ci_low", "ci_high",
+    "p_value", "n_seeds", "verdict")  # fmt: skip
 #: Per-seed tables may name the accuracy `test_top1` (sweep tables): read as `top1`.
 _RENAMES = {"test_top1": "top1"}
 

@@ -16,57 +16,22 @@ import pandas as pd
 from visprompt.evaluation.statistics import paired_test, seed_interval
 
 #: Columns of comparison_seeds.csv: one row per (run, seed).
-SEED_COLUMNS = (
-    "run",
-    "seed",
-    "method",
-    "backbone",
-    "top1",
-    "top5",
-    "macro_f1",
-    "ece",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "train_time_s",
-    "epochs",
-    "best_epoch",
-    "best_val_top1",
-)
+SEED_COLUMNS = ("run", "seed", "method", "backbone", "top1", "top5", "macro_f1", "ece",
+    "trainable_params", "total_params", "trainable_pct", "train_time_s", "epochs",
+    "best_epoch", "best_val_top1")  # fmt: skip
 
 #: Metrics aggregated over seeds with mean, std and a 95 % t-interval.
 INTERVAL_METRICS = ("top1", "macro_f1")
 
 #: Column order of comparison.csv: one row per run (the contract in docs/architecture.md).
-COLUMNS = (
-    "run",
-    "method",
-    "backbone",
-    "n_seeds",
+COLUMNS = ("run", "method", "backbone", "n_seeds",
     *(f"{m}_{s}" for m in INTERVAL_METRICS for s in ("mean", "std", "ci_low", "ci_high")),
-    "top5_mean",
-    "ece_mean",
-    "val_top1_mean",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "train_time_s",
-    "epochs",
-)
+    "top5_mean", "ece_mean", "val_top1_mean", "trainable_params", "total_params",
+    "trainable_pct", "train_time_s", "epochs")  # fmt: skip
 
 #: Columns of significance.csv: each run against a reference run, paired over seeds.
-SIGNIFICANCE_COLUMNS = (
-    "run",
-    "reference",
-    "reference_kind",
-    "metric",
-    "n_pairs",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "distinguishable",
-)
+SIGNIFICANCE_COLUMNS = ("run", "reference", "reference_kind", "metric", "n_pairs",
+    "mean_diff", "ci_low", "ci_high", "p_value", "distinguishable")  # fmt: skip
 
 #: Test metrics with this prefix (PGN's RGB deployment, `prompt_inversion.deployment_metrics`)
 #: are carried into the seed and comparison tables when a run has them.

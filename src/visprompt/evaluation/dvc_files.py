@@ -14,14 +14,8 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 #: Columns of comparison.csv in each run's metrics file (the ones a reader compares).
-METRIC_COLUMNS = (
-    "top1_mean",
-    "top1_ci_low",
-    "top1_ci_high",
-    "macro_f1_mean",
-    "trainable_params",
-    "train_time_s",
-)
+METRIC_COLUMNS = ("top1_mean", "top1_ci_low", "top1_ci_high", "macro_f1_mean",
+    "trainable_params", "train_time_s")  # fmt: skip
 #: Columns of a training history kept in the curves table.
 CURVE_COLUMNS = ("train_loss", "train_top1", "val_loss", "val_top1", "lr")
 
