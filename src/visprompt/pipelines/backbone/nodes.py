@@ -8,7 +8,6 @@ from typing import Any
 from visprompt import weights
 from visprompt.pipelines import tracking
 from visprompt.pipelines.tracking import KEY_TAG
-from visprompt.registry import run_log
 from visprompt.weights import fingerprint
 
 
@@ -65,7 +64,7 @@ def _materialise_logged(
         )
         run_key = fingerprint(key, model_key, entry, spec["sha256"])
         if opened:
-            run_log.set_tag(KEY_TAG, run_key)
+            tracking.set_tags({KEY_TAG: run_key})
         elif tracking.finished_run(run_key) is None:
             stack.enter_context(
                 tracking.nested_run(f"backbone_{key}", tags=tags | {KEY_TAG: run_key})

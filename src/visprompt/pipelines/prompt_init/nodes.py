@@ -11,7 +11,6 @@ from visprompt.backbones import sha256_file
 from visprompt.pipelines import tracking
 from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.prompt_init.config import WHERE, init_configs
-from visprompt.registry import run_log
 from visprompt.training import Placement, Preprocess
 from visprompt.weights import fingerprint
 
@@ -38,11 +37,11 @@ def _log(name: str, path: Path, metadata: Mapping[str, Any]) -> None:
     tags = {"visprompt.stage": "prompt_init", KEY_TAG: key}
     with tracking.nested_run(f"prompt_init_{name}", tags=tags):
         tracking.log_params(params)
-        run_log.log_steps("seconds_per_layer", metadata["seconds_per_layer"])
+        tracking.log_steps("seconds_per_layer", metadata["seconds_per_layer"])
         tracking.log_numbers(
             {"seconds_total": metadata["seconds_total"], "images_used": metadata["images_used"]}
         )
-        run_log.log_files([path, path.with_suffix(".json")], "prompt_init")
+        tracking.log_files([path, path.with_suffix(".json")], "prompt_init")
 
 
 def _stream(

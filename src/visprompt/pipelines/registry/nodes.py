@@ -13,9 +13,13 @@ from typing import Any
 
 from visprompt.data.shards import read_classes, read_split
 from visprompt.pipelines import tracking
-from visprompt.registry import run_log
 from visprompt.registry.packaging import Candidate, candidate, git_commit
-from visprompt.registry.promotion import VerificationError, already_registered, register_and_promote
+from visprompt.registry.promotion import (
+    VerificationError,
+    already_registered,
+    champion_version,
+    register_and_promote,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ def register_runs(
     common = {
         "git_commit": git_commit(),
         "data_hash": str(validation_summary.get("data_hash", "unknown")),
-        "kedro_run_id": run_log.kedro_run_id(),
+        "kedro_run_id": tracking.kedro_run_id(),
     }
     decisions = []
     for run, seeds in per_run.items():
@@ -57,7 +61,7 @@ def register_runs(
         "metric": str(params["metric"]),
         "margin": float(params["margin"]),
         "decisions": decisions,
-        "champion": run_log.champion_version(model_name),
+        "champion": champion_version(model_name),
     }
 
 
