@@ -13,7 +13,7 @@ import copy
 import functools
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,11 @@ def recipe_runs(section: str, params: Mapping[str, Any] | None = None) -> dict[s
 def seed_namespace(run: str, seed: int) -> str:
     """`<run>.seed_<seed>`: the Kedro namespace of one seed of a run (inside the run's)."""
     return f"{run}.seed_{seed}"
+
+
+def seed_datasets(pairs: Iterable[tuple[str, int]], *names: str) -> list[str]:
+    """`<run>.seed_<s>.<name>` for each (run, seed) and each name, in that order."""
+    return [f"{seed_namespace(run, seed)}.{name}" for run, seed in pairs for name in names]
 
 
 def bind_first(func: Callable[..., Any], value: Any) -> Callable[..., Any]:

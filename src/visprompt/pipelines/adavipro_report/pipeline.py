@@ -14,7 +14,7 @@ from typing import Any
 from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.adavipro_report.nodes import region_figure, sweep_figure, sweep_table
-from visprompt.pipelines.runs import project_parameters, seed_namespace
+from visprompt.pipelines.runs import project_parameters, seed_datasets, seed_namespace
 from visprompt.pipelines.sweeps import recipe_runs, trained_and_tested
 from visprompt.training.runs import RunSpec
 
@@ -36,11 +36,9 @@ def report_runs(params: dict[str, Any] | None = None) -> tuple[dict[str, RunSpec
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
     specs, figure_run = report_runs()
-    first = {name: seed_namespace(name, spec.seeds[0]) for name, spec in specs.items()}
-    results = [
-        f"{first[run]}.{name}" for run in specs for name in ("train_summary", "test_metrics")
-    ]
-    figure = first[figure_run]
+    first = [(name, spec.seeds[0]) for name, spec in specs.items()]
+    results = seed_datasets(first, "train_summary", "test_metrics")
+    figure = seed_namespace(figure_run, specs[figure_run].seeds[0])
     return trained_and_tested(specs.values()) + Pipeline(
         [
             node(

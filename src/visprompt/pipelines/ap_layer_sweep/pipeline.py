@@ -17,7 +17,7 @@ from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.ap_layer_sweep.nodes import sweep_figure, sweep_table
 from visprompt.pipelines.profiling.pipeline import profile_node
-from visprompt.pipelines.runs import seed_namespace
+from visprompt.pipelines.runs import seed_datasets
 from visprompt.pipelines.sweeps import recipe_runs, trained_and_tested
 
 SECTION = "ap_layer_sweep"
@@ -27,12 +27,8 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
     specs = recipe_runs(SECTION)
     if not specs:
         return Pipeline([])
-    results = [
-        f"{seed_namespace(run, seed)}.{name}"
-        for run, spec in specs.items()
-        for seed in spec.seeds
-        for name in ("train_summary", "test_metrics")
-    ]
+    pairs = [(run, seed) for run, spec in specs.items() for seed in spec.seeds]
+    results = seed_datasets(pairs, "train_summary", "test_metrics")
     first_seeds = {run: spec.seeds[0] for run, spec in specs.items()}
     return trained_and_tested(specs.values()) + Pipeline(
         [

@@ -10,6 +10,7 @@ from visprompt.pipelines.runs import (
     bind_first,
     configured_runs,
     project_parameters,
+    seed_datasets,
     seed_namespace,
 )
 
@@ -59,12 +60,8 @@ def create_pipeline(**kwargs) -> Pipeline:
 def report_pipeline(name: str, layout: list[tuple[str, int]]) -> Pipeline:
     """The experiment's comparison of the (run, seed) pairs of `layout`, in its namespace:
     `<name>.comparison` ... saved under data/08_reporting/<name>/."""
-    per_seed = [
-        f"{seed_namespace(run, seed)}.{dataset}"
-        for run, seed in layout
-        for dataset in ("train_summary", "test_metrics", "history")
-    ]
-    histories = [f"{seed_namespace(r, s)}.history" for r, s in layout]
+    per_seed = seed_datasets(layout, "train_summary", "test_metrics", "history")
+    histories = seed_datasets(layout, "history")
     reports = Pipeline(
         [
             node(
