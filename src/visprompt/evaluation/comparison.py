@@ -1,9 +1,6 @@
-"""The comparison across runs and seeds: per-seed rows, per-run means with 95 % intervals,
-paired significance against the best run and the backbone's linear probe, and Markdown.
-
-One seed is one sample: a run's accuracy is reported as the mean over its seeds with a
-t-interval, and two runs are compared on the seeds they share (same seed, same test split).
-"""
+"""The comparison across runs and seeds: per-seed rows, per-run means with 95 % t-intervals
+(one seed is one sample), paired tests on shared seeds against the best run and the
+backbone's linear probe, and Markdown."""
 
 from __future__ import annotations
 
@@ -45,13 +42,9 @@ def seed_table(
     summaries: Mapping[tuple[str, int], Mapping[str, Any]],
     metrics: Mapping[tuple[str, int], Mapping[str, Any]],
 ) -> pd.DataFrame:
-    """One row per (run, seed): the seed's train summary joined with its test metrics.
-
-    Both mappings are keyed by (run, seed) and must hold the same keys: a seed trained but
-    not evaluated (or the reverse) is an error naming it, not a silent gap in the table.
-    `hparams_source` is carried over when the train summaries have it, and a PGN run's
-    RGB-deployment figures (`rgb_*` test metrics: token-vs-RGB agreement) when present.
-    """
+    """One row per (run, seed): its train summary joined with its test metrics (and
+    `hparams_source`, `rgb_*` when present). A seed with only one of them is an error naming
+    it, not a silent gap."""
     if set(summaries) != set(metrics):
         raise ValueError(
             f"(run, seed) with a train summary {sorted(summaries)} differ from those with test "
@@ -153,12 +146,8 @@ def _paired(seeds: pd.DataFrame, run: str, reference: str, metric: str) -> dict[
 def significance_table(
     seeds: pd.DataFrame, comparison: pd.DataFrame, metric: str = "top1"
 ) -> pd.DataFrame:
-    """Each run against the best run and against its backbone's linear probe, paired on seeds.
-
-    The best run is the first row of `comparison` (highest mean). A backbone's linear probe
-    is its `linear_probe` run (the best one when several). `mean_diff` is run minus
-    reference; `distinguishable` is p < ALPHA (false when the p-value is undefined: n < 2).
-    """
+    """Each run against the best run (the first row) and its backbone's best `linear_probe`
+    run, paired on seeds: `mean_diff` is run minus reference, `distinguishable` p < ALPHA."""
     rows = []
     best = comparison.iloc[0]["run"]
     probes = comparison[comparison["method"] == "linear_probe"].drop_duplicates("backbone")
@@ -204,11 +193,8 @@ def _mean_interval(row: pd.Series, metric: str) -> str:
 
 
 def to_markdown(comparison: pd.DataFrame, significance: pd.DataFrame | None = None) -> str:
-    """A GitHub Markdown table: mean ± 95 % half-width in %, costs, and the test vs the best.
-
-    Runs the paired test cannot tell from the best run (p >= ALPHA, or a single seed) are
-    marked `≈ best`; the best run itself `best`.
-    """
+    """A GitHub Markdown table: mean ± 95 % half-width in %, costs, and the test vs the best
+    (`≈ best`: the paired test cannot tell the run from it)."""
     vs_best = {}
     if significance is not None and len(significance):
         rows = significance[significance["reference_kind"] == "best"]
