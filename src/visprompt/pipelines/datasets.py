@@ -30,10 +30,8 @@ class _PathDataset(AbstractDataset[Any, Any]):
 
 
 class ShardsDataset(_PathDataset):
-    """The current, validated shard directory (visprompt.data.shards); loads as its path.
-
-    Read-only: a new version only arrives through `ValidationSummaryDataset.save`.
-    """
+    """The current, validated shard directory, loaded as its path; read-only (a new version
+    arrives through `ValidationSummaryDataset.save`)."""
 
     def load(self) -> str:
         staging.recover(self._filepath)
@@ -69,11 +67,8 @@ class StagingDataset(_PathDataset):
 
 
 class ValidationSummaryDataset(_PathDataset):
-    """The validation summary of the current shard directory at `filepath` (summary.json).
-
-    Saving commits: the summary is written into the staged version, which then replaces the
-    current one atomically (`visprompt.data.staging.commit`).
-    """
+    """The current shard directory's summary.json; saving writes it into the staged version,
+    which then replaces the current one atomically (`visprompt.data.staging.commit`)."""
 
     def load(self) -> dict:
         return staging.read_summary(self._filepath)

@@ -1,10 +1,5 @@
-"""adavipro_report pipeline: train and test every sweep run, then the sweep plot and figure.
-
-The sweep runs live in `parameters_adavipro_report.yml` (`adavipro_report.runs`, the same
-format as `training.runs`), so `kedro run` (the default chain) does not train them; they are
-trained and tested as every recipe's own runs are (`pipelines/sweeps.py`), outputs in the
-usual `<run>.seed_<s>.*` datasets. A sweep run trains seed 0 unless it sets `seeds`; the
-table and figure use its first seed.
+"""adavipro_report pipeline: train and test every sweep run (`adavipro_report.runs`, outside
+the default chain), then the sweep plot and the region figure, from each run's first seed.
 """
 
 from __future__ import annotations

@@ -17,26 +17,12 @@ from visprompt.pipelines.runs import (
 
 def run_pipeline(run: str, seeds: tuple[int, ...] = (0,)) -> Pipeline:
     """Every seed of `run`: `<run>.seed_<s>.test_metrics` from its artifact and summary."""
-    template = Pipeline(
-        [
-            node(
-                evaluate_run,
-                inputs=[
-                    "artifact_dir",
-                    "train_summary",
-                    "backbone_specs",
-                    "shards",
-                    "params:evaluation",
-                ],
-                outputs="test_metrics",
-                name="evaluate",
-            )
-        ]
-    )
+    inputs = ["artifact_dir", "train_summary", "backbone_specs", "shards", "params:evaluation"]
+    evaluate = node(evaluate_run, inputs=inputs, outputs="test_metrics", name="evaluate")
     return sum(
         (
             Pipeline(
-                template,
+                [evaluate],
                 namespace=seed_namespace(run, seed),
                 inputs={"backbone_specs", "shards"},
                 parameters={"params:evaluation"},

@@ -92,7 +92,7 @@ class _BackboneJob:
     batch_size: int
 
     def cache_key(self) -> str:
-        """The inputs of this backbone's measurements, as one digest (see `profile_runs`)."""
+        """The inputs of this backbone's measurements, as one digest."""
         runs, summaries = self.runs, self.summaries
         settings = {k: v for k, v in self.params.items() if k != "cache_dir"}
         engines = {r: (summaries[r].get("accelerator"), summaries[r].get("precision"))

@@ -29,12 +29,8 @@ def profile_node(runs: dict[str, int], output: str, name: str) -> Node:
 
 
 def profiling_pipeline(runs: dict[str, int], name: str) -> Pipeline:
-    """The pipeline for these training runs, each profiled on one seed's artifact ({run: seed}),
-    reporting as experiment `name`.
-
-    Costs do not depend on the seed (same architecture and shapes); the training time in the
-    report is the mean over seeds, from the comparison table.
-    """
+    """These runs profiled on one seed's artifact each ({run: seed}: costs do not depend on
+    the seed), reported as experiment `name`."""
     return Pipeline(
         [
             profile_node(runs, "efficiency_profile", "profile_runs"),
