@@ -47,8 +47,8 @@ def log_validation_report(report: Mapping[str, Any]) -> None:
             "data.validation.failed_expectations": len(report["failures"]),
         }
     )
-    mlflow.set_tag("data_hash", report["data_hash"])
-    mlflow.set_tag("data_validation", "passed" if report["success"] else "failed")
+    verdict = "passed" if report["success"] else "failed"
+    mlflow.set_tags({"data_hash": report["data_hash"], "data_validation": verdict})
 
 
 # Catalog name -> how it is logged when saved.
