@@ -100,12 +100,16 @@ def check(params: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> None:
     layout(params, runs, "registry.runs")
 
 
+def requested_pipelines(options: Mapping[str, Any]) -> list[str]:
+    """The pipelines `kedro run` options name (`--pipelines`, `--pipeline`); [] for none."""
+    return [*(options.get("pipelines") or []), *filter(None, [options.get("pipeline")])]
+
+
 def with_reports(options: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """`kedro run` options in which `--namespaces a,b` also runs the experiment's reports on
     a and b: they become `experiment.runs` (unless given) and its namespace joins them."""
     namespaces = list(options.get("namespaces") or [])
-    requested = [*(options.get("pipelines") or []), *filter(None, [options.get("pipeline")])]
-    if not namespaces or not REPORTING & set(requested or ["__default__"]):
+    if not namespaces or not REPORTING & set(requested_pipelines(options) or ["__default__"]):
         return options
     runtime = dict(options.get("params") or {})
     if selected := [n for n in namespaces if n != name(params)]:

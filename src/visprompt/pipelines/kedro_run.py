@@ -88,9 +88,7 @@ def close_interrupted_runs() -> list[str]:
 
 
 def _run(**kwargs: Any) -> Any:
-    requested = list(kwargs.get("pipelines") or []) + (
-        [kwargs["pipeline"]] if kwargs.get("pipeline") else []
-    )
+    requested = experiment.requested_pipelines(kwargs)
     check_pipelines(requested)
     try:
         kwargs = experiment.with_reports(kwargs, preflight(kwargs))
