@@ -1,16 +1,9 @@
-"""Project hooks: the run list checked before work starts; data reports into MLflow.
+"""Project hooks: the run list checked before work starts; MLflow beside kedro-mlflow's run.
 
-`RunListHook` hands the session's parameters to the pipelines' run list as soon as the
-context exists (before kedro-mlflow opens a run, before any node), so a configuration
-mistake stops `kedro run` within seconds with one message.
-
-kedro-mlflow opens one MLflow run per `kedro run`, logs node parameters and, through the
-catalog's MlflowArtifactDatasets, the data reports; `DataTrackingHook` adds the figures and
-tags derived from them, at the moment each report is saved (so a validation that then fails
-has already logged them), and opens one nested run per trained seed, keyed by the node's
-namespace (`<run>.seed_<s>`): its params, history and numbers once the node returns, its
-artifact from the catalog's folder once saved. A seed whose `run_key` already has a finished
-run reuses that run. Nodes stay free of MLflow.
+`DataTrackingHook` logs the data reports' figures when each is saved (before a failing
+validation stops the run) and opens one nested run per trained seed, keyed by the node's
+namespace (`<run>.seed_<s>`), finished once the catalog saved its artifact; a seed whose
+`run_key` has a finished run reuses it. Nodes stay free of MLflow.
 """
 
 from __future__ import annotations
@@ -54,8 +47,8 @@ def log_validation_report(report: Mapping[str, Any]) -> None:
             "data.validation.failed_expectations": len(report["failures"]),
         }
     )
-    mlflow.set_tag("data_hash", report["data_hash"])
-    mlflow.set_tag("data_validation", "passed" if report["success"] else "failed")
+    verdict = "passed" if report["success"] else "failed"
+    mlflow.set_tags({"data_hash": report["data_hash"], "data_validation": verdict})
 
 
 # Catalog name -> how it is logged when saved.

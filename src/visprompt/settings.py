@@ -8,13 +8,9 @@ from kedro.config import OmegaConfigLoader
 from kedro.framework.project import LOGGING
 from mlflow.pyfunc import PythonModel
 
-# Kedro imports these settings while bootstrapping the project, before it loads the plugins'
-# commands. kedro-mlflow's commands define its `KedroPipelineModel`, a PythonModel whose
-# `predict` has no type hints, and MLflow warns about that at the definition (inside a
-# `simplefilter("once")` of its own, so no warning filter reaches it): at every `kedro`
-# command, about a class this project never uses (the registry logs its own typed
-# `PromptClassifier`, which MLflow still checks). MLflow's own opt-out attribute, set for
-# the definition of that one class only.
+# kedro-mlflow defines `KedroPipelineModel`, a PythonModel without type hints, and MLflow warns
+# about it at every `kedro` command (past any warning filter); this project never uses it. MLflow's
+# own opt-out, set for the definition of that one class only.
 PythonModel._skip_type_hint_validation = True  # type: ignore[attr-defined]
 try:
     import kedro_mlflow.mlflow  # noqa: F401  (sets kedro-mlflow's logger level before ours)

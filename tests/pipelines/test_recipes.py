@@ -29,9 +29,10 @@ from torch.utils.data import TensorDataset
 from visprompt import backbones, methods, prompt_init
 from visprompt.pipelines import experiment
 from visprompt.pipelines.prompt_init.nodes import init_configs
-from visprompt.pipelines.runs import configured_runs, parse_run, train_config
+from visprompt.pipelines.runs import configured_runs
 from visprompt.settings import CONFIG_LOADER_ARGS
 from visprompt.training import Preprocess, fit
+from visprompt.training.runs import parse_run, train_config
 from visprompt.weights import materialise
 
 ROOT = Path(__file__).resolve().parents[2]

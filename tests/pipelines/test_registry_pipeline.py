@@ -22,12 +22,13 @@ from visprompt.data.shards import ShardDataset, read_split
 from visprompt.pipelines import experiment
 from visprompt.pipelines.registry.nodes import register_runs
 from visprompt.pipelines.registry.pipeline import create_pipeline
-from visprompt.pipelines.runs import command_parameters, configured_runs, parse_run
+from visprompt.pipelines.runs import command_parameters, configured_runs
 from visprompt.pipelines.training.datasets import MethodArtifactDataset
 from visprompt.registry.integrity import encode_png
 from visprompt.registry.packaging import build_package, select_candidate, smoke_set
 from visprompt.registry.promotion import CHALLENGER, CHAMPION
 from visprompt.training import Preprocess, predict
+from visprompt.training.runs import parse_run
 
 NAME = "registry-pipeline-test"
 TRAINING = {

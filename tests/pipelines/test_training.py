@@ -11,12 +11,13 @@ from kedro.io import DatasetError
 from pipeline_kit import ENGINE, TINY_VIT, run_training
 
 from visprompt import backbones, methods
-from visprompt.pipelines.runs import RunSpec, configured_runs, parse_run, train_config
+from visprompt.pipelines.runs import configured_runs
 from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.pipelines.training.datasets import MethodArtifactDataset
 from visprompt.pipelines.training.nodes import train_run
 from visprompt.pipelines.training.pipeline import run_pipeline
 from visprompt.training.code_digest import code_digest
+from visprompt.training.runs import RunSpec, parse_run, train_config
 
 D, C = TINY_VIT["model_kwargs"]["embed_dim"], 4
 

@@ -1,26 +1,18 @@
 """The papers' claims, checked on this project's runs: one row per claim with the numbers.
 
-Each claim names the runs that test it and a test (below); its verdict is one of `holds`,
-`does not hold`, `not distinguishable` (the seeds cannot tell) or `not run` (a run or a
-figure is missing: the row says which recipe produces it). Accuracy claims use the per-seed
-table (`comparison_seeds.csv` and sweep tables: run, seed, top1, ...), with the paired
-t-test over the seeds two runs share (`evaluation.statistics`); cost claims use the
-profiling table (`efficiency.csv`, one row per run).
-
-Tests (`test` of a claim; `runs` in the order given):
+A verdict is `holds`, `does not hold`, `not distinguishable` (the seeds cannot tell) or `not
+run` (naming the recipe that produces the missing run). Accuracy claims use per-seed tables
+with paired t-tests over shared seeds; cost claims use the profiling table. Tests (`test`):
 - `better`: runs[0] beats runs[1] on `metric` (default top1): paired test, p < alpha.
-- `preferred_depth`: runs ordered shallow -> deep (>= 4 layers) and `prefer` deep (default)
-  or shallow: holds when the best layer is in the preferred half and the preferred end beats
-  the other end (paired); does not hold when the other end wins significantly.
-- `equivalent`: runs[0] ≈ runs[1]: the paired difference's 95 % interval lies within
-  ±`margin` (default 0.01 = 1 point); does not hold when the runs differ significantly by
-  more than the margin.
-- `cheaper`: runs[0] costs less than runs[1] on every `metrics` column of the profiling table
-  (default train_step_ms, peak_train_mem_mb): holds when every ratio <= 1 − `tolerance`
-  (default 0.05), does not hold when one is >= 1 + tolerance.
-- `at_least`: runs[0]'s `metric` (e.g. rgb_agreement_uint8) reaches `min` over its seeds:
-  holds when the interval's low end (the value, for one seed) is >= min, does not hold when
-  its high end is < min.
+- `preferred_depth`: runs shallow -> deep (>= 4); holds when the best layer is in the
+  `prefer`red half (deep by default) and that end beats the other (paired); does not hold
+  when the other end wins significantly.
+- `equivalent`: the paired difference's 95 % interval lies within ±`margin` (default 0.01);
+  does not hold when the runs differ significantly by more than the margin.
+- `cheaper`: runs[0] costs less than runs[1] on every `metrics` column (default
+  train_step_ms, peak_train_mem_mb): every ratio <= 1 − `tolerance` (0.05); fails at >= 1 + it.
+- `at_least`: runs[0]'s `metric` reaches `min`: holds when the interval's low end (the value,
+  for one seed) is >= min, does not hold when its high end is < min.
 """
 
 from __future__ import annotations
@@ -36,18 +28,8 @@ from visprompt.evaluation.statistics import paired_test, seed_interval
 
 HOLDS, FAILS, UNCLEAR, NOT_RUN = "holds", "does not hold", "not distinguishable", "not run"
 TESTS = ("better", "preferred_depth", "equivalent", "cheaper", "at_least")
-COLUMNS = (
-    "claim",
-    "text",
-    "runs",
-    "measured",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "n_seeds",
-    "verdict",
-)
+COLUMNS = ("claim", "text", "runs", "measured", "estimate", "ci_low", "ci_high",
+    "p_value", "n_seeds", "verdict")  # fmt: skip
 #: Per-seed tables may name the accuracy `test_top1` (sweep tables): read as `top1`.
 _RENAMES = {"test_top1": "top1"}
 

@@ -1,9 +1,6 @@
-"""The comparison across runs and seeds: per-seed rows, per-run means with 95 % intervals,
-paired significance against the best run and the backbone's linear probe, and Markdown.
-
-One seed is one sample: a run's accuracy is reported as the mean over its seeds with a
-t-interval, and two runs are compared on the seeds they share (same seed, same test split).
-"""
+"""The comparison across runs and seeds: per-seed rows, per-run means with 95 % t-intervals
+(one seed is one sample), paired tests on shared seeds against the best run and the
+backbone's linear probe, and Markdown."""
 
 from __future__ import annotations
 
@@ -16,57 +13,22 @@ import pandas as pd
 from visprompt.evaluation.statistics import paired_test, seed_interval
 
 #: Columns of comparison_seeds.csv: one row per (run, seed).
-SEED_COLUMNS = (
-    "run",
-    "seed",
-    "method",
-    "backbone",
-    "top1",
-    "top5",
-    "macro_f1",
-    "ece",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "train_time_s",
-    "epochs",
-    "best_epoch",
-    "best_val_top1",
-)
+SEED_COLUMNS = ("run", "seed", "method", "backbone", "top1", "top5", "macro_f1", "ece",
+    "trainable_params", "total_params", "trainable_pct", "train_time_s", "epochs",
+    "best_epoch", "best_val_top1")  # fmt: skip
 
 #: Metrics aggregated over seeds with mean, std and a 95 % t-interval.
 INTERVAL_METRICS = ("top1", "macro_f1")
 
 #: Column order of comparison.csv: one row per run (the contract in docs/architecture.md).
-COLUMNS = (
-    "run",
-    "method",
-    "backbone",
-    "n_seeds",
+COLUMNS = ("run", "method", "backbone", "n_seeds",
     *(f"{m}_{s}" for m in INTERVAL_METRICS for s in ("mean", "std", "ci_low", "ci_high")),
-    "top5_mean",
-    "ece_mean",
-    "val_top1_mean",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "train_time_s",
-    "epochs",
-)
+    "top5_mean", "ece_mean", "val_top1_mean", "trainable_params", "total_params",
+    "trainable_pct", "train_time_s", "epochs")  # fmt: skip
 
 #: Columns of significance.csv: each run against a reference run, paired over seeds.
-SIGNIFICANCE_COLUMNS = (
-    "run",
-    "reference",
-    "reference_kind",
-    "metric",
-    "n_pairs",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "distinguishable",
-)
+SIGNIFICANCE_COLUMNS = ("run", "reference", "reference_kind", "metric", "n_pairs",
+    "mean_diff", "ci_low", "ci_high", "p_value", "distinguishable")  # fmt: skip
 
 #: Test metrics with this prefix (PGN's RGB deployment, `prompt_inversion.deployment_metrics`)
 #: are carried into the seed and comparison tables when a run has them.
@@ -80,13 +42,9 @@ def seed_table(
     summaries: Mapping[tuple[str, int], Mapping[str, Any]],
     metrics: Mapping[tuple[str, int], Mapping[str, Any]],
 ) -> pd.DataFrame:
-    """One row per (run, seed): the seed's train summary joined with its test metrics.
-
-    Both mappings are keyed by (run, seed) and must hold the same keys: a seed trained but
-    not evaluated (or the reverse) is an error naming it, not a silent gap in the table.
-    `hparams_source` is carried over when the train summaries have it, and a PGN run's
-    RGB-deployment figures (`rgb_*` test metrics: token-vs-RGB agreement) when present.
-    """
+    """One row per (run, seed): its train summary joined with its test metrics (and
+    `hparams_source`, `rgb_*` when present). A seed with only one of them is an error naming
+    it, not a silent gap."""
     if set(summaries) != set(metrics):
         raise ValueError(
             f"(run, seed) with a train summary {sorted(summaries)} differ from those with test "
@@ -188,12 +146,8 @@ def _paired(seeds: pd.DataFrame, run: str, reference: str, metric: str) -> dict[
 def significance_table(
     seeds: pd.DataFrame, comparison: pd.DataFrame, metric: str = "top1"
 ) -> pd.DataFrame:
-    """Each run against the best run and against its backbone's linear probe, paired on seeds.
-
-    The best run is the first row of `comparison` (highest mean). A backbone's linear probe
-    is its `linear_probe` run (the best one when several). `mean_diff` is run minus
-    reference; `distinguishable` is p < ALPHA (false when the p-value is undefined: n < 2).
-    """
+    """Each run against the best run (the first row) and its backbone's best `linear_probe`
+    run, paired on seeds: `mean_diff` is run minus reference, `distinguishable` p < ALPHA."""
     rows = []
     best = comparison.iloc[0]["run"]
     probes = comparison[comparison["method"] == "linear_probe"].drop_duplicates("backbone")
@@ -239,11 +193,8 @@ def _mean_interval(row: pd.Series, metric: str) -> str:
 
 
 def to_markdown(comparison: pd.DataFrame, significance: pd.DataFrame | None = None) -> str:
-    """A GitHub Markdown table: mean ± 95 % half-width in %, costs, and the test vs the best.
-
-    Runs the paired test cannot tell from the best run (p >= ALPHA, or a single seed) are
-    marked `≈ best`; the best run itself `best`.
-    """
+    """A GitHub Markdown table: mean ± 95 % half-width in %, costs, and the test vs the best
+    (`≈ best`: the paired test cannot tell the run from it)."""
     vs_best = {}
     if significance is not None and len(significance):
         rows = significance[significance["reference_kind"] == "best"]

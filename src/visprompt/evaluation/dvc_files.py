@@ -1,10 +1,6 @@
-"""What DVC's own commands read: a few numbers per run, and the training curves in one table.
-
-`dvc metrics show` / `dvc metrics diff` print one row per metrics file, so each run gets its
-own small JSON (test top-1 mean and 95 % interval over seeds, macro-F1, trainable
-parameters, training time) and the table stays readable with any number of runs.
-`dvc plots show` draws the curves from one long CSV (run, seed, epoch, ...), one line per
-run and seed with the project's template (`.dvc/plots/runs.json`).
+"""What DVC's own commands read: one small metrics JSON per run (`dvc metrics show` prints a
+row per file, readable with any number of runs), and the training curves as one long CSV
+for `dvc plots show` (template `.dvc/plots/runs.json`).
 """
 
 from __future__ import annotations
@@ -14,14 +10,8 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 #: Columns of comparison.csv in each run's metrics file (the ones a reader compares).
-METRIC_COLUMNS = (
-    "top1_mean",
-    "top1_ci_low",
-    "top1_ci_high",
-    "macro_f1_mean",
-    "trainable_params",
-    "train_time_s",
-)
+METRIC_COLUMNS = ("top1_mean", "top1_ci_low", "top1_ci_high", "macro_f1_mean",
+    "trainable_params", "train_time_s")  # fmt: skip
 #: Columns of a training history kept in the curves table.
 CURVE_COLUMNS = ("train_loss", "train_top1", "val_loss", "val_top1", "lr")
 

@@ -16,13 +16,8 @@ from torchmetrics.classification import (
 def classification_metrics(
     logits: torch.Tensor, labels: torch.Tensor, *, ece_bins: int = 15
 ) -> dict[str, Any]:
-    """top1, top5, macro_f1, ece (L1, `ece_bins` equal-width bins), per_class, confusion.
-
-    `logits` is (N, C) over the target classes, `labels` (N,) in [0, C). `top5` is top-min(5, C).
-    `per_class[i]` is the accuracy (recall) on true class i, None when class i has no test
-    image; `confusion[i][j]` counts images of true class i predicted as j. Returned as plain
-    Python numbers so the result is JSON as is.
-    """
+    """top1, top5 (top-min(5, C)), macro_f1, ece (L1, `ece_bins` bins), per_class (recall,
+    None without a test image), confusion[true][predicted], as plain JSON numbers."""
     if logits.ndim != 2:
         raise ValueError(f"logits must be (N, C), got shape {tuple(logits.shape)}")
     if labels.shape != (logits.shape[0],):

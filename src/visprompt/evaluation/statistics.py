@@ -1,15 +1,11 @@
-"""Statistics over seeds: a t-interval per run and a paired test between two runs.
-
-A comparison from one seed is not evidence: these functions turn per-seed scores into the
-mean with its 95 % interval, and two runs' scores on the same seeds into a paired difference
-with its interval and p-value (the seed is the pairing unit: same seed, same test split).
-"""
+"""Statistics over seeds (one seed is not evidence): a t-interval per run, and a paired test
+between two runs (the seed is the pairing unit: same seed, same test split)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -28,9 +24,6 @@ class SeedSummary:
     ci_low: float
     ci_high: float
 
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class PairedTest:
@@ -46,9 +39,6 @@ class PairedTest:
     ci_low: float
     ci_high: float
     p_value: float
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 def _values(values: Sequence[float], name: str) -> np.ndarray:

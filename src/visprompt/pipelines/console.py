@@ -1,12 +1,6 @@
-"""What `kedro run` prints: one line per node, with its result, and a closing summary.
-
-Kedro's own per-dataset and per-node chatter is turned down in `conf/logging.yml`; this hook
-prints one line when a node finishes: which node of how many, how long it took and, for the
-nodes whose output a person checks (a seed's training, the backbones, data validation's
-verdict, the prompt inits, the registry), that result on the same line. At the end: the
-few things a person looks for: the best runs with their intervals, what happened to the
-registry's champion, where the tables and plots are and how to open MLflow. Long nodes show
-their own progress (`visprompt.progress`) while they run.
+"""What `kedro run` prints (Kedro's own chatter is turned down in conf/logging.yml): one line
+per finished node, with its result where a person checks it, and a closing summary: the best
+runs with their intervals, the registry's champion, where the reports are, how to open MLflow.
 """
 
 from __future__ import annotations
@@ -25,10 +19,9 @@ from kedro.pipeline.node import Node
 
 log = logging.getLogger("visprompt.run")
 
-#: Datasets whose saved value the summary reads (by name, or the last part of a name in the
-#: experiment's namespace: `digits.comparison`).
+#: Datasets whose saved value the summary reads (the last part of `digits.comparison`).
 _KEPT = ("comparison", "significance", "registry_summary")
-#: Outputs whose location the summary points to, in this order (names as in _KEPT).
+#: Outputs whose location the summary points to, in this order.
 _REPORTS = ("comparison_markdown", "comparison_plots", "efficiency_markdown", "efficiency_plots")
 TOP_ROWS = 5
 
@@ -125,8 +118,8 @@ def _vs_best(significance: pd.DataFrame | None) -> dict[str, str]:
 def top_rows(
     table: pd.DataFrame, rows: int = TOP_ROWS, significance: pd.DataFrame | None = None
 ) -> list[str]:
-    """The best `rows` runs as aligned lines: run, method, backbone, test top-1 (± CI), params
-    and, with the significance table, each run's paired difference to the best."""
+    """The best `rows` runs as aligned lines (run, method, backbone, test top-1 ± CI, params,
+    the paired difference to the best)."""
     mean = "top1_mean" if "top1_mean" in table.columns else "top1"
     ranked = table.sort_values(mean, ascending=False).head(rows)
     width = max(len(str(r)) for r in ranked["run"])

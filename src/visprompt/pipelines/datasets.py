@@ -1,9 +1,6 @@
-"""Custom Kedro datasets: whole directories written atomically, and the staged dataset.
-
-A directory is written next to its final place and swapped in at the end, so a failing
-save never leaves a half-written directory and never loses the previous one. The shard
-directory follows the same rule through `visprompt.data.staging`: data_ingestion builds
-into `shards_staging`, and saving `validation_summary` swaps the staged version in.
+"""Custom Kedro datasets, written atomically: a failing save never leaves half a folder and
+never loses the previous one. data_ingestion builds into `shards_staging`; saving
+`validation_summary` swaps the staged shards in (`visprompt.data.staging`).
 """
 
 from __future__ import annotations
@@ -32,30 +29,9 @@ class _PathDataset(AbstractDataset[Any, Any]):
         return {"filepath": str(self._filepath)}
 
 
-class _DirectoryDataset(_PathDataset):
-    """Loads as the directory's path (str); subclasses say how to write their data into it."""
-
-    def _write(self, data: Any, directory: Path) -> None:
-        raise NotImplementedError
-
-    def load(self) -> str:
-        if not self._filepath.is_dir():
-            raise FileNotFoundError(f"directory '{self._filepath}' does not exist yet")
-        return str(self._filepath)
-
-    def save(self, data: Any) -> None:
-        with atomic_directory(self._filepath) as tmp:
-            self._write(data, tmp)
-
-    def _exists(self) -> bool:
-        return self._filepath.is_dir()
-
-
 class ShardsDataset(_PathDataset):
-    """The current, validated shard directory (visprompt.data.shards); loads as its path.
-
-    Read-only: a new version only arrives through `ValidationSummaryDataset.save`.
-    """
+    """The current, validated shard directory, loaded as its path; read-only (a new version
+    arrives through `ValidationSummaryDataset.save`)."""
 
     def load(self) -> str:
         staging.recover(self._filepath)
@@ -91,11 +67,8 @@ class StagingDataset(_PathDataset):
 
 
 class ValidationSummaryDataset(_PathDataset):
-    """The validation summary of the current shard directory at `filepath` (summary.json).
-
-    Saving commits: the summary is written into the staged version, which then replaces the
-    current one atomically (`visprompt.data.staging.commit`).
-    """
+    """The current shard directory's summary.json; saving writes it into the staged version,
+    which then replaces the current one atomically (`visprompt.data.staging.commit`)."""
 
     def load(self) -> dict:
         return staging.read_summary(self._filepath)
@@ -107,17 +80,29 @@ class ValidationSummaryDataset(_PathDataset):
         return (self._filepath / "summary.json").is_file()
 
 
-class FileTreeDataset(_DirectoryDataset):
-    """A folder of files; saves {relative path: bytes} (e.g. a GX data docs site)."""
+class FileTreeDataset(_PathDataset):
+    """A folder of files (e.g. a GX data docs site): saves {relative path: bytes}, loads as
+    the folder's path."""
 
-    def _write(self, data: Mapping[str, bytes], directory: Path) -> None:
-        root = directory.resolve()
-        for relative, content in data.items():
-            target = (directory / relative).resolve()
-            if not target.is_relative_to(root):
-                raise ValueError(f"file '{relative}' would be written outside the dataset's folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
+    def load(self) -> str:
+        if not self._filepath.is_dir():
+            raise FileNotFoundError(f"directory '{self._filepath}' does not exist yet")
+        return str(self._filepath)
+
+    def save(self, data: Mapping[str, bytes]) -> None:
+        with atomic_directory(self._filepath) as directory:
+            root = directory.resolve()
+            for relative, content in data.items():
+                target = (directory / relative).resolve()
+                if not target.is_relative_to(root):
+                    raise ValueError(
+                        f"file '{relative}' would be written outside the dataset's folder"
+                    )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_dir()
 
 
 class ManifestDataset(_PathDataset):

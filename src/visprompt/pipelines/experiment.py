@@ -1,10 +1,6 @@
-"""The experiment: the unit a user runs and compares (`experiment` in parameters.yml).
-
-An experiment is the project's parameters under one name: its data (`data_ingestion`), its
-backbones (`backbone.build`, each input size stated once), its runs and seeds
-(`training`; `experiment.runs` selects those its reports cover) and its registered model.
-Its report nodes live in the Kedro namespace of its name, so their outputs are
-`<name>.<dataset>`, saved under data/08_reporting/<name>/ (catalog factories).
+"""The experiment: the project's parameters under one name (`experiment` in parameters.yml),
+the unit a user runs and compares. Its report nodes live in the Kedro namespace of its name,
+so their outputs (`<name>.<dataset>`) are saved under data/08_reporting/<name>/.
 """
 
 from __future__ import annotations
@@ -69,11 +65,8 @@ def layout(
 
 def data_image_size(data: Mapping[str, Any], backbone: Mapping[str, Any]) -> int:
     """The shards' side: `data_ingestion.image_size`, or (null) the largest input size of the
-    experiment's backbones, so none of them sees upsampled shards.
-
-    An explicit size must be one of those backbones' sizes: a size none takes would be resized
-    away on the device (a 128 px setting silently trained at 64 px).
-    """
+    experiment's backbones; an explicit size none of them takes is refused (it would be
+    resized away on the device)."""
     build = backbone.get("build") or {}
     sizes = {k: size for k in build if (size := stated_image_size(backbone, k)) is not None}
     given = data.get("image_size")
@@ -107,12 +100,16 @@ def check(params: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> None:
     layout(params, runs, "registry.runs")
 
 
+def requested_pipelines(options: Mapping[str, Any]) -> list[str]:
+    """The pipelines `kedro run` options name (`--pipelines`, `--pipeline`); [] for none."""
+    return [*(options.get("pipelines") or []), *filter(None, [options.get("pipeline")])]
+
+
 def with_reports(options: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """`kedro run` options in which `--namespaces a,b` also runs the experiment's reports on
     a and b: they become `experiment.runs` (unless given) and its namespace joins them."""
     namespaces = list(options.get("namespaces") or [])
-    requested = [*(options.get("pipelines") or []), *filter(None, [options.get("pipeline")])]
-    if not namespaces or not REPORTING & set(requested or ["__default__"]):
+    if not namespaces or not REPORTING & set(requested_pipelines(options) or ["__default__"]):
         return options
     runtime = dict(options.get("params") or {})
     if selected := [n for n in namespaces if n != name(params)]:

@@ -1,9 +1,6 @@
-"""`kedro run` with one-paragraph answers to configuration mistakes instead of tracebacks.
-
-The project's `cli` group (imported by Kedro from `visprompt.cli`) overrides Kedro's `run`
-with this command: the same options and the same run, but an unknown pipeline name, a run-list
-mistake or an unknown namespace is refused before the session starts, with a message naming
-the valid choices, exit code 1. Ctrl-C closes the MLflow runs left open as KILLED and exits 130.
+"""Kedro's `run` (overridden in `visprompt.cli`) answering configuration mistakes in one
+paragraph naming the valid choices (exit 1) before the session starts; Ctrl-C closes the open
+MLflow runs as KILLED and exits 130.
 """
 
 from __future__ import annotations
@@ -41,14 +38,8 @@ def check_pipelines(requested: list[str]) -> None:
 
 
 def preflight(options: dict[str, Any]) -> dict[str, Any]:
-    """Check the run list and the namespaces of a `kedro run` with these options, at once.
-
-    Before the session: its hooks (kedro-mlflow's) and the pipelines (torch, timm, Great
-    Expectations) take ~15 s of CPU on 2 cores to load, and a typo needs none of them. The
-    session's hook (`RunListHook`) and the pipelines reuse this validation (`runs.run_lists`,
-    once per parameter set); a namespace that names a run but no node of the requested
-    pipelines is refused by Kedro after loading.
-    """
+    """Check the run list and the namespaces of a `kedro run` before the session, whose hooks
+    and pipelines take ~15 s of CPU to load; the session reuses this validation."""
     params = command_parameters(
         options.get("env"), options.get("conf_source"), options.get("params")
     )
@@ -85,10 +76,8 @@ def _config_error(error: BaseException) -> ConfigError | None:
 
 
 def close_interrupted_runs() -> list[str]:
-    """End every MLflow run this process still has open as KILLED; their ids, innermost first.
-
-    Ctrl-C is not an `Exception`, so Kedro's `on_pipeline_error` (where kedro-mlflow marks a
-    run FAILED) never runs, and MLflow's exit handler would mark the runs FINISHED.
+    """End every MLflow run this process has open as KILLED; their ids, innermost first.
+    (On Ctrl-C kedro-mlflow's error hook never runs; MLflow's exit handler would say FINISHED.)
     """
     closed = []
     while (active := mlflow.active_run()) is not None:
@@ -99,9 +88,7 @@ def close_interrupted_runs() -> list[str]:
 
 
 def _run(**kwargs: Any) -> Any:
-    requested = list(kwargs.get("pipelines") or []) + (
-        [kwargs["pipeline"]] if kwargs.get("pipeline") else []
-    )
+    requested = experiment.requested_pipelines(kwargs)
     check_pipelines(requested)
     try:
         kwargs = experiment.with_reports(kwargs, preflight(kwargs))
@@ -126,12 +113,8 @@ def _run(**kwargs: Any) -> Any:
 
 
 def _exit_without_collection() -> None:
-    """Let the process end without a last garbage collection of the whole heap.
-
-    At exit the interpreter collects every object of the run (torch, MLflow, Great
-    Expectations): 20 s to minutes on a busy 2-core machine, after Ctrl-C too. Frozen objects
-    are not scanned; atexit handlers (MLflow's, logging's flush) still run.
-    """
+    """Skip the interpreter's last collection of the whole heap (20 s or more on a busy
+    machine): frozen objects are not scanned; atexit handlers still run."""
     gc.freeze()
 
 

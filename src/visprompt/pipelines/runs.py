@@ -1,16 +1,10 @@
 """The run list as the Kedro run sees it: parameters from the session's own config loader.
 
-Kedro builds pipelines before nodes receive parameters, so the run list (one namespace per
-run) must be known when pipelines are created. `RunListHook.after_context_created` hands the
-context's parameters (with `--params`, `--env` and `--conf-source` applied) to
-`use_parameters`, which validates every run list there (`training.runs` and the sweep
-recipes' `<section>.runs`), before MLflow or any node starts; pipelines then read them through
-`configured_runs` and `recipe_runs`, and nodes receive the parsed specs. The project's `kedro
-run` checks them before that, before the session exists (`kedro_run.preflight`), with the same
-function: `run_lists` validates a parameter set once and hands out its result after that, so
-one `kedro run` validates once. Outside a session (a test calling
-`create_pipeline`) the project's configuration is read with the project's loader settings.
-The checks themselves live in the library (`visprompt.training.runs`).
+Kedro builds pipelines before nodes receive parameters, so the run lists must be known then.
+`RunListHook` hands the session's parameters (with `--params`, `--env`, `--conf-source`) to
+`use_parameters`; the project's `kedro run` validates them earlier with the same function
+(`kedro_run.preflight`), and `run_lists` validates a parameter set only once. Outside a
+session (a test calling `create_pipeline`) the project's configuration is read from disk.
 """
 
 from __future__ import annotations
@@ -19,7 +13,7 @@ import copy
 import functools
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,42 +21,17 @@ from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
 
-from visprompt.training.runs import (
-    ConfigError,
-    RunSpec,
-    parse_run,
-    train_config,
-    validate_runs,
-)
+from visprompt.training.runs import ConfigError, RunSpec, validate_runs
 
-#: The project's config loader arguments (settings.py uses them): defined here, not read from
-#: Kedro's `settings`, so a loader built outside `kedro run` (the preflight, a test, a notebook,
-#: where the project's settings are not configured) merges exactly as the session's does.
+#: The project's config loader arguments (settings.py uses them), here so a loader built
+#: outside `kedro run` (the preflight, a test) merges exactly as the session's does.
 CONFIG_LOADER_ARGS: dict[str, Any] = {
     "base_env": "base",
     "default_run_env": "local",
-    # conf/local/parameters_training.yml may change one run's option, not replace `training`
-    # An environment (conf/gpu) merges into base key by key: with Kedro's default
-    # (destructive) merge, `kedro run --env gpu --params training...` (the hub recipes)
-    # replaced the whole `training` block with the few keys a recipe overrides.
-    # conf/<env>/mlflow.yml (e.g. conf/team) overrides single keys of conf/base/mlflow.yml too
+    # an environment (conf/local, conf/gpu, conf/team) overrides single keys of base; Kedro's
+    # default (destructive) merge replaced the whole `training` block with a recipe's few keys
     "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
 }
-
-__all__ = [
-    "ConfigError",
-    "RunSpec",
-    "bind_first",
-    "command_parameters",
-    "configured_runs",
-    "parse_run",
-    "project_parameters",
-    "recipe_runs",
-    "run_lists",
-    "seed_namespace",
-    "train_config",
-    "use_parameters",
-]
 
 #: Recipes with a run list of their own (`<section>.runs`, pipelines/sweeps.py).
 SWEEP_SECTIONS = ("adavipro_report", "ap_layer_sweep")
@@ -76,8 +45,7 @@ _CREATED_FROM: dict[str, Any] | None = None
 def use_parameters(params: Mapping[str, Any]) -> bool:
     """Adopt the session's parameters for pipeline creation, validating the run list now.
 
-    True when pipelines were already created from other parameters (an earlier session of
-    this process, or the project's files read before this session started): they are stale.
+    True when pipelines were already created from other parameters: they are stale.
     """
     global _SESSION_PARAMETERS
     run_lists(params)
@@ -86,11 +54,7 @@ def use_parameters(params: Mapping[str, Any]) -> bool:
 
 
 def project_parameters(project_path: str | Path | None = None) -> dict[str, Any]:
-    """The session's parameters, else the project's merged parameters read from disk.
-
-    Reading from disk (no session: a test or a script calling `create_pipeline`) uses the
-    project's `CONFIG_LOADER_ARGS` and `KEDRO_ENV`, as `kedro run` would.
-    """
+    """The session's parameters, else the project's read from disk as `kedro run` would."""
     global _CREATED_FROM
     if _SESSION_PARAMETERS is not None and project_path is None:
         _CREATED_FROM = _SESSION_PARAMETERS
@@ -107,12 +71,8 @@ def command_parameters(
     runtime_params: Mapping[str, Any] | None = None,
     project_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The parameters a `kedro run` with these options loads, read before its session starts.
-
-    The loader is built as `KedroSession` builds it (the project's `OmegaConfigLoader` with
-    `CONFIG_LOADER_ARGS`, `--env` or `KEDRO_ENV`, `--conf-source`, `--params`), so the project's
-    `run` command can refuse a mistake before plugins' hooks, MLflow or pipeline creation.
-    """
+    """The parameters a `kedro run` with these options loads, read as `KedroSession` reads
+    them, so a mistake is refused before plugins' hooks, MLflow or pipeline creation."""
     root = Path(project_path) if project_path else find_kedro_project(Path.cwd())
     if root is None:
         raise ConfigError(
@@ -132,12 +92,8 @@ _VALIDATED: dict[str, tuple[dict[str, Any], dict[str, RunSpec]]] = {}
 
 
 def run_lists(params: Mapping[str, Any]) -> dict[str, dict[str, RunSpec]]:
-    """Every run list of `params`, validated: {"training": ..., <sweep section>: ...}.
-
-    Each list is validated once per parameter set: the preflight, the session's hook and
-    every `create_pipeline` of one `kedro run` ask with equal parameters and get the same
-    specs.
-    """
+    """Every run list of `params`, validated once per parameter set: {"training": ...,
+    <sweep section>: ...}."""
     sections = ["training", *(s for s in SWEEP_SECTIONS if s in params)]
     return {section: _section_runs(params, section) for section in sections}
 
@@ -165,12 +121,14 @@ def seed_namespace(run: str, seed: int) -> str:
     return f"{run}.seed_{seed}"
 
 
-def bind_first(func: Callable[..., Any], value: Any) -> Callable[..., Any]:
-    """`func` with its first argument fixed (a run name), still introspectable by Kedro.
+def seed_datasets(pairs: Iterable[tuple[str, int]], *names: str) -> list[str]:
+    """`<run>.seed_<s>.<name>` for each (run, seed) and each name, in that order."""
+    return [f"{seed_namespace(run, seed)}.{name}" for run, seed in pairs for name in names]
 
-    Kedro has no constant node inputs; a bare `functools.partial` loses the name, the type
-    hints (Kedro's parameter validation warns on every run) and the signature's annotations.
-    """
+
+def bind_first(func: Callable[..., Any], value: Any) -> Callable[..., Any]:
+    """`func` with its first argument fixed, keeping the name, signature and type hints a
+    bare `functools.partial` loses (Kedro has no constant node inputs)."""
     bound = functools.partial(func, value)
 
     @functools.wraps(func)

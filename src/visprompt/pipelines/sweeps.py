@@ -1,11 +1,5 @@
-"""Recipes with a run list of their own (`<section>.runs`, the format of `training.runs`).
-
-The AdaViPro pad sweep and the AP layer sweep train and test their runs with the training
-and evaluation pipelines' per-run pipelines, outside the default chain. Their run lists
-(`recipe_runs`) come from the session's parameters (Kedro's config loader, so `--params`,
-`--env` and `--conf-source` apply) and are validated with `training.runs`, fully (methods,
-options, backbones, train settings), before anything runs.
-"""
+"""Recipes with a run list of their own (`<section>.runs`, the format of `training.runs`,
+validated with it before anything runs), trained and tested by the per-run pipelines."""
 
 from __future__ import annotations
 

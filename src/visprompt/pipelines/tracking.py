@@ -1,18 +1,16 @@
-"""Small MLflow helpers for hooks and nodes: nested runs per seed, flat params, history.
-
-The Kedro run's own MLflow run is opened by kedro-mlflow; the project's hook opens a nested
-run per trained seed under it (`open_seed_run`), and nodes reopen it by id to add evaluation
-results. A nested run carries
-the key of its inputs (`KEY_TAG`): a later `kedro run` that reuses the same result finds it
-(`finished_run`) instead of logging a duplicate run with identical metrics.
+"""The MLflow calls of hooks and nodes beside kedro-mlflow's catalog datasets, so node modules
+import no mlflow: nested runs under kedro-mlflow's run (one per trained seed, reopened by id
+to add results), flat params, history. A nested run carries the key of its inputs (`KEY_TAG`),
+so a later `kedro run` reusing the result finds it (`finished_run`) instead of a duplicate.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -44,12 +42,8 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def nested_run(
     name: str, *, run_id: str | None = None, tags: Mapping[str, str] | None = None
 ) -> Iterator[mlflow.ActiveRun]:
-    """A child run of the active run (kedro-mlflow's), or `run_id` reopened when it exists.
-
-    Reopening lets the evaluation add test metrics to the training run of the same method,
-    even from a later `kedro run`; an id unknown to the current tracking store (a fresh
-    store) falls back to a new nested run.
-    """
+    """A child run of the active run (kedro-mlflow's), or `run_id` reopened when this store
+    has it (the evaluation adds test metrics to the seed's training run, even later)."""
     run, status = None, "KILLED"
     if run_id is not None:
         try:
@@ -69,10 +63,7 @@ def nested_run(
 
 
 def finished_run(key: str) -> str | None:
-    """The id of a finished run of the current experiment tagged `KEY_TAG=key`, or None.
-
-    A killed or failed run does not count: its result was not complete.
-    """
+    """The id of a FINISHED run of the current experiment tagged `KEY_TAG=key`, or None."""
     active = mlflow.active_run()
     experiment = (
         active.info.experiment_id if active else mlflow.tracking.fluent._get_experiment_id()
@@ -91,9 +82,8 @@ def open_seed_run(
 ) -> str:
     """A nested run `name` holding a trained seed's params, history and numbers; its id.
 
-    It leaves the run stack (later nodes nest under kedro-mlflow's run) still RUNNING:
-    `close_seed_run` finishes it once the artifact is logged, so an interrupted `kedro run`
-    leaves no finished run without its artifact.
+    It leaves the run stack still RUNNING: `close_seed_run` finishes it once the artifact is
+    logged, so an interrupted `kedro run` leaves no finished run without its artifact.
     """
     tags = {
         "visprompt.stage": "training",
@@ -130,9 +120,8 @@ def log_changed_numbers(
     prefix: str = "",
     tags: Mapping[str, str] | None = None,
 ) -> None:
-    """`log_numbers` into run `run_id` (see `nested_run`), leaving out the metrics it already
-    holds with the same value; with nothing new the run is not even reopened (a reused
-    result logged again would only repeat its history)."""
+    """`log_numbers` into run `run_id` (see `nested_run`), leaving out the metrics it holds
+    with the same value; with nothing new the run is not reopened."""
     numbers = _numbers(values, prefix)
     if run_id is not None:
         try:
@@ -171,3 +160,22 @@ def _numbers(values: Mapping[str, Any], prefix: str) -> dict[str, float]:
         for k, v in values.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+
+
+def log_steps(name: str, values: Mapping[int | str, float]) -> None:
+    """One metric per step (e.g. seconds per layer, step = layer) on the active run."""
+    for step, value in values.items():
+        mlflow.log_metric(name, value, step=int(step))
+
+
+def log_files(paths: Iterable[str | Path], artifact_path: str) -> None:
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path)
+
+
+def kedro_run_id() -> str:
+    """The Kedro session id that kedro-mlflow tagged on the active run (`run_id`)."""
+    active = mlflow.active_run()
+    if active is None:
+        return "none"
+    return MlflowClient().get_run(active.info.run_id).data.tags.get("run_id", "none")

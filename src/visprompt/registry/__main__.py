@@ -29,7 +29,7 @@ def status(name: str) -> dict:
     model = client.get_registered_model(name)
     return {
         "name": name,
-        "aliases": {alias: version for alias, version in model.aliases.items()},
+        "aliases": dict(model.aliases),
         HISTORY_TAG: json.loads(model.tags.get(HISTORY_TAG, "[]")),
         "versions": {
             v.version: {k: v.tags[k] for k in sorted(v.tags)}

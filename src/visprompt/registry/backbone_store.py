@@ -1,12 +1,8 @@
 """Backbone weights reached through the tracking server, never through a checkout path.
 
-A version's `package.json` holds a backbone *reference*:
-- hub backbones: the timm name (with its pretrained tag) and the sha256 of its tensors;
-- any other weights (pretrained here, local files): stored once per sha256 as the artifact
-  of a `backbone-<sha>` run in the tracking store, found again by the run tag
-  `visprompt.backbone_sha256`, and referenced as `runs:/<run id>/weights/<file>`.
-Loading downloads the file through MLflow, checks its sha256 and refuses a mismatch naming
-the file; there is no fallback to a file of the same name.
+A version's `package.json` references a hub backbone by timm name and tensors' sha256, any
+other weights as `runs:/<id>/weights/<file>` of a `backbone-<sha>` run (stored once per
+sha256). Loading checks the sha256 and refuses a mismatch; no fallback to a same-named file.
 """
 
 from __future__ import annotations
@@ -36,11 +32,9 @@ def _stored_run(client: MlflowClient, sha256: str) -> str | None:
 
 
 def store_weights(client: MlflowClient, experiment_id: str, path: str | Path, sha256: str) -> str:
-    """`runs:/` URI of the weights with this sha256, uploading them on first sight.
-
-    The sha tag is set only after the upload finished, so an interrupted upload is never
-    found and is simply done again. The caller holds the registry lock (one upload per sha).
-    """
+    """`runs:/` URI of the weights with this sha256, uploading them on first sight (the
+    sha tag is set after the upload, so an interrupted one is done again; the caller holds
+    the registry lock)."""
     path = Path(path)
     actual = sha256_file(path)
     if actual != sha256:

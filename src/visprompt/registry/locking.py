@@ -1,11 +1,7 @@
-"""One registry writer at a time per registered model, wherever the store lives.
-
-- SQLite or file stores (one machine): an exclusive `flock` on a file next to the store,
-  released by the kernel when the holder dies.
-- Any other store (an MLflow server, PostgreSQL): creating the registered model
-  `<name>.lock` is the compare-and-set (the store refuses a name that exists); the holder
-  deletes it when done. A lock whose holder process is gone (same host) or that is older
-  than `stale_after` seconds is broken, so a killed registry run never blocks the next one.
+"""One registry writer at a time per registered model, wherever the store lives: a `flock`
+next to a SQLite or file store (released by the kernel when the holder dies); on a server,
+creating the registered model `<name>.lock` is the compare-and-set, and a lock whose holder
+is gone (same host) or older than `stale_after` is broken, so a killed run blocks nobody.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""A trained run as a registry candidate: its seed, its package, its smoke set, its lineage.
-
-Library logic of the registry pipeline (its node only wires datasets to it): which seed of a
-run is registered, what package.json holds, which validation images verify a version.
-"""
+"""A trained run as a registry candidate: which seed is registered, what package.json holds,
+which validation images verify the version, its lineage."""
 
 from __future__ import annotations
 
@@ -45,12 +42,8 @@ def build_package(
     serving: dict[str, Any] | None = None,
     pgn_serving: str = "rgb",
 ) -> dict[str, Any]:
-    """package.json of a version: classes, preprocessing, serving limits, backbone spec,
-    and how a PGN serves (`rgb`: prompt inversion in front of the unmodified ViT; `token`).
-
-    `stored_size` is the side of the ingested shards: serving brings a request image to it
-    with ingestion's own conversion before the training preprocessing.
-    """
+    """package.json of a version: classes, preprocessing (with `stored_size`, the shards'
+    side that serving converts a request to), serving limits, backbone spec, PGN serving."""
     if pgn_serving not in PGN_SERVING:
         raise ValueError(
             f"parameters_registry.yml: registry.pgn_serving must be one of {list(PGN_SERVING)}, "
@@ -92,12 +85,9 @@ def smoke_set(
 def select_candidate(
     run: str, summaries: Mapping[int, Mapping[str, Any]], metric_name: str
 ) -> tuple[int, float]:
-    """(seed, mean): a run's candidate is its seed whose validation `metric_name` is closest
-    to the mean over seeds (ties: the lowest seed); promotion compares that mean.
-
-    The mean is what the comparison trusts; registering the most typical seed (rather than
-    the luckiest) keeps the registered artifact representative of it.
-    """
+    """(seed, mean): the seed whose validation `metric_name` is closest to the mean over
+    seeds (ties: the lowest), so the registered artifact represents the mean promotion
+    compares, not the luckiest seed."""
     if not summaries:
         raise ValueError(f"run '{run}' has no trained seed to register")
     values = {}
@@ -135,9 +125,8 @@ def candidate(
     training: Mapping[str, Any],
     common: Mapping[str, str],
 ) -> Candidate:
-    """A run's candidate from its seeds' (artifact_dir, train_summary): `select_candidate`'s
-    seed, packaged for the classes and validation images (classes, images, labels) of the data,
-    with its lineage: `common` (commit, data hash, Kedro run), params hash, the seed mean."""
+    """A run's candidate from its seeds' (artifact_dir, train_summary), packaged for the
+    data's `validation` (classes, images, labels), with `common` lineage tags added."""
     metric_name = str(params["metric"])
     seed, mean = select_candidate(run, {s: v[1] for s, v in seeds.items()}, metric_name)
     artifact_dir, summary = seeds[seed]

@@ -211,6 +211,11 @@ def champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
+def champion_version(model_name: str) -> str | None:
+    current = champion(MlflowClient(), model_name)
+    return current.version if current else None
+
+
 def _tagged_metric(version: ModelVersion, model_name: str, metric_name: str) -> float:
     if metric_name not in version.tags:
         raise ValueError(

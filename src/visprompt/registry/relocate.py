@@ -1,14 +1,9 @@
 """Make a copied SQLite tracking store (database + artifact folder) usable at its new path.
 
-MLflow's SQLite store records every artifact location as an absolute path (experiments,
-runs, logged models, model versions: `/old/project/mlflow/artifacts/...`). A copy of the
-store on a deployment host still points at the old folder, so
-`mlflow.pyfunc.load_model("models:/NAME@champion")` fails there with
-`No such artifact: ''` (or, worse, reads the old folder if it still exists on that host).
-`relocate` rewrites, in one transaction of the copy's database, every stored location
-under the old store folder to the same relative path under the copy's folder. Locations
-outside the old folder (e.g. MLflow's `Default` experiment under `./mlruns`) are left as
-they are. A team server needs none of this: it serves artifacts as `mlflow-artifacts:/`.
+MLflow's SQLite store records artifact locations as absolute paths, so a copy on a
+deployment host fails to load `models:/NAME@champion` (or reads the old folder). `relocate`
+rewrites, in one transaction, every location under the old store folder to the same
+relative path under the copy's; a team server needs none of this (`mlflow-artifacts:/`).
 """
 
 from __future__ import annotations
@@ -49,13 +44,10 @@ def _text_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
 
 
 def relocate(tracking_uri: str, old_root: str | Path, new_root: str | Path | None = None) -> dict:
-    """Point the artifact locations recorded under `old_root` (the folder that held the
-    store where it was written, e.g. `/old/project/mlflow`) at `new_root` (default: the
-    folder of the copied database). Returns {"table.column": rows changed}.
+    """Point the artifact locations recorded under `old_root` (where the store was written)
+    at `new_root` (default: the copied database's folder); {"table.column": rows changed}.
 
-    Refuses when nothing is recorded under `old_root` (listing the roots that are), and
-    when `new_root` lacks a rewritten location's top folder, so a wrong `--from` or an
-    incomplete copy is named instead of half-fixed.
+    A wrong `--from` or an incomplete copy is refused by name instead of half-fixed.
     """
     db_path = sqlite_path(tracking_uri)
     old = str(Path(old_root).absolute()).rstrip("/")

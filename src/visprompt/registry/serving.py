@@ -1,14 +1,9 @@
 """Request images -> the model's uint8 input, through ingestion's own conversion, within limits.
 
-Serving runs the same steps as ingestion (`visprompt.data.convert`: EXIF orientation, RGB,
-shorter side scaled + centre crop, bicubic) to the stored shard size; the model then
-resizes and normalises exactly as in training (`data.transforms.to_model_input`), so a
-served image meets the model as a training image did.
-
-Limits are checked on sizes alone before any pixel is decoded: the request's image bytes
-(base64 text), the number of images, and each image's pixel count read from its header.
-Pillow's own decompression-bomb limit is tightened to the same pixel limit. Each refusal is
-a 400 whose message names the limit and how to change it.
+A served image meets the model as a training image did: ingestion's conversion
+(`visprompt.data.convert`) to the stored shard size, then the training preprocessing. Limits
+(request bytes, image count, pixels from the header; Pillow's bomb limit tightened to match)
+are checked before any pixel is decoded; each refusal is a 400 naming the limit.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Declarative search spaces: `parameters_tuning.yml` entries -> Optuna suggestions -> a run.
 
-A space is per method: `{lr: {low: 1e-4, high: 1.0, log: true}, layer: {choices: [...]}}`.
-A name that is a `TrainConfig` field tunes the run's `train` overrides; a name that is a
-build option of the method tunes its `options`. A run may tune part of its method's space;
-everything else keeps its configured value.
+A space is per method (`{lr: {low: 1e-4, high: 1.0, log: true}, layer: {choices: [...]}}`):
+a `TrainConfig` field tunes the run's `train`, a build option of the method its `options`.
 """
 
 from __future__ import annotations
@@ -159,10 +157,7 @@ HPARAMS = ("config", "tuned")
 def chosen_hparams(
     run: str, hparams: str, tuned: Mapping[str, Any] | None
 ) -> tuple[dict[str, dict[str, Any]], str]:
-    """(changes to apply to `run`, source): `({}, "config")` or the run's tuned values.
-
-    `hparams` is `training.hparams`; `tuned` the tuning pipeline's `tuned_hparams`.
-    """
+    """(changes to apply to `run`, source): `({}, "config")` or the run's `tuned` values."""
     if hparams not in HPARAMS:
         raise ConfigError(
             f"parameters_training.yml: training.hparams is {hparams!r}; valid: {', '.join(HPARAMS)}"

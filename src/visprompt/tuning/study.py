@@ -1,11 +1,8 @@
 """Equal-budget Optuna studies that several processes (or machines) can share.
 
-One study per run, in an Optuna storage (a SQLite file, or a PostgreSQL URL for many
-machines). Every process opens it with `load_if_exists` and asks for trials until the study
-holds `budget` of them: the storage numbers trials atomically, so processes split the budget
-without running a trial twice. A process that lost the race for the last slot marks its
-extra trial FAIL with the user attribute `over_budget` and stops; reports count only the
-trials numbered below the budget, so every run gets exactly `budget` trials.
+The storage numbers trials atomically, so processes asking for trials until a study holds
+`budget` split it without running a trial twice; one that lost the race for the last slot
+marks its extra trial FAIL (`over_budget`), and reports count only trials below the budget.
 """
 
 from __future__ import annotations
@@ -26,9 +23,8 @@ def open_study(
 ) -> optuna.Study:
     """Create the study `name` in `storage`, or join it when another process already did.
 
-    `pruner`: `{type: median, n_startup_trials: 2, n_warmup_steps: 1}` (Optuna's
-    MedianPruner options) or `{type: none}`. The TPE sampler is seeded with `seed`: give
-    each process its own (`tuning.worker`) so parallel workers do not draw the same values.
+    `pruner`: `{type: median, ...MedianPruner options}` or `{type: none}`. Give each process
+    its own `seed` (`tuning.worker`) so parallel workers do not draw the same values.
     """
     options = dict(pruner or {"type": "median"})
     kind = options.pop("type", "median")
@@ -47,11 +43,8 @@ def open_study(
 def run_trials(
     study: optuna.Study, budget: int, objective: Callable[[optuna.Trial], float]
 ) -> list[int]:
-    """Run trials until the study holds `budget`; return the numbers this process ran.
-
-    `objective` returns the value to maximise or raises `optuna.TrialPruned`; any other
-    error marks the trial FAIL and propagates.
-    """
+    """Run trials until the study holds `budget`; the numbers this process ran (an error
+    other than `optuna.TrialPruned` marks the trial FAIL and propagates)."""
     if budget < 1:
         raise ValueError(f"tuning.trials must be >= 1, got {budget}")
     ran: list[int] = []

@@ -1,5 +1,3 @@
 """adavipro_report: the pad-width sweep (vp vs adavipro) and the AdaViPro region figure."""
 
-from visprompt.pipelines.adavipro_report.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+from visprompt.pipelines.adavipro_report.pipeline import create_pipeline as create_pipeline

@@ -76,12 +76,10 @@ def region_figure(
 
 def sweep_table(runs: Mapping[str, Mapping[str, Any]], *results: dict[str, Any]) -> pd.DataFrame:
     """One row per sweep run from its (train_summary, test_metrics), sorted by method, width."""
-    names = list(runs)
-    if len(results) != 2 * len(names):
+    if len(results) != 2 * len(runs):
         raise ValueError(f"expected a summary and test metrics per run, got {len(results)}")
     rows = []
-    for i, name in enumerate(names):
-        summary, metrics = results[2 * i], results[2 * i + 1]
+    for name, summary, metrics in zip(runs, results[0::2], results[1::2], strict=True):
         rows.append(
             {
                 "run": name,

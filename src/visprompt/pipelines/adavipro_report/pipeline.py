@@ -1,10 +1,5 @@
-"""adavipro_report pipeline: train and test every sweep run, then the sweep plot and figure.
-
-The sweep runs live in `parameters_adavipro_report.yml` (`adavipro_report.runs`, the same
-format as `training.runs`), so `kedro run` (the default chain) does not train them; they are
-trained and tested as every recipe's own runs are (`pipelines/sweeps.py`), outputs in the
-usual `<run>.seed_<s>.*` datasets. A sweep run trains seed 0 unless it sets `seeds`; the
-table and figure use its first seed.
+"""adavipro_report pipeline: train and test every sweep run (`adavipro_report.runs`, outside
+the default chain), then the sweep plot and the region figure, from each run's first seed.
 """
 
 from __future__ import annotations
@@ -14,8 +9,9 @@ from typing import Any
 from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.adavipro_report.nodes import region_figure, sweep_figure, sweep_table
-from visprompt.pipelines.runs import RunSpec, project_parameters, seed_namespace
+from visprompt.pipelines.runs import project_parameters, seed_datasets, seed_namespace
 from visprompt.pipelines.sweeps import recipe_runs, trained_and_tested
+from visprompt.training.runs import RunSpec
 
 SECTION = "adavipro_report"
 
@@ -35,11 +31,9 @@ def report_runs(params: dict[str, Any] | None = None) -> tuple[dict[str, RunSpec
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
     specs, figure_run = report_runs()
-    first = {name: seed_namespace(name, spec.seeds[0]) for name, spec in specs.items()}
-    results = [
-        f"{first[run]}.{name}" for run in specs for name in ("train_summary", "test_metrics")
-    ]
-    figure = first[figure_run]
+    first = [(name, spec.seeds[0]) for name, spec in specs.items()]
+    results = seed_datasets(first, "train_summary", "test_metrics")
+    figure = seed_namespace(figure_run, specs[figure_run].seeds[0])
     return trained_and_tested(specs.values()) + Pipeline(
         [
             node(

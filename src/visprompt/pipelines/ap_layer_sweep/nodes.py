@@ -26,9 +26,8 @@ def sweep_table(
 ) -> pd.DataFrame:
     """One row per sweep run and seed from (train_summary, test_metrics) pairs and the profile.
 
-    `results` holds a (train_summary, test_metrics) pair per trained seed; the summary names
-    its run and seed. `depth` is the run's position among its backbone's layer-sweep runs
-    (config order, shallow -> deep); references (VP, norm tuning, AP-channel) have none.
+    `depth` is the run's position among its backbone's layer-sweep runs (config order,
+    shallow -> deep); references (VP, norm tuning, AP-channel) have none.
     """
     if len(results) % 2:
         raise ValueError(f"expected (train_summary, test_metrics) pairs, got {len(results)}")

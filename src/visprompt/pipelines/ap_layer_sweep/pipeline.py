@@ -1,12 +1,7 @@
 """ap_layer_sweep pipeline: train, test and profile every sweep run, then table and plot.
 
-The runs live in `parameters_ap_layer_sweep.yml` (`ap_layer_sweep.runs`, the format of
-`training.runs`), so `kedro run` (the default chain) does not train them; they are trained
-and tested as every recipe's own runs are (`pipelines/sweeps.py`), outputs in the usual
-`<run>.seed_<s>.*` datasets. Every run trains `ap_layer_sweep.seeds` (a run may set its own
-`seeds`), so the table and the claims report carry intervals and paired tests. The
-training-step cost comes from the profiling pipeline's node on each run's first seed, every
-run next to its bare backbone.
+The runs (`ap_layer_sweep.runs`, outside the default chain) train every seed, so the table
+and the claims carry intervals; the training-step cost is profiled on each run's first seed.
 """
 
 from __future__ import annotations
@@ -17,7 +12,7 @@ from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines.ap_layer_sweep.nodes import sweep_figure, sweep_table
 from visprompt.pipelines.profiling.pipeline import profile_node
-from visprompt.pipelines.runs import seed_namespace
+from visprompt.pipelines.runs import seed_datasets
 from visprompt.pipelines.sweeps import recipe_runs, trained_and_tested
 
 SECTION = "ap_layer_sweep"
@@ -27,12 +22,8 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
     specs = recipe_runs(SECTION)
     if not specs:
         return Pipeline([])
-    results = [
-        f"{seed_namespace(run, seed)}.{name}"
-        for run, spec in specs.items()
-        for seed in spec.seeds
-        for name in ("train_summary", "test_metrics")
-    ]
+    pairs = [(run, seed) for run, spec in specs.items() for seed in spec.seeds]
+    results = seed_datasets(pairs, "train_summary", "test_metrics")
     first_seeds = {run: spec.seeds[0] for run, spec in specs.items()}
     return trained_and_tested(specs.values()) + Pipeline(
         [

@@ -1,5 +1,3 @@
 """backbone pipeline: materialise each configured backbone's weights and record its spec."""
 
-from visprompt.pipelines.backbone.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+from visprompt.pipelines.backbone.pipeline import create_pipeline as create_pipeline

@@ -8,17 +8,12 @@ from typing import Any
 from visprompt import weights
 from visprompt.pipelines import tracking
 from visprompt.pipelines.tracking import KEY_TAG
-from visprompt.registry import run_log
 from visprompt.weights import fingerprint
 
 
 def build_backbones(params: dict[str, Any], engine: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """`backbone_specs`: for each key of `backbone.build`, its model's weights file and spec.
-
-    Each backbone gets a nested MLflow run (`backbone_<key>`) with its source, checksum and,
-    when pretrained here, the per-epoch pretraining metrics; weights that an earlier run
-    already logged (same entry, same checksum) keep that run instead of a copy.
-    """
+    """`backbone_specs`: for each key of `backbone.build`, its model's weights file and spec,
+    each logged in a nested MLflow run unless a finished run holds the same weights."""
     models = params.get("models") or {}
     specs: dict[str, dict[str, Any]] = {}
     for key, model_key in (params.get("build") or {}).items():
@@ -38,12 +33,8 @@ def build_backbones(params: dict[str, Any], engine: dict[str, Any]) -> dict[str,
 def _materialise_logged(
     key: str, model_key: str, entry: dict[str, Any], params: dict[str, Any], engine: dict[str, Any]
 ) -> dict[str, Any]:
-    """`weights.materialise` for one backbone, with its nested MLflow run (see above).
-
-    Logged directly, not through catalog datasets: the run is opened when pretraining
-    starts (its epochs are logged live) or, for weights found ready, only when no finished
-    run holds them yet, which a catalog entry cannot decide.
-    """
+    """`weights.materialise` for one backbone, its run opened when pretraining starts (epochs
+    logged live) or for new ready weights: what a catalog entry cannot decide."""
     tags = {"visprompt.stage": "backbone"}
     with ExitStack() as stack:
         opened: list[bool] = []
@@ -65,7 +56,7 @@ def _materialise_logged(
         )
         run_key = fingerprint(key, model_key, entry, spec["sha256"])
         if opened:
-            run_log.set_tag(KEY_TAG, run_key)
+            tracking.set_tags({KEY_TAG: run_key})
         elif tracking.finished_run(run_key) is None:
             stack.enter_context(
                 tracking.nested_run(f"backbone_{key}", tags=tags | {KEY_TAG: run_key})

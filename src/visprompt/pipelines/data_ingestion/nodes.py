@@ -14,12 +14,8 @@ from visprompt.pipelines.experiment import data_image_size
 def ingest_images(
     params: dict[str, Any], staging: str, backbone: dict[str, Any] | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Build (or resume) the next dataset version in `staging` from the source named by
-    `params['source']` (options in `params['sources']`); (manifest, report). The image size
-    is `params['image_size']`, or (null) the largest of the `backbone` input sizes.
-
-    The current version is untouched: data_validation swaps the staged one in if it passes.
-    """
+    """Build (or resume) the next dataset version in `staging` from `params['source']`;
+    (manifest, report). data_validation swaps it in if it passes."""
     kind = params["source"]
     source = load_source(kind, (params.get("sources") or {}).get(kind))
     split = params["split"]

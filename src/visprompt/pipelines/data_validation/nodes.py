@@ -1,10 +1,6 @@
-"""Nodes of data_validation.
-
-`validate` checks the staged version that data_ingestion built and always returns the report
-(saved, and logged to MLflow by the hooks) before `require_valid` stops the run, so a failed
-run still leaves its report behind. Only `require_valid` outputs `validation_summary`, whose
-dataset saves it by swapping the staged version in (`visprompt.data.staging.commit`):
-manifest, shards and summary become current together, and only when the data passed.
+"""Nodes of data_validation: `validate` returns the report (saved and logged) before
+`require_valid` stops a failing run; only passing data becomes `validation_summary`, whose
+save swaps the staged manifest, shards and summary in together.
 """
 
 from __future__ import annotations

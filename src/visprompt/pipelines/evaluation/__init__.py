@@ -1,5 +1,3 @@
 """evaluation pipeline: test metrics per run, then the comparison table and plots."""
 
-from visprompt.pipelines.evaluation.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+from visprompt.pipelines.evaluation.pipeline import create_pipeline as create_pipeline

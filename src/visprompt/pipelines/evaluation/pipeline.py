@@ -10,32 +10,19 @@ from visprompt.pipelines.runs import (
     bind_first,
     configured_runs,
     project_parameters,
+    seed_datasets,
     seed_namespace,
 )
 
 
 def run_pipeline(run: str, seeds: tuple[int, ...] = (0,)) -> Pipeline:
     """Every seed of `run`: `<run>.seed_<s>.test_metrics` from its artifact and summary."""
-    template = Pipeline(
-        [
-            node(
-                evaluate_run,
-                inputs=[
-                    "artifact_dir",
-                    "train_summary",
-                    "backbone_specs",
-                    "shards",
-                    "params:evaluation",
-                ],
-                outputs="test_metrics",
-                name="evaluate",
-            )
-        ]
-    )
+    inputs = ["artifact_dir", "train_summary", "backbone_specs", "shards", "params:evaluation"]
+    evaluate = node(evaluate_run, inputs=inputs, outputs="test_metrics", name="evaluate")
     return sum(
         (
             Pipeline(
-                template,
+                [evaluate],
                 namespace=seed_namespace(run, seed),
                 inputs={"backbone_specs", "shards"},
                 parameters={"params:evaluation"},
@@ -59,12 +46,8 @@ def create_pipeline(**kwargs) -> Pipeline:
 def report_pipeline(name: str, layout: list[tuple[str, int]]) -> Pipeline:
     """The experiment's comparison of the (run, seed) pairs of `layout`, in its namespace:
     `<name>.comparison` ... saved under data/08_reporting/<name>/."""
-    per_seed = [
-        f"{seed_namespace(run, seed)}.{dataset}"
-        for run, seed in layout
-        for dataset in ("train_summary", "test_metrics", "history")
-    ]
-    histories = [f"{seed_namespace(r, s)}.history" for r, s in layout]
+    per_seed = seed_datasets(layout, "train_summary", "test_metrics", "history")
+    histories = seed_datasets(layout, "history")
     reports = Pipeline(
         [
             node(

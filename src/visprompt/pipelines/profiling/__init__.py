@@ -1,5 +1,3 @@
 """profiling pipeline: efficiency of every trained run next to the bare frozen backbone."""
 
-from visprompt.pipelines.profiling.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+from visprompt.pipelines.profiling.pipeline import create_pipeline as create_pipeline

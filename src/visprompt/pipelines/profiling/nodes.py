@@ -27,19 +27,9 @@ from visprompt.weights import fingerprint
 log = logging.getLogger(__name__)
 
 #: Accuracy columns taken from the evaluation's comparison table (means over seeds).
-ACCURACY = (
-    "n_seeds",
-    "top1_mean",
-    "top1_ci_low",
-    "top1_ci_high",
-    "macro_f1_mean",
-    "train_time_s",
-    "val_top1_mean",
-)
-
-
-#: Suffix of the profiled served form of a run (merged LoRA, folded AP), folded back into
-#: that run's row as `deployed_*` columns.
+ACCURACY = ("n_seeds", "top1_mean", "top1_ci_low", "top1_ci_high", "macro_f1_mean",
+            "train_time_s", "val_top1_mean")  # fmt: skip
+#: Suffix of a run's profiled served form (merged LoRA, folded AP): its `deployed_*` columns.
 DEPLOYED = ":deployed"
 DEPLOYED_COLUMNS = ("throughput_ips", "throughput_ratio", "latency_p50_ms")
 
@@ -54,15 +44,11 @@ def profile_runs(
 ) -> pd.DataFrame:
     """One row per run plus one `backbone` row per backbone key, measured side by side.
 
-    `per_run` holds (artifact_dir, train_summary) per run in `run_names` order. Runs on the
-    same backbone are profiled in one `profile_models` call with that backbone, so their
-    ratios share one reference. The training step uses `params.train_batch_size`, or the
-    training default batch size when it is null. Each run's figures go to its MLflow run
-    (by the id in its summary: no catalog dataset can name it), unless it holds them already.
-
-    With `params.cache_dir`, a backbone's table is kept there under the key of everything
-    it was measured from (code, artifacts' files, backbone checksum, data, settings): a
-    later `kedro run` with the same inputs reads it back instead of measuring again.
+    `per_run` holds (artifact_dir, train_summary) per run in `run_names` order. Runs on one
+    backbone are profiled in one call, so their ratios share one reference. Each run's figures
+    go to its MLflow run (by the id in its summary: no catalog dataset can name it). With
+    `params.cache_dir`, a backbone's table is reused while everything it was measured from
+    is unchanged.
     """
     if len(per_run) != 2 * len(run_names):
         raise ValueError(f"expected 2 inputs per run for {run_names}, got {len(per_run)}")
@@ -106,7 +92,7 @@ class _BackboneJob:
     batch_size: int
 
     def cache_key(self) -> str:
-        """The inputs of this backbone's measurements, as one digest (see `profile_runs`)."""
+        """The inputs of this backbone's measurements, as one digest."""
         runs, summaries = self.runs, self.summaries
         settings = {k: v for k, v in self.params.items() if k != "cache_dir"}
         engines = {r: (summaries[r].get("accelerator"), summaries[r].get("precision"))
@@ -160,8 +146,7 @@ class _BackboneJob:
 
 
 def _cached(cache_dir: str | None, job: _BackboneJob) -> pd.DataFrame:
-    """`job.measure()`, or the table it returned for the same inputs before
-    (`<cache_dir>/<key>.csv`); without a cache folder nothing is hashed."""
+    """`job.measure()`, or the table it returned for the same inputs (`<cache_dir>/<key>.csv`)."""
     if not cache_dir:
         return job.measure()
     path = Path(cache_dir) / f"{job.cache_key()[:32]}.csv"
@@ -175,8 +160,7 @@ def _cached(cache_dir: str | None, job: _BackboneJob) -> pd.DataFrame:
 
 
 def _with_deployed(table: pd.DataFrame) -> pd.DataFrame:
-    """Served-form columns (`deployed_*`) per run: the merged/folded model's figures where
-    the method folds into the backbone (LoRA, AP channel on a norm), else the run's own."""
+    """`deployed_*` columns per run: its merged/folded model's figures, else its own."""
     own = table[~table["run"].str.endswith(DEPLOYED)].copy()
     merged = table[table["run"].str.endswith(DEPLOYED)]
     merged = merged.assign(run=merged["run"].str.removesuffix(DEPLOYED)).set_index("run")
@@ -204,14 +188,8 @@ def _placement(device: str, summaries: list[dict[str, Any]]) -> Placement:
 def efficiency_report(
     profile: pd.DataFrame, comparison: pd.DataFrame, shards: str
 ) -> tuple[pd.DataFrame, str, dict[str, Figure]]:
-    """(efficiency table joined with accuracy, its Markdown, trade-off plots).
-
-    The catalog saves them and logs them to the `kedro run`'s MLflow run (kedro-mlflow's
-    MlflowArtifactDataset, catalog_profiling.yml).
-    The backbone rows have no accuracy. Plots: test top-1 (mean and 95 % interval over
-    seeds) against throughput, trainable parameters and training time, Pareto fronts drawn.
-    The Markdown shows a handful of columns with units; the CSV keeps every figure.
-    """
+    """(efficiency table joined with accuracy, its Markdown, trade-off plots: test top-1
+    against throughput, trainable parameters and training time, Pareto fronts drawn)."""
     missing = [c for c in ("run", *ACCURACY) if c not in comparison.columns]
     if missing:
         raise ValueError(f"comparison table lacks columns {missing}; rerun the evaluation pipeline")

@@ -4,7 +4,7 @@ from kedro.pipeline import Node, Pipeline, node
 
 from visprompt.pipelines import experiment
 from visprompt.pipelines.profiling.nodes import efficiency_report, profile_runs
-from visprompt.pipelines.runs import bind_first, configured_runs, project_parameters, seed_namespace
+from visprompt.pipelines.runs import bind_first, configured_runs, project_parameters, seed_datasets
 
 #: The experiment's efficiency reports (data/08_reporting/<experiment>/).
 EFFICIENCY = ("efficiency", "efficiency_markdown", "efficiency_plots")
@@ -18,11 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
 def profile_node(runs: dict[str, int], output: str, name: str) -> Node:
     """A node measuring these training runs side by side, each on one seed's artifact
     ({run: seed}), next to their bare backbones; its table goes to `output`."""
-    per_run = [
-        f"{seed_namespace(run, seed)}.{dataset}"
-        for run, seed in runs.items()
-        for dataset in ("artifact_dir", "train_summary")
-    ]
+    per_run = seed_datasets(runs.items(), "artifact_dir", "train_summary")
     return node(
         bind_first(profile_runs, list(runs)),
         inputs=["backbone_specs", "shards", "params:profiling", "params:training.defaults"]
@@ -33,12 +29,8 @@ def profile_node(runs: dict[str, int], output: str, name: str) -> Node:
 
 
 def profiling_pipeline(runs: dict[str, int], name: str) -> Pipeline:
-    """The pipeline for these training runs, each profiled on one seed's artifact ({run: seed}),
-    reporting as experiment `name`.
-
-    Costs do not depend on the seed (same architecture and shapes); the training time in the
-    report is the mean over seeds, from the comparison table.
-    """
+    """These runs profiled on one seed's artifact each ({run: seed}: costs do not depend on
+    the seed), reported as experiment `name`."""
     return Pipeline(
         [
             profile_node(runs, "efficiency_profile", "profile_runs"),

@@ -11,7 +11,6 @@ from visprompt.backbones import sha256_file
 from visprompt.pipelines import tracking
 from visprompt.pipelines.tracking import KEY_TAG
 from visprompt.prompt_init.config import WHERE, init_configs
-from visprompt.registry import run_log
 from visprompt.training import Placement, Preprocess
 from visprompt.weights import fingerprint
 
@@ -24,12 +23,8 @@ def _placement(device: str, engine: Mapping[str, Any] | None) -> Placement:
 
 
 def _log(name: str, path: Path, metadata: Mapping[str, Any]) -> None:
-    """Params, per-layer seconds (step = layer) and the files of one init, in a nested run.
-
-    Prompts equal to those of a finished run (same file checksum, same settings) keep that
-    run instead of a copy. Logged directly: the run exists per init and only when the
-    prompts are new, which a catalog entry cannot decide.
-    """
+    """Params, per-layer seconds (step = layer) and files of one init, in a nested run that
+    exists only for new prompts (which a catalog entry cannot decide)."""
     params = {k: metadata[k] for k in ("strategy", "variant", "num_prompts", "layers", "seed")}
     params |= {"backbone_sha256": metadata["backbone_sha256"], "data_hash": metadata["data_hash"]}
     key = fingerprint(name, params, sha256_file(path))
@@ -38,11 +33,11 @@ def _log(name: str, path: Path, metadata: Mapping[str, Any]) -> None:
     tags = {"visprompt.stage": "prompt_init", KEY_TAG: key}
     with tracking.nested_run(f"prompt_init_{name}", tags=tags):
         tracking.log_params(params)
-        run_log.log_steps("seconds_per_layer", metadata["seconds_per_layer"])
+        tracking.log_steps("seconds_per_layer", metadata["seconds_per_layer"])
         tracking.log_numbers(
             {"seconds_total": metadata["seconds_total"], "images_used": metadata["images_used"]}
         )
-        run_log.log_files([path, path.with_suffix(".json")], "prompt_init")
+        tracking.log_files([path, path.with_suffix(".json")], "prompt_init")
 
 
 def _stream(
@@ -70,11 +65,8 @@ def build_prompt_inits(
 ) -> dict[str, dict[str, Any]]:
     """`prompt_inits`: name -> {path, metadata}; one backbone pass per backbone key.
 
-    Each init is sized by the training run(s) naming it (`init_configs`). With
-    `prompt_init.device: run` the tokens come from the training engine's device and
-    precision (`engine`, e.g. bf16 autocast on the GPU), as the runs will see them.
-
-    Writes `<output_dir>/<name>.safetensors` (prompts (layers, p, D)) and `<name>.json`.
+    Each init is sized by the runs naming it; with `device: run` the tokens come from the
+    training engine's device and precision, as the runs will see them.
     """
     if not validation_summary.get("success"):
         raise ValueError(

@@ -1,5 +1,3 @@
 """registry pipeline: register every trained run's prompt artifact and promote the best."""
 
-from visprompt.pipelines.registry.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+from visprompt.pipelines.registry.pipeline import create_pipeline as create_pipeline

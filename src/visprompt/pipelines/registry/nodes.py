@@ -1,8 +1,5 @@
-"""Node of the registry pipeline: package, register and (maybe) promote each trained run.
-
-The library does the work (`visprompt.registry.packaging` picks and packages a run's
-candidate, `visprompt.registry.promotion` registers and promotes it); this module wires it.
-"""
+"""Node of the registry pipeline: package (`registry.packaging`), register and maybe promote
+(`registry.promotion`) each trained run."""
 
 from __future__ import annotations
 
@@ -13,9 +10,13 @@ from typing import Any
 
 from visprompt.data.shards import read_classes, read_split
 from visprompt.pipelines import tracking
-from visprompt.registry import run_log
 from visprompt.registry.packaging import Candidate, candidate, git_commit
-from visprompt.registry.promotion import VerificationError, already_registered, register_and_promote
+from visprompt.registry.promotion import (
+    VerificationError,
+    already_registered,
+    champion_version,
+    register_and_promote,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,10 @@ def register_runs(
     params: dict[str, Any],
     *results: Any,
 ) -> dict[str, Any]:
-    """Register each run's candidate seed under the experiment's model, in order; the summary.
+    """Register each run's candidate seed under `target["model"]`, in order; the summary.
 
-    `target` is {"model": registered model name, "layout": [(run, seed), ...]}; `results`
-    holds (artifact_dir, train_summary) per (run, seed) of the layout, in its order. A run's
-    candidate (`registry.packaging.candidate`) is promoted on the validation mean over seeds;
-    each new version is logged in its own nested MLflow run with its lineage as tags.
+    `results` holds (artifact_dir, train_summary) per (run, seed) of `target["layout"]`.
+    Each new version is logged in its own nested MLflow run, its lineage as tags.
     """
     model_name, layout = str(target["model"]), target["layout"]
     if len(results) != 2 * len(layout):
@@ -46,7 +45,7 @@ def register_runs(
     common = {
         "git_commit": git_commit(),
         "data_hash": str(validation_summary.get("data_hash", "unknown")),
-        "kedro_run_id": run_log.kedro_run_id(),
+        "kedro_run_id": tracking.kedro_run_id(),
     }
     decisions = []
     for run, seeds in per_run.items():
@@ -57,7 +56,7 @@ def register_runs(
         "metric": str(params["metric"]),
         "margin": float(params["margin"]),
         "decisions": decisions,
-        "champion": run_log.champion_version(model_name),
+        "champion": champion_version(model_name),
     }
 
 

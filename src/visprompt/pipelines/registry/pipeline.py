@@ -6,7 +6,7 @@ from kedro.pipeline import Pipeline, node
 
 from visprompt.pipelines import experiment
 from visprompt.pipelines.registry.nodes import register_runs
-from visprompt.pipelines.runs import bind_first, configured_runs, project_parameters, seed_namespace
+from visprompt.pipelines.runs import bind_first, configured_runs, project_parameters, seed_datasets
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,11 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     layout = [pair for pair in experiment.layout(params, configured) if pair in chosen]
     if not layout:
         return Pipeline([])
-    per_run = [
-        f"{seed_namespace(run, seed)}.{name}"
-        for run, seed in layout
-        for name in ("artifact_dir", "train_summary")
-    ]
+    per_run = seed_datasets(layout, "artifact_dir", "train_summary")
     target = {"model": experiment.registered_model(params), "layout": layout}
     shared = ["shards", "validation_summary", "backbone_specs", "params:training"]
     return Pipeline(

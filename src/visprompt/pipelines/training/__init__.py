@@ -1,5 +1,3 @@
 """training pipeline: one modular pipeline per configured run, namespaced by the run name."""
 
-from visprompt.pipelines.training.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+from visprompt.pipelines.training.pipeline import create_pipeline as create_pipeline

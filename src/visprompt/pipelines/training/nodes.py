@@ -1,10 +1,5 @@
-"""Node of the training pipeline: one seed of one configured run, through the run service.
-
-The node is wiring: it picks the run's hyperparameters (configured or tuned) and its
-`TrainConfig`, and calls `visprompt.training.service.train_seed`, which tuning trials use
-too. Its MLflow run is opened by the project's hook (`hooks.DataTrackingHook`), keyed on
-the node's namespace; the artifact is written once, by the catalog.
-"""
+"""Node of the training pipeline: one seed of one run through the run service (its MLflow run
+is the hook's, `hooks.DataTrackingHook`; its artifact is written by the catalog)."""
 
 from __future__ import annotations
 
@@ -12,8 +7,8 @@ from typing import Any
 
 from visprompt import methods
 from visprompt.data.shards import require_validated
-from visprompt.pipelines.runs import RunSpec, train_config
 from visprompt.prompt_init.io import load_prompts
+from visprompt.training.runs import RunSpec, train_config
 from visprompt.training.service import train_seed
 from visprompt.tuning.space import apply as apply_changes
 from visprompt.tuning.space import chosen_hparams
@@ -46,10 +41,8 @@ def train_run(
 ) -> tuple[methods.AdaptedModel, dict[str, Any], list[dict[str, float]]]:
     """Train seed `seed` of the validated run `spec`; (model, summary, history).
 
-    The seed fixes the head's initial weights, data order and augmentation. Checkpoints go
-    to a folder named by the summary's `run_key`, so a killed run resumes and a finished one
-    returns without training. With `hparams="tuned"` the run's best values from the tuning
-    pipeline (`tuned_hparams`) replace its configured ones; `hparams_source` says which.
+    With `hparams="tuned"` the tuning pipeline's best values (`tuned_hparams`) replace the
+    configured ones; `hparams_source` says which.
     """
     require_validated(shards, validation_summary)  # the summary must describe these shards
     changes, hparams_source = chosen_hparams(spec.name, hparams, tuned_hparams)

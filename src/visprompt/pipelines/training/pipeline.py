@@ -1,9 +1,5 @@
-"""training pipeline: the same one-node pipeline instantiated per run and seed.
-
-Each seed of a run has the namespace `<run>.seed_<seed>` inside the run's namespace, so
-`kedro run --pipelines training` trains every configured run and seed, `kedro run
---namespaces ap` trains (and, with the evaluation pipeline, evaluates) every seed of the
-run named `ap`, and `--namespaces ap.seed_1` one seed.
+"""training pipeline: one node per run and seed, in namespace `<run>.seed_<seed>`, so
+`--namespaces ap` trains every seed of run `ap` and `--namespaces ap.seed_1` one seed.
 """
 
 from kedro.pipeline import Pipeline, node
@@ -17,15 +13,10 @@ from visprompt.pipelines.runs import (
 )
 from visprompt.pipelines.training.nodes import train_run
 
-#: Free inputs shared by every run (not prefixed with the run's namespace).
-SHARED_INPUTS = {"shards", "validation_summary", "backbone_specs"}
-
 
 def run_pipeline(spec: RunSpec, hparams: str = "config") -> Pipeline:
-    """One run's pipeline: `<run>.seed_<s>.{artifact_dir,train_summary,history}` per seed.
-
-    The node receives `spec` itself (validated once per `kedro run`), not its parameters.
-    """
+    """One run's `<run>.seed_<s>.{artifact_dir,train_summary,history}`; the node receives
+    the validated `spec` itself, not its parameters."""
     inputs = {
         "defaults": "params:training.defaults",
         "engine": "params:training_engine",
@@ -34,14 +25,13 @@ def run_pipeline(spec: RunSpec, hparams: str = "config") -> Pipeline:
         "validation_summary": "validation_summary",
         "backbone_specs": "backbone_specs",
     }
-    shared = set(SHARED_INPUTS)
     if spec.prompt_init is not None:
         inputs["prompt_inits"] = "prompt_inits"
-        shared.add("prompt_inits")
     inputs["hparams"] = "params:training.hparams"
     if hparams == "tuned":  # the tuning pipeline's best values (tuned_hparams.json)
         inputs["tuned_hparams"] = "tuned_hparams"
-        shared.add("tuned_hparams")
+    params = {v for v in inputs.values() if v.startswith("params:")}
+    shared = set(inputs.values()) - params  # free inputs, outside the seed's namespace
     return sum(
         (
             Pipeline(
@@ -55,16 +45,12 @@ def run_pipeline(spec: RunSpec, hparams: str = "config") -> Pipeline:
                 ],
                 namespace=seed_namespace(spec.name, seed),
                 inputs=shared,
-                parameters=_params(inputs),
+                parameters=params,
             )
             for seed in spec.seeds
         ),
         Pipeline([]),
     )
-
-
-def _params(inputs: dict[str, str]) -> set[str]:
-    return {v for v in inputs.values() if v.startswith("params:")}
 
 
 def create_pipeline(**kwargs) -> Pipeline:

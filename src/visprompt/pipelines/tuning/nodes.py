@@ -16,9 +16,9 @@ from torch.utils.data import Dataset
 
 from visprompt.data.shards import ShardDataset, require_validated
 from visprompt.pipelines import tracking
-from visprompt.pipelines.runs import RunSpec, train_config
 from visprompt.pipelines.training.nodes import init_prompts
 from visprompt.training.code_digest import code_digest
+from visprompt.training.runs import RunSpec, train_config
 from visprompt.training.service import train_seed
 from visprompt.tuning import space as spaces
 from visprompt.tuning import study as studies
@@ -46,7 +46,7 @@ class _Trials:
 
 
 def _storage(url: str) -> str:
-    """The storage URL; a local SQLite file's folder is created (it lives under data/)."""
+    """The storage URL; a local SQLite file's folder is created."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return url
@@ -115,13 +115,9 @@ def tune_runs(
     search: dict[str, Any],
     prompt_inits: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Search each selected run's space for `search.trials` trials on the validation split.
-
-    `runs` are the validated `training.runs`; `search` is `params:tuning`
-    (parameters_tuning.yml). Returns the trial table (run, trial, each parameter, val_top1,
-    state) and the best values per run ({run: {options, train, val_top1, trial, study}}),
-    which training uses with `training.hparams: tuned`. Trials train on the run's first
-    seed; a rerun with the same inputs only reports.
+    """Search each selected run's space for `search.trials` trials (on its first seed) on the
+    validation split; (the trial table, the best values per run for `training.hparams:
+    tuned`). A rerun with the same inputs only reports.
     """
     require_validated(shards, validation_summary)
     _require_configured(search, runs)

@@ -2,8 +2,9 @@
 
 from kedro.pipeline import Pipeline, node
 
-from visprompt.pipelines.runs import RunSpec, bind_first, configured_runs
+from visprompt.pipelines.runs import bind_first, configured_runs
 from visprompt.pipelines.tuning.nodes import tune_runs
+from visprompt.training.runs import RunSpec
 
 
 def tuning_pipeline(runs: dict[str, RunSpec]) -> Pipeline:
