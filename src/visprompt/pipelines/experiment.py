@@ -9,7 +9,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from visprompt.training.runs import ConfigError, RunSpec, stated_image_size
+from visprompt.data.sizes import ConfigError, data_image_size
+from visprompt.training.runs import RunSpec
 
 #: Pipelines holding the experiment's report nodes (`kedro run --namespaces` adds them).
 REPORTING = {"__default__", "evaluation", "registry"}
@@ -61,34 +62,6 @@ def layout(
             )
         chosen |= pairs
     return [pair for pair in every if pair in chosen]
-
-
-def data_image_size(data: Mapping[str, Any], backbone: Mapping[str, Any]) -> int:
-    """The shards' side: `data_ingestion.image_size`, or (null) the largest input size of the
-    experiment's backbones; an explicit size none of them takes is refused (it would be
-    resized away on the device)."""
-    build = backbone.get("build") or {}
-    sizes = {k: size for k in build if (size := stated_image_size(backbone, k)) is not None}
-    given = data.get("image_size")
-    if given is None and not sizes:
-        raise ConfigError(
-            "parameters_data_ingestion.yml: data_ingestion.image_size is null and no backbone "
-            "states its input size: set backbone.models.<model>.image_size or the data's size"
-        )
-    if given is None:
-        return max(sizes.values())
-    if sizes and int(given) not in sizes.values():
-        largest = build[max(sizes, key=sizes.__getitem__)]
-        stated = ", ".join(f"{key}: {size} px" for key, size in sizes.items())
-        raise ConfigError(
-            f"parameters_data_ingestion.yml: data_ingestion.image_size is {given}, but no "
-            f"backbone of this experiment takes {given} px inputs ({stated}): the shards would "
-            "be resized to those sizes on the device. Fix: state the input size once, where "
-            f"the backbone is (e.g. backbone.models.{largest}.image_size: {given} in "
-            "parameters_backbone.yml), and set data_ingestion.image_size: null (the shards "
-            "then follow the largest backbone size)"
-        )
-    return int(given)
 
 
 def check(params: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> None:

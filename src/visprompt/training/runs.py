@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from visprompt import methods
+from visprompt.data.sizes import ConfigError, stated_image_size
 from visprompt.training.config import OptionError, TrainConfig
 
 TRAINING_FILE = "parameters_training.yml"
@@ -24,10 +25,6 @@ PROMPT_INIT_FILE = "parameters_prompt_init.yml"
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RUN_KEYS = ("method", "backbone", "options", "train", "prompt_init", "seeds")
-
-
-class ConfigError(ValueError):
-    """A configuration mistake; the message is the whole story (file, field, value, fix)."""
 
 
 @dataclass(frozen=True)
@@ -110,16 +107,6 @@ def check_options(spec: RunSpec, where: str | None = None) -> None:
         methods.parse_options(methods.config_class(spec.method), spec.options)
     except methods.OptionError as error:
         raise ConfigError(f"{where or _where(spec.name, 'options')}: {error}") from None
-
-
-def stated_image_size(backbone_params: Mapping[str, Any], key: str) -> int | None:
-    """The input side configured for backbone `key` (its model entry's `image_size`, or a
-    ViT's `model_kwargs.img_size`); None when timm's own default applies."""
-    model = (backbone_params.get("build") or {}).get(key)
-    entry = (backbone_params.get("models") or {}).get(model) if isinstance(model, str) else None
-    entry = entry or {}
-    size = entry.get("image_size") or (entry.get("model_kwargs") or {}).get("img_size")
-    return int(size) if size else None
 
 
 def check_image_size(spec: RunSpec, backbone_params: Mapping[str, Any]) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 import pandas as pd
 
 from visprompt.data.ingest import ingest
+from visprompt.data.sizes import data_image_size
 from visprompt.data.sources import load_source
-from visprompt.pipelines.experiment import data_image_size
 
 
 def ingest_images(
