@@ -1,9 +1,10 @@
 """Project hooks: the run list checked before work starts; MLflow beside kedro-mlflow's run.
 
 `DataTrackingHook` logs the data reports' figures when each is saved (before a failing
-validation stops the run) and opens one nested run per trained seed, keyed by the node's
-namespace (`<run>.seed_<s>`), finished once the catalog saved its artifact; a seed whose
-`run_key` has a finished run reuses it. Nodes stay free of MLflow.
+validation stops the run) and opens one nested run per trained seed as its node starts, named
+by the node's namespace (`<run>.seed_<s>`), finished once the catalog saved its artifact (a
+Ctrl-C meanwhile closes it as KILLED); a seed whose `run_key` has a finished run reuses that
+one and drops the new one. Nodes stay free of MLflow.
 """
 
 from __future__ import annotations
@@ -63,25 +64,39 @@ class DataTrackingHook:
         self._catalog: CatalogProtocol | None = None
         #: artifact dataset name -> the id of its seed's run, open until the artifact is logged
         self._pending: dict[str, str] = {}
+        #: the id of the seed run open while its training node runs
+        self._training: str | None = None
 
     @hook_impl
     def after_catalog_created(self, catalog: CatalogProtocol) -> None:
         self._catalog = catalog
 
-    @hook_impl
+    @hook_impl(trylast=True)  # after kedro-mlflow's: its node params go to the parent run
+    def before_node_run(self, node: Node) -> None:
+        if f"{node.namespace}.train_summary" in node.outputs:
+            self._training = tracking.start_seed_run(node.namespace)
+
+    @hook_impl(tryfirst=True)
     def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
-        """A trained seed (`<ns>.train_summary` with a `run_key`): its MLflow run's id goes
-        into the summary before the catalog saves it."""
-        name = f"{node.namespace}.train_summary"
-        summary = outputs.get(name)
-        if not isinstance(summary, dict) or "run_key" not in summary:
+        """A trained seed (`<ns>.train_summary` with a `run_key`): its MLflow run's id (a
+        finished run of the same key when reused) goes into the summary before it is saved."""
+        summary = outputs.get(f"{node.namespace}.train_summary")
+        if self._training is None or not isinstance(summary, dict):
             return
+        self._training = None
         run_id = tracking.finished_run(summary["run_key"])
         if run_id is None:
-            history = outputs[f"{node.namespace}.history"]
-            run_id = tracking.open_seed_run(node.namespace, summary, history)
+            run_id = tracking.record_seed_run(summary, outputs[f"{node.namespace}.history"])
             self._pending[f"{node.namespace}.artifact_dir"] = run_id
+        else:
+            tracking.end_seed_run("REUSED")
         summary["mlflow_run_id"] = run_id
+
+    @hook_impl
+    def on_node_error(self, node: Node) -> None:
+        if self._training is not None:
+            self._training = None
+            tracking.end_seed_run("FAILED")
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:

@@ -77,21 +77,28 @@ def finished_run(key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def open_seed_run(
-    name: str, summary: Mapping[str, Any], history: Sequence[Mapping[str, float]]
-) -> str:
-    """A nested run `name` holding a trained seed's params, history and numbers; its id.
+def start_seed_run(name: str) -> str:
+    """Open seed `name`'s nested run as its node starts, active while it trains, so a Ctrl-C
+    closes it as KILLED with the rest; its id."""
+    return mlflow.start_run(
+        run_name=name, nested=True, tags={"visprompt.stage": "training"}
+    ).info.run_id
 
-    It leaves the run stack still RUNNING: `close_seed_run` finishes it once the artifact is
-    logged, so an interrupted `kedro run` leaves no finished run without its artifact.
+
+def record_seed_run(summary: Mapping[str, Any], history: Sequence[Mapping[str, float]]) -> str:
+    """Log a trained seed's key, params, history and numbers into the active seed run; its id.
+
+    The run leaves the run stack still RUNNING: `close_seed_run` finishes it once the artifact
+    is logged, so an interrupted `kedro run` leaves no finished run without its artifact.
     """
-    tags = {
-        "visprompt.stage": "training",
-        "visprompt.run": str(summary["run"]),
-        "visprompt.seed": str(summary["seed"]),
-        KEY_TAG: str(summary["run_key"]),
-    }
-    run = mlflow.start_run(run_name=name, nested=True, tags=tags)
+    run = mlflow.active_run()
+    mlflow.set_tags(
+        {
+            "visprompt.run": str(summary["run"]),
+            "visprompt.seed": str(summary["seed"]),
+            KEY_TAG: str(summary["run_key"]),
+        }
+    )
     try:
         log_params(summary["params"] | {"hparams_source": summary["hparams_source"]})
         for row in history:
@@ -100,6 +107,15 @@ def open_seed_run(
     finally:
         mlflow.end_run("RUNNING")
     return run.info.run_id
+
+
+def end_seed_run(status: str) -> None:
+    """End the active seed run: FAILED with its node, or deleted when the seed was reused
+    (its finished run already holds the result)."""
+    run = mlflow.active_run()
+    mlflow.end_run("KILLED" if status == "REUSED" else status)
+    if status == "REUSED":
+        MlflowClient().delete_run(run.info.run_id)
 
 
 def close_seed_run(run_id: str, artifact_dir: str) -> None:
