@@ -260,6 +260,8 @@ def save(model: AdaptedModel, directory: str | Path) -> Path:
     Saving the same model twice writes the same bytes; a folder left by a killed save is
     cleaned up by the next one (`visprompt.atomic`).
     """
+    if not isinstance(model, AdaptedModel):
+        raise TypeError(f"methods.save: expected an AdaptedModel, got {type(model).__name__}")
     directory = Path(directory)
     tensors = {k: v.contiguous().cpu() for k, v in model.prompt_state_dict().items()}
     config = model.config() | {"extra_state": model.extra_state()}

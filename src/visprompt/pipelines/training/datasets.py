@@ -23,8 +23,6 @@ class MethodArtifactDataset(AbstractDataset[AdaptedModel, str]):
         self.metadata = metadata
 
     def save(self, data: AdaptedModel) -> None:
-        if not isinstance(data, methods.AdaptedModel):
-            raise DatasetError(f"{self._path}: expected an AdaptedModel, got {type(data).__name__}")
         methods.save(data, self._path)
 
     def load(self) -> str:
