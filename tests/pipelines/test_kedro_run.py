@@ -89,8 +89,20 @@ def test_ctrl_c_in_a_node_kills_its_new_run_and_keeps_a_reopened_runs_status(
     assert store.get_run(trained.info.run_id).info.status == "FINISHED"
 
 
+@pytest.fixture
+def mlflow_restored() -> Iterator[None]:
+    """An in-process `kedro run` points MLflow at its own store and experiment (kedro-mlflow
+    sets both globally): put back the session's, which later tests in this process read."""
+    from mlflow.tracking import fluent
+
+    uri, experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
+    yield
+    mlflow.set_tracking_uri(uri)
+    fluent._active_experiment_id = experiment
+
+
 def test_one_kedro_run_validates_each_run_list_once(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlflow_restored: None
 ) -> None:
     """The preflight, the session's hook and every pipeline's creation share one validation."""
     from collections import Counter
