@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -198,3 +199,25 @@ def test_option_errors_name_the_file_they_were_set_in() -> None:
         f"{where}: vp option 'design' is 'ring' (str); should be 'pad', 'fixed_patch' or "
         "'random_patch'"
     )
+
+
+def test_a_backbone_built_at_another_size_is_refused_and_the_size_keys_the_run() -> None:
+    """`backbone.models.<m>.image_size=128` with a `backbone_specs` still built at 64 px (a
+    `--namespaces` run skips the backbone node) must not train, or reuse, the 64 px result."""
+    from visprompt.training.service import image_size, run_params
+
+    params = with_change(
+        "backbone", {"build": {"vit": "v", "resnet": "r"}, "models": {"r": {"image_size": 128}}}
+    )
+    spec = validate_runs(params)["ap"]
+    assert spec.image_size == 128 and validate_runs(PARAMS)["ap"].image_size is None
+    built = {"sha256": "s", "data_config": {"input_size": [3, 64, 64], "mean": [0.5] * 3}}
+    with pytest.raises(ConfigError, match=r"states 128 px .* built at 64 px.*--pipelines backbone"):
+        image_size(spec, built)
+    rebuilt = {"sha256": "s", "data_config": {"input_size": [3, 128, 128], "mean": [0.5] * 3}}
+    assert image_size(spec, rebuilt) == 128
+    config = train_config({}, {}, {}, run="ap")
+    keys = {
+        json.dumps(run_params(spec, config, b, "d", {}), sort_keys=True) for b in (built, rebuilt)
+    }
+    assert len(keys) == 2  # same weights, another input size: another run identity

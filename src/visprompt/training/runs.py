@@ -9,6 +9,7 @@ so a typo costs a second, not a traceback after minutes of earlier stages.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,9 @@ class RunSpec:
     train: dict[str, Any] = field(default_factory=dict)
     prompt_init: str | None = None
     seeds: tuple[int, ...] = (0,)
+    #: the input side parameters_backbone.yml states for its backbone (None: timm's default);
+    #: the built backbone must agree (a stale `backbone_specs` is refused, not used)
+    image_size: int | None = None
 
 
 def _where(name: str, *fields: str, section: str = "training") -> str:
@@ -207,5 +211,6 @@ def validate_runs(params: Mapping[str, Any], section: str = "training") -> dict[
         check_options(spec, at("options"))
         check_image_size(spec, params.get("backbone") or {})
         train_config(defaults, spec.train, engine, name, section)
-        runs[name] = spec
+        stated = stated_image_size(params.get("backbone") or {}, spec.backbone)
+        runs[name] = dataclasses.replace(spec, image_size=stated)
     return runs

@@ -28,20 +28,27 @@ from visprompt.training import checkpoint
 from visprompt.training.code_digest import code_digest
 from visprompt.training.config import Preprocess, TrainConfig
 from visprompt.training.loop import EpochCallback, fit
-from visprompt.training.runs import RunSpec
+from visprompt.training.runs import ConfigError, RunSpec
 
 #: Written next to the checkpoint once `fit` returns: the seed is finished under its key.
 RESULT_FILE = "result.json"
 
 
 def image_size(spec: RunSpec, backbone_spec: Mapping[str, Any]) -> int:
-    """The backbone's input side; a run's `image_size` option must agree with it."""
+    """The built backbone's input side; the configuration must state the same one."""
     size = int(backbone_spec["data_config"]["input_size"][-1])
     if spec.options.get("image_size", size) != size:
         raise ValueError(
             f"run '{spec.name}': options.image_size {spec.options['image_size']} differs from "
             f"backbone '{spec.backbone}' ({size} px, backbone_specs): drop the option, the "
             "method takes the size from the backbone"
+        )
+    if spec.image_size not in (None, size):
+        raise ConfigError(
+            f"run '{spec.name}': parameters_backbone.yml states {spec.image_size} px for "
+            f"backbone '{spec.backbone}', but backbone_specs (data/06_models/backbones) was "
+            f"built at {size} px. Rebuild it first with the same --params: `kedro run "
+            f"--pipelines backbone --params ...` (or run the whole pipeline)"
         )
     return size
 
@@ -63,6 +70,7 @@ def run_params(
         "options": dict(spec.options),
         "train": config.result_fields(),
         "backbone_sha256": backbone_spec["sha256"],
+        "preprocess": backbone_spec["data_config"],  # input size, mean/std, interpolation
         "data_hash": data_hash,
         "prompt_init_sha256": None
         if prompts is None
