@@ -15,7 +15,6 @@ import numpy as np
 from visprompt.registry.promotion import SmokeSet
 from visprompt.registry.serving import ServingLimits
 from visprompt.training import Preprocess
-from visprompt.weights import fingerprint
 
 #: How a registered PGN serves: `rgb` = prompt inversion in front of the unmodified ViT.
 PGN_SERVING = ("rgb", "token")
@@ -145,7 +144,7 @@ def candidate(
         str(params.get("pgn_serving", "rgb")),
     )
     lineage = dict(common) | {
-        "params_hash": fingerprint(training["runs"][run], training.get("defaults"), spec["sha256"]),
+        "params_hash": str(summary["run_key"]),  # the run identity of the chosen seed
         "training_mlflow_run_id": str(summary.get("mlflow_run_id", "none")),
         "method": summary["method"],
         "backbone_sha256": spec["sha256"],
