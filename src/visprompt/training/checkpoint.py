@@ -72,6 +72,13 @@ def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+def load_best(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(best trainable state, its extra state) of the checkpoint in `directory`, on the CPU:
+    what a finished run's model is, without restoring the rest."""
+    state = torch.load(Path(directory) / FILE_NAME, map_location="cpu", weights_only=True)
+    return state["best_state"], json.loads(state["best_extra_state"])
+
+
 @dataclass
 class Progress:
     """The run so far: its history, its best epoch by validation top-1 with that epoch's

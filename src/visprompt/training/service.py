@@ -74,7 +74,7 @@ def run_params(
         "data_hash": data_hash,
         "prompt_init_sha256": None
         if prompts is None
-        else hashlib.sha256(prompts.detach().cpu().numpy().tobytes()).hexdigest(),
+        else backbones.tensors_sha256([("init_prompts", prompts)]),
         "code_sha256": code_digest(),
     }
 
@@ -151,7 +151,7 @@ def _finished(
     if folder is None or not (folder / RESULT_FILE).is_file():
         return None
     stored = json.loads((folder / RESULT_FILE).read_text())
-    state = torch.load(folder / checkpoint.FILE_NAME, map_location="cpu", weights_only=True)
-    model.load_prompt_state_dict(state["best_state"])
-    model.load_extra_state(json.loads(state["best_extra_state"]))
+    best_state, best_extra = checkpoint.load_best(folder)
+    model.load_prompt_state_dict(best_state)
+    model.load_extra_state(best_extra)
     return stored["summary"], stored["history"]
