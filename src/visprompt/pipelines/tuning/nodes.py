@@ -17,9 +17,8 @@ from torch.utils.data import Dataset
 from visprompt.data.shards import ShardDataset, require_validated
 from visprompt.pipelines import tracking
 from visprompt.pipelines.training.nodes import init_prompts
-from visprompt.training.code_digest import code_digest
 from visprompt.training.runs import RunSpec, train_config
-from visprompt.training.service import train_seed
+from visprompt.training.service import run_params, train_seed
 from visprompt.tuning import space as spaces
 from visprompt.tuning import study as studies
 
@@ -136,8 +135,10 @@ def tune_runs(
             (search.get("run_spaces") or {}).get(name),
         )
         bb_spec = backbone_specs[spec.backbone]
-        inputs = [defaults, engine, search.get("epochs"), bb_spec["sha256"]]
-        inputs += [data_hash, code_digest()]
+        init = init_prompts(spec.prompt_init, prompt_inits)
+        # the study belongs to the run's identity (its first seed, configured values)
+        base = train_config(defaults, spec.train | {"seed": spec.seeds[0]}, engine, spec.name)
+        inputs = [run_params(spec, base, bb_spec, data_hash, init), engine, search.get("epochs")]
         ctx = _Trials(
             spec=spec,
             space=space,
@@ -146,7 +147,7 @@ def tune_runs(
             engine=dict(engine),
             epochs=search.get("epochs"),
             backbone=bb_spec,
-            init=init_prompts(spec.prompt_init, prompt_inits),
+            init=init,
             shards=shards,
             data_hash=data_hash,
             datasets=datasets,
