@@ -8,7 +8,7 @@ import pandas as pd
 import yaml
 
 from visprompt.evaluation.claims import HOLDS, NOT_RUN, TESTS
-from visprompt.pipelines.claims.nodes import report_claims
+from visprompt.pipelines.claims.nodes import report_claims, report_claims_across_tasks
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 
@@ -35,13 +35,20 @@ def test_report_reads_the_tables_that_exist(tmp_path: Path) -> None:
             "cost": {"text": "AP is cheaper", "test": "cheaper", "runs": ["ap", "vp"]},
             "spt": {"test": "better", "runs": ["spt", "vp"], "recipe": "kedro run --x"},
         },
+        "suite": "python -m visprompt.suite",
     }
     table, markdown = report_claims("exp_a", efficiency, params)
     assert list(table["verdict"]) == [HOLDS, HOLDS, NOT_RUN]
     other, _ = report_claims("exp_b", efficiency, params)  # another experiment: not its table
     assert other.iloc[0]["verdict"] == NOT_RUN
-    assert "`kedro run --x`" in table.iloc[2]["measured"]
+    assert "`kedro run --x` (one task) or `python -m visprompt.suite`" in table.iloc[2]["measured"]
     assert "| AP beats VP | ap, vp |" in markdown and "| AP is cheaper |" in markdown
+    # the suite's: the same checks on its long table, per task and across tasks
+    long = pd.concat([seeds.assign(task=t) for t in ("digits", "mnist5k")], ignore_index=True)
+    across, markdown = report_claims_across_tasks(long, efficiency, params)
+    assert list(across["holds_on"]) == ["2 of 2", "2 of 2", ""]
+    assert list(across["verdict"]) == ["not distinguishable", HOLDS, NOT_RUN]
+    assert "| AP beats VP | ap, vp | digits: holds; mnist5k: holds |" in markdown
 
 
 def test_the_projects_checks_name_configured_runs() -> None:
@@ -49,17 +56,24 @@ def test_the_projects_checks_name_configured_runs() -> None:
     training = yaml.safe_load((CONF / "parameters_training.yml").read_text())["training"]
     adavipro = yaml.safe_load((CONF / "parameters_adavipro_report.yml").read_text())
     sweep = yaml.safe_load((CONF / "parameters_ap_layer_sweep.yml").read_text())
-    recipe = yaml.safe_load((CONF.parents[1] / "pipelines" / "imagenet_cnn.yml").read_text())
+    recipes = CONF.parents[1] / "pipelines"
+    recipe = yaml.safe_load((recipes / "imagenet_cnn.yml").read_text())
+    # the suite's runs (its recipes declare `run.params.suite.runs`)
+    suites = [yaml.safe_load(p.read_text()) for p in sorted(recipes.glob("suite*.yml"))]
     known = (
         set(training["runs"])
         | set(recipe["run"]["params"]["training"]["runs"])
         | set(adavipro["adavipro_report"]["runs"])
         | set(sweep["ap_layer_sweep"]["runs"])
+        | {run for s in suites for run in s["run"]["params"]["suite"]["runs"]}
     )
     required = {
         "ap_beats_vp_cnn", "cnn_prefers_deep_ap", "ap_channel_after_norm_is_norm_tuning",
         "adavipro_beats_vp_p4", "spt_kmeans_beats_vpt", "ap_cheaper_than_vp",
-        "pgn_rgb_matches_tokens",
+        "pgn_rgb_matches_tokens", "cnn_prefers_deep_ap_lite0", "vit_prefers_shallow_ap_suite",
+        "ap_channel_after_norm_is_norm_tuning_vit", "adavipro_beats_vp",
+        "ap_cheaper_than_vp_lite0", "spt_kmeans_beats_vpt_mae",
+        "full_finetune_beats_linear_probe",
     }  # fmt: skip
     assert required <= set(claims["checks"])
     for name, check in claims["checks"].items():

@@ -1,4 +1,5 @@
-"""Node of the claims pipeline: read the result tables, check every claim."""
+"""Nodes of the claims: one experiment's (the claims pipeline: read the result tables, check
+every claim) and the suite's (every claim per task and across tasks, from its long table)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from typing import Any
 
 import pandas as pd
 
-from visprompt.evaluation.claims import check_claims, claims_markdown, read_seed_tables
+from visprompt.evaluation.claims import (
+    check_claims,
+    check_claims_across_tasks,
+    claims_across_tasks_markdown,
+    claims_markdown,
+    read_seed_tables,
+)
 
 
 def report_claims(
@@ -27,5 +34,16 @@ def report_claims(
     costs = pd.concat([efficiency, extra_costs], ignore_index=True).drop_duplicates(
         "run", keep="last"
     )
-    table = check_claims(params["checks"], seeds, costs, alpha)
+    table = check_claims(params["checks"], seeds, costs, alpha, params.get("suite"))
     return table, claims_markdown(table, alpha)
+
+
+def report_claims_across_tasks(
+    seeds: pd.DataFrame, costs: pd.DataFrame | None, params: dict[str, Any]
+) -> tuple[pd.DataFrame, str]:
+    """(claims table, its Markdown) of a suite: `seeds` is its long table (task, run, seed,
+    metrics...), `costs` per-run profiling rows (with `task` when measured per task, or
+    None), `params` the `claims` parameters (checks, alpha, suite)."""
+    alpha = float(params.get("alpha", 0.05))
+    table = check_claims_across_tasks(params["checks"], seeds, costs, alpha, params.get("suite"))
+    return table, claims_across_tasks_markdown(table, alpha)
