@@ -75,11 +75,11 @@ FULL = Mode(224, 64, 256, 3, 10, TRAIN_IMAGES, VAL_IMAGES, 10, "bf16-mixed", 480
 TINY = Mode(32, 2, 2, 0, 1, 8, 4, 1, "bf16-mixed", 60.0)
 
 
-def engine_settings(tiny: bool) -> dict[str, Any]:
-    """conf/gpu's `training_engine`; the tiny mode runs it on the CPU with no workers."""
+def engine_settings(device: torch.device) -> dict[str, Any]:
+    """conf/gpu's `training_engine`; without CUDA (--tiny, --force) on the CPU, no workers."""
     engine = yaml.safe_load((ROOT / "conf/gpu/parameters_training.yml").read_text())
     engine = dict(engine["training_engine"])
-    if tiny:
+    if device.type != "cuda":
         engine |= {"accelerator": "cpu", "num_workers": 0}
     return engine
 
@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     mode = TINY if args.tiny else FULL
-    engine = engine_settings(args.tiny)
+    engine = engine_settings(device)
     settings = ProfileSettings(
         image_size=mode.image_size, train_batch_size=mode.train_batch,
         infer_batch_size=mode.infer_batch, warmup=mode.warmup, repeats=mode.repeats,
@@ -238,12 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]  # fmt: skip
     wall = time.perf_counter() - start
     command = " ".join(sys.argv[1:] if argv is None else argv)
+    where = "" if device.type == "cuda" else ", on the CPU"
     header = [
         f"# GPU check ({'tiny, ' if args.tiny else ''}{device_slug(device)})", "",
         f"- machine: {describe_machine(device)}",
         f"- versions: {versions()}",
         f"- command: `python benchmarks/gpu_check.py {command}`",
-        f"- engine (conf/gpu/parameters_training.yml{', on the CPU' if args.tiny else ''}): "
+        f"- engine (conf/gpu/parameters_training.yml{where}): "
         f"{engine}",
         f"- wall time: {wall:.0f} s (budget {mode.budget_s:.0f} s)", "",
     ]  # fmt: skip

@@ -61,6 +61,10 @@ def test_missing_runs_say_not_run_with_the_recipe() -> None:
     suite_only = {"test": "better", "runs": ["ap_mae", "vp"]}
     row = check_claims({"c": suite_only}, seeds(ap=[0.8]), suite="python -m visprompt.suite")
     assert row.iloc[0]["measured"].endswith("run `python -m visprompt.suite` (across tasks)")
+    # a one-task sweep's check: the suite does not run it, so it is not named
+    sweep = better() | {"across_tasks": False}
+    row = check_claims({"c": sweep}, seeds(ap=[0.8]), suite="python -m visprompt.suite")
+    assert row.iloc[0]["measured"].endswith("run `kedro run --config pipelines/x.yml`")
 
 
 def test_preferred_depth() -> None:
@@ -174,6 +178,8 @@ def test_across_tasks_skips_tasks_without_the_runs_and_names_the_suite() -> None
     ).iloc[0]
     assert missing["verdict"] == NOT_RUN and missing["n_tasks"] == 0
     assert "`python -m visprompt.suite` (across tasks)" in missing["measured"]
+    sweep = better() | {"across_tasks": False}
+    assert check_claims_across_tasks({"c": better(), "s": sweep}, long)["claim"].tolist() == ["c"]
     with pytest.raises(ValueError, match="`task` column"):
         check_claims_across_tasks({"c": better()}, long.drop(columns="task"))
 

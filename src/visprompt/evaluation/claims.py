@@ -294,6 +294,13 @@ def _check(
     return paired.get(test, _equivalent)(claim, spec, seeds, alpha)
 
 
+def _with_suite(spec: Mapping[str, Any], suite: str | None) -> dict[str, Any]:
+    """The check with the suite command to name, unless it is a one-task check
+    (`across_tasks: false`: a sweep on a backbone the suite does not run)."""
+    across = suite and spec.get("across_tasks", True)
+    return dict(spec) | ({"suite": suite} if across else {})
+
+
 def check_claims(
     claims: Mapping[str, Mapping[str, Any]],
     seeds: pd.DataFrame,
@@ -303,10 +310,11 @@ def check_claims(
 ) -> pd.DataFrame:
     """One row per claim (in the order given): the runs, the numbers and the verdict.
 
-    `suite`: the command that judges the claims across tasks, named in every `not run` row.
+    `suite`: the command that judges the claims across tasks, named in the `not run` rows
+    of every check but those with `across_tasks: false`.
     """
     rows = [
-        _check(claim, dict(spec) | ({"suite": suite} if suite else {}), seeds, efficiency, alpha)
+        _check(claim, _with_suite(spec, suite), seeds, efficiency, alpha)
         for claim, spec in claims.items()
     ]
     return pd.DataFrame(rows, columns=list(COLUMNS))
@@ -419,7 +427,8 @@ def check_claims_across_tasks(
     `seed`, metrics), how many tasks it holds on, and its verdict across those tasks.
 
     A task counts when the claim's runs have results there (a ViT claim skips a task the
-    ViTs were pretrained on). `efficiency` may hold a `task` column (costs per task).
+    ViTs were pretrained on). `efficiency` may hold a `task` column (costs per task). Checks
+    with `across_tasks: false` (one-task sweeps) are left out.
     """
     if "task" not in long:
         raise ValueError(
@@ -428,7 +437,9 @@ def check_claims_across_tasks(
     rows = []
     tasks = sorted(long["task"].unique())
     for claim, spec in claims.items():
-        spec = dict(spec) | ({"suite": suite} if suite else {})
+        if not spec.get("across_tasks", True):
+            continue
+        spec = _with_suite(spec, suite)
         per_task = {t: _check(claim, spec, long[long["task"] == t], _task_costs(efficiency, t),
                               alpha) for t in tasks}  # fmt: skip
         judged = [t for t in tasks if per_task[t]["verdict"] != NOT_RUN]
