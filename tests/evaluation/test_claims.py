@@ -177,11 +177,16 @@ def test_across_tasks_skips_tasks_without_the_runs_and_names_the_suite() -> None
         {"c": better("spt", "vpt")}, long, suite="python -m visprompt.suite"
     ).iloc[0]
     assert missing["verdict"] == NOT_RUN and missing["n_tasks"] == 0
-    assert "`python -m visprompt.suite` (across tasks)" in missing["measured"]
+    assert missing["measured"] == (
+        "no top1 for spt, vpt: run `kedro run --config pipelines/x.yml` (one task) or "
+        "`python -m visprompt.suite` (across tasks)"
+    )
     sweep = better() | {"across_tasks": False}
     assert check_claims_across_tasks({"c": better(), "s": sweep}, long)["claim"].tolist() == ["c"]
     with pytest.raises(ValueError, match="`task` column"):
         check_claims_across_tasks({"c": better()}, long.drop(columns="task"))
+    with pytest.raises(ValueError, match="no task has finished"):
+        check_claims_across_tasks({"c": better()}, long.iloc[:0])
 
 
 def test_across_tasks_depth_equivalence_cost_and_floor() -> None:

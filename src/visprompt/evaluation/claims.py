@@ -430,9 +430,10 @@ def check_claims_across_tasks(
     ViTs were pretrained on). `efficiency` may hold a `task` column (costs per task). Checks
     with `across_tasks: false` (one-task sweeps) are left out.
     """
-    if "task" not in long:
+    if "task" not in long or long.empty:
         raise ValueError(
-            "the suite's long table needs a `task` column (one row per task x run x seed)"
+            "the suite's long table needs a `task` column and rows (one per task x run x "
+            "seed): no task has finished yet"
         )
     rows = []
     tasks = sorted(long["task"].unique())
@@ -443,9 +444,8 @@ def check_claims_across_tasks(
         per_task = {t: _check(claim, spec, long[long["task"] == t], _task_costs(efficiency, t),
                               alpha) for t in tasks}  # fmt: skip
         judged = [t for t in tasks if per_task[t]["verdict"] != NOT_RUN]
-        if not judged:
-            base = _not_run(claim, spec, list(spec["runs"]), "result on any task")
-            rows.append(base | {"per_task": "", "holds_on": "", "n_tasks": 0})
+        if not judged:  # the first task's `not run` row names what is missing
+            rows.append(per_task[tasks[0]] | {"per_task": "", "holds_on": "", "n_tasks": 0})
             continue
         k = sum(per_task[t]["verdict"] == HOLDS for t in judged)
         test = spec["test"]
