@@ -58,8 +58,9 @@ def test_the_projects_checks_name_configured_runs() -> None:
     sweep = yaml.safe_load((CONF / "parameters_ap_layer_sweep.yml").read_text())
     recipes = CONF.parents[1] / "pipelines"
     recipe = yaml.safe_load((recipes / "imagenet_cnn.yml").read_text())
-    # the suite's runs (its recipes declare `run.params.suite.runs`)
-    suites = [yaml.safe_load(p.read_text()) for p in sorted(recipes.glob("suite*.yml"))]
+    # the suites' runs (recipes that declare `run.params.suite`: offline and GPU)
+    loaded = [yaml.safe_load(p.read_text()) or {} for p in sorted(recipes.glob("*.yml"))]
+    suites = [r for r in loaded if "suite" in ((r.get("run") or {}).get("params") or {})]
     one_task = (
         set(training["runs"])
         | set(recipe["run"]["params"]["training"]["runs"])
@@ -70,7 +71,7 @@ def test_the_projects_checks_name_configured_runs() -> None:
     required = {
         "ap_beats_vp_cnn", "cnn_prefers_deep_ap", "ap_channel_after_norm_is_norm_tuning",
         "adavipro_beats_vp_p4", "spt_kmeans_beats_vpt", "ap_cheaper_than_vp",
-        "pgn_rgb_matches_tokens", "cnn_prefers_deep_ap_lite0", "vit_prefers_shallow_ap_suite",
+        "pgn_rgb_matches_tokens", "cnn_prefers_deep_ap_lite0", "vit_prefers_shallow_ap_tiny",
         "ap_channel_after_norm_is_norm_tuning_vit", "adavipro_beats_vp",
         "ap_cheaper_than_vp_lite0", "spt_kmeans_beats_vpt_mae",
         "full_finetune_beats_linear_probe",
