@@ -158,3 +158,17 @@ def test_report_tables_markdown_and_cd_diagram(tmp_path) -> None:
     assert any(t.startswith("full_finetune (") for t in texts)
     report["figure"].savefig(tmp_path / "cd.png")
     assert (tmp_path / "cd.png").stat().st_size > 0
+
+
+def test_report_can_rank_over_the_tasks_every_run_has() -> None:
+    means = MEANS | {"own": {"a": 0.9, "b": 0.6}}  # c (a ViT, say) is not run on its own data
+    long = long_table(means, spread=0.01)
+    with pytest.raises(ValueError, match="missing: c on own"):
+        ct.cross_task_report(long, baselines=["b"])
+    report = ct.cross_task_report(long, baselines=["b"], drop_incomplete_tasks=True)
+    assert report["left_out"] == {"own": ["c"]}
+    assert report["table"]["n_tasks"].tolist() == [4, 4, 4]
+    assert "own" in set(report["per_task"]["task"])  # its means are still shown
+    assert "Left out of the cross-task statistics: own (no c)." in report["markdown"]
+    kept, left_out = ct.complete_tasks(long, ["a", "b"])
+    assert left_out == {} and len(kept) == len(long)  # a and b share every task

@@ -295,8 +295,10 @@ def cross_task_markdown(
     test: Friedman | None,
     cd: float | None,
     alpha: float = 0.05,
+    left_out: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
-    """The per-task means and the cross-task summary for people (accuracies in %)."""
+    """The per-task means and the cross-task summary for people (accuracies in %), naming
+    the tasks `left_out` of the ranks and the runs they lack."""
     wide = per_task.assign(
         cell=[
             f"{100 * m:.1f}" + ("" if math.isnan(lo) else f" ± {100 * (hi - lo) / 2:.1f}")
@@ -305,7 +307,7 @@ def cross_task_markdown(
             )
         ]  # fmt: skip
     ).pivot(index="run", columns="task", values="cell")
-    wide = wide.reindex(table["run"])
+    wide = wide.reindex(table["run"]).fillna("")
     summary = table.assign(
         mean_over_tasks=[f"{100 * v:.1f}" for v in table["mean_over_tasks"]],
         avg_rank=[f"{v:.2f}" for v in table["avg_rank"]],
@@ -318,6 +320,8 @@ def cross_task_markdown(
     lines = ["## Per task: mean ± 95 % t-interval over seeds (%)", "",
              wide.reset_index().to_markdown(index=False, disable_numparse=True), "",
              "## Across tasks", ""]  # fmt: skip
+    for task, runs in (left_out or {}).items():
+        lines.append(f"Left out of the cross-task statistics: {task} (no {', '.join(runs)}).")
     if test is not None:
         lines.append(
             f"Friedman test over {test.n_tasks} tasks and {test.n_runs} runs: "
@@ -335,22 +339,39 @@ def cross_task_markdown(
     return "\n".join(lines) + "\n"
 
 
+def complete_tasks(
+    long: pd.DataFrame, runs: Sequence[str] | None = None, metric: str = "top1"
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """(rows of the tasks where every run has a result, {left-out task: its missing runs}):
+    the complete block design the rank tests need (a ViT skips its pretraining data)."""
+    _check_long(long, metric)
+    wanted = list(runs) if runs is not None else sorted(long["run"].unique())
+    present = long[long["run"].isin(wanted)].groupby("task")["run"].agg(set)
+    missing = {str(t): [r for r in wanted if r not in got] for t, got in present.items()}
+    left_out = {t: m for t, m in missing.items() if m}
+    return long[~long["task"].isin(left_out)], left_out
+
+
 def cross_task_report(
     long: pd.DataFrame,
     runs: Sequence[str] | None = None,
     baselines: Sequence[str] = ("linear_probe", "full_finetune"),
     metric: str = "top1",
     alpha: float = 0.05,
+    drop_incomplete_tasks: bool = False,
 ) -> Mapping[str, object]:
-    """Everything a suite writes, from its long table: `per_task`, `table` (cross-task),
-    `friedman` (None under 3 runs), `cd`, `markdown` and the CD `figure`."""
-    matrix = task_matrix(long, runs, metric)
+    """Everything a suite writes, from its long table: `per_task` (every task), `table`
+    (cross-task), `friedman` (None under 3 runs), `cd`, `left_out` ({task: missing runs},
+    with `drop_incomplete_tasks`; otherwise a missing run is an error), `markdown` and the
+    CD `figure`."""
+    ranked, left_out = complete_tasks(long, runs, metric) if drop_incomplete_tasks else (long, {})
+    matrix = task_matrix(ranked, runs, metric)
     per_task = per_task_table(long[long["run"].isin(matrix.columns)], metric)
-    table = cross_task_table(long, list(matrix.columns), baselines, metric, alpha)
+    table = cross_task_table(ranked, list(matrix.columns), baselines, metric, alpha)
     test = friedman(matrix) if matrix.shape[1] >= 3 else None
     cd = nemenyi_cd(matrix.shape[1], len(matrix), alpha)
     ranks = table.set_index("run")["avg_rank"]
     figure = cd_diagram(ranks, cd, f"average rank over {len(matrix)} tasks ({metric})")
-    markdown = cross_task_markdown(table, per_task, test, cd, alpha)
+    markdown = cross_task_markdown(table, per_task, test, cd, alpha, left_out)
     return {"per_task": per_task, "table": table, "friedman": test, "cd": cd,
-            "markdown": markdown, "figure": figure}  # fmt: skip
+            "left_out": left_out, "markdown": markdown, "figure": figure}  # fmt: skip
