@@ -261,10 +261,11 @@ def cd_diagram(ranks: pd.Series, cd: float, title: str = "") -> plt.Figure:
     low, high = 1, max(k, math.ceil(ordered.max()))
     half = math.ceil(k / 2)
     groups = cliques(ordered, cd)
-    height = 1.6 + 0.3 * max(half, len(groups) + 1)
-    fig, ax = plt.subplots(figsize=(7.0, height))
+    below = 0.3 + 0.12 * len(groups)  # the clique bars sit between the axis and the labels
+    bottom = below + 0.45 * half + 0.3
+    fig, ax = plt.subplots(figsize=(7.0, 0.9 + 0.55 * (bottom + 1.6)))
     ax.set_xlim(low - 0.5, high + 0.5)
-    ax.set_ylim(-(max(half, 1) + 1.0), 1.6)
+    ax.set_ylim(-bottom, 1.6)
     ax.axis("off")
     ax.hlines(0, low, high, color="black", linewidth=1)
     for tick in range(low, high + 1):
@@ -274,13 +275,13 @@ def cd_diagram(ranks: pd.Series, cd: float, title: str = "") -> plt.Figure:
     ax.text(low + cd / 2, 1.2, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
     for i, (name, rank) in enumerate(ordered.items()):
         left = i < half
-        level = -(i + 1 if left else k - i) * 0.45 - 0.3
+        level = -below - 0.45 * (i + 1 if left else k - i)
         end = low - 0.3 if left else high + 0.3
         ax.plot([rank, rank, end], [0, level, level], color="0.3", linewidth=0.8)
         label = f"{name} ({rank:.2f})"
         ax.text(end, level, label, ha="right" if left else "left", va="center", fontsize=8)
     for j, group in enumerate(groups):
-        level = -0.15 - 0.12 * j
+        level = -0.2 - 0.12 * j
         ax.plot([ordered[group[0]] - 0.03, ordered[group[-1]] + 0.03], [level, level],
                 color="black", linewidth=3, solid_capstyle="round")  # fmt: skip
     if title:
