@@ -242,14 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"Train step (batch {mode.train_batch}) and inference throughput (batch "
                 f"{mode.infer_batch}), {mode.precision} autocast, channels_last, medians of "
                 f"{mode.repeats} rounds after {mode.warmup} warm-up calls:", "",
-                to_markdown(shown),
+                to_markdown(shown.round(1), digits=8),
                 f"Data wait (ShardDataset + DataLoader over the digits shards, "
                 f"{engine['num_workers']} workers, linear probe's step, {wait.batches} "
                 f"batches): {wait.wait_s:.3f} s waiting vs {wait.compute_s:.3f} s computing "
                 f"= {100 * wait.fraction:.1f} % of the step.", "",
                 f"Training engine (`training.fit`, Fabric on {engine['accelerator']}, "
                 f"{len(data[0])} train / {len(data[1])} val digits):", "",
-                to_markdown(pd.DataFrame(runs)),
+                to_markdown(pd.DataFrame(runs).round(3), digits=8),
             ]  # fmt: skip
     wall = time.perf_counter() - start
     command = " ".join(sys.argv[1:] if argv is None else argv)
