@@ -8,7 +8,11 @@ import pandas as pd
 import yaml
 
 from visprompt.evaluation.claims import HOLDS, NOT_RUN, TESTS
-from visprompt.pipelines.claims.nodes import report_claims, report_claims_across_tasks
+from visprompt.pipelines.claims.nodes import (
+    report_claims,
+    report_claims_across_tasks,
+    report_suite,
+)
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 
@@ -49,6 +53,29 @@ def test_report_reads_the_tables_that_exist(tmp_path: Path) -> None:
     assert list(across["holds_on"]) == ["2 of 2", "2 of 2", ""]
     assert list(across["verdict"]) == ["not distinguishable", HOLDS, NOT_RUN]
     assert "| AP beats VP | ap, vp | digits: holds; mnist5k: holds |" in markdown
+
+
+def test_suite_report_ranks_over_complete_tasks_and_judges_the_claims() -> None:
+    rows = [
+        {"task": task, "run": run, "seed": seed, "top1": top1 + 0.01 * seed - 0.05 * t}
+        for t, task in enumerate(["digits", "mnist5k", "fashion_mnist"])
+        for run, top1 in {"linear_probe": 0.7, "ap": 0.8, "vp": 0.75}.items()
+        for seed in range(3)
+        if not (task == "fashion_mnist" and run == "vp")  # a ViT run skips its pretraining data
+    ]
+    checks = {"acc": {"text": "AP beats VP", "test": "better", "runs": ["ap", "vp"]}}
+    suite = {"name": "offline", "baselines": ["linear_probe"]}
+    per_task, table, markdown, figure, claims, claims_md = report_suite(
+        pd.DataFrame(rows), suite, {"checks": checks, "suite": "python -m visprompt.suite"}
+    )
+    assert set(per_task["task"]) == {"digits", "mnist5k", "fashion_mnist"}
+    assert table["run"].tolist() == ["ap", "vp", "linear_probe"] and set(table["n_tasks"]) == {2}
+    assert table.set_index("run").at["ap", "linear_probe_wtl"] == "2/0/0"
+    assert markdown.startswith("# Suite offline: every run across tasks")
+    assert "Left out of the cross-task statistics: fashion_mnist (no vp)." in markdown
+    assert "![critical-difference diagram](cd_diagram.png)" in markdown
+    assert figure.axes and claims.iloc[0]["holds_on"] == "2 of 2"
+    assert "| AP beats VP | ap, vp | digits: holds; mnist5k: holds |" in claims_md
 
 
 def test_the_projects_checks_name_configured_runs() -> None:

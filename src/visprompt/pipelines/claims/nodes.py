@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from visprompt.evaluation.claims import (
@@ -14,6 +15,7 @@ from visprompt.evaluation.claims import (
     claims_markdown,
     read_seed_tables,
 )
+from visprompt.evaluation.cross_task import cross_task_report
 
 
 def report_claims(
@@ -47,3 +49,23 @@ def report_claims_across_tasks(
     alpha = float(params.get("alpha", 0.05))
     table = check_claims_across_tasks(params["checks"], seeds, costs, alpha, params.get("suite"))
     return table, claims_across_tasks_markdown(table, alpha)
+
+
+def report_suite(
+    seeds: pd.DataFrame, suite: dict[str, Any], params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, str, plt.Figure, pd.DataFrame, str]:
+    """The suite's cross-task outputs from its long table (`suite_seeds`): per-task means,
+    the cross-task table (mean over tasks, average rank, win/tie/loss and Holm-Wilcoxon
+    against the suite's `baselines`), its Markdown, the CD diagram, and the claims per task
+    and across tasks with their Markdown. Ranks are over the tasks every run has (the ViTs
+    skip their pretraining data); the tasks left out are named."""
+    alpha = float(params.get("alpha", 0.05))
+    report = cross_task_report(
+        seeds, baselines=list(suite.get("baselines") or ()), alpha=alpha,
+        drop_incomplete_tasks=True,
+    )  # fmt: skip
+    title = f"# Suite {suite.get('name', '')}: every run across tasks\n\n"
+    figure = "\n![critical-difference diagram](cd_diagram.png)\n"
+    claims, claims_md = report_claims_across_tasks(seeds, None, params)
+    return (report["per_task"], report["table"], title + report["markdown"] + figure,
+            report["figure"], claims, claims_md)  # fmt: skip
