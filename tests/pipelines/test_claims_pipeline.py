@@ -76,6 +76,12 @@ def test_suite_report_ranks_over_complete_tasks_and_judges_the_claims() -> None:
     assert "![critical-difference diagram](cd_diagram.png)" in markdown
     assert figure.axes and claims.iloc[0]["holds_on"] == "2 of 2"
     assert "| AP beats VP | ap, vp | digits: holds; mnist5k: holds |" in claims_md
+    # one task finished so far: per-task means and claims, no ranks
+    partial = pd.DataFrame(rows).query("task != 'mnist5k'")
+    per_task, table, markdown, _, claims, _ = report_suite(partial, suite, {"checks": checks})
+    assert set(per_task["task"]) == {"digits", "fashion_mnist"} and table.empty
+    assert "need at least 2 tasks" in markdown and "fashion_mnist lacks vp" in markdown
+    assert claims.iloc[0]["holds_on"] == "1 of 1"
 
 
 def test_the_projects_checks_name_configured_runs() -> None:

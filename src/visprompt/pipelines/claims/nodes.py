@@ -15,7 +15,7 @@ from visprompt.evaluation.claims import (
     claims_markdown,
     read_seed_tables,
 )
-from visprompt.evaluation.cross_task import cross_task_report
+from visprompt.evaluation.cross_task import complete_tasks, cross_task_report, per_task_table
 
 
 def report_claims(
@@ -58,14 +58,28 @@ def report_suite(
     the cross-task table (mean over tasks, average rank, win/tie/loss and Holm-Wilcoxon
     against the suite's `baselines`), its Markdown, the CD diagram, and the claims per task
     and across tasks with their Markdown. Ranks are over the tasks every run has (the ViTs
-    skip their pretraining data); the tasks left out are named."""
+    skip their pretraining data); the tasks left out are named. A partial suite (fewer than 2
+    such tasks finished) gets its per-task means and claims, and a note instead of ranks."""
     alpha = float(params.get("alpha", 0.05))
+    claims, claims_md = report_claims_across_tasks(seeds, None, params)
+    title = f"# Suite {suite.get('name', '')}: every run across tasks\n\n"
+    ranked, left_out = complete_tasks(seeds)
+    if ranked["task"].nunique() < 2:  # a partial suite: its per-task means, no ranks yet
+        per_task = per_task_table(seeds)
+        note = (
+            "Cross-task statistics need at least 2 tasks on which every run has finished; "
+            f"finished: {', '.join(sorted(seeds['task'].unique()))}"
+            + "".join(f"; {t} lacks {', '.join(r)}" for t, r in left_out.items())
+            + ".\n"
+        )
+        figure, ax = plt.subplots(figsize=(6, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "not enough finished tasks for ranks", ha="center", va="center")
+        return per_task, pd.DataFrame(), title + note, figure, claims, claims_md
     report = cross_task_report(
         seeds, baselines=list(suite.get("baselines") or ()), alpha=alpha,
         drop_incomplete_tasks=True,
     )  # fmt: skip
-    title = f"# Suite {suite.get('name', '')}: every run across tasks\n\n"
-    figure = "\n![critical-difference diagram](cd_diagram.png)\n"
-    claims, claims_md = report_claims_across_tasks(seeds, None, params)
-    return (report["per_task"], report["table"], title + report["markdown"] + figure,
+    figure_link = "\n![critical-difference diagram](cd_diagram.png)\n"
+    return (report["per_task"], report["table"], title + report["markdown"] + figure_link,
             report["figure"], claims, claims_md)  # fmt: skip
