@@ -63,6 +63,8 @@ class ProfileSettings:
     device: str = "auto"
     #: Lightning precision string; half precisions (`bf16-mixed`, ...) time under autocast
     precision: str = "32-true"
+    #: models and batches in channels_last memory order (NHWC: faster convolutions on GPUs)
+    channels_last: bool = False
     seed: int = 0
     progress: bool = True
 
@@ -87,7 +89,9 @@ def profile_models(
             "frozen (visprompt.backbones.freeze), so its training step is the no-grad floor"
         )
     device = resolve_device(settings.device)
-    models = {name: m.to(device) for name, m in models.items()}
+    models = {
+        name: m.to(device, memory_format=_memory_format(settings)) for name, m in models.items()
+    }
     batch = random_images(settings.train_batch_size, settings, device)
     infer_batch = random_images(settings.infer_batch_size, settings, device)
     single = infer_batch[:1]
@@ -166,4 +170,9 @@ def interleaved_timings(
 def random_images(n: int, settings: ProfileSettings, device: torch.device) -> torch.Tensor:
     generator = torch.Generator().manual_seed(settings.seed)
     shape = (n, 3, settings.image_size, settings.image_size)
-    return torch.randn(shape, generator=generator).to(device)
+    images = torch.randn(shape, generator=generator)
+    return images.to(device, memory_format=_memory_format(settings))
+
+
+def _memory_format(settings: ProfileSettings) -> torch.memory_format:
+    return torch.channels_last if settings.channels_last else torch.contiguous_format
