@@ -12,9 +12,11 @@ Routes:
 Bodies are MLflow's scoring format (`dataframe_split` / `dataframe_records`, a column
 `image` of base64 PNG/JPEG). A body over `max_request_bytes` is refused (413) from its
 Content-Length before any of it is read, and a body without one is read in chunks and
-refused as soon as it passes the limit. Requests are queued to one worker thread that takes
-everything queued and runs the shareable versions' samples in one backbone call per backbone
-(`serving.shared`); versions whose adaptation changes backbone weights run alone.
+refused as soon as it passes the limit; at most `max_concurrent_decodes` bodies are read and
+decoded at once, so the memory requests hold is bounded however many arrive. Requests are
+queued to one worker thread that takes everything queued and runs the shareable versions'
+samples in one backbone call per backbone (`serving.shared`); versions whose adaptation
+changes backbone weights run alone.
 """
 
 from __future__ import annotations
@@ -120,15 +122,20 @@ class Batcher:
                 future.set_result([next(logits) for _ in job_parts])
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) before reading when Content-Length says it is over `limit`,
-    and as soon as the chunks read pass it when there is none."""
+def check_declared_length(request: Request, limit: int) -> None:
+    """Refuse (413) a body whose Content-Length is over `limit`, before reading any of it."""
     declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise HTTPError(400, "BAD_REQUEST", f"Content-Length {declared!r} is not a number")
-        if int(declared) > limit:
-            raise HTTPError(413, "REQUEST_LIMIT_EXCEEDED", _too_large(int(declared), limit))
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise HTTPError(400, "BAD_REQUEST", f"Content-Length {declared!r} is not a number")
+    if int(declared) > limit:
+        raise HTTPError(413, "REQUEST_LIMIT_EXCEEDED", _too_large(int(declared), limit))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as the chunks read pass `limit` (no Content-Length)."""
+    check_declared_length(request, limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -193,16 +200,31 @@ def create_app(versions: VersionSet, limits: ServingLimits) -> Starlette:
         groups: dict[str, list[int]] = {}
         for row, name in enumerate(names):
             groups.setdefault(name, []).append(row)
-        entries, rows, parts = [], [], []
+        entries = {name: versions.get(name) for name in groups}
+        # versions sharing a decoder and preprocessing: their rows decoded in one pass
+        inputs: dict[tuple, tuple[Loaded, list[int]]] = {}
         for name, members in groups.items():
-            entry = versions.get(name)
-            images = entry.decode(frame.iloc[members][["image"]].reset_index(drop=True))
-            entries.append(entry)
-            rows.append(members)
-            parts.append(Part(entry.backbone, entry.model_input(images), entry.form, entry.model))
-        return entries, rows, parts
+            entry = entries[name]
+            key = (id(entry.decode), json.dumps(entry.preprocessing, sort_keys=True))
+            inputs.setdefault(key, (entry, []))[1].extend(members)
+        column, decoded = list(frame["image"]), {}
+        for entry, members in inputs.values():
+            images = entry.decode(pd.DataFrame({"image": [column[i] for i in members]}))
+            x = entry.model_input(images)
+            decoded |= {row: (x, j) for j, row in enumerate(members)}
+        parts = []
+        for name, members in groups.items():
+            entry = entries[name]
+            x = decoded[members[0]][0]
+            index = torch.tensor([decoded[row][1] for row in members])
+            parts.append(Part(entry.backbone, x[index], entry.form, entry.model))
+        return list(entries.values()), list(groups.values()), parts
 
-    async def predict(request: Request, route_model: str | None) -> list[dict]:
+    #: Bodies read, parsed and decoded at once: what requests hold in memory is bounded by
+    #: this x max_request_bytes, however many are sent (an oversized one is refused unread).
+    bodies = asyncio.Semaphore(limits.max_concurrent_decodes)
+
+    async def read_images(request: Request, route_model: str | None) -> tuple:
         frame, model = parse_table(await read_body(request, limits.max_request_bytes))
         if route_model is not None:
             names = [route_model] * len(frame)
@@ -217,9 +239,14 @@ def create_app(versions: VersionSet, limits: ServingLimits) -> Starlette:
             )
         if len(frame) == 0:
             raise bad_request("empty batch: send at least one image")
-        entries, rows, parts = await run_in_threadpool(decode, frame, names)
+        return len(frame), *(await run_in_threadpool(decode, frame, names))
+
+    async def predict(request: Request, route_model: str | None) -> list[dict]:
+        check_declared_length(request, limits.max_request_bytes)
+        async with bodies:  # the body and its table are gone when this block ends
+            count, entries, rows, parts = await read_images(request, route_model)
         logits = await asyncio.wrap_future(batcher.submit(parts))
-        out: list[dict] = [{}] * len(frame)
+        out: list[dict] = [{}] * count
         for entry, members, part_logits in zip(entries, rows, logits, strict=True):
             for row, prediction in zip(members, prediction_rows(entry, part_logits), strict=True):
                 out[row] = prediction
@@ -236,8 +263,11 @@ def create_app(versions: VersionSet, limits: ServingLimits) -> Starlette:
     async def features(request: Request) -> JSONResponse:
         async def compute() -> dict:
             key = _backbone(versions.backbones, request.path_params["key"])
-            frame, _ = parse_table(await read_body(request, limits.max_request_bytes))
-            images = await run_in_threadpool(_decode_own_size, frame, limits)
+            check_declared_length(request, limits.max_request_bytes)
+            async with bodies:
+                frame, _ = parse_table(await read_body(request, limits.max_request_bytes))
+                images = await run_in_threadpool(_decode_own_size, frame, limits)
+                del frame
             backbone = versions.backbones[key]
             _check_grid(backbone, images)
             norm = versions.backbones.normalisation[key]

@@ -113,8 +113,15 @@ class Loaded:
         }
 
 
-def load(name: str, version: str, backbones: Backbones) -> Loaded:
-    """Version `version` of `name` from the tracking store, on the shared backbones."""
+def load(
+    name: str,
+    version: str,
+    backbones: Backbones,
+    decoders: dict[tuple[ServingLimits, int], ImageDecoder],
+) -> Loaded:
+    """Version `version` of `name` from the tracking store, on the shared backbones; versions
+    with the same limits and stored size share one decoder (`decoders`), so the images of a
+    mixed batch are decoded in one pass."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
             mlflow.artifacts.download_artifacts(
@@ -136,7 +143,10 @@ def load(name: str, version: str, backbones: Backbones) -> Loaded:
         method=trained.name,
         class_names=list(package["class_names"]),
         preprocessing=pre,
-        decode=ImageDecoder(ServingLimits.resolve(package.get("serving")), int(pre["stored_size"])),
+        decode=decoders.setdefault(
+            (ServingLimits.resolve(package.get("serving")), int(pre["stored_size"])),
+            ImageDecoder(ServingLimits.resolve(package.get("serving")), int(pre["stored_size"])),
+        ),
         backbone=key,
         form=form,
         model=None if form is not None else trained.served(rgb, pre),
@@ -152,6 +162,7 @@ class VersionSet:
             raise ValueError("no model to serve: give at least one --model NAME@ALIAS|NAME/VER")
         self.refs, self.backbones = refs, backbones or Backbones()
         self._current: dict[str, Loaded] = {}
+        self._decoders: dict[tuple[ServingLimits, int], ImageDecoder] = {}
         self._lock = threading.Lock()  # one refresh at a time
         self.refresh(strict=True)
 
@@ -170,7 +181,7 @@ class VersionSet:
                 try:
                     version = self.resolve(ref)
                     entry = loaded.get((ref.name, version)) or load(
-                        ref.name, version, self.backbones
+                        ref.name, version, self.backbones, self._decoders
                     )
                 except Exception as err:
                     if strict:
