@@ -20,16 +20,20 @@ import pandas as pd
 import pytest
 import torch
 from e2e.e2e_kit import free_port, start_server, stop_group
-from registry_kit import example_images, kit_backbone
+from PIL import Image
+from registry_kit import BACKBONES, example_images, kit_backbone
 from serving_kit import KIND, get_json, images_payload, post, register_quickly, trained_version
 
 from visprompt import methods
 from visprompt.backbones import data_config
+from visprompt.cli import main as cli_main
 from visprompt.data.transforms import to_model_input
 from visprompt.methods.pgn.inversion import PromptClient, PromptServer, to_uint8
 from visprompt.pgn_invert import remote_logits
 from visprompt.registry.integrity import encode_png
+from visprompt.serving.__main__ import main as serving_main
 from visprompt.serving.shared import shared_logits
+from visprompt.serving.versions import VersionRef
 
 #: (registered name, method, options) in registration order: digits/1..3, then one each.
 VERSIONS = [
@@ -85,7 +89,7 @@ def server(project: Path) -> Iterator[dict]:
     for seed, (name, method, options) in enumerate(VERSIONS, start=1):
         artifact, package, model = trained_version(project, seed, method, **options)
         version = register_quickly(project, name, artifact, package, model)
-        models[f"{name}/{version}"] = (model, package)
+        models[f"{name}/{version}"] = (model, package, artifact)
     client = mlflow.MlflowClient()
     client.set_registered_model_alias("digits", "champion", "1")
     port = free_port()
@@ -105,6 +109,7 @@ def _alone(ref: str, images: list[str]) -> pd.DataFrame:
     return mlflow.pyfunc.load_model(f"models:/{ref}").predict(pd.DataFrame({"image": images}))
 
 
+@pytest.mark.slow
 def test_a_mixed_batch_gets_each_versions_own_prediction(server) -> None:
     base = server["base"]
     listing = get_json(f"{base}/versions")
@@ -138,6 +143,7 @@ def test_a_mixed_batch_gets_each_versions_own_prediction(server) -> None:
     assert status == 404 and "digits/2" in missing["message"]
 
 
+@pytest.mark.slow
 def test_an_alias_move_is_picked_up_while_requests_run(server) -> None:
     base, payload = server["base"], images_payload(example_images(2, seed=8))
     seen: list[tuple[int, str]] = []
@@ -185,6 +191,7 @@ def _raw_post(base: str, headers: dict[str, str], body: bytes) -> tuple[int, dic
     return response.status, answer
 
 
+@pytest.mark.slow
 def test_a_body_over_the_limit_is_refused_before_it_is_read(server) -> None:
     base = server["base"]
     # a declared 1 GB body: answered from the header alone, nothing of it sent
@@ -199,9 +206,10 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server) -> None:
     assert status == 200 and server["process"].poll() is None
 
 
+@pytest.mark.slow
 def test_pgn_client_and_the_plain_backbone_predict_like_the_token_path(server) -> None:
     base = server["base"]
-    model, package = server["models"]["pgn/1"]
+    model, package, _ = server["models"]["pgn/1"]
     (key,) = get_json(f"{base}/versions")["backbones"]
     pre = package["preprocessing"]
     uint8 = torch.from_numpy(example_images(16, seed=21)).permute(0, 3, 1, 2)
@@ -219,3 +227,38 @@ def test_pgn_client_and_the_plain_backbone_predict_like_the_token_path(server) -
     tall = np.zeros((36, 32, 3), np.uint8)  # not on the 8 px patch grid
     status, answer = post(f"{base}/backbones/{key}/features", images_payload(tall[None]))
     assert status == 400 and "patch grid" in answer["message"]
+
+
+@pytest.mark.slow
+def test_pgn_invert_cli_classifies_through_the_plain_server(server, project, tmp_path, capsys):
+    base = server["base"]
+    model, package, artifact = server["models"]["pgn/1"]
+    (key,) = get_json(f"{base}/versions")["backbones"]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, image in enumerate(example_images(3, seed=4)):
+        Image.fromarray(image).save(inputs / f"{i}.png")
+    name, kwargs = BACKBONES[KIND]
+    weights = project / package["backbone"]["weights_path"]
+    argv = ["pgn-invert", str(inputs), "--artifact", str(artifact)]
+    argv += ["--backbone", name, "--weights", str(weights)]
+    argv += ["--backbone-kwargs", json.dumps(kwargs), "--out", str(tmp_path / "out")]
+    argv += ["--server", f"{base}/backbones/{key}/features"]
+    assert cli_main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
+    server_side = PromptServer.from_pgn(model)
+    for line in lines:
+        pixels = np.asarray(Image.open(line["image"]).convert("RGB"))
+        with torch.no_grad():
+            local = server_side(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None])
+        assert line["label"] == int(local.argmax(-1)[0])
+    assert len(lines) == 3
+
+
+def test_a_version_that_cannot_be_served_stops_the_start_naming_it(project, capsys) -> None:
+    assert VersionRef.parse("digits@champion") == VersionRef("digits", alias="champion")
+    assert str(VersionRef.parse("digits/3")) == "digits/3"
+    with pytest.raises(ValueError, match="neither NAME@ALIAS"):
+        VersionRef.parse("digits:3")
+    assert serving_main(["--model", "no-such-model@champion", "--port", "1"]) == 2
+    assert "cannot serve no-such-model@champion" in capsys.readouterr().err

@@ -25,7 +25,7 @@ import asyncio
 import json
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -114,7 +114,7 @@ class Batcher:
             parts = [part for job_parts, _ in jobs for part in job_parts]
             try:
                 logits = iter(self.run(parts))
-            except Exception as err:  # noqa: BLE001 - every waiting request gets the error
+            except Exception as err:  # every waiting request gets the error
                 for _, future in jobs:
                     future.set_exception(err)
                 continue
@@ -301,7 +301,7 @@ def create_app(versions: VersionSet, limits: ServingLimits) -> Starlette:
     )
 
 
-async def _answer(compute) -> JSONResponse:  # noqa: ANN001 - an async callable
+async def _answer(compute: Callable[[], Awaitable[object]]) -> JSONResponse:
     try:
         result = await compute()
     except HTTPError as err:

@@ -11,7 +11,7 @@ version computes alone, so the logits equal its own up to float rounding of a la
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ def _activation_prompts(
             by_layer.setdefault(layer, []).append((slice(start, start + size), delta))
         start += size
 
-    def hook(entries: list[tuple[slice, torch.Tensor]]):  # noqa: ANN202
+    def hook(entries: list[tuple[slice, torch.Tensor]]) -> Callable[..., torch.Tensor]:
         def add(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
             delta = torch.zeros_like(output)
             for rows, value in entries:

@@ -136,6 +136,7 @@ def load(
     pre, rgb = package["preprocessing"], rgb_serving(package)
     form = trained.shared_form(rgb, pre)
     key = backbone_key(package["backbone"])
+    decoding = (ServingLimits.resolve(package.get("serving")), int(pre["stored_size"]))
     backbones.normalisation.setdefault(key, {"mean": pre["mean"], "std": pre["std"]})
     return Loaded(
         name=name,
@@ -143,10 +144,7 @@ def load(
         method=trained.name,
         class_names=list(package["class_names"]),
         preprocessing=pre,
-        decode=decoders.setdefault(
-            (ServingLimits.resolve(package.get("serving")), int(pre["stored_size"])),
-            ImageDecoder(ServingLimits.resolve(package.get("serving")), int(pre["stored_size"])),
-        ),
+        decode=decoders.setdefault(decoding, ImageDecoder(*decoding)),
         backbone=key,
         form=form,
         model=None if form is not None else trained.served(rgb, pre),
