@@ -94,7 +94,7 @@ class Batcher:
         """Logits of every part: shared parts in one call per backbone, the others alone."""
         out: list[torch.Tensor] = [torch.empty(0)] * len(parts)
         by_backbone: dict[str, list[int]] = {}
-        with torch.no_grad():
+        with torch.no_grad(), self.backbones.in_use:
             for i, part in enumerate(parts):
                 if part.form is None:
                     out[i] = part.model(part.images)

@@ -69,6 +69,9 @@ class Backbones:
     def __init__(self, load: Callable[[dict[str, Any]], nn.Module] = load_backbone) -> None:
         self._load, self._models, self._lock = load, {}, threading.Lock()
         self.normalisation: dict[str, dict[str, Any]] = {}
+        #: Held while a backbone computes (its forward hooks are set) and while a version is
+        #: built on it (`methods.load` copies its modules): a copy never takes a hook along.
+        self.in_use = threading.Lock()
 
     def get(self, reference: dict[str, Any]) -> nn.Module:
         key = backbone_key(reference)
@@ -129,12 +132,14 @@ def load(
             )
         )
         artifacts = local / "artifacts"
-        package, trained = load_version(
-            artifacts / PACKAGE_ARTIFACT, artifacts / PROMPT_ARTIFACT, backbones.get
-        )
-    trained.eval()
-    pre, rgb = package["preprocessing"], rgb_serving(package)
-    form = trained.shared_form(rgb, pre)
+        with backbones.in_use:
+            package, trained = load_version(
+                artifacts / PACKAGE_ARTIFACT, artifacts / PROMPT_ARTIFACT, backbones.get
+            )
+            trained.eval()
+            pre, rgb = package["preprocessing"], rgb_serving(package)
+            form = trained.shared_form(rgb, pre)
+            model = None if form is not None else trained.served(rgb, pre)
     key = backbone_key(package["backbone"])
     decoding = (ServingLimits.resolve(package.get("serving")), int(pre["stored_size"]))
     backbones.normalisation.setdefault(key, {"mean": pre["mean"], "std": pre["std"]})
@@ -147,7 +152,7 @@ def load(
         decode=decoders.setdefault(decoding, ImageDecoder(*decoding)),
         backbone=key,
         form=form,
-        model=None if form is not None else trained.served(rgb, pre),
+        model=model,
     )
 
 
