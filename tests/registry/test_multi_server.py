@@ -32,8 +32,9 @@ from visprompt.methods.pgn.inversion import PromptClient, PromptServer, to_uint8
 from visprompt.pgn_invert import remote_logits
 from visprompt.registry.integrity import encode_png
 from visprompt.serving.__main__ import main as serving_main
+from visprompt.serving.app import Batcher, Part
 from visprompt.serving.shared import shared_logits
-from visprompt.serving.versions import VersionRef
+from visprompt.serving.versions import Backbones, VersionRef
 
 #: (registered name, method, options) in registration order: digits/1..3, then one each.
 VERSIONS = [
@@ -262,3 +263,32 @@ def test_a_version_that_cannot_be_served_stops_the_start_naming_it(project, caps
         VersionRef.parse("digits:3")
     assert serving_main(["--model", "no-such-model@champion", "--port", "1"]) == 2
     assert "cannot serve no-such-model@champion" in capsys.readouterr().err
+
+
+def test_concurrent_requests_for_different_versions_share_one_backbone_call() -> None:
+    backbone = kit_backbone(KIND)
+    backbones = Backbones(load=lambda reference: backbone)
+    backbones.get({"sha256": "kit"})
+    forms = []
+    for seed, method in enumerate(["linear_probe", "vp", "ap"]):
+        torch.manual_seed(seed)
+        options = {"layer": "blocks.0"} if method == "ap" else {}
+        model = methods.build(method, backbone, num_classes=5, **options).eval()
+        with torch.no_grad():
+            for param in model.trainable_parameters():
+                param.add_(0.5 * torch.randn_like(param))
+        forms.append(model.shared_form())
+    images = [torch.randn(2, 3, 32, 32) for _ in forms]
+    calls = []
+    backbone.blocks[0].register_forward_hook(lambda *_: calls.append(1))
+    batcher = Batcher(backbones)
+    with backbones.in_use:  # the worker takes the first job, then waits for the backbone
+        first = batcher.submit([Part("kit", images[0], forms[0])])
+        while not batcher._jobs.empty():
+            time.sleep(0.01)
+        queued = zip(images[1:], forms[1:], strict=True)
+        later = [batcher.submit([Part("kit", x, form)]) for x, form in queued]
+    results = [first.result(timeout=60)[0]] + [f.result(timeout=60)[0] for f in later]
+    assert len(calls) == 2  # the two requests queued meanwhile: one call for both
+    for got, form, x in zip(results, forms, images, strict=True):
+        torch.testing.assert_close(got, shared_logits(backbone, [(form, x)])[0], rtol=0, atol=1e-6)
