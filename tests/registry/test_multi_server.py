@@ -140,6 +140,9 @@ def test_a_mixed_batch_gets_each_versions_own_prediction(server) -> None:
     # the route form names one version for the whole request
     status, routed = post(f"{base}/invocations/digits/3", images_payload(images[:2]))
     assert status == 200 and [r["version"] for r in routed["predictions"]] == ["3", "3"]
+    one = {"model": "tokens/1", "dataframe_records": [{"image": encoded[0]}]}
+    status, fielded = post(f"{base}/invocations", one)
+    assert status == 200 and fielded["predictions"][0]["model"] == "tokens"
     status, missing = post(f"{base}/invocations/digits/9", images_payload(images[:1]))
     assert status == 404 and "digits/2" in missing["message"]
 
