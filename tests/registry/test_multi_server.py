@@ -43,9 +43,9 @@ VERSIONS = [
     ("digits", "ap", {"layer": "blocks.0"}),
     ("tokens", "vpt", {"variant": "deep", "num_prompts": 3}),
     ("pgn", "pgn", {"num_prompts": 4}),
-    ("lora", "lora", {}),
+    ("bias", "bias_tuning", {}),
 ]
-SERVED = ["digits@champion", "digits/2", "digits/3", "tokens/1", "pgn/1", "lora/1"]
+SERVED = ["digits@champion", "digits/2", "digits/3", "tokens/1", "pgn/1", "bias/1"]
 LIMIT = 200_000  # max_request_bytes of the test server
 
 
@@ -79,8 +79,8 @@ def test_shared_backbone_logits_equal_each_version_alone() -> None:
     for (method, _), own, shared in zip(options, alone, together, strict=True):
         torch.testing.assert_close(shared, own, rtol=0, atol=1e-6, msg=method)
     assert len({tuple(t.argmax(-1).tolist()) for t in together}) > 1  # versions differ
-    lora = methods.build("lora", backbone, num_classes=5)
-    assert lora.shared_form(True, norm) is None  # merged weights: served on its own
+    for own_weights in ("bias_tuning", "norm_tuning", "full_finetune"):  # and LoRA: served alone
+        assert methods.build(own_weights, backbone, num_classes=5).shared_form() is None
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_a_mixed_batch_gets_each_versions_own_prediction(server) -> None:
     listing = get_json(f"{base}/versions")
     assert len(listing["backbones"]) == 1  # six versions, one backbone in memory
     shared = {ref: v["shared_backbone"] for ref, v in listing["versions"].items()}
-    assert shared == {ref: ref != "lora/1" for ref in SERVED}
+    assert shared == {ref: ref != "bias/1" for ref in SERVED}
     images = example_images(2 * len(SERVED), seed=5)
     names = [SERVED[i % len(SERVED)] for i in range(len(images))]
     status, answer = post(f"{base}/invocations", images_payload(images, names))
