@@ -281,9 +281,13 @@ def test_concurrent_requests_for_different_versions_share_one_backbone_call() ->
             for param in model.trainable_parameters():
                 param.add_(0.5 * torch.randn_like(param))
         forms.append(model.shared_form())
-    images = [torch.randn(2, 3, 32, 32) for _ in forms]
-    calls = []
+        if method == "vp":
+            vp_prompt = model.prompt
+    forms.append(forms[1])  # a second request for the VP version: joined with the first
+    images = [torch.randn(2 + i, 3, 32, 32) for i in range(len(forms))]
+    calls, prompts = [], []
     backbone.blocks[0].register_forward_hook(lambda *_: calls.append(1))
+    vp_prompt.register_forward_hook(lambda *_: prompts.append(1))
     batcher = Batcher(backbones)
     with backbones.in_use:  # the worker takes the first job, then waits for the backbone
         first = batcher.submit([Part("kit", images[0], forms[0])])
@@ -292,6 +296,7 @@ def test_concurrent_requests_for_different_versions_share_one_backbone_call() ->
         queued = zip(images[1:], forms[1:], strict=True)
         later = [batcher.submit([Part("kit", x, form)]) for x, form in queued]
     results = [first.result(timeout=60)[0]] + [f.result(timeout=60)[0] for f in later]
-    assert len(calls) == 2  # the two requests queued meanwhile: one call for both
+    assert len(calls) == 2  # the three requests queued meanwhile: one call for all
+    assert len(prompts) == 1  # both VP requests prompted in one pass
     for got, form, x in zip(results, forms, images, strict=True):
         torch.testing.assert_close(got, shared_logits(backbone, [(form, x)])[0], rtol=0, atol=1e-6)

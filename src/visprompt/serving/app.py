@@ -22,6 +22,7 @@ changes backbone weights run alone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import queue
 import threading
@@ -91,6 +92,24 @@ class Batcher:
         return jobs
 
     def run(self, parts: Sequence[Part]) -> list[torch.Tensor]:
+        """Logits of every part; the parts of one version (several requests) run as one, so
+        its own modules (a PGN generator, a VP prompt) run once per batch."""
+        versions: dict[int, list[int]] = {}
+        for i, part in enumerate(parts):
+            own = part.form if part.form is not None else part.model
+            versions.setdefault(id(own), []).append(i)
+        joined = [
+            dataclasses.replace(parts[m[0]], images=torch.cat([parts[i].images for i in m]))
+            for m in versions.values()
+        ]
+        out: list[torch.Tensor] = [torch.empty(0)] * len(parts)
+        for members, logits in zip(versions.values(), self._run(joined), strict=True):
+            sizes = [len(parts[i].images) for i in members]
+            for i, piece in zip(members, logits.split(sizes), strict=True):
+                out[i] = piece
+        return out
+
+    def _run(self, parts: Sequence[Part]) -> list[torch.Tensor]:
         """Logits of every part: shared parts in one call per backbone, the others alone."""
         out: list[torch.Tensor] = [torch.empty(0)] * len(parts)
         by_backbone: dict[str, list[int]] = {}
