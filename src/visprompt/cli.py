@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     invert.add_argument("--weights", type=Path, help="backbone weights file (safetensors)")
     invert.add_argument("--out", type=Path, required=True, help="folder for the PNG images")
+    invert.add_argument(
+        "--server", help="also classify them: URL of a plain backbone's features route"
+    )
     invert.set_defaults(func=_pgn_invert)
     return parser
 

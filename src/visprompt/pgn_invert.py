@@ -2,6 +2,9 @@
 
 The client side of PGN's input-space deployment: it rebuilds a saved PGN artifact around its
 backbone and writes, for each input image, the prompted PNG (see `methods.pgn.inversion`).
+With `--server URL` (a plain backbone's route of the multi-prompt server,
+`http://127.0.0.1:PORT/backbones/<key>/features`), it also sends the prompted PNGs there and
+applies the PGN's head to the features the unmodified backbone returns (`remote_logits`).
 Kept apart from `visprompt.cli`, which Kedro imports at every `kedro` command: torch and the
 methods load only when images are inverted. Not in `methods/pgn/`: everything there is code a
 training result depends on (the run's code digest), and this is file and image handling.
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from visprompt.atomic import atomic_path
 from visprompt.data.transforms import to_model_input
 from visprompt.methods.pgn.inversion import PromptClient, to_uint8
 from visprompt.progress import progress_bar
+from visprompt.registry.integrity import encode_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -72,6 +78,28 @@ def write_prompted_images(client: PromptClient, paths: Sequence[Path], out: Path
     return written
 
 
+def remote_features(url: str, images: torch.Tensor, timeout: float = 120) -> torch.Tensor:
+    """Pooled features of uint8 NCHW images from a plain backbone's endpoint, sent as PNG."""
+    rows = [[encode_png(image.permute(1, 2, 0).numpy())] for image in images]
+    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
+    request = urllib.request.Request(url, body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return torch.tensor(json.loads(response.read())["features"])
+    except urllib.error.HTTPError as err:
+        raise ValueError(f"{url} answered HTTP {err.code}: {err.read().decode()[:500]}") from err
+
+
+@torch.no_grad()
+def remote_logits(
+    client: PromptClient, head: torch.nn.Module, images: torch.Tensor, url: str
+) -> torch.Tensor:
+    """PGN's client-server mode: [0, 1] RGB images at the model's input size, prompted here
+    (generator + inversion, 8-bit as a PNG carries them), classified by the unmodified
+    backbone at `url` (its pooled features) and the PGN's own head here."""
+    return head(remote_features(url, to_uint8(client(images))))
+
+
 def _backbone(args: argparse.Namespace) -> tuple[torch.nn.Module, dict | None]:
     """(backbone, normalisation): from --spec (with its data_config) or --backbone/--weights."""
     if args.spec is None:
@@ -88,7 +116,15 @@ def _backbone(args: argparse.Namespace) -> tuple[torch.nn.Module, dict | None]:
 def pgn_invert(args: argparse.Namespace) -> int:
     """The `pgn-invert` command: write the prompted images, say how many."""
     backbone, normalisation = _backbone(args)
-    client = PromptClient.from_pgn(load_pgn(args.artifact, backbone), normalisation)
+    model = load_pgn(args.artifact, backbone)
+    client = PromptClient.from_pgn(model, normalisation)
     written = write_prompted_images(client, image_paths(args.images), args.out)
     print(f"wrote {len(written)} prompted image(s) to {args.out}")
+    if args.server:
+        for path in written:
+            pixels = np.asarray(Image.open(path).convert("RGB"))
+            batch = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0)
+            with torch.no_grad():
+                logits = model.head(remote_features(args.server, batch))
+            print(json.dumps({"image": str(path), "label": int(logits.argmax(-1)[0])}))
     return 0

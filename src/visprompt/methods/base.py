@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,6 +57,23 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(pooled_features(self.backbone, images))
+
+
+@dataclass(frozen=True)
+class SharedForm:
+    """A model's adaptation as per-sample parts around its unmodified, shared backbone.
+
+    logits = head(pooled features of the backbone on `inputs(x)`, with `activation`'s δ added
+    to that layer's output and `tokens` (sets, p, D) in the ViT's sequence after the prefix;
+    sets > 1: deep, one set per block). Each part acts on its own samples only, so samples of
+    different versions run through one backbone call (`visprompt.serving.shared`).
+    """
+
+    head: Callable[[torch.Tensor], torch.Tensor]
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None
+    activation: tuple[str, torch.Tensor] | None = None
+    tokens: torch.Tensor | None = None
+    pool_tokens: bool = False
 
 
 class AdaptedModel(nn.Module):
@@ -180,6 +198,14 @@ class AdaptedModel(nn.Module):
         serving where a method has one (PGN's prompt inversion, with the training
         `normalisation`). The model itself is never changed."""
         return self.eval()
+
+    def shared_form(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> SharedForm | None:
+        """The served form (`served(rgb, normalisation)`'s function) as per-sample parts on
+        the unmodified backbone, or None (default) where the adaptation changes backbone
+        weights (LoRA, full fine-tuning, norm/bias tuning): those are served on their own."""
+        return None
 
     def extra_test_metrics(
         self, dataset: Any, data_config: Mapping[str, Any], batch_size: int, progress: bool

@@ -17,6 +17,7 @@ Response: one row per image with `label` (int), `class_name`, `confidence` and
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from visprompt import methods
 from visprompt.data.transforms import to_model_input
@@ -42,27 +44,41 @@ def read_package(package_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(package_dir) / PACKAGE_FILE).read_text())
 
 
+def load_version(
+    package_dir: Path,
+    prompt_dir: Path,
+    backbones: Callable[[dict[str, Any]], nn.Module] = load_backbone,
+) -> tuple[dict[str, Any], methods.AdaptedModel]:
+    """(package, trained method) of a version's files, every checksum verified; `backbones`
+    turns the package's backbone reference into the model (the multi-prompt server passes
+    a cache, so versions on one backbone share it)."""
+    package = read_package(package_dir)
+    checksums = package["checksums"]
+    verify_checksums(prompt_dir, checksums[PROMPT_ARTIFACT], "prompt artifact")
+    verify_checksums(package_dir, checksums[PACKAGE_ARTIFACT], "version package")
+    return package, methods.load(prompt_dir, backbones(package["backbone"]))
+
+
+def rgb_serving(package: dict[str, Any]) -> bool:
+    """`pgn_serving: rgb` asks for input-space serving (PGN: prompt inversion); versions
+    that record none serve the token path, as they were verified."""
+    return package.get("pgn_serving", "token") == "rgb"
+
+
 class PromptClassifier(mlflow.pyfunc.PythonModel):
     """Frozen backbone (by reference) + the method's tensors, behind pyfunc `predict`."""
 
     def load_context(self, context: Any) -> None:
-        package_dir = Path(context.artifacts[PACKAGE_ARTIFACT])
-        prompt_dir = Path(context.artifacts[PROMPT_ARTIFACT])
-        package = read_package(package_dir)
-        checksums = package["checksums"]
-        verify_checksums(prompt_dir, checksums[PROMPT_ARTIFACT], "prompt artifact")
-        verify_checksums(package_dir, checksums[PACKAGE_ARTIFACT], "version package")
+        package, trained = load_version(
+            Path(context.artifacts[PACKAGE_ARTIFACT]), Path(context.artifacts[PROMPT_ARTIFACT])
+        )
         self.class_names: list[str] = package["class_names"]
         self.preprocessing: dict[str, Any] = package["preprocessing"]
         self.decode = ImageDecoder(
             ServingLimits.resolve(package.get("serving")),
             int(self.preprocessing["stored_size"]),
         )
-        trained = methods.load(prompt_dir, load_backbone(package["backbone"]))
-        # `pgn_serving: rgb` asks for input-space serving (PGN: prompt inversion); versions
-        # that record none serve the token path, as they were verified
-        rgb = package.get("pgn_serving", "token") == "rgb"
-        self.model = trained.served(rgb, package["preprocessing"])
+        self.model = trained.served(rgb_serving(package), package["preprocessing"])
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW at the stored size -> class probabilities (the training preprocessing)."""

@@ -100,16 +100,17 @@ def _bomb_limit(max_pixels: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = before
 
 
-def prepare_image(image: Image.Image, size: int) -> np.ndarray:
-    """One decoded image -> uint8 (size, size, 3) exactly as ingestion stores it."""
+def prepare_image(image: Image.Image, size: int | None) -> np.ndarray:
+    """One decoded image -> uint8 (size, size, 3) exactly as ingestion stores it; `size`
+    None keeps its own size (a plain backbone's route: PGN's prompted pictures)."""
     rgb, _ = to_rgb(image)
-    return fit(rgb, size)
+    return fit(rgb, size) if size else np.asarray(rgb, dtype=np.uint8)
 
 
 class ImageDecoder:
     """Checks a request against `limits` and decodes its images to uint8 NCHW."""
 
-    def __init__(self, limits: ServingLimits, stored_size: int) -> None:
+    def __init__(self, limits: ServingLimits, stored_size: int | None) -> None:
         self.limits = limits
         self.stored_size = stored_size
         self._slots = threading.BoundedSemaphore(limits.max_concurrent_decodes)

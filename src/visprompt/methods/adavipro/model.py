@@ -24,6 +24,7 @@ leaves it to the run's configuration); template and head use lr.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ from torch import nn
 from visprompt import backbones
 from visprompt.backbones import pooled_features
 from visprompt.methods.adavipro.config import AdaViProConfig
-from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.base import AdaptedModel, SharedForm, register
 from visprompt.methods.vp.model import PadPrompt, default_prompt_size
 
 LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
@@ -145,3 +146,9 @@ class AdaViPro(AdaptedModel):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(pooled_features(self.backbone, self.prompted(images)))
+
+    def shared_form(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> SharedForm:
+        """x + P ⊙ mask(x) per sample (the mask depends on the sample only)."""
+        return SharedForm(head=self.head, inputs=self.prompted)

@@ -15,7 +15,7 @@ from torch.nn.modules.conv import _ConvNd
 from visprompt.backbones import get_layer, pooled_features, split_at, split_points, stage_points
 from visprompt.backbones import image_size as input_side
 from visprompt.methods.ap.config import APConfig
-from visprompt.methods.base import AdaptedModel, Classifier, register
+from visprompt.methods.base import AdaptedModel, Classifier, SharedForm, register
 from visprompt.methods.norm_tuning.model import NORM_TYPES
 
 
@@ -167,6 +167,13 @@ class ActivationPrompting(AdaptedModel):
         with torch.no_grad():
             backbone.get_submodule(layer).bias.add_(self.prompt.delta)
         return Classifier(backbone, copy.deepcopy(self.head))
+
+    def shared_form(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> SharedForm:
+        """δ added to the layer's output per sample (the function `served` folds into β)."""
+        delta = self.prompt.delta.detach().view(self.prompt.broadcast_shape)
+        return SharedForm(head=self.head, activation=(self.method_config.layer, delta))
 
     def split_for_cache(self) -> tuple[nn.Module, nn.Module] | None:
         """Prefix: backbone up to the layer's output (no δ); suffix: δ, the rest, the head.

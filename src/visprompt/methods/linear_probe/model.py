@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
 from visprompt.backbones import pooled_features
-from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.base import AdaptedModel, SharedForm, register
 from visprompt.methods.linear_probe.config import LinearProbeConfig
 
 
@@ -35,6 +38,12 @@ class LinearProbe(AdaptedModel):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(pooled_features(self.backbone, images))
+
+    def shared_form(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> SharedForm:
+        """Only the head is the version's own."""
+        return SharedForm(head=self.head)
 
     def split_for_cache(self) -> tuple[nn.Module, nn.Module]:
         """Prefix: frozen pooled features (cacheable once per image); suffix: the head."""

@@ -179,6 +179,11 @@ class PromptClient(nn.Module):
         prompted = paste_patches(canvas, patches, self.layout.positions, self.layout.input_grid[1])
         return denormalize(prompted, self.mean, self.std)
 
+    def normalised(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images -> the normalised prompted images a plain server computes on."""
+        rgb = denormalize(images, self.mean, self.std)
+        return normalize(self(rgb), self.mean, self.std)
+
 
 class PromptServer(nn.Module):
     """The unmodified frozen backbone and the trained head, fed [0, 1] or uint8 RGB images

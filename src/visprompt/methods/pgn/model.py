@@ -39,7 +39,7 @@ from timm.models.resnet import BasicBlock
 from torch import nn
 
 from visprompt.methods import vit_tokens
-from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.base import AdaptedModel, SharedForm, register
 from visprompt.methods.pgn import inversion
 from visprompt.methods.pgn.config import PGNConfig
 
@@ -200,6 +200,16 @@ class PromptGenerationNetwork(AdaptedModel):
     ) -> nn.Module:
         """With `rgb`, prompt inversion in front of the unmodified ViT; else the token path."""
         return inversion.RGBDeployment(self, normalisation) if rgb else self.eval()
+
+    def shared_form(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> SharedForm | None:
+        """With `rgb`, the client's prompted (taller) picture per sample into the plain
+        backbone; the token path is served on its own."""
+        if not rgb:
+            return None
+        client = inversion.PromptClient.from_pgn(self, normalisation)
+        return SharedForm(head=self.head, inputs=client.normalised)
 
     def extra_test_metrics(
         self, dataset: Any, data_config: Mapping[str, Any], batch_size: int, progress: bool

@@ -15,6 +15,7 @@ which case only the prompt trains.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 from visprompt.backbones import data_config, num_source_classes, pooled_features
 from visprompt.backbones import image_size as backbone_image_size
 from visprompt.data.transforms import to_model_input
-from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.base import AdaptedModel, SharedForm, register
 from visprompt.methods.vp.config import VPConfig
 from visprompt.methods.vp.label_mapping import LabelMapping
 
@@ -122,6 +123,16 @@ class VisualPrompt(AdaptedModel):
         if isinstance(self.head, LabelMapping):
             return self.head(self.backbone(x))
         return self.head(pooled_features(self.backbone, x))
+
+    def shared_form(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> SharedForm:
+        """x + v per sample; a label mapping reads the backbone's own classifier, as
+        `forward` does."""
+        if isinstance(self.head, LabelMapping):
+            classifier = self.backbone.get_classifier()
+            return SharedForm(head=lambda f: self.head(classifier(f)), inputs=self.prompted)
+        return SharedForm(head=self.head, inputs=self.prompted)
 
     def on_epoch_start(self, epoch: int, loader: Any | None = None) -> None:
         """Recompute a `frequency` (once) or `iterative` (every epoch) label mapping.

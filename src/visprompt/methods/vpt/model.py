@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 
 from visprompt.backbones import require_family
 from visprompt.methods import vit_tokens as vt
-from visprompt.methods.base import AdaptedModel, register
+from visprompt.methods.base import AdaptedModel, SharedForm, register
 from visprompt.methods.config import parse_options
 from visprompt.methods.vpt.config import VPTConfig
 
@@ -105,6 +106,14 @@ class VisualPromptTuning(AdaptedModel):
         tokens = vt.run_blocks(vit, tokens, self._replace_deep if self.deep else None)
         features = vt.head_from_tokens(vit, tokens, self.num_prompts, self.pool_prompts)
         return self.head(features)
+
+    def shared_form(
+        self, rgb: bool = False, normalisation: Mapping[str, Any] | None = None
+    ) -> SharedForm:
+        """The prompt tokens (one set per block when deep) per sample; dropout is off."""
+        return SharedForm(
+            head=self.head, tokens=self.prompts.detach(), pool_tokens=self.pool_prompts
+        )
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: dict[str, Any]) -> AdaptedModel:
