@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro_datasets.text import TextDataset
 
+from visprompt import progress as progress_module
 from visprompt.pipelines.console import (
     ConsoleHook,
     node_note,
@@ -152,3 +155,57 @@ def test_an_experiments_reports_end_the_run_with_each_runs_test_top1(
     assert out[3].split()[:1] == ["ap_vit"] and "75.0 %" in out[3]
     assert out[3].endswith("; Δ -6.8 pts vs best, p 0.0972 (≈ best)") and "Δ" not in out[2]
     assert any(line.startswith("  reports: ") and "exp/comparison.md" in line for line in out)
+
+
+def test_training_nodes_are_a_job_whose_bars_name_the_seed_position_and_eta(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bars inside a training node start `[k/N] <run>.seed_<s>` and end with the job's ETA;
+    a seed read back finished is "reused" and leaves the count, so the next is [2/2]."""
+    monkeypatch.setattr(progress_module, "PLAIN_INTERVAL_S", 0.01)
+    out = io.StringIO()
+
+    def train(reused: bool) -> dict:
+        summary = {"best_val_top1": 0.5, "best_epoch": 0, "trainable_params": 1,
+                   "total_params": 2}  # fmt: skip
+        if reused:
+            progress_module.mark_reused()
+            return summary
+        for step in progress_module.progress_bar(range(4), desc="epoch 1/1", file=out):
+            time.sleep(0.06)
+            progress_module.advance((step + 1) / 4)
+        return summary
+
+    pipeline = Pipeline(
+        [
+            node(lambda: train(False), None, "a.seed_0.train_summary", name="train",
+                 namespace="a.seed_0"),
+            node(lambda: train(True), None, "a.seed_1.train_summary", name="train",
+                 namespace="a.seed_1"),
+            node(lambda: train(False), None, "b.seed_0.train_summary", name="train",
+                 namespace="b.seed_0"),
+            node(lambda: 1, None, "report", name="report"),
+        ]
+    )  # fmt: skip
+    assert [n.namespace for n in pipeline.nodes] == ["a.seed_0", "a.seed_1", "b.seed_0", None]
+    hook = ConsoleHook()
+    caplog.set_level(logging.INFO, logger="visprompt.run")
+    hook.before_pipeline_run({}, pipeline)
+    for n in pipeline.nodes:
+        hook.before_node_run(n)
+        hook.after_node_run(n, {n.outputs[0]: n.func()})
+    lines = out.getvalue().splitlines()
+    first = [line for line in lines if line.startswith("[1/3] a.seed_0 epoch 1/1:")]
+    last = [line for line in lines if line.startswith("[2/2] b.seed_0 epoch 1/1:")]
+    assert first and last and len(first) + len(last) == len(lines), lines
+    assert all(re.search(r"job ETA (\?|\d+ s)\]$", line) for line in lines), lines
+    assert re.search(r"job ETA \d+ s\]$", last[-1])  # measured by then
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "a.seed_0 training (1/3), job ETA ?"
+    trained = r"\[1/4\] a.seed_0.train \d+\.\d s: best val top1 0.500 at epoch 0, 1/2 trainable"
+    assert re.fullmatch(trained + r"; training 1/3, job ETA \d+ s", messages[1]), messages
+    reused = [m for m in messages if m.startswith("[2/4] a.seed_1.train")]
+    assert reused and ": reused (finished earlier" in reused[0] and "resum" not in reused[0]
+    assert any(m.startswith("b.seed_0 training (2/2), job ETA ") for m in messages)
+    hook.after_pipeline_run(DataCatalog({}))
+    assert progress_module.current_job() is None
