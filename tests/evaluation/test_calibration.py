@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from visprompt.evaluation import classification_metrics, confusion_figure, reliability_figure
 from visprompt.evaluation.calibration import (
     calibration_report,
+    fit_ood,
     fit_temperature,
-    ood_scores,
-    ood_threshold,
+    max_softmax,
+    out_of_distribution,
     reliability_table,
+    served_calibration,
 )
 
 #: Two classes, four images: confidences 0.9 (right), 0.9 (wrong), 0.62 (right), 0.7 (right).
@@ -58,17 +60,80 @@ def test_calibration_report_lowers_ece_and_flags_about_the_quantile_of_val() -> 
     logits, labels = _overconfident()
     val, test = slice(0, 2000), slice(2000, None)
     report = calibration_report(logits[val], labels[val], logits[test], labels[test])
-    assert report["ece_bins"] == 15 and report["ood_score"] == "max_softmax"
+    assert report["ece_bins"] == 15 and report["ood"]["score"] == "logit_mahalanobis"
     assert (
         report["ece_temperature_scaled"]
         < 0.5 * classification_metrics(logits[test], labels[test])["ece"]
     )
     assert report["nll_temperature_scaled"] < report["nll"]
-    flagged = ood_scores(logits[test], report["temperature"]) < report["ood_threshold"]
-    assert 0.02 < flagged.float().mean() < 0.09  # ~5 % of in-distribution images
-    q = report["val_confidence_quantiles"]
-    assert q["q05"] == pytest.approx(report["ood_threshold"]) and q["q05"] < q["q50"] < q["q95"]
-    assert ood_threshold(logits[val], report["temperature"], 0.5) == pytest.approx(q["q50"])
+    assert 0.02 < report["ood_flagged_test"] < 0.09  # ~5 % of in-distribution images
+    raw, scaled = (
+        report["val_confidence_quantiles"],
+        report["val_confidence_quantiles_temperature_scaled"],
+    )
+    assert scaled["q50"] < raw["q50"]  # an overconfident model's confidence comes down
+    assert scaled["q50"] == pytest.approx(
+        float(max_softmax(logits[val], report["temperature"]).median()), abs=1e-3
+    )
+    assert served_calibration(report) == {
+        "temperature": report["temperature"],
+        "ood": report["ood"],
+    }
+
+
+def _digits_model() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A small MLP trained on scikit-learn's 8x8 digits; (model, images, labels) of all 1797."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16
+    y = torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(300):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x[:1000]), y[:1000]).backward()
+        optimizer.step()
+    return model.eval(), x, y
+
+
+def _photo_crops(n: int = 200) -> torch.Tensor:
+    """Another dataset: grey crops of scikit-learn's two sample photos at 8x8, in [0, 1]."""
+    import numpy as np
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(0)
+    photos = [image.mean(axis=2) for image in load_sample_images().images]
+    crops = []
+    for _ in range(n):
+        photo, side = photos[rng.integers(2)], int(rng.integers(16, 128))
+        row, col = rng.integers(0, photo.shape[0] - side), rng.integers(0, photo.shape[1] - side)
+        crop = torch.tensor(photo[row : row + side, col : col + side], dtype=torch.float32)
+        crops.append(F.adaptive_avg_pool2d(crop[None, None], 8).flatten() / 255)
+    return torch.stack(crops)
+
+
+def test_ood_flags_other_datasets_and_noise_not_the_models_own_data() -> None:
+    """A digits model's detector, fitted on its validation digits: held-out digits are
+    flagged at about the quantile (5 %), photo crops and uniform noise nearly all, where
+    their max-softmax confidence alone would pass most of them."""
+    model, x, y = _digits_model()
+    with torch.no_grad():
+        val, test = model(x[1000:1400]), model(x[1400:])
+        photos, noise = (
+            model(_photo_crops()),
+            model(torch.rand(200, 64, generator=torch.Generator().manual_seed(1))),
+        )
+    assert (test.argmax(1) == y[1400:]).float().mean() > 0.9
+    detector = fit_ood(val, y[1000:1400], quantile=0.05)
+    assert out_of_distribution(val, detector).float().mean() == pytest.approx(0.05, abs=0.01)
+    assert out_of_distribution(test, detector).float().mean() < 0.2  # 13.6 %: val != test
+    assert out_of_distribution(photos, detector).float().mean() > 0.9
+    assert out_of_distribution(noise, detector).float().mean() > 0.9
+    temperature = fit_temperature(val, y[1000:1400])
+    floor = torch.quantile(max_softmax(val, temperature), 0.05)
+    assert (max_softmax(photos, temperature) >= floor).float().mean() > 0.5  # why not max-softmax
 
 
 def test_figures_are_readable_on_their_own() -> None:

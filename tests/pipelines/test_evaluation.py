@@ -46,15 +46,15 @@ def test_calibration_is_fitted_on_validation_and_reported_on_test(
 ) -> None:
     """The temperature and the OOD threshold come from the val split (not test); ECE and the
     reliability tables from test, in the stated number of bins."""
-    from visprompt.evaluation.calibration import fit_temperature, ood_threshold
+    from visprompt.evaluation.calibration import fit_ood, fit_temperature
     from visprompt.training import predict
 
     preprocess = Preprocess.from_data_config(vit_spec["data_config"])
     logits, labels = predict(trained[0], ShardDataset(shard_dir, "val"), preprocess, 7)
     assert evaluated["temperature"] == pytest.approx(fit_temperature(logits, labels), rel=1e-4)
-    threshold = ood_threshold(logits, evaluated["temperature"], 0.05)
-    assert evaluated["ood_threshold"] == pytest.approx(threshold, rel=1e-4)
-    assert evaluated["ece_bins"] == 10 and evaluated["ood_quantile"] == 0.05
+    threshold = fit_ood(logits, labels, 0.05)["threshold"]
+    assert evaluated["ood"]["threshold"] == pytest.approx(threshold, rel=1e-4)
+    assert evaluated["ece_bins"] == 10 and evaluated["ood"]["quantile"] == 0.05
     assert sum(r["count"] for r in evaluated["reliability"]) == 16  # the test images
     assert evaluated["nll_temperature_scaled"] <= evaluated["nll"] + 0.05
 
