@@ -8,13 +8,18 @@ import re
 import time
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
+import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro_datasets.text import TextDataset
+from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+from mlflow.tracking import MlflowClient
 
 from visprompt import progress as progress_module
+from visprompt.hooks import DataTrackingHook
 from visprompt.pipelines.console import (
     ConsoleHook,
     node_note,
@@ -22,6 +27,8 @@ from visprompt.pipelines.console import (
     top_rows,
     validation_verdict,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def table(**extra: list) -> pd.DataFrame:
@@ -209,3 +216,41 @@ def test_training_nodes_are_a_job_whose_bars_name_the_seed_position_and_eta(
     assert any(m.startswith("b.seed_0 training (2/2), job ETA ") for m in messages)
     hook.after_pipeline_run(DataCatalog({}))
     assert progress_module.current_job() is None
+
+
+def test_mlflow_opens_the_experiment_in_the_training_view_and_names_the_run(
+    mlflow_store: str, capsys: pytest.CaptureFixture
+) -> None:
+    """The project's mlflow.yml creates the experiment as a model-training one (kedro-mlflow's
+    own code, a real store); the parent run carries the experiment's name, not
+    `__default__`; the closing lines link to the experiment in MLflow's training view."""
+    settings = yaml.safe_load((ROOT / "conf/base/mlflow.yml").read_text())
+    settings["server"]["mlflow_tracking_uri"] = mlflow_store
+    settings["tracking"]["experiment"]["name"] = "ux-view"
+    settings["tracking"]["experiment"]["create_experiment_kwargs"]["artifact_location"] = None
+    config = KedroMlflowConfig(**settings)
+    config.server._mlflow_client = MlflowClient(mlflow_store)
+    config._set_experiment()  # what kedro-mlflow does on `kedro run`
+    experiment = mlflow.get_experiment_by_name("ux-view")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    catalog = DataCatalog({"params:experiment": MemoryDataset({"name": "digits"})})
+    try:
+        cases = (
+            (["__default__"], "digits"),
+            (["training", "evaluation"], "digits · training+evaluation"),
+        )
+        for pipelines, name in cases:
+            with mlflow.start_run(
+                experiment_id=experiment.experiment_id, run_name="__default__"
+            ) as run:
+                DataTrackingHook().before_pipeline_run({"pipeline_names": pipelines}, catalog)
+                console = ConsoleHook()
+                console.before_pipeline_run({}, Pipeline([]))
+                console.before_node_run(node(lambda: 1, None, "x", name="one"))
+                console.after_pipeline_run(DataCatalog({}))
+            assert mlflow.get_run(run.info.run_id).info.run_name == name
+    finally:
+        mlflow.set_experiment("tests")
+    link = f"/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"  MLflow: kedro mlflow ui, then open http://127.0.0.1:5000{link}"

@@ -22,6 +22,7 @@ from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
 from visprompt import progress
+from visprompt.pipelines import tracking
 
 log = logging.getLogger("visprompt.run")
 
@@ -181,16 +182,18 @@ class ConsoleHook:
         self._names: dict[str, str] = {}  # a report's short name -> its dataset name
         self._total = self._done = 0
         self._run_start = 0.0
+        self._mlflow_url: str | None = None
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
         self._total, self._done, self._saved, self._names = len(pipeline.nodes), 0, {}, {}
-        self._run_start = time.perf_counter()
+        self._run_start, self._mlflow_url = time.perf_counter(), None
         progress.start_job(sum(1 for n in pipeline.nodes if is_training(n)))
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:
         self._started[node.name] = time.perf_counter()
+        self._mlflow_url = self._mlflow_url or tracking.experiment_url()
         job = progress.current_job()
         if job is not None and is_training(node):
             job.begin(str(node.namespace))
@@ -248,5 +251,6 @@ class ConsoleHook:
         reports = [_relative(p) for n in names if (p := _location(catalog, n))]
         if reports:
             lines.append("  reports: " + ", ".join(reports))
-        lines.append("  MLflow: kedro mlflow ui  (http://127.0.0.1:5000)")
+        where = self._mlflow_url or "http://127.0.0.1:5000"
+        lines.append(f"  MLflow: kedro mlflow ui, then open {where}")
         return lines
