@@ -54,6 +54,7 @@ class Job:
     def __init__(self, total: int) -> None:
         self.total, self.position, self.done = total, 0, 0
         self.label = ""
+        self.other = ""  # the node running outside the job's units (an evaluation ...)
         self.fraction = 0.0
         self.reused = False
         self.spent_s = 0.0  # time in finished units (reused ones left out)
@@ -90,9 +91,13 @@ class Job:
             return None
         return (self.spent_s + running) / progress * max(0.0, self.total - progress)
 
+    @property
+    def running(self) -> bool:
+        return self._unit_start is not None
+
     def prefix(self) -> str:
-        """`[23/54] vp.seed_1` while a unit runs, else ''."""
-        return f"[{self.position}/{self.total}] {self.label}" if self._unit_start else ""
+        """`[23/54] vp.seed_1` while a unit runs, else the other node's name or ''."""
+        return f"[{self.position}/{self.total}] {self.label}" if self.running else self.other
 
     def eta_text(self) -> str:
         """`job ETA 4 min` / `job ETA 40 s` / `job ETA ?` (nothing measured yet)."""
@@ -141,7 +146,7 @@ class _JobBar(tqdm):
     @property
     def format_dict(self) -> dict[str, Any]:
         values = super().format_dict
-        if _job is not None and _job.prefix():
+        if _job is not None and _job.running:
             postfix = values.get("postfix")
             values["postfix"] = f"{postfix}, {_job.eta_text()}" if postfix else _job.eta_text()
         return values

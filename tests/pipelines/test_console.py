@@ -191,16 +191,18 @@ def test_training_nodes_are_a_job_whose_bars_name_the_seed_position_and_eta(
                  namespace="a.seed_1"),
             node(lambda: train(False), None, "b.seed_0.train_summary", name="train",
                  namespace="b.seed_0"),
-            node(lambda: 1, None, "report", name="report"),
+            node(lambda: progress_module.describe("predict"), None, "report", name="report"),
         ]
     )  # fmt: skip
     assert [n.namespace for n in pipeline.nodes] == ["a.seed_0", "a.seed_1", "b.seed_0", None]
     hook = ConsoleHook()
     caplog.set_level(logging.INFO, logger="visprompt.run")
     hook.before_pipeline_run({}, pipeline)
+    outputs = []
     for n in pipeline.nodes:
         hook.before_node_run(n)
-        hook.after_node_run(n, {n.outputs[0]: n.func()})
+        outputs.append(n.func())
+        hook.after_node_run(n, {n.outputs[0]: outputs[-1]})
     lines = out.getvalue().splitlines()
     first = [line for line in lines if line.startswith("[1/3] a.seed_0 epoch 1/1:")]
     last = [line for line in lines if line.startswith("[2/2] b.seed_0 epoch 1/1:")]
@@ -214,6 +216,7 @@ def test_training_nodes_are_a_job_whose_bars_name_the_seed_position_and_eta(
     reused = [m for m in messages if m.startswith("[2/4] a.seed_1.train")]
     assert reused and ": reused (finished earlier" in reused[0] and "resum" not in reused[0]
     assert any(m.startswith("b.seed_0 training (2/2), job ETA ") for m in messages)
+    assert outputs[-1] == "report predict"  # a bar outside training names its node
     hook.after_pipeline_run(DataCatalog({}))
     assert progress_module.current_job() is None
 

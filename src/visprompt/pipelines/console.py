@@ -195,6 +195,8 @@ class ConsoleHook:
         self._started[node.name] = time.perf_counter()
         self._mlflow_url = self._mlflow_url or tracking.experiment_url()
         job = progress.current_job()
+        if job is not None and not is_training(node):
+            job.other = node.name  # its bars say whose they are: `vp.seed_1.evaluate predict`
         if job is not None and is_training(node):
             job.begin(str(node.namespace))
             log.info("%s training (%d/%d), %s", node.namespace, job.position, job.total,
@@ -207,6 +209,8 @@ class ConsoleHook:
         seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
         notes = [node_note(outputs)]
         job = progress.current_job()
+        if job is not None:
+            job.other = ""
         if job is not None and is_training(node):
             done = f"{job.position}/{job.total}"
             if job.end():
