@@ -1,6 +1,7 @@
 """Project hooks: the run list checked before work starts; MLflow beside kedro-mlflow's run.
 
-`DataTrackingHook` logs the data reports' figures when each is saved (before a failing
+`DataTrackingHook` names kedro-mlflow's run after the experiment (`digits`, not
+`__default__`), logs the data reports' figures when each is saved (before a failing
 validation stops the run) and opens one nested run per trained seed as its node starts, named
 by the node's namespace (`<run>.seed_<s>`), finished once the catalog saved its artifact (a
 Ctrl-C meanwhile closes it as KILLED); a seed whose `run_key` has a finished run reuses that
@@ -70,6 +71,17 @@ class DataTrackingHook:
     @hook_impl
     def after_catalog_created(self, catalog: CatalogProtocol) -> None:
         self._catalog = catalog
+
+    @hook_impl(trylast=True)  # after kedro-mlflow's, which starts the run
+    def before_pipeline_run(self, run_params: dict[str, Any], catalog: CatalogProtocol) -> None:
+        names = run_params.get("pipeline_names") or run_params.get("pipeline_name") or []
+        names = [names] if isinstance(names, str) else list(names)
+        try:
+            settings = catalog.load("params:experiment") or {}
+        except Exception:  # noqa: BLE001 - a catalog without the parameter: no name to give
+            return
+        if settings.get("name"):
+            tracking.name_parent_run(str(settings["name"]), names)
 
     @hook_impl(trylast=True)  # after kedro-mlflow's: its node params go to the parent run
     def before_node_run(self, node: Node) -> None:

@@ -34,7 +34,6 @@ COPIED = (
     ".gitignore",
     ".dvc",
     ".dvcignore",
-    "params.yaml",  # a link to conf/base/parameters_training.yml, copied as a link
     "data/01_raw/weights/vit_tiny32.safetensors",  # shipped weights: a dvc.yaml dependency
     "data/01_raw/weights/vit_tiny32.provenance.json",
 )

@@ -100,7 +100,7 @@ def test_kedro_registers_on_the_server_and_a_second_directory_loads_the_champion
     shutil.copytree(ROOT / "conf" / "team", project_copy.path / "conf" / "team")
     make_tiny(project_copy)
     project_copy.env["MLFLOW_TRACKING_URI"] = mlflow_server
-    pipelines = "data_ingestion,data_validation,backbone,training,registry"
+    pipelines = "data_ingestion,data_validation,backbone,training,evaluation,registry"
     project_copy.run("--env", "team", "--pipelines", pipelines)
     summary = json.loads((project_copy.path / "data/08_reporting/digits/registry.json").read_text())
     assert summary["champion"] is not None

@@ -37,7 +37,7 @@ def test_backbone_training_evaluation_through_kedro(project_copy) -> None:
     assert (lp["n_seeds"], table.set_index("run").loc["ap", "n_seeds"]) == (2, 1)  # ap: own seeds
     assert "| lp " in (data / "08_reporting/digits/comparison.md").read_text()
     plots = {p.name for p in (data / "08_reporting/digits/plots").iterdir()}
-    assert {"accuracy_vs_params.png", "training_curves.png", "confusions.png"} <= plots
+    assert {"accuracy_vs_params.png", "training_curves.png", "confusion.png"} <= plots
     seeds = pd.read_csv(data / "08_reporting/digits/comparison_seeds.csv")
     assert seeds[["run", "seed"]].values.tolist() == [["ap", 0], ["lp", 0], ["lp", 1]]
     significance = pd.read_csv(data / "08_reporting/digits/significance.csv")

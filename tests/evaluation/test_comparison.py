@@ -12,7 +12,6 @@ from visprompt.evaluation import (
     SIGNIFICANCE_COLUMNS,
     accuracy_vs_params_figure,
     comparison_table,
-    confusions_figure,
     seed_table,
     significance_table,
     to_markdown,
@@ -126,17 +125,6 @@ def test_figures_are_built(seeds) -> None:
     curves = training_curves_figure({(r, s): history for r, s in seeds[["run", "seed"]].values},
                                     table)  # fmt: skip
     assert len(curves.axes) == 2 * 3  # baselines, token prompts, activation prompts
-    grid = confusions_figure({f"r{i}": [[3, 1], [0, 4]] for i in range(8)}, ["a", "b"], columns=3)
-    panels = [ax for ax in grid.axes if ax.get_title()]
-    assert [ax.get_title() for ax in panels] == [f"r{i}" for i in range(8)]  # 3 x 3, one empty
-    assert panels[0].images[0].get_array()[0, 0] == pytest.approx(0.75)  # rows normalised
-    # class names on the outer panels only: left column and the bottom of each column
-    assert [bool(ax.get_yticklabels()[0].get_text()) for ax in panels] == [
-        i % 3 == 0 for i in range(8)
-    ]
-    assert [bool(ax.get_xticklabels()[0].get_text()) for ax in panels] == [i >= 5 for i in range(8)]
-    with pytest.raises(ValueError, match="no confusion matrix"):
-        confusions_figure({}, ["a"])
 
 
 def test_pgn_rgb_agreement_passes_through_to_the_tables() -> None:

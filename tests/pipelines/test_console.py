@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
+import time
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
+import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro_datasets.text import TextDataset
+from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+from mlflow.tracking import MlflowClient
 
+from visprompt import progress as progress_module
+from visprompt.hooks import DataTrackingHook
 from visprompt.pipelines.console import (
     ConsoleHook,
     node_note,
@@ -19,6 +27,8 @@ from visprompt.pipelines.console import (
     top_rows,
     validation_verdict,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def table(**extra: list) -> pd.DataFrame:
@@ -152,3 +162,98 @@ def test_an_experiments_reports_end_the_run_with_each_runs_test_top1(
     assert out[3].split()[:1] == ["ap_vit"] and "75.0 %" in out[3]
     assert out[3].endswith("; Δ -6.8 pts vs best, p 0.0972 (≈ best)") and "Δ" not in out[2]
     assert any(line.startswith("  reports: ") and "exp/comparison.md" in line for line in out)
+
+
+def test_training_nodes_are_a_job_whose_bars_name_the_seed_position_and_eta(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bars inside a training node start `[k/N] <run>.seed_<s>` and end with the job's ETA;
+    a seed read back finished is "reused" and leaves the count, so the next is [2/2]."""
+    monkeypatch.setattr(progress_module, "PLAIN_INTERVAL_S", 0.01)
+    out = io.StringIO()
+
+    def train(reused: bool) -> dict:
+        summary = {"best_val_top1": 0.5, "best_epoch": 0, "trainable_params": 1,
+                   "total_params": 2}  # fmt: skip
+        if reused:
+            progress_module.mark_reused()
+            return summary
+        for step in progress_module.progress_bar(range(4), desc="epoch 1/1", file=out):
+            time.sleep(0.06)
+            progress_module.advance((step + 1) / 4)
+        return summary
+
+    pipeline = Pipeline(
+        [
+            node(lambda: train(False), None, "a.seed_0.train_summary", name="train",
+                 namespace="a.seed_0"),
+            node(lambda: train(True), None, "a.seed_1.train_summary", name="train",
+                 namespace="a.seed_1"),
+            node(lambda: train(False), None, "b.seed_0.train_summary", name="train",
+                 namespace="b.seed_0"),
+            node(lambda: progress_module.describe("predict"), None, "report", name="report"),
+        ]
+    )  # fmt: skip
+    assert [n.namespace for n in pipeline.nodes] == ["a.seed_0", "a.seed_1", "b.seed_0", None]
+    hook = ConsoleHook()
+    caplog.set_level(logging.INFO, logger="visprompt.run")
+    hook.before_pipeline_run({}, pipeline)
+    outputs = []
+    for n in pipeline.nodes:
+        hook.before_node_run(n)
+        outputs.append(n.func())
+        hook.after_node_run(n, {n.outputs[0]: outputs[-1]})
+    lines = out.getvalue().splitlines()
+    first = [line for line in lines if line.startswith("[1/3] a.seed_0 epoch 1/1:")]
+    last = [line for line in lines if line.startswith("[2/2] b.seed_0 epoch 1/1:")]
+    assert first and last and len(first) + len(last) == len(lines), lines
+    assert all(re.search(r"job ETA (\?|\d+ s)\]$", line) for line in lines), lines
+    assert re.search(r"job ETA \d+ s\]$", last[-1])  # measured by then
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "a.seed_0 training (1/3), job ETA ?"
+    trained = r"\[1/4\] a.seed_0.train \d+\.\d s: best val top1 0.500 at epoch 0, 1/2 trainable"
+    assert re.fullmatch(trained + r"; training 1/3, job ETA \d+ s", messages[1]), messages
+    reused = [m for m in messages if m.startswith("[2/4] a.seed_1.train")]
+    assert reused and ": reused (finished earlier" in reused[0] and "resum" not in reused[0]
+    assert any(m.startswith("b.seed_0 training (2/2), job ETA ") for m in messages)
+    assert outputs[-1] == "report predict"  # a bar outside training names its node
+    hook.after_pipeline_run(DataCatalog({}))
+    assert progress_module.current_job() is None
+
+
+def test_mlflow_opens_the_experiment_in_the_training_view_and_names_the_run(
+    mlflow_store: str, capsys: pytest.CaptureFixture
+) -> None:
+    """The project's mlflow.yml creates the experiment as a model-training one (kedro-mlflow's
+    own code, a real store); the parent run carries the experiment's name, not
+    `__default__`; the closing lines link to the experiment in MLflow's training view."""
+    settings = yaml.safe_load((ROOT / "conf/base/mlflow.yml").read_text())
+    settings["server"]["mlflow_tracking_uri"] = mlflow_store
+    settings["tracking"]["experiment"]["name"] = "ux-view"
+    settings["tracking"]["experiment"]["create_experiment_kwargs"]["artifact_location"] = None
+    config = KedroMlflowConfig(**settings)
+    config.server._mlflow_client = MlflowClient(mlflow_store)
+    config._set_experiment()  # what kedro-mlflow does on `kedro run`
+    experiment = mlflow.get_experiment_by_name("ux-view")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    catalog = DataCatalog({"params:experiment": MemoryDataset({"name": "digits"})})
+    try:
+        cases = (
+            (["__default__"], "digits"),
+            (["training", "evaluation"], "digits · training+evaluation"),
+        )
+        for pipelines, name in cases:
+            with mlflow.start_run(
+                experiment_id=experiment.experiment_id, run_name="__default__"
+            ) as run:
+                DataTrackingHook().before_pipeline_run({"pipeline_names": pipelines}, catalog)
+                console = ConsoleHook()
+                console.before_pipeline_run({}, Pipeline([]))
+                console.before_node_run(node(lambda: 1, None, "x", name="one"))
+                console.after_pipeline_run(DataCatalog({}))
+            assert mlflow.get_run(run.info.run_id).info.run_name == name
+    finally:
+        mlflow.set_experiment("tests")
+    link = f"/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"  MLflow: kedro mlflow ui, then open http://127.0.0.1:5000{link}"

@@ -14,7 +14,7 @@ from visprompt.pipelines.evaluation.pipeline import run_pipeline
 from visprompt.pipelines.training.datasets import MethodArtifactDataset
 from visprompt.training import Preprocess
 
-PARAMS = {"batch_size": 7, "ece_bins": 10}
+PARAMS = {"batch_size": 7, "ece_bins": 10, "ood_quantile": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,24 @@ def test_test_metrics_match_the_model_on_the_test_split(evaluated, trained, vit_
     assert sum(map(sum, evaluated["confusion"])) == 16
 
 
+def test_calibration_is_fitted_on_validation_and_reported_on_test(
+    evaluated, trained, vit_spec, shard_dir
+) -> None:
+    """The temperature and the OOD threshold come from the val split (not test); ECE and the
+    reliability tables from test, in the stated number of bins."""
+    from visprompt.evaluation.calibration import fit_ood, fit_temperature
+    from visprompt.training import predict
+
+    preprocess = Preprocess.from_data_config(vit_spec["data_config"])
+    logits, labels = predict(trained[0], ShardDataset(shard_dir, "val"), preprocess, 7)
+    assert evaluated["temperature"] == pytest.approx(fit_temperature(logits, labels), rel=1e-4)
+    threshold = fit_ood(logits, labels, 0.05)["threshold"]
+    assert evaluated["ood"]["threshold"] == pytest.approx(threshold, rel=1e-4)
+    assert evaluated["ece_bins"] == 10 and evaluated["ood"]["quantile"] == 0.05
+    assert sum(r["count"] for r in evaluated["reliability"]) == 16  # the test images
+    assert evaluated["nll_temperature_scaled"] <= evaluated["nll"] + 0.05
+
+
 def test_test_metrics_join_the_training_mlflow_run(evaluated, trained) -> None:
     run = mlflow.get_run(trained[1]["mlflow_run_id"])
     assert run.data.metrics["test_top1"] == pytest.approx(evaluated["top1"])
@@ -63,10 +81,13 @@ def test_comparison_over_runs_and_seeds(
     outputs.append("exp.comparison_markdown")
     catalog = project_catalog([], tmp_path)
     with mlflow.start_run() as parent:
-        table, seeds, significance, markdown, plots = compare_runs(layout, str(shard_dir), *results)
+        table, seeds, significance, markdown, plots, run_plots = compare_runs(
+            layout, str(shard_dir), *results
+        )
         for name, data in zip(outputs, (table, seeds, significance, markdown), strict=True):
             catalog.save(name, data)  # the catalog logs them (kedro-mlflow), as in `kedro run`
         catalog.save("exp.comparison_plots", plots)
+        catalog.save("exp.run_plots", run_plots)
     assert table["run"].tolist() == ["lp", "lp2"] and table["n_seeds"].tolist() == [2, 2]
     assert table.loc[0, "top1_mean"] == pytest.approx(evaluated["top1"] + 0.005)
     assert table.loc[table["run"] == "lp2", "trainable_params"].item() == 10_000
@@ -76,11 +97,13 @@ def test_comparison_over_runs_and_seeds(
     assert vs_best["run"] == "lp2" and vs_best["n_pairs"] == 2
     assert vs_best["mean_diff"] == pytest.approx(-0.5 * evaluated["top1"])
     assert "| lp2 " in markdown
-    assert set(plots) == {
-        "accuracy_vs_params.png",
-        "training_curves.png",
-        "confusions.png",
-    }
+    # the names `dvc plots show` renders (tests/evaluation/test_dvc_files.py: REPORT_PLOTS)
+    assert set(plots) == {"training_curves.png", "accuracy_vs_params.png", "confusion.png",
+                          "reliability.png"}  # fmt: skip
+    assert plots["confusion.png"].axes[0].get_title().startswith("lp (seed 0,")  # the best
+    assert set(run_plots) == {f"{r}/{f}.png" for r in ("lp", "lp2") for f in
+                              ("confusion", "reliability")}  # fmt: skip
+    assert (tmp_path / "data/08_reporting/exp/run_plots/lp2/confusion.png").is_file()
     logged = {
         a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "comparison")
     }
@@ -90,6 +113,7 @@ def test_comparison_over_runs_and_seeds(
         "comparison/significance.csv",
         "comparison/comparison.md",
         "comparison/plots",
+        "comparison/run_plots",
     } == logged
     plots_logged = mlflow.MlflowClient().list_artifacts(parent.info.run_id, "comparison/plots")
     assert {a.path.rsplit("/", 1)[1] for a in plots_logged} == set(plots)

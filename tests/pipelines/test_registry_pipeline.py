@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file, save_file
 
 from visprompt.data.shards import ShardDataset, read_split
+from visprompt.evaluation.calibration import fit_ood
 from visprompt.pipelines import experiment
 from visprompt.pipelines.registry.nodes import register_runs
 from visprompt.pipelines.registry.pipeline import create_pipeline
@@ -31,6 +32,14 @@ from visprompt.training import Preprocess, predict
 from visprompt.training.runs import parse_run
 
 NAME = "registry-pipeline-test"
+#: A seed's test metrics as far as the registry reads them: the calibration fitted on val
+#: (a detector of 4 classes from fixed logits; temperature 2).
+CALIBRATED = {
+    "temperature": 2.0,
+    "ood": fit_ood(
+        torch.eye(4).repeat(5, 1) * 3 + 0.1 * torch.arange(20.0)[:, None], torch.arange(20) % 4
+    ),
+}
 TRAINING = {
     "defaults": {"epochs": 2},
     "runs": {"lp": {"method": "linear_probe", "backbone": "vit"}, "lp_low": {"method": "x"}},
@@ -66,8 +75,10 @@ def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
         params,
         dataset.load(),
         summary,
+        CALIBRATED,
         low_dataset.load(),
         low,
+        CALIBRATED,
     )
     with mlflow.start_run(tags={"run_id": "kedro-session-1"}) as parent:  # as kedro-mlflow tags
         result = register_runs(*inputs)
@@ -86,6 +97,8 @@ def test_first_run_is_champion_worse_one_only_challenger(registered) -> None:
     assert client.get_model_version_by_alias(NAME, CHALLENGER).version == second["version"]
     assert summary["champion"] == first["version"]
     json.dumps(summary)  # the registry.json dataset must be able to write it
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").unwrap_python_model()
+    assert served.temperature == 2.0 and served.ood == CALIBRATED["ood"]  # from test_metrics
 
 
 def test_rerun_with_unchanged_artifacts_registers_nothing(registered) -> None:
@@ -169,7 +182,9 @@ def test_unknown_runs_and_metrics_are_refused(vit_spec, shard_dir, trained) -> N
     params = {"metric": "val_f1", "margin": 0, "smoke": {}}
     target = {"model": NAME, "layout": [("lp", 0)]}
     with pytest.raises(ValueError, match="has no 'val_f1'"):
-        register_runs(target, str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {})
+        register_runs(
+            target, str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {}, CALIBRATED
+        )
 
 
 def test_an_unknown_pgn_serving_is_refused_naming_the_setting() -> None:
@@ -268,8 +283,10 @@ def test_a_candidate_failing_its_smoke_test_is_refused_and_the_others_register(
             params | {"smoke": {"max_images": 64, "tolerance": 0.01}},
             broken.load(),
             summary | {"best_val_top1": 0.99},
+            CALIBRATED,
             good.load(),
             summary,
+            CALIBRATED,
         )
     bad, ok = result["decisions"]
     assert bad["version"] is None and bad["reason"].startswith("refused: ")

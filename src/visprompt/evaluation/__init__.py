@@ -15,7 +15,8 @@ from visprompt.evaluation.comparison import (
 from visprompt.evaluation.metrics import classification_metrics
 from visprompt.evaluation.plots import (
     accuracy_vs_params_figure,
-    confusions_figure,
+    confusion_figure,
+    reliability_figure,
     training_curves_figure,
 )
 
@@ -26,7 +27,8 @@ __all__ = [
     "accuracy_vs_params_figure",
     "classification_metrics",
     "comparison_table",
-    "confusions_figure",
+    "confusion_figure",
+    "reliability_figure",
     "seed_table",
     "significance_table",
     "to_markdown",

@@ -1,6 +1,6 @@
 """What DVC's own commands read: one small metrics JSON per run (`dvc metrics show` prints a
 row per file, readable with any number of runs), and the training curves as one long CSV
-for `dvc plots show` (template `.dvc/plots/runs.json`).
+(the numbers behind training_curves.png, for a spreadsheet or `dvc plots show <csv>`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 #: Columns of comparison.csv in each run's metrics file (the ones a reader compares).
-METRIC_COLUMNS = ("top1_mean", "top1_ci_low", "top1_ci_high", "macro_f1_mean",
+METRIC_COLUMNS = ("top1_mean", "top1_ci_low", "top1_ci_high", "macro_f1_mean", "ece_mean",
     "trainable_params", "train_time_s")  # fmt: skip
 #: Columns of a training history kept in the curves table.
 CURVE_COLUMNS = ("train_loss", "train_top1", "val_loss", "val_top1", "lr")

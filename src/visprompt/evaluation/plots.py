@@ -1,5 +1,6 @@
 """Figures of the comparison: accuracy vs a cost (trainable parameters, throughput, training
-time) with intervals over seeds, training curves per method family, confusions.
+time) with intervals over seeds, training curves per method family, a run's confusion matrix,
+reliability diagrams.
 
 Uses matplotlib's non-interactive Agg backend through the object API (no pyplot state), so
 it runs headless and in worker threads.
@@ -213,35 +214,59 @@ def training_curves_figure(
     return fig
 
 
-def confusions_figure(
-    confusions: Mapping[str, Sequence[Sequence[int]]], classes: Sequence[str], columns: int = 6
+def confusion_figure(
+    confusion: Sequence[Sequence[int]], classes: Sequence[str], title: str
 ) -> Figure:
-    """Row-normalised confusion matrices of every run side by side (true class per row).
+    """One run's row-normalised confusion matrix (true class per row), readable on its own:
+    cells at least 0.45 inch, the class names on both axes, each cell's percentage written
+    in it (none for empty cells), the test images per class beside the rows."""
+    counts = pd.DataFrame(confusion).to_numpy()
+    if counts.ndim != 2 or counts.shape != (len(classes), len(classes)):
+        raise ValueError(
+            f"confusion_figure: a {len(classes)}x{len(classes)} matrix for {len(classes)} "
+            f"classes, got shape {counts.shape}"
+        )
+    n = len(classes)
+    support = counts.sum(axis=1)
+    rates = counts / support[:, None].clip(min=1)
+    side = max(4.0, 0.45 * n + 1.5)
+    fig = _figure(side + 1.2, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (row, col), rate in pd.DataFrame(rates).stack().items():
+        if counts[row, col]:
+            colour = "white" if rate > 0.5 else "black"
+            ax.text(col, row, f"{100 * rate:.0f}", ha="center", va="center", fontsize=8,
+                    color=colour)  # fmt: skip
+    names = [str(c) for c in classes]
+    slanted = {"rotation": 45, "ha": "right"} if n > 6 else {}
+    ax.set_xticks(range(n), labels=names, **slanted)
+    ax.set_yticks(range(n), labels=[f"{c} ({int(k)})" for c, k in zip(names, support, strict=True)])
+    ax.set(xlabel="predicted class", ylabel="true class (test images)", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of the true class")
+    return fig
 
-    Small multiples on one colour scale: which classes each method confuses is seen at a
-    glance across runs, where one figure per run had to be opened file by file. The panel
-    title carries the run's name; its top-1 is in the comparison table.
-    """
-    if not confusions:
-        raise ValueError("confusions_figure: no confusion matrix given")
-    n, panels = len(classes), len(confusions)
-    cols = min(columns, panels)
-    rows = -(-panels // cols)
-    side = 1.9
-    fig = Figure(figsize=(cols * side + 0.9, rows * (side + 0.25) + 0.6), dpi=100)
-    FigureCanvasAgg(fig)  # a fixed grid: no layout engine to solve for 18+ axes
-    grid = fig.add_gridspec(rows, cols, left=0.06, right=0.9, bottom=0.08, top=0.93)
-    image = None
-    for index, (name, confusion) in enumerate(confusions.items()):
-        counts = pd.DataFrame(confusion).to_numpy()
-        rates = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
-        ax = fig.add_subplot(grid[index // cols, index % cols])
-        image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
-        ax.set_title(name, fontsize=7)
-        first_col, last_row = index % cols == 0, index // cols == rows - 1 or index + cols >= panels
-        ax.set_xticks(range(n), labels=classes if last_row else [], fontsize=5, rotation=90)
-        ax.set_yticks(range(n), labels=classes if first_col else [], fontsize=5)
-    fig.supxlabel("predicted class", fontsize=8)
-    fig.supylabel("true class", fontsize=8)
-    fig.colorbar(image, ax=fig.axes, fraction=0.02, pad=0.02, label="fraction of true class")
+
+def reliability_figure(tables: Mapping[str, Sequence[Mapping[str, float]]], title: str) -> Figure:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, one line per
+    entry of `tables` (`calibration.reliability_table`; the legend carries each ECE), the
+    diagonal being perfect calibration. Below the diagonal: overconfident."""
+    if not tables:
+        raise ValueError("reliability_figure: no reliability table given")
+    fig = _figure(6.4, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfectly calibrated")
+    for index, (name, rows) in enumerate(tables.items()):
+        total = sum(r["count"] for r in rows) or 1
+        ece = sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / total
+        ax.plot(
+            [r["confidence"] for r in rows],
+            [r["accuracy"] for r in rows],
+            marker="o", color=_COLOURS[index % len(_COLOURS)], ms=4, lw=1,
+            label=f"{name} (ECE {100 * ece:.1f} %)",
+        )  # fmt: skip
+    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="confidence (mean max probability in the bin)",
+           ylabel="accuracy in the bin", title=title)  # fmt: skip
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

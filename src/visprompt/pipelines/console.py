@@ -1,6 +1,10 @@
 """What `kedro run` prints (Kedro's own chatter is turned down in conf/logging.yml): one line
 per finished node, with its result where a person checks it, and a closing summary: the best
 runs with their intervals, the registry's champion, where the reports are, how to open MLflow.
+
+The training nodes of a run are its job (`progress.Job`): their bars and lines carry the
+seed's name, its position among them and the job's ETA; a seed read back finished says
+"reused".
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
+
+from visprompt import progress
+from visprompt.pipelines import tracking
 
 log = logging.getLogger("visprompt.run")
 
@@ -146,6 +153,11 @@ def registry_lines(summary: Mapping[str, Any]) -> list[str]:
     return [f"  champion: {name} v{champion} (unchanged: no candidate beat it)"]
 
 
+def is_training(node: Node) -> bool:
+    """A node that trains one seed (its output `<run>.seed_<s>.train_summary`)."""
+    return f"{node.namespace}.train_summary" in node.outputs
+
+
 def _location(catalog: CatalogProtocol, name: str) -> str | None:
     try:
         path = catalog.get(name)._describe().get("filepath")  # noqa: SLF001
@@ -170,26 +182,52 @@ class ConsoleHook:
         self._names: dict[str, str] = {}  # a report's short name -> its dataset name
         self._total = self._done = 0
         self._run_start = 0.0
+        self._mlflow_url: str | None = None
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
         self._total, self._done, self._saved, self._names = len(pipeline.nodes), 0, {}, {}
-        self._run_start = time.perf_counter()
+        self._run_start, self._mlflow_url = time.perf_counter(), None
+        progress.start_job(sum(1 for n in pipeline.nodes if is_training(n)))
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:
         self._started[node.name] = time.perf_counter()
+        self._mlflow_url = self._mlflow_url or tracking.experiment_url()
+        job = progress.current_job()
+        if job is not None and not is_training(node):
+            job.other = node.name  # its bars say whose they are: `vp.seed_1.evaluate predict`
+        if job is not None and is_training(node):
+            job.begin(str(node.namespace))
+            log.info("%s training (%d/%d), %s", node.namespace, job.position, job.total,
+                job.eta_text())  # fmt: skip
         log.debug("%s started", node.name)
 
     @hook_impl
     def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
         self._done += 1
         seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
-        note = node_note(outputs)
+        notes = [node_note(outputs)]
+        job = progress.current_job()
+        if job is not None:
+            job.other = ""
+        if job is not None and is_training(node):
+            done = f"{job.position}/{job.total}"
+            if job.end():
+                notes.insert(0, "reused (finished earlier with the same inputs)")
+            else:
+                notes.append(f"training {done}, {job.eta_text()}")
+        note = "; ".join(n for n in notes if n)
         log.info(
             "[%d/%d] %s %.1f s%s", self._done, self._total, node.name, seconds,
             f": {note}" if note else "",
         )  # fmt: skip
+
+    @hook_impl
+    def on_node_error(self, node: Node) -> None:
+        job = progress.current_job()
+        if job is not None and is_training(node):
+            job.end()
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
@@ -200,6 +238,7 @@ class ConsoleHook:
 
     @hook_impl
     def after_pipeline_run(self, catalog: CatalogProtocol) -> None:
+        progress.end_job()
         print("\n".join(self.summary(catalog)), flush=True)
 
     def summary(self, catalog: CatalogProtocol) -> list[str]:
@@ -216,5 +255,6 @@ class ConsoleHook:
         reports = [_relative(p) for n in names if (p := _location(catalog, n))]
         if reports:
             lines.append("  reports: " + ", ".join(reports))
-        lines.append("  MLflow: kedro mlflow ui  (http://127.0.0.1:5000)")
+        where = self._mlflow_url or "http://127.0.0.1:5000"
+        lines.append(f"  MLflow: kedro mlflow ui, then open {where}")
         return lines

@@ -189,6 +189,31 @@ def log_files(paths: Iterable[str | Path], artifact_path: str) -> None:
         mlflow.log_artifact(str(path), artifact_path)
 
 
+#: MLflow 3's UI opens every experiment in the view of a global workflow type, GenAI by
+#: default (the experiment's `mlflow.experimentKind` tag only files it under one): a link
+#: with this query opens the training view (runs, metrics, charts).
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def name_parent_run(experiment: str, pipelines: list[str]) -> None:
+    """Name the active (kedro-mlflow's) run after the experiment: `digits`, or `digits ·
+    training+evaluation` for other pipelines than the default one (kedro-mlflow names it
+    after the pipelines: `__default__`)."""
+    if mlflow.active_run() is None:
+        return
+    chosen = [p for p in pipelines if p != "__default__"]
+    name = f"{experiment} · {'+'.join(chosen)}" if chosen else experiment
+    mlflow.set_tag("mlflow.runName", name)
+
+
+def experiment_url(ui: str = "http://127.0.0.1:5000") -> str | None:
+    """The UI's link to the active run's experiment in the training view (None: no run)."""
+    active = mlflow.active_run()
+    if active is None:
+        return None
+    return f"{ui}/#/experiments/{active.info.experiment_id}?{TRAINING_VIEW}"
+
+
 def kedro_run_id() -> str:
     """The Kedro session id that kedro-mlflow tagged on the active run (`run_id`)."""
     active = mlflow.active_run()

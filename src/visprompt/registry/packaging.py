@@ -143,6 +143,8 @@ def candidate(
         params.get("serving"),
         str(params.get("pgn_serving", "rgb")),
     )
+    if "calibration" in summary:  # the evaluation's temperature and OOD detector (pyfunc_model)
+        package["calibration"] = dict(summary["calibration"])
     lineage = dict(common) | {
         "params_hash": str(summary["run_key"]),  # the run identity of the chosen seed
         "training_mlflow_run_id": str(summary.get("mlflow_run_id", "none")),

@@ -75,6 +75,8 @@ SIGNATURE = ModelSignature(
             ColSpec(DataType.string, "class_name"),
             ColSpec(DataType.double, "confidence"),
             ColSpec(Array(DataType.double), "probabilities"),
+            ColSpec(DataType.boolean, "out_of_distribution"),  # pyfunc_model: calibration
+            ColSpec(DataType.double, "ood_score"),
         ]
     ),
 )

@@ -11,7 +11,12 @@ Request format (REST `/invocations` or `predict`): a DataFrame with one column `
 holding base64-encoded PNG/JPEG bytes, e.g.
     {"dataframe_split": {"columns": ["image"], "data": [["iVBORw0KGgo..."]]}}
 Response: one row per image with `label` (int), `class_name`, `confidence` and
-`probabilities` (one per class, in `class_names` order).
+`probabilities` (one per class, in `class_names` order), softmax(logits / temperature) with
+the version's temperature fitted on validation (1 when its package records none), and
+`out_of_distribution` (bool) with its `ood_score`: the distance of the image's logits to the
+nearest validation class mean, flagged beyond the version's threshold (the distance that 5 %
+of validation images exceed; `evaluation.calibration`). Versions without a detector answer
+`out_of_distribution: false` and `ood_score: NaN`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch import nn
 
 from visprompt import methods
 from visprompt.data.transforms import to_model_input
+from visprompt.evaluation.calibration import ood_scores
 from visprompt.registry.backbone_store import load_backbone
 from visprompt.registry.integrity import verify_checksums
 from visprompt.registry.serving import ImageDecoder, ServingLimits
@@ -79,24 +85,33 @@ class PromptClassifier(mlflow.pyfunc.PythonModel):
             int(self.preprocessing["stored_size"]),
         )
         self.model = trained.served(rgb_serving(package), package["preprocessing"])
+        calibration = package.get("calibration") or {}
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.ood: dict[str, Any] | None = calibration.get("ood")
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW at the stored size -> class probabilities (the training preprocessing)."""
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW at the stored size -> class logits (the training preprocessing)."""
         pre = self.preprocessing
         with torch.no_grad():
             x = to_model_input(images, int(pre["image_size"]), pre["mean"], pre["std"])
-            return self.model(x).softmax(dim=-1)
+            return self.model(x)
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        probs = self.probabilities(self.decode(model_input))
+        logits = self.logits(self.decode(model_input))
+        probs = (logits / self.temperature).softmax(dim=-1)
         confidence, label = probs.max(dim=-1)
+        scores = np.full(len(logits), np.nan)
+        if self.ood is not None:
+            scores = ood_scores(logits, self.ood).numpy()
         return pd.DataFrame(
             {
                 "label": label.numpy().astype(np.int64),
                 "class_name": [self.class_names[i] for i in label.tolist()],
                 "confidence": confidence.numpy().astype(np.float64),
                 "probabilities": list(probs.numpy().astype(np.float64)),
+                "out_of_distribution": scores > (self.ood or {}).get("threshold", np.inf),
+                "ood_score": scores.astype(np.float64),
             }
         )

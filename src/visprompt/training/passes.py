@@ -17,7 +17,7 @@ from lightning.fabric import Fabric
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from visprompt.progress import progress_bar
+from visprompt.progress import advance, progress_bar
 from visprompt.training.augment import flip_crop
 from visprompt.training.config import Preprocess, TrainConfig
 from visprompt.training.placement import Placement
@@ -122,6 +122,7 @@ def train_epoch(
             sums[1] += (logits.argmax(1) == y).sum()
             sums[2] += len(y)
         bar.update(1)
+        advance((epoch + (step + 1) / len(batches)) / config.epochs)  # the job's ETA
         if bar.n % 10 == 0 or step == len(batches) - 1:
             seen, elapsed = float(sums[2]), time.perf_counter() - start
             bar.set_postfix(

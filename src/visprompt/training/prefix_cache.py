@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from visprompt.backbones import tensors_sha256
+from visprompt.progress import progress_bar
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -142,24 +143,26 @@ def prepare(
     prefix, suffix = split
     settings = (preprocess, str(fabric.device), batch_size, config.precision)
 
-    def activations(dataset: Dataset, max_bytes: int) -> tuple[Activations, str]:
+    def activations(dataset: Dataset, max_bytes: int, split: str) -> tuple[Activations, str]:
         key = reuse_key(prefix, frozen_digest, dataset, *settings)
         if key in _reused:
             _reused.move_to_end(key)
             return _reused[key], "reused"
         built, status = _build(
-            prefix, dataset, preprocess, fabric, batch_size, max_bytes, spill_dir
-        )
+            prefix, dataset, preprocess, fabric, batch_size, max_bytes, spill_dir,
+            f"prefix cache ({split})" if config.progress and fabric.is_global_zero else None,
+        )  # fmt: skip
         if key is not None and not built.spilled and built.nbytes <= REUSE_MAX_BYTES:
             _reused[key] = built  # kept for a later `fit` (small, on the device)
             while sum(a.nbytes for a in _reused.values()) > REUSE_MAX_BYTES:
                 _reused.popitem(last=False)
         return built, status
 
-    train, info["train"] = activations(train_set, config.cache_max_bytes)
+    train, info["train"] = activations(train_set, config.cache_max_bytes, "train")
     val = None
     if val_shard is not None:
-        val, info["val"] = activations(val_shard, max(0, config.cache_max_bytes - train.nbytes))
+        room = max(0, config.cache_max_bytes - train.nbytes)
+        val, info["val"] = activations(val_shard, room, "val")
     info["build_s"] = time.perf_counter() - start
     return suffix, train, val, info
 
@@ -184,10 +187,12 @@ def _build(
     batch_size: int,
     max_bytes: int,
     spill_dir: str,
+    progress: str | None = None,
 ) -> tuple[Activations, str]:
     """(activations, status): status "built" (on the device) or "spilled" (to `spill_dir`).
 
     Under the engine's autocast, so cached features match what the uncached forward computes.
+    `progress` names the progress bar of the pass (minutes at 128 px on a CPU); None: no bar.
     """
     device, n = fabric.device, len(dataset)
     if n == 0:
@@ -197,7 +202,9 @@ def _build(
     labels = torch.empty(n, dtype=torch.long, device=device)
     start = 0
     with torch.no_grad(), fabric.autocast():
-        for images, target in loader:
+        for images, target in progress_bar(
+            loader, desc=progress, disable=progress is None, leave=False, unit="batch"
+        ):
             out = prefix(preprocess(images.to(device)))
             if features is None:
                 spilled = n * out[0].numel() * out.element_size() > max_bytes

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from visprompt import backbones, methods
+from visprompt import backbones, methods, progress
 from visprompt.atomic import atomic_path
 from visprompt.data.shards import ShardDataset, read_classes
 from visprompt.training import checkpoint
@@ -114,6 +114,7 @@ def train_seed(
     )
     finished = _finished(folder, model)
     if finished is not None:
+        progress.mark_reused()  # the console says "reused"; the job's ETA leaves it out
         return model, *finished
     train_set, val_set = datasets or (ShardDataset(shards, "train"), ShardDataset(shards, "val"))
     preprocess = Preprocess.from_data_config(backbone_spec["data_config"])

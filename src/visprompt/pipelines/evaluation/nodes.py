@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
 from visprompt import backbones, methods
@@ -13,12 +14,14 @@ from visprompt.evaluation import (
     accuracy_vs_params_figure,
     classification_metrics,
     comparison_table,
-    confusions_figure,
+    confusion_figure,
+    reliability_figure,
     seed_table,
     significance_table,
     to_markdown,
     training_curves_figure,
 )
+from visprompt.evaluation.calibration import calibration_report
 from visprompt.evaluation.dvc_files import curves_table, run_metrics
 from visprompt.pipelines import tracking
 from visprompt.training import Placement, Preprocess, predict
@@ -31,7 +34,9 @@ def evaluate_run(
     shards: str,
     params: dict[str, Any],
 ) -> dict[str, Any]:
-    """`<run>.test_metrics` on the test split (never used for selection), logged to the run.
+    """`<run>.test_metrics` on the test split (never used for selection), logged to the run,
+    with its calibration: a temperature and an out-of-distribution threshold fitted on the
+    validation split (`calibration.calibration_report`; the registry serves them).
 
     The metrics go to the run's MLflow run from training (reopened by id: a catalog dataset
     cannot name a run known only from the summary), so one MLflow run holds a method's
@@ -41,15 +46,18 @@ def evaluate_run(
     spec = backbone_specs[train_summary["backbone"]]
     placement = Placement.from_engine(train_summary)
     model = methods.load(artifact_dir, backbones.from_spec(spec))
-    logits, labels = predict(
-        model,
-        ShardDataset(shards, "test"),
-        Preprocess.from_data_config(spec["data_config"]),
-        batch_size=int(params["batch_size"]),
-        progress=True,
-        placement=placement,
+    preprocess = Preprocess.from_data_config(spec["data_config"])
+
+    def logits_of(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        dataset, size = ShardDataset(shards, split), int(params["batch_size"])
+        return predict(model, dataset, preprocess, size, progress=True, placement=placement)
+
+    logits, labels = logits_of("test")
+    bins = int(params["ece_bins"])
+    metrics = classification_metrics(logits, labels, ece_bins=bins)
+    metrics |= calibration_report(
+        *logits_of("val"), logits, labels, bins=bins, quantile=float(params["ood_quantile"])
     )
-    metrics = classification_metrics(logits, labels, ece_bins=int(params["ece_bins"]))
     test_set, batch_size = ShardDataset(shards, "test"), int(params["batch_size"])
     metrics |= model.extra_test_metrics(test_set, spec["data_config"], batch_size, progress=True)
     tracking.log_changed_numbers(
@@ -64,13 +72,15 @@ def evaluate_run(
 
 def compare_runs(
     layout: list[tuple[str, int]], shards: str, *results: dict[str, Any] | list[dict[str, float]]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str, dict[str, Figure]]:
-    """(comparison, comparison_seeds, significance, Markdown, plots) across runs and seeds.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str, dict[str, Figure], dict[str, Figure]]:
+    """(comparison, comparison_seeds, significance, Markdown, plots, run plots) across runs
+    and seeds.
 
     `results` holds (summary, metrics, history) per (run, seed) of `layout`, in its order.
     The catalog saves the tables, the Markdown and the plots and logs them to the `kedro
     run`'s MLflow run (kedro-mlflow's MlflowArtifactDataset, catalog_evaluation.yml).
-    Confusion matrices are those of each run's first seed.
+    Each run's confusion matrix and reliability diagram (its first seed's) go to the run
+    plots; the best run's by test top-1 are also `confusion.png` and `reliability.png`.
     """
     if len(results) != 3 * len(layout):
         raise ValueError(f"expected 3 inputs per (run, seed) for {layout}, got {len(results)}")
@@ -90,14 +100,29 @@ def compare_runs(
     first_seed: dict[str, int] = {}
     for run, seed in keys:
         first_seed.setdefault(run, seed)
-    plots["confusions.png"] = confusions_figure(
-        {
-            f"{run} (seed {seed})": metrics[(run, seed)]["confusion"]
-            for run, seed in first_seed.items()
-        },
-        classes,
-    )
-    return table, seeds, significance, markdown, plots
+    run_plots: dict[str, Figure] = {}
+    for run, seed in first_seed.items():
+        run_plots |= calibration_plots(run, seed, metrics[(run, seed)], classes)
+    best = str(table.sort_values("top1_mean" if "top1_mean" in table else "top1").iloc[-1]["run"])
+    plots["confusion.png"] = run_plots[f"{best}/confusion.png"]
+    plots["reliability.png"] = run_plots[f"{best}/reliability.png"]
+    return table, seeds, significance, markdown, plots, run_plots
+
+
+def calibration_plots(
+    run: str, seed: int, metrics: dict[str, Any], classes: list[str]
+) -> dict[str, Figure]:
+    """`<run>/confusion.png` and `<run>/reliability.png` (before and after the temperature)
+    of one seed's test metrics."""
+    name = f"{run} (seed {seed}, test top-1 {100 * metrics['top1']:.1f} %)"
+    scaled = f"temperature {metrics['temperature']:.2f} (fitted on val)"
+    tables = {"raw": metrics["reliability"], scaled: metrics["reliability_temperature_scaled"]}
+    return {
+        f"{run}/confusion.png": confusion_figure(metrics["confusion"], classes, name),
+        f"{run}/reliability.png": reliability_figure(
+            tables, f"{name}: reliability ({metrics['ece_bins']} bins)"
+        ),
+    }
 
 
 def dvc_files(

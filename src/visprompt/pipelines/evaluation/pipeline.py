@@ -59,6 +59,7 @@ def report_pipeline(name: str, layout: list[tuple[str, int]]) -> Pipeline:
                     "significance",
                     "comparison_markdown",
                     "comparison_plots",
+                    "run_plots",
                 ],
                 name="compare_runs",
             ),

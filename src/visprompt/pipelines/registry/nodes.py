@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from visprompt.data.shards import read_classes, read_split
+from visprompt.evaluation.calibration import served_calibration
 from visprompt.pipelines import tracking
 from visprompt.registry.packaging import Candidate, candidate, git_commit
 from visprompt.registry.promotion import (
@@ -32,15 +33,18 @@ def register_runs(
 ) -> dict[str, Any]:
     """Register each run's candidate seed under `target["model"]`, in order; the summary.
 
-    `results` holds (artifact_dir, train_summary) per (run, seed) of `target["layout"]`.
+    `results` holds (artifact_dir, train_summary, test_metrics) per (run, seed) of
+    `target["layout"]`; the test metrics' calibration goes into the version's package.
     Each new version is logged in its own nested MLflow run, its lineage as tags.
     """
     model_name, layout = str(target["model"]), target["layout"]
-    if len(results) != 2 * len(layout):
-        raise ValueError(f"expected 2 inputs per (run, seed) for {layout}, got {len(results)}")
+    if len(results) != 3 * len(layout):
+        raise ValueError(f"expected 3 inputs per (run, seed) for {layout}, got {len(results)}")
     per_run: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
-    for (run, seed), artifact, summary in zip(layout, results[0::2], results[1::2], strict=True):
-        per_run.setdefault(run, {})[int(seed)] = (artifact, summary)
+    triples = zip(layout, results[0::3], results[1::3], results[2::3], strict=True)
+    for (run, seed), artifact, summary, metrics in triples:
+        served = {"calibration": served_calibration(metrics)}
+        per_run.setdefault(run, {})[int(seed)] = (artifact, summary | served)
     validation = (read_classes(shards), *read_split(shards, "val"))
     common = {
         "git_commit": git_commit(),
