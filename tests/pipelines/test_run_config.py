@@ -173,6 +173,9 @@ def test_a_yaml_syntax_error_names_the_file_and_line(conf: Path) -> None:
     assert "that starts at line 2" in message
     (conf / "local/parameters_training.yml").write_text("training: {}\ntraining: {}\n")
     assert "found duplicate key" in _mistake(conf)
+    (conf / "local/parameters_training.yml").unlink()
+    (conf / "local/catalog.yml").write_text("x:\n  type: a\n   filepath: b\n")  # not params
+    assert "local/catalog.yml line 3, column 12: YAML syntax error" in _mistake(conf)
 
 
 def test_kedros_own_refusal_becomes_one_paragraph(conf: Path) -> None:

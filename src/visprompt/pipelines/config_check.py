@@ -35,22 +35,28 @@ CLOSED = (
 _SUFFIXES = (".yml", ".yaml", ".json")
 
 
-def parameter_files(folder: Path) -> list[Path]:
-    """The files Kedro reads parameters from in one environment folder (its default
-    patterns `parameters*`, `parameters*/**`, `**/parameters*`), hidden ones excluded."""
+def config_files(folder: Path) -> list[Path]:
+    """The YAML/JSON files of one environment folder, hidden ones excluded."""
     if not folder.is_dir():
         return []
-    found = []
-    for path in sorted(folder.rglob("*")):
-        parts = path.relative_to(folder).parts
-        if (
-            path.is_file()
-            and path.suffix in _SUFFIXES
-            and not any(part.startswith(".") for part in parts)
-            and (path.name.startswith("parameters") or parts[0].startswith("parameters"))
-        ):
-            found.append(path)
-    return found
+    return [
+        path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+        and path.suffix in _SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+
+
+def parameter_files(folder: Path) -> list[Path]:
+    """The files Kedro reads parameters from in one environment folder (its default
+    patterns `parameters*`, `parameters*/**`, `**/parameters*`)."""
+    return [
+        path
+        for path in config_files(folder)
+        if path.name.startswith("parameters")
+        or path.relative_to(folder).parts[0].startswith("parameters")
+    ]
 
 
 def shown(path: Path) -> str:
@@ -59,8 +65,8 @@ def shown(path: Path) -> str:
     return str(absolute.relative_to(Path.cwd()) if absolute.is_relative_to(Path.cwd()) else path)
 
 
-def read_parameters(path: Path) -> dict[str, Any]:
-    """One parameters file as Kedro's loader (OmegaConf's YAML) reads it; a syntax error
+def read_config(path: Path) -> Any:
+    """One configuration file as Kedro's loader (OmegaConf's YAML) reads it; a syntax error
     or a duplicate key is a `ConfigError` naming the file, the line and the fix."""
     try:
         data = yaml.load(path.read_text(), Loader=get_yaml_loader())  # noqa: S506 (OmegaConf's)
@@ -79,6 +85,12 @@ def read_parameters(path: Path) -> dict[str, Any]:
         ) from None
     except OSError as error:
         raise ConfigError(f"{shown(path)}: cannot be read ({error}); fix its permissions") from None
+    return data
+
+
+def read_parameters(path: Path) -> dict[str, Any]:
+    """One parameters file (`read_config`), which must map names to values."""
+    data = read_config(path)
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -123,8 +135,12 @@ def check_keys(user: Mapping[str, Any], base: Mapping[str, Any], where: str) -> 
 def check_layers(
     conf_source: Path, env: str | None, runtime_params: Mapping[str, Any] | None
 ) -> None:
-    """Syntax of every parameters file of conf/base and the run environment, then every key
-    the environment's files and `--params` set, against conf/base."""
+    """Syntax of every file of conf/base and the run environment (catalog, mlflow.yml, ...
+    too: the session would stop on them with a traceback), then every key the environment's
+    parameters files and `--params` set, against conf/base."""
+    for folder in (conf_source / "base", conf_source / (env or "local")):
+        for path in config_files(folder):
+            read_config(path)
     base: dict[str, Any] = {}
     for path in parameter_files(conf_source / "base"):
         base |= read_parameters(path)
