@@ -41,19 +41,19 @@ _LAYOUT = "root/<class>/<image> or root/<split>/<class>/<image> (split: train, v
 def _readable_root(root: str) -> Path:
     """`root` as a folder this process can list; else one paragraph with the fix."""
     base = Path(root)
-    where = f"parameters_data_ingestion.yml: {_ROOT_KEY} is '{root}'"
+    where = f"imagefolder root '{root}' ({base.absolute()})"
+    key = f"{_ROOT_KEY} (parameters_data_ingestion.yml)"
     if not base.is_dir():
         what = "a file, not a folder" if base.exists() else "missing"
         raise FileNotFoundError(
-            f"{where} ({base.absolute()}), which is {what}: set {_ROOT_KEY} to your image "
-            f"folder, laid out as {_LAYOUT} (e.g. `kedro run --params {_ROOT_KEY}=/path/to/"
-            "images`), or create it"
+            f"{where} is {what}: set {key} to your image folder, laid out as {_LAYOUT} (e.g. "
+            f"`kedro run --params {_ROOT_KEY}=/path/to/images`), or create it"
         )
     if not os.access(base, os.R_OK | os.X_OK):
         raise PermissionError(
-            f"{where} ({base.absolute()}), which this user cannot list (permissions "
+            f"{where} cannot be listed by this user (permissions "
             f"{oct(base.stat().st_mode & 0o777)}): `chmod u+rx` it (and its class folders), "
-            f"or set {_ROOT_KEY} to a readable copy"
+            f"or set {key} to a readable copy"
         )
     return base
 
