@@ -138,8 +138,8 @@ def main() -> None:
                     local.unlink(missing_ok=True)
                 else:
                     local.write_text(override)
-                args = [arg.replace("{project}", str(project)) for arg in extra]
-                wall, cpu, output = timed([*kedro, *args], project, env)
+                given = [arg.replace("{project}", str(project)) for arg in extra]
+                wall, cpu, output = timed([*kedro, *given], project, env)
                 walls[label].append(wall)
                 cpus[label].append(cpu)
                 errors[label] = error_line(output).replace(str(project), "<project>")
