@@ -21,6 +21,11 @@ from visprompt.training.runs import ConfigError
 
 _NAMESPACE_ERROR = "Pipeline does not contain nodes with the following namespaces"
 
+#: Pipelines that ingest data, and those that train `training.runs` (a sweep recipe's
+#: pipeline trains its own run list, `<section>.runs`).
+INGESTING = {"__default__", "data_ingestion"}
+TRAINING = {"__default__", "training", "tuning"}
+
 
 def pipeline_names() -> list[str]:
     """Names `kedro run --pipelines` accepts: every pipelines/<name>/pipeline.py, __default__."""
@@ -68,12 +73,6 @@ def preflight(options: dict[str, Any]) -> dict[str, Any]:
             selected = {k: v for k, v in specs.items() if not chosen or k in chosen}
             check_builds(selected, params.get("backbone") or {}, section)
     return params
-
-
-#: Pipelines that ingest data, and those that train `training.runs` (a sweep recipe's
-#: pipeline trains its own run list, `<section>.runs`).
-INGESTING = {"__default__", "data_ingestion"}
-TRAINING = {"__default__", "training", "tuning"}
 
 
 def check_data(params: dict[str, Any]) -> None:
