@@ -236,3 +236,18 @@ def test_devices_that_do_not_divide_the_batch_are_refused_with_the_run(conf: Pat
         runs.configured_runs(params)
     params = loader(conf, runtime_params={"training_engine": {"devices": 4}})["parameters"]
     runs.configured_runs(params)  # 64 over 4 processes
+
+
+def test_the_preflight_checks_the_data_only_where_ingestion_runs(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from visprompt.pipelines.kedro_run import preflight
+
+    monkeypatch.chdir(ROOT)
+    for name in ("parameters.yml", "parameters_data_ingestion.yml"):
+        (conf / "base" / name).write_text((ROOT / "conf/base" / name).read_text())
+    folder = {"source": "imagefolder", "sources": {"imagefolder": {"root": str(conf / "x")}}}
+    options = {"conf_source": str(conf), "params": {"data_ingestion": folder}}
+    preflight(options | {"pipelines": ["evaluation"]})  # no ingestion, no training: no check
+    with pytest.raises(ConfigError, match=r"imagefolder root '.*/x' .* is missing"):
+        preflight(options | {"pipelines": ["data_ingestion"]})
