@@ -154,6 +154,9 @@ def test_unknown_keys_in_params_or_conf_local_name_the_nearest_valid_one(conf: P
     message = _mistake(conf)
     assert "local/parameters_training.yml: unknown parameter 'trainig'" in message
     (conf / "local/parameters_training.yml").write_text("training: {seeds: [0]}\n")
+    # a --params key that a config file reads through Kedro's runtime_params resolver
+    (conf / "local/catalog.yml").write_text("x: {type: a, filepath: '${runtime_params:day}'}\n")
+    config_check.check_layers(conf, None, {"day": "2026-12-07"})
     # the user's own names (a new run, a training option) are checked by their own code
     config_check.check_layers(
         conf, None, {"training": {"runs": {"mine": {"method": "vp"}}, "defaults": {"x": 1}}}

@@ -11,6 +11,7 @@ YAML syntax error is reported with its file and line (Kedro's loader names neith
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ CLOSED = (
     "backbone",
 )
 _SUFFIXES = (".yml", ".yaml", ".json")
+#: The top-level name a `${runtime_params:name.sub}` interpolation reads from `--params`.
+_RUNTIME_PARAMS = re.compile(r"\$\{runtime_params:\s*([^.,}\s]+)")
 
 
 def config_files(folder: Path) -> list[Path]:
@@ -138,12 +141,15 @@ def check_layers(
     """Syntax of every file of conf/base and the run environment (catalog, mlflow.yml, ...
     too: the session would stop on them with a traceback), then every key the environment's
     parameters files and `--params` set, against conf/base."""
+    resolved: set[str] = set()  # `--params` read by `${runtime_params:<name>}` in a file
     for folder in (conf_source / "base", conf_source / (env or "local")):
         for path in config_files(folder):
             read_config(path)
+            resolved |= set(_RUNTIME_PARAMS.findall(path.read_text()))
     base: dict[str, Any] = {}
     for path in parameter_files(conf_source / "base"):
         base |= read_parameters(path)
     for path in parameter_files(conf_source / (env or "local")):
         check_keys(read_parameters(path), base, shown(path))
-    check_keys(dict(runtime_params or {}), base, "--params")
+    params = {k: v for k, v in (runtime_params or {}).items() if k not in resolved}
+    check_keys(params, base, "--params")
