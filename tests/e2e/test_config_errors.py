@@ -5,7 +5,9 @@ the bad value and the valid choices, with no traceback, before kedro-mlflow sets
 or any node writes data. Every check runs before the session starts (`kedro_run.preflight`),
 so its cost is Kedro's start-up alone (the pipeline-name typo): ~5 s of CPU on the 2-core
 machine, most of it the `import mlflow` of kedro-mlflow's commands, which Kedro loads at every
-`kedro` command; torch, timm and Great Expectations are not imported before the error.
+`kedro` command; torch, timm and Great Expectations are not imported before the error, except
+for the mistakes only a built model shows (an AP layer, a token method on a CNN): each run's
+method is then built on a meta-device stand-in of its backbone (~5 s more, mostly imports).
 """
 
 from __future__ import annotations
