@@ -27,7 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-#: label -> (kedro run arguments, conf/local/parameters_training.yml text or None).
+FOLDER = "data_ingestion.source=imagefolder,data_ingestion.sources.imagefolder.root="
+#: label -> (kedro run arguments, `{project}` = the project copy's path;
+#: conf/local/parameters_training.yml text or None).
 MISTAKES: dict[str, tuple[list[str], str | None]] = {
     "option typo (--params ...promt_size=3)": (
         ["--params", "training.runs.vp.options.promt_size=3"], None
@@ -43,7 +45,27 @@ MISTAKES: dict[str, tuple[list[str], str | None]] = {
     ),
     "--pipelines trainng": (["--pipelines", "trainng"], None),
     "--namespaces vpx": (["--namespaces", "vpx"], None),
+    # issue 24: unknown keys, YAML syntax, the image folder (before the session)
+    "unknown top-level key (--params trainig.seeds=[0])": (
+        ["--params", "trainig.seeds=[0]"], None
+    ),
+    "unknown nested key (--params registry.modl_name=x)": (
+        ["--params", "registry.modl_name=x"], None
+    ),
+    "unknown nested key (--params training.runz.vp.method=vp)": (
+        ["--params", "training.runz.vp.method=vp"], None
+    ),
+    "unknown key in conf/local (trainig:)": ([], "trainig: {seeds: [0]}\n"),
+    "YAML syntax error in conf/local": ([], "training:\n  seeds: [0\n  hparams: config\n"),
+    "image folder missing": (["--params", FOLDER + "{project}/no_such_folder"], None),
+    "image folder with one class": (["--params", FOLDER + "{project}/one_class"], None),
+    # issue 23: what only the built model knows (methods built on stand-ins of the backbones)
+    "AP layer that does not exist (blocks.99)": (
+        ["--params", "training.runs.ap_vit.options.layer=blocks.99"], None
+    ),
+    "devices=3 with batch_size 64": (["--params", "training_engine.devices=3"], None),
 }  # fmt: skip
+HEADER = "| code | mistake | wall s | CPU s | lines | load (1/5/15 min) | error |"
 #: label -> Python code: the imports Kedro's start-up pays before the project's `run`.
 REFERENCES = {
     "import kedro.framework.cli": "import kedro.framework.cli",
@@ -78,6 +100,11 @@ def error_line(output: str) -> str:
     return lines[0] if lines else "(no error line)"
 
 
+def printed_lines(output: str) -> int:
+    """Lines the user sees (the paragraph is one line, however long)."""
+    return len([line for line in output.splitlines() if line.strip()])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path.cwd())
@@ -99,45 +126,52 @@ def main() -> None:
         kedro = [str(project / ".venv/bin/kedro"), "run"]
         python = str(project / ".venv/bin/python")
         local = project / "conf/local/parameters_training.yml"
+        (project / "one_class/cats").mkdir(parents=True)
         timed([*kedro, "--pipelines", "trainng"], project, env)  # warm-up: bytecode caches
         walls: dict[str, list[float]] = {k: [] for k in [*MISTAKES, *REFERENCES]}
         cpus: dict[str, list[float]] = {k: [] for k in walls}
         errors: dict[str, str] = {}
+        lines: dict[str, int] = {}
         for _ in range(args.rounds):
             for label, (extra, override) in MISTAKES.items():
                 if override is None:
                     local.unlink(missing_ok=True)
                 else:
                     local.write_text(override)
-                wall, cpu, output = timed([*kedro, *extra], project, env)
+                given = [arg.replace("{project}", str(project)) for arg in extra]
+                wall, cpu, output = timed([*kedro, *given], project, env)
                 walls[label].append(wall)
                 cpus[label].append(cpu)
-                errors[label] = error_line(output)
+                errors[label] = error_line(output).replace(str(project), "<project>")
+                lines[label] = printed_lines(output)
             local.unlink(missing_ok=True)
             for label, code in REFERENCES.items():
                 wall, cpu, _ = timed([python, "-c", code], project, env)
                 walls[label].append(wall)
                 cpus[label].append(cpu)
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    lines = []
+    table = []
     if not args.out.exists():
-        lines += [
-            "# `kedro run` refusing a configuration mistake (benchmarks/config_errors.py)\n",
+        table.append("# `kedro run` refusing a configuration mistake (config_errors.py)\n")
+    if not args.out.exists() or HEADER not in args.out.read_text():
+        table += [
             f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; medians of "
-            f"{args.rounds} interleaved rounds after a warm-up run; CPU = user + sys.\n",
-            "| code | mistake | wall s | CPU s | load (1/5/15 min) | error |",
-            "|---|---|---:|---:|---|---|",
+            f"{args.rounds} interleaved rounds after a warm-up run; CPU = user + sys; lines = "
+            "non-empty lines printed.\n",
+            HEADER,
+            "|---|---|---:|---:|---:|---|---|",
         ]
     for label in walls:
         error = errors.get(label, "(reference: imports only)")
-        lines.append(
+        table.append(
             f"| {args.label} ({commit}) | {label} | {statistics.median(walls[label]):.1f} | "
-            f"{statistics.median(cpus[label]):.1f} | {load} | {error[:90]} |"
+            f"{statistics.median(cpus[label]):.1f} | {lines.get(label, '')} | {load} | "
+            f"{error[:90]} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as out:
-        out.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        out.write("\n".join(table) + "\n")
+    print("\n".join(table))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.io.core import DatasetError
+from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from PIL import Image
@@ -23,10 +24,11 @@ from visprompt.hooks import DataTrackingHook
 from visprompt.pipelines.data_ingestion import create_pipeline as ingestion
 from visprompt.pipelines.data_validation import create_pipeline as validation
 from visprompt.pipelines.datasets import (
-    ManifestDataset,
     ShardsDataset,
+    StagedManifestDataset,
     StagingDataset,
     ValidationSummaryDataset,
+    ValidationTargetDataset,
 )
 
 REPORTS = "reports/data/08_reporting"
@@ -46,19 +48,23 @@ VALIDATE = {
 }
 
 
-def run_both(tmp_path: Path, ingest: dict) -> tuple[DataCatalog, str]:
+def run_both(
+    tmp_path: Path, ingest: dict, pipeline: Pipeline | None = None, rules: dict = VALIDATE
+) -> tuple[DataCatalog, str]:
+    """`pipeline` (default: ingestion then validation) with the shard entries in tmp_path and
+    the project's report entries (kedro-mlflow logs them) under tmp_path/reports."""
     catalog = DataCatalog(
         {
             "params:data_ingestion": MemoryDataset(ingest),
             "params:backbone": MemoryDataset({}),  # the ingestion states its own image_size
-            "params:data_validation": MemoryDataset(VALIDATE),
+            "params:data_validation": MemoryDataset(rules),
             "shards_staging": StagingDataset(str(tmp_path / "shards")),
-            "staged_manifest": ManifestDataset(str(tmp_path / ".shards.staging/manifest.csv")),
+            "staged_manifest": StagedManifestDataset(str(tmp_path / "shards")),
+            "shards_to_validate": ValidationTargetDataset(str(tmp_path / "shards")),
             "shards": ShardsDataset(str(tmp_path / "shards")),
             "validation_summary": ValidationSummaryDataset(str(tmp_path / "shards")),
         }
     )
-    # the project's entries (kedro-mlflow logs the reports), their files under tmp_path/reports
     names = ["ingestion_report", "validation_report", "validation_data_docs"]
     reports = project_catalog(names, tmp_path / "reports")
     for name in names:
@@ -67,7 +73,9 @@ def run_both(tmp_path: Path, ingest: dict) -> tuple[DataCatalog, str]:
     hooks.register(DataTrackingHook())
     with mlflow.start_run() as run:
         try:
-            SequentialRunner().run(ingestion() + validation(), catalog, hook_manager=hooks)
+            SequentialRunner().run(
+                pipeline or ingestion() + validation(), catalog, hook_manager=hooks
+            )
         finally:
             run_id = run.info.run_id
     return catalog, run_id
@@ -159,3 +167,25 @@ def test_first_failing_ingestion_leaves_no_current_version(tmp_path, mlflow_stor
     assert not (tmp_path / "shards").exists()  # nothing downstream can start
     with pytest.raises(DatasetError, match="no validated dataset yet"):
         ValidationSummaryDataset(str(tmp_path / "shards")).load()
+
+
+def test_validation_alone_rechecks_the_committed_version_in_place(tmp_path, mlflow_store):
+    """After a finished ingestion nothing is staged: `kedro run --pipelines data_validation`
+    validates the current version again, and a pass leaves its files byte for byte."""
+    run_both(tmp_path, INGEST)
+    before = _hashes(tmp_path / "shards")
+    mtime = (tmp_path / "shards" / "summary.json").stat().st_mtime_ns
+    catalog, _ = run_both(tmp_path, INGEST, validation())
+    assert _hashes(tmp_path / "shards") == before
+    assert (tmp_path / "shards" / "summary.json").stat().st_mtime_ns == mtime
+    assert catalog.load("validation_summary")["success"]
+    # stricter rules now fail the same data: the report says so, the version stays as it was
+    strict = VALIDATE | {"min_train_images_per_class": 1000}
+    with pytest.raises(DataValidationError, match="min_train_images_per_class"):
+        run_both(tmp_path, INGEST, validation(), strict)
+    assert _hashes(tmp_path / "shards") == before
+
+
+def test_validation_with_nothing_ingested_says_which_pipeline_runs_first(tmp_path, mlflow_store):
+    with pytest.raises(DatasetError, match=r"run `kedro run --pipelines data_ingestion` first"):
+        run_both(tmp_path, INGEST, validation())

@@ -79,13 +79,43 @@ def recover(final: str | Path) -> None:
         shutil.rmtree(backup)
 
 
+def version_to_validate(final: str | Path) -> Path:
+    """The version data validation checks: the staged one when ingestion left a complete one,
+    else the current one (validated again in place, e.g. under new rules: `kedro run
+    --pipelines data_validation` after a finished ingestion)."""
+    final = Path(final)
+    staged = staging_dir(final)
+    if (staged / shards.INFO).is_file():
+        return staged
+    recover(final)
+    if (final / shards.INFO).is_file():
+        return final
+    raise FileNotFoundError(
+        f"nothing to validate: no dataset in {final} and no finished ingestion in {staged}; "
+        "run `kedro run --pipelines data_ingestion` first"
+    )
+
+
 def commit(final: str | Path, summary: Mapping[str, Any]) -> None:
     """Write `summary` into the staged version and make it the current one at `final` (the
-    replaced one is deleted); refuses a summary that failed or describes other data."""
+    replaced one is deleted); with nothing staged, `summary` is the current version's own,
+    validated again. Refuses a summary that failed or describes other data."""
     final = Path(final)
     staged = staging_dir(final)
     with exclusive(staged):
-        _commit(final, staged, summary)
+        if version_to_validate(final) == final:
+            _confirm(final, summary)
+        else:
+            _commit(final, staged, summary)
+
+
+def _confirm(final: Path, summary: Mapping[str, Any]) -> None:
+    """The current version passed again: its summary is rewritten only if it changed (the
+    shards, and the DVC-tracked folder, stay as they are)."""
+    shards.require_validated(final, summary)
+    path = final / shards.SUMMARY
+    if not path.is_file() or json.loads(path.read_text()) != dict(summary):
+        shards.write_json(path, dict(summary))
 
 
 def _commit(final: Path, staged: Path, summary: Mapping[str, Any]) -> None:

@@ -16,6 +16,7 @@ from kedro.io.core import DatasetError
 from visprompt.atomic import atomic_directory, atomic_path
 from visprompt.data import staging
 from visprompt.data.manifest import TEXT_COLUMNS
+from visprompt.data.shards import MANIFEST
 
 
 class _PathDataset(AbstractDataset[Any, Any]):
@@ -64,6 +65,36 @@ class StagingDataset(_PathDataset):
 
     def _exists(self) -> bool:
         return True
+
+
+class ValidationTargetDataset(_PathDataset):
+    """Loads as the path of the version data_validation checks for the shard directory at
+    `filepath`: the staged one, else the current one (`staging.version_to_validate`)."""
+
+    def load(self) -> str:
+        return str(staging.version_to_validate(self._filepath))
+
+    def save(self, data: None) -> None:
+        raise DatasetError("shards_to_validate is read-only: data_ingestion stages a version")
+
+    def _exists(self) -> bool:
+        return True
+
+
+class StagedManifestDataset(_PathDataset):
+    """The manifest data_ingestion writes into the staged version of the shard directory at
+    `filepath`; loads the manifest of the version data_validation checks (the staged one,
+    else the current one), so validation also runs alone after a committed ingestion."""
+
+    def load(self) -> pd.DataFrame:
+        path = staging.version_to_validate(self._filepath) / MANIFEST
+        return ManifestDataset(str(path)).load()
+
+    def save(self, data: pd.DataFrame) -> None:
+        ManifestDataset(str(staging.staging_dir(self._filepath) / MANIFEST)).save(data)
+
+    def _exists(self) -> bool:
+        return (staging.staging_dir(self._filepath) / MANIFEST).is_file()
 
 
 class ValidationSummaryDataset(_PathDataset):

@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import gc
 import importlib.resources
+import os
 from typing import Any
 
 import click
 import mlflow
 from kedro.framework.cli.project import run as kedro_run
 
-from visprompt.pipelines import experiment
-from visprompt.pipelines.runs import command_parameters, configured_runs
+from visprompt.data.sources import imagefolder
+from visprompt.pipelines import config_check, experiment
+from visprompt.pipelines.runs import command_parameters, conf_folder, configured_runs, run_lists
 from visprompt.training.runs import ConfigError
 
 _NAMESPACE_ERROR = "Pipeline does not contain nodes with the following namespaces"
+
+#: Pipelines that ingest data, and those that train `training.runs` (a sweep recipe's
+#: pipeline trains its own run list, `<section>.runs`).
+INGESTING = {"__default__", "data_ingestion"}
+TRAINING = {"__default__", "training", "tuning"}
 
 
 def pipeline_names() -> list[str]:
@@ -38,20 +45,48 @@ def check_pipelines(requested: list[str]) -> None:
 
 
 def preflight(options: dict[str, Any]) -> dict[str, Any]:
-    """Check the run list and the namespaces of a `kedro run` before the session, whose hooks
-    and pipelines take ~15 s of CPU to load; the session reuses this validation."""
-    params = command_parameters(
-        options.get("env"), options.get("conf_source"), options.get("params")
-    )
+    """Check a `kedro run` before the session, whose hooks and pipelines take ~15 s of CPU to
+    load: the configuration files and keys, the run lists and namespaces, the data folder
+    when ingestion runs, and each method built on a stand-in of its backbone when training
+    runs. The session reuses the run-list validation."""
+    env = options.get("env") or os.environ.get("KEDRO_ENV")
+    conf = conf_folder(options.get("conf_source"))
+    config_check.check_layers(conf, env, options.get("params"))
+    params = command_parameters(env, options.get("conf_source"), options.get("params"))
     runs = configured_runs(params)
     experiment.check(params, runs)
     valid = {*runs, experiment.name(params)}  # the runs and the experiment's reports
-    unknown = [n for n in options.get("namespaces") or [] if n.split(".")[0] not in valid]
+    namespaces = options.get("namespaces") or []
+    unknown = [n for n in namespaces if n.split(".")[0] not in valid]
     if unknown:
         raise click.ClickException(
             f"unknown namespace(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
         )
+    requested = set(experiment.requested_pipelines(options) or ["__default__"])
+    if not namespaces and requested & INGESTING:  # ingestion has no namespace
+        check_data(params)
+    chosen = {n.split(".")[0] for n in namespaces}
+    for section, specs in run_lists(params).items():
+        if section in requested or (section == "training" and requested & TRAINING):
+            from visprompt.training.build_check import check_builds  # torch: runs train
+
+            selected = {k: v for k, v in specs.items() if not chosen or k in chosen}
+            check_builds(selected, params.get("backbone") or {}, section)
     return params
+
+
+def check_data(params: dict[str, Any]) -> None:
+    """The configured image folder exists, can be listed and holds enough class folders
+    (data_validation.min_classes): answered from folder names before any image is read."""
+    ingestion = params.get("data_ingestion") or {}
+    if ingestion.get("source") != "imagefolder":
+        return
+    options = (ingestion.get("sources") or {}).get("imagefolder") or {}
+    minimum = int((params.get("data_validation") or {}).get("min_classes", 2))
+    try:
+        imagefolder.check_classes(options.get("root", ""), options.get("classes"), minimum)
+    except (OSError, ValueError) as error:
+        raise ConfigError(str(error)) from None
 
 
 def _namespaces(requested: list[str]) -> list[str]:

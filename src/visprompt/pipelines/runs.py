@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kedro.config import OmegaConfigLoader
 from kedro.framework.project import settings
 from kedro.utils import find_kedro_project
+from omegaconf.errors import OmegaConfBaseException
 
 from visprompt.training.runs import ConfigError, RunSpec, validate_runs
 
@@ -73,18 +75,36 @@ def command_parameters(
 ) -> dict[str, Any]:
     """The parameters a `kedro run` with these options loads, read as `KedroSession` reads
     them, so a mistake is refused before plugins' hooks, MLflow or pipeline creation."""
+    conf = conf_folder(conf_source, project_path)
+    loader = OmegaConfigLoader(
+        conf_source=str(conf),
+        env=env or os.environ.get("KEDRO_ENV"),
+        runtime_params=dict(runtime_params or {}),
+        **CONFIG_LOADER_ARGS,
+    )
+    try:
+        return dict(loader["parameters"])
+    except (yaml.YAMLError, ValueError, OmegaConfBaseException) as error:
+        # a syntax error is named with its line by config_check first; what is left here is
+        # Kedro's own refusal (a key set in two files of one environment, an interpolation)
+        raise ConfigError(
+            f"Kedro cannot merge the parameters under {conf}: {type(error).__name__}: "
+            f"{error}. Fix the file and key it names (a top-level key may be set in one file "
+            "per environment)"
+        ) from None
+
+
+def conf_folder(conf_source: str | None = None, project_path: str | Path | None = None) -> Path:
+    """The configuration folder a `kedro run` with `--conf-source` reads (default: the
+    project's conf/)."""
+    if conf_source:
+        return Path(conf_source)
     root = Path(project_path) if project_path else find_kedro_project(Path.cwd())
     if root is None:
         raise ConfigError(
             f"no Kedro project found at or above {Path.cwd()}: run from the project folder"
         )
-    loader = OmegaConfigLoader(
-        conf_source=conf_source or str(root / settings.CONF_SOURCE),
-        env=env or os.environ.get("KEDRO_ENV"),
-        runtime_params=dict(runtime_params or {}),
-        **CONFIG_LOADER_ARGS,
-    )
-    return dict(loader["parameters"])
+    return root / settings.CONF_SOURCE
 
 
 #: section -> (the parameters it was last validated in, its validated runs).

@@ -101,6 +101,22 @@ class TrainConfig:
             raise ValueError(f"at most {bound}={info.data[bound]}")
         return value
 
+    @field_validator("devices")
+    @classmethod
+    def _splits_the_batch(cls, value: int | str, info: ValidationInfo) -> int | str:
+        """A stated number of processes must divide the global batch (each takes an equal
+        share); "auto", -1 or a device list are resolved by Fabric and checked in `fit`."""
+        count = value if isinstance(value, int) else int(value) if value.isdigit() else None
+        batch = info.data.get("batch_size")
+        if count and batch and batch % count:
+            fits = [n for n in range(1, batch + 1) if batch % n == 0]
+            raise ValueError(
+                f"a number of processes batch_size={batch} is divisible by (the global batch "
+                f"is split evenly over the devices): devices in {fits}, or a batch_size that "
+                f"is a multiple of {count} (e.g. {batch + count - batch % count})"
+            )
+        return value
+
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> TrainConfig:
         """Build from a parameters mapping; the first mistake is an `OptionError` in one

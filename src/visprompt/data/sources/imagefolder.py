@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from visprompt.data.shards import SPLITS
@@ -33,21 +34,69 @@ def _refuse_escapes(base: Path, folders: list[Path], records: list[Record]) -> N
         )
 
 
+_ROOT_KEY = "data_ingestion.sources.imagefolder.root"
+_LAYOUT = "root/<class>/<image> or root/<split>/<class>/<image> (split: train, val, test)"
+
+
+def _readable_root(root: str) -> Path:
+    """`root` as a folder this process can list; else one paragraph with the fix."""
+    base = Path(root)
+    where = f"imagefolder root '{root}' ({base.absolute()})"
+    key = f"{_ROOT_KEY} (parameters_data_ingestion.yml)"
+    if not base.is_dir():
+        what = "a file, not a folder" if base.exists() else "missing"
+        raise FileNotFoundError(
+            f"{where} is {what}: set {key} to your image folder, laid out as {_LAYOUT} (e.g. "
+            f"`kedro run --params {_ROOT_KEY}=/path/to/images`), or create it"
+        )
+    if not os.access(base, os.R_OK | os.X_OK):
+        raise PermissionError(
+            f"{where} cannot be listed by this user (permissions "
+            f"{oct(base.stat().st_mode & 0o777)}): `chmod u+rx` it (and its class folders), "
+            f"or set {key} to a readable copy"
+        )
+    return base
+
+
+def class_names(root: str, classes: list[str] | None = None) -> list[str]:
+    """The classes `load` would give (`classes`, else the class folder names), from the folder
+    names alone (no image is read): what the preflight checks before any work."""
+    found = {d.name for _, group in _groups(_readable_root(root)) for d in _class_dirs(group)}
+    return list(classes or sorted(found))
+
+
+def _groups(base: Path) -> list[tuple[str | None, Path]]:
+    """(split, folder of class folders): every top folder if all are splits, else the root."""
+    top = _class_dirs(base)
+    if top and all(d.name in SPLITS for d in top):
+        return [(d.name, d) for d in top]
+    return [(None, base)]
+
+
+def check_classes(root: str, classes: list[str] | None = None, minimum: int = 2) -> None:
+    """Refuse a root with fewer than `minimum` classes (data_validation.min_classes), naming
+    the folder, the key and the fix; the common mistake is a root one level too deep."""
+    found = class_names(root, classes)
+    if len(found) < minimum:
+        listed = f" ({', '.join(found)})" if found else ""
+        raise ValueError(
+            f"parameters_data_ingestion.yml: {_ROOT_KEY} '{root}' holds {len(found)} class "
+            f"folder(s){listed}, but a classifier needs at least {minimum} "
+            f"(data_validation.min_classes): lay it out as {_LAYOUT} with one folder per "
+            f"class; if '{root}' is itself one class's folder, set {_ROOT_KEY} to the folder "
+            "above it"
+        )
+
+
 def load(root: str, classes: list[str] | None = None) -> SourceData:
     """Every image file under `root`; class = its folder (an empty one still counts), split =
     the folder above if every top-level folder is train/val/test. A path resolving outside
     the root is refused: a dataset never reads other files of the machine. `classes` fixes
     the class list and order (default: sorted folder names).
     """
-    base = Path(root)
-    if not base.is_dir():
-        raise FileNotFoundError(
-            f"imagefolder root '{root}' is not a directory; set "
-            "data_ingestion.sources.imagefolder.root to a folder of class folders"
-        )
-    top = _class_dirs(base)
-    split_layout = bool(top) and all(d.name in SPLITS for d in top)
-    groups = [(d.name, d) for d in top] if split_layout else [(None, base)]
+    base = _readable_root(root)
+    groups = _groups(base)
+    split_layout = groups[0][0] is not None
     records: list[Record] = []
     found: set[str] = set()
     for split, directory in groups:

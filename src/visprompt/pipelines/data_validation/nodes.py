@@ -15,10 +15,11 @@ from visprompt.data.validation import DataValidationError, failure_message, vali
 
 
 def validate(
-    manifest: pd.DataFrame, staging: str, params: dict[str, Any]
+    manifest: pd.DataFrame, directory: str, params: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, bytes], dict[str, Any]]:
-    """(report, GX data docs files, summary) of the staged manifest against the suite."""
-    classes = shard_format.read_classes(staging)
+    """(report, GX data docs files, summary) of the version in `directory` (the staged one,
+    else the current one) against the suite."""
+    classes = shard_format.read_classes(directory)
     report, docs = validate_manifest(manifest, classes, params)
     summary = {
         "success": report["success"],

@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 validate,
-                inputs=["staged_manifest", "shards_staging", "params:data_validation"],
+                inputs=["staged_manifest", "shards_to_validate", "params:data_validation"],
                 outputs=["validation_report", "validation_data_docs", "validation_result"],
                 name="validate_manifest",
             ),
