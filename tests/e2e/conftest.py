@@ -35,8 +35,8 @@ COPIED = (
     ".dvc",
     ".dvcignore",
     "params.yaml",  # a link to conf/base/parameters_training.yml, copied as a link
-    "data/01_raw/weights/vit_tiny32.safetensors",  # shipped weights: a dvc.yaml dependency
-    "data/01_raw/weights/vit_tiny32.provenance.json",
+    "data/01_raw/weights/vit_fmnist.safetensors",  # shipped weights: a dvc.yaml dependency
+    "data/01_raw/weights/vit_fmnist.provenance.json",
 )
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "cache", "tmp", "config.local")
 
