@@ -1,9 +1,11 @@
 """Benchmark: source val top-1 of the embedded ViT's local pretraining over several seeds.
 
 Run: `nice .venv/bin/python benchmarks/pretrain_spread.py [--seeds 0 1 2] [--set lr=0.001 ...]
-[--out benchmarks/results/pretrain_spread.md]`. Each seed sets both the synthetic data seed
-(pretrain.seed) and the training seed (initial weights, batch order); the recipe is
-parameters_backbone.yml's `backbone.pretrain` with `--set` overrides of its `train` fields.
+[--out benchmarks/results/pretrain_spread.md]`. Each seed sets both the data seed
+(pretrain.seed: the synthetic images, or the idx source's train/val split) and the training
+seed (initial weights, batch order); the recipe is the `vit` build's (parameters_backbone.yml:
+`backbone.pretrain` with the entry's own `pretrain` over it) with `--set` overrides of its
+`train` fields. The results file's earlier sections measured the shapes ViT (vit_tiny32).
 The goal (issue #11): the spread (max - min) over 3 seeds within 3 points, so the
 embedded default's numbers do not hinge on the machine's floating-point details.
 """
@@ -22,6 +24,7 @@ import torch
 import yaml
 
 from visprompt.weights import materialise
+from visprompt.weights.sources import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "base"
@@ -64,8 +67,10 @@ def main() -> None:
     args = parser.parse_args()
     params = yaml.safe_load((CONF / "parameters_backbone.yml").read_text())["backbone"]
     engine = yaml.safe_load((CONF / "parameters_training.yml").read_text())["training_engine"]
-    entry = params["models"][params["build"]["vit"]] | {"weights": ["pretrain"]}
-    base = params["pretrain"] | ({"num_images": args.num_images} if args.num_images else {})
+    model = params["models"][params["build"]["vit"]]
+    entry = {k: v for k, v in model.items() if k != "pretrain"} | {"weights": ["pretrain"]}
+    base = recipe(params["pretrain"], model)
+    base |= {"num_images": args.num_images} if args.num_images else {}
     train = base["train"] | parse_sets(args.set) | {"progress": False}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,14 +95,18 @@ def main() -> None:
                 flush=True,
             )
     tops = [r[1] for r in rows]
-    recipe = ", ".join(
+    settings_line = ", ".join(
         f"{k}={v}" for k, v in sorted(train.items()) if k not in ("progress", "seed")
+    )
+    source = (
+        f"{base.get('objective', 'supervised')} on idx {base['root']}"
+        if base.get("source") == "idx"
+        else f"{base['num_images']} synthetic images, {base['num_classes']} classes"
     )
     lines = [
         f"### {args.label}",
         "",
-        f"- {entry['name']} {entry.get('model_kwargs')}, {base['num_images']} synthetic "
-        f"images, {base['num_classes']} classes; train: {recipe}",
+        f"- {entry['name']} {entry.get('model_kwargs')}, {source}; train: {settings_line}",
         f"- machine: {cpu_line()}",
         "",
         "| seed | source val top-1 % | best epoch | wall s |",

@@ -34,8 +34,8 @@ COPIED = (
     ".gitignore",
     ".dvc",
     ".dvcignore",
-    "data/01_raw/weights/vit_tiny32.safetensors",  # shipped weights: a dvc.yaml dependency
-    "data/01_raw/weights/vit_tiny32.provenance.json",
+    "data/01_raw/weights/vit_fmnist.safetensors",  # shipped weights: a dvc.yaml dependency
+    "data/01_raw/weights/vit_fmnist.provenance.json",
 )
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "cache", "tmp", "config.local")
 

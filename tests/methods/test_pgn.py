@@ -13,6 +13,7 @@ from visprompt import methods
 from visprompt.backbones import pooled_features
 from visprompt.methods import vit_tokens
 from visprompt.methods.pgn import PromptLayout, default_width, generator_parameters
+from visprompt.methods.pgn.model import TokenGenerator
 
 L, M, C = 16, 32, 5
 
@@ -48,7 +49,7 @@ def test_parameter_count_matches_formula(width: int) -> None:
 
 
 def test_default_width_keeps_pgn_a_small_fraction_of_the_backbone() -> None:
-    """The embedded default (vit_tiny32: D = 96, 4 blocks, patch 8; L = 8, M = 16): ≈ 1 %."""
+    """The embedded default (vit_fmnist: D = 96, 4 blocks, patch 8; L = 8, M = 16): ≈ 1 %."""
     vit = timm.create_model(
         "vit_tiny_patch16_224",
         pretrained=False,
@@ -57,7 +58,7 @@ def test_default_width_keeps_pgn_a_small_fraction_of_the_backbone() -> None:
         embed_dim=96,
         depth=4,
         num_heads=3,
-        num_classes=16,
+        num_classes=10,
     )
     backbone = sum(q.numel() for q in vit.parameters())
     model = methods.build("pgn", vit, 10, num_prompts=8, library_size=16)
@@ -65,6 +66,20 @@ def test_default_width_keeps_pgn_a_small_fraction_of_the_backbone() -> None:
     own = methods.count_parameters(model)["trainable"] - (96 * 10 + 10)  # without the head
     assert own == generator_parameters(1) + 9 * 8 * 16 + 16 * 96 == 3_999
     assert 0.005 < own / backbone < 0.015
+
+
+def test_generator_init_is_the_references_kaiming_fan_out() -> None:
+    """Convolutions ~ N(0, 2 / fan_out) as in the reference's ResNet, BatchNorm 1 / 0."""
+    torch.manual_seed(0)
+    generator = TokenGenerator(L, M, 64, width=16)
+    convs = [m for m in generator.features.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 12  # stem, 2 per stage, 3 shortcuts
+    for conv in convs:
+        out_ch, _, kh, kw = conv.weight.shape
+        expected = (2.0 / (out_ch * kh * kw)) ** 0.5
+        assert conv.weight.std().item() == pytest.approx(expected, rel=0.12)
+    norms = [m for m in generator.features.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(bool((n.weight == 1).all() and (n.bias == 0).all()) for n in norms)
 
 
 def test_tokens_are_library_mixtures(images: torch.Tensor) -> None:

@@ -82,6 +82,15 @@ def test_random_patch_moves_in_training_and_sits_top_left_at_eval() -> None:
     assert torch.equal(patch()[0, :, :4, :4], patch.patch)
 
 
+def test_random_patch_offsets_cover_zero_to_s_minus_p_inclusive() -> None:
+    """Every placement of the patch, the bottom/right edge included: the reference's
+    `np.random.choice(S - p)` draws 0..S-p-1 and never reaches it (a stated departure)."""
+    patch = PatchPrompt(8, 5, random_location=True)  # S - p = 3: offsets 0, 1, 2, 3
+    torch.manual_seed(0)
+    corners = {tuple(patch().abs().sum(1)[0].nonzero().min(0).values.tolist()) for _ in range(200)}
+    assert corners == {(top, left) for top in range(4) for left in range(4)}
+
+
 # Training isolation (gradients only to these, backbone bitwise unchanged) runs in
 # test_matrix.py over the vp cases of cases.py.
 @pytest.mark.parametrize(
@@ -121,7 +130,7 @@ def test_bad_options_are_clear_errors() -> None:
         methods.build("vp", bb, C, image_size=32)(torch.zeros(1, 3, 48, 48))
     headless = make_backbone("vit")
     headless.reset_classifier(0)
-    with pytest.raises(ValueError, match="has none"):
+    with pytest.raises(ValueError, match="has none.*MAE"):
         methods.build("vp", headless, C, output="iterative", image_size=32)
     with pytest.raises(ValueError, match="training loader"):
         methods.build("vp", bb, C, output="iterative", image_size=32).on_epoch_start(0)

@@ -130,17 +130,53 @@ def test_shipped_pretrained_weights_load_with_their_provenance(
         ship(spec, tmp_path / "again.safetensors", {})
 
 
-def test_the_project_ships_the_embedded_vit_it_configures(tmp_path: Path) -> None:
-    """The committed tiny-ViT file matches its record and the configured architecture."""
+@pytest.mark.parametrize(
+    ("key", "model", "head"), [("vit", "vit_fmnist", 10), ("vit_mae", "vit_fmnist_mae", 0)]
+)
+def test_the_project_ships_the_fashion_mnist_vits_it_configures(
+    tmp_path: Path, key: str, model: str, head: int
+) -> None:
+    """The committed ViT files match their records and the configured architecture; the
+    supervised one keeps its 10-class source head (vp_ilm maps it), the MAE one has none."""
     params = yaml.safe_load((ROOT / "conf/base/parameters_backbone.yml").read_text())["backbone"]
-    entry = params["models"][params["build"]["vit"]]
+    assert params["build"]["vit"] == "vit_fmnist" and "vit_mae" not in params["build"]
+    entry = params["models"][model]
     entry = entry | {"weights": ["file"], "file": str(ROOT / entry["file"])}
-    spec = materialise("vit", entry, params["pretrain"], ENGINE, tmp_path / "out", tmp_path / "ck")
-    assert spec["pretrain"]["best_val_top1"] > 0.4  # 16 classes: chance is 0.0625
-    assert (
-        spec["architecture"]
-        == json.loads(provenance_path(Path(entry["file"])).read_text())["architecture"]
-    )
+    spec = materialise(key, entry, params["pretrain"], ENGINE, tmp_path / "out", tmp_path / "ck")
+    record = json.loads(provenance_path(Path(entry["file"])).read_text())
+    assert spec["architecture"] == record["architecture"] == "vit_p8_d96_l4_h3_32px"
+    assert spec["num_source_classes"] == head
+    assert record["origin"].startswith("pretrain:") and "fashion-mnist" in record["origin"]
+    figures = spec["pretrain"]
+    assert figures["train_images"] == 54_000 and figures["val_images"] == 6_000
+    assert len(figures["probe_val_top1"]) == 3  # a linear probe over 3 seeds
+    assert min(figures["probe_val_top1"]) > 0.7  # 10 classes: chance is 0.1
+    if head:
+        assert figures["best_val_top1"] > 0.65
+    else:
+        assert 0 < figures["val_reconstruction_loss"] < 1  # normalised pixels: 1 = the mean
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ('{"sha256": "ab", "orig', "not valid JSON"),
+        ('{"sha256": "ab"}', "lacks origin"),
+        ("[]", "lacks sha256, origin"),
+    ],
+)
+def test_a_broken_provenance_record_names_the_file_and_the_fix(
+    tmp_path: Path, record: str, message: str
+) -> None:
+    weights = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in reference_model().state_dict().items()}, weights)
+    provenance_path(weights).write_text(record)
+    entry = TINY_VIT | {"weights": ["file"], "file": str(weights)}
+    with pytest.raises(ValueError) as caught:
+        materialise("vit", entry, TINY_PRETRAIN, ENGINE, tmp_path / "out", tmp_path / "ck")
+    text = str(caught.value)
+    assert str(provenance_path(weights)) in text and message in text
+    assert "git checkout --" in text and "make pretrain-vit" in text
 
 
 def test_pretraining_needs_a_matching_head(tmp_path: Path) -> None:

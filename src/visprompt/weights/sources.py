@@ -19,14 +19,14 @@ from torch import nn
 
 from visprompt import backbones
 from visprompt.training import Preprocess, TrainConfig
-from visprompt.weights.package import load_package_weights
-from visprompt.weights.pretrain import EpochCallback, pretrain
+from visprompt.weights.package import PackageFileMissing, load_package_weights
+from visprompt.weights.pretrain import EpochCallback, pretrain, pretrain_origin
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("hub", "file", "package", "pretrain")
 _MODEL_KEYS = {"name", "model_kwargs", "image_size", "pretrained_cfg_overlay"}
-_ENTRY_KEYS = _MODEL_KEYS | {"weights", "file", "package"}
+_ENTRY_KEYS = _MODEL_KEYS | {"weights", "file", "package", "pretrain"}
 _PACKAGE_KEYS = {"distribution", "file", "convert", "sha256"}
 
 
@@ -57,6 +57,14 @@ def check_entry(key: str, entry: Mapping[str, Any]) -> None:
                 f"{where}.package: unknown key(s) {sorted(set(package) - _PACKAGE_KEYS)}; "
                 f"allowed: {sorted(_PACKAGE_KEYS)}"
             )
+
+
+def recipe(pretrain_settings: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The pretraining recipe of one backbone: `backbone.pretrain` with the entry's own
+    `pretrain` keys over it (its `train` keys over the shared `train`)."""
+    own = dict(entry.get("pretrain") or {})
+    train = {**dict(pretrain_settings.get("train") or {}), **dict(own.pop("train", {}) or {})}
+    return {**dict(pretrain_settings), **own, "train": train}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -147,7 +155,24 @@ def file_provenance(weights: Path) -> tuple[str, dict[str, Any]]:
     record_path = provenance_path(weights)
     if not record_path.is_file():
         return str(weights), {}
-    record = json.loads(record_path.read_text())
+    fix = (
+        f"restore the shipped record (`git checkout -- {record_path}`), re-create it with its "
+        f"weights (`make pretrain-vit`), or delete it if {weights.name} are your own weights"
+    )
+    try:
+        record = json.loads(record_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{record_path}: the provenance record of {weights} is not valid JSON "
+            f"(truncated or corrupt: {err}); {fix}"
+        ) from None
+    missing = [k for k in ("sha256", "origin") if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise ValueError(
+            f"{record_path}: the provenance record of {weights} lacks {', '.join(missing)} "
+            f"(a record written by `visprompt.weights.ship` has origin, sha256, recipe, "
+            f"machine and the pretraining's figures); {fix}"
+        )
     actual = backbones.sha256_file(weights)
     if record.get("sha256") != actual:
         raise ValueError(
@@ -192,10 +217,12 @@ def _from_source(
         model = backbones.create_backbone(name, **kwargs)
         try:
             origin = load_package_weights(model, entry["package"])
+        except PackageFileMissing:  # installed but damaged: reinstall, do not fall back
+            raise
         except FileNotFoundError as exc:  # not installed: a checksum mismatch stays an error
             raise _SourceUnavailable(str(exc)) from exc
         return model, origin, {}
-    settings = dict(pretrain_settings)
+    settings = recipe(pretrain_settings, entry)
     run_dir = Path(checkpoint_root) / f"{key}-{fingerprint(entry, settings, engine)[:16]}"
     train = TrainConfig.from_dict(
         {**settings.pop("train"), **engine, "checkpoint_dir": str(run_dir)}
@@ -204,4 +231,4 @@ def _from_source(
     model = backbones.create_backbone(name, **kwargs)
     preprocess = Preprocess.from_data_config(_data_config(model, key, entry))
     stats = pretrain(model, preprocess, settings, train, on_epoch_end)
-    return model, f"pretrain:synthetic(seed={settings.get('seed', 0)})", stats
+    return model, pretrain_origin(settings), stats

@@ -24,6 +24,27 @@ the largest w whose trunk keeps that share of the given backbone (`default_width
 generator scales with the backbone (ViT-B/16: 16; the embedded 0.47 M-parameter ViT: 1).
 Parameters: generator(w) (307,536 at w = 16, `generator_parameters`) + (8w + 1)·L·M (its
 final Linear) + M·D (library) + D·C + C (head).
+
+Against the reference code (jochemloedeman/PGN, `pgn_models/resnet.py`, `tlpgn.py`,
+`lightning/pgn_vit.py`):
+
+- Generator init: as the reference, every convolution Kaiming-normal with fan-out (ReLU
+  gain), every BatchNorm weight 1 and bias 0 (`TokenGenerator.reset_parameters`); the final
+  Linear and the library (normal, std 0.02) as the reference too.
+- Input resolution (departure): the reference resizes the image to 224 px before the
+  generator; here the generator sees the image at the ViT's own input size (224 for
+  ViT-B/16, where the two agree; 32 px for the embedded ViT). Upsampling 32 px digits to
+  224 adds no information and ~49x the generator's cost on CPU.
+- Shortcut (departure): where a stage changes shape, the shortcut is a 1×1 convolution
+  without bias followed by BatchNorm (timm's/torchvision's ResNet), where the reference has
+  a bare 1×1 convolution with a bias. The BN keeps the shortcut on the scale of the
+  residual branch (which ends in a BN) at any init; `generator_parameters` counts it.
+- Prompt placement (departure): the reference appends the L tokens after the patch tokens,
+  after the position embeddings were added, so they carry none. Here they sit at patch
+  positions of extra rows under the image, with those positions' embeddings: that is what
+  makes the RGB deployment exact (a client pastes patches whose embedding equals the
+  tokens, and an unmodified ViT adds the same position embeddings), the project's way of
+  serving PGN behind an unchanged backbone.
 """
 
 from __future__ import annotations
@@ -120,6 +141,18 @@ class TokenGenerator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.logits = nn.Linear(in_ch, self.num_prompts * self.library_size)
         self.library = nn.Parameter(torch.randn(self.library_size, embed_dim) * 0.02)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The reference's init: convolutions Kaiming-normal (fan-out, ReLU gain), BatchNorm
+        weight 1 and bias 0. PyTorch's default conv init is ~0.4-0.9x that scale at these
+        widths, which starves a narrow trunk's activations."""
+        for module in self.features.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def mixture(self, images: torch.Tensor) -> torch.Tensor:
         """(B, L, M) softmax weights over the library for each prompt slot."""

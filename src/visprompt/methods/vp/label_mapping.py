@@ -32,7 +32,9 @@ def check_sizes(num_classes: int, num_source_classes: int) -> None:
     if num_source_classes < 1:
         raise ValueError(
             "a label mapping needs the backbone's source classifier, but this backbone has "
-            "none (num_classes=0): use output='head' or a backbone with a source head."
+            "none (num_classes=0; a self-supervised MAE encoder such as backbone vit_mae has "
+            "no classifier): use output='head', or a backbone with a source head (backbone "
+            "vit, the supervised Fashion-MNIST ViT)."
         )
     if num_classes > num_source_classes:
         raise ValueError(

@@ -5,7 +5,10 @@ Designs (the prompt is v, the model sees x + v, both in normalised space):
 - `fixed_patch`: a p×p patch at the top-left corner; 3·p² parameters.
 - `random_patch`: the same patch at a uniformly random location, drawn once per batch in
   training; at evaluation it sits at the top-left corner (deterministic, identical to
-  `fixed_patch`), so a trained model is reproducible.
+  `fixed_patch`), so a trained model is reproducible. Offsets are 0..S−p inclusive, every
+  placement of the patch; the reference (hjbahng/visual_prompting, `RandomPatchPrompter`)
+  draws `np.random.choice(S − p)`, 0..S−p−1, so its patch never touches the bottom or right
+  edge: an off-by-one we do not copy (it also fails for p = S).
 Prompts start random-normal (std 1, the scale of normalised pixels).
 
 Output side: `head` (a new linear head on the pooled features), or the frozen source head

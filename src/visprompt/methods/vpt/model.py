@@ -8,6 +8,11 @@
   layer i's own prompts; L sets in total, the sequence stays N + prefix + p long.
 - Init `random`: uniform(±√(6/(3·P²+D))) with P the patch size; `spt`: the values given
   as `init_prompts` (layers, p, D) (Self-Prompt Tuning; built by the prompt_init pipeline).
+  Departure from the SPT reference (SinAxCosB/Self-Prompt-Tuning): its shallow variant
+  always samples p random layer-0 tokens, whatever the strategy; here a shallow SPT init
+  applies its strategy (k-means, random, mean/max window pooling) to the layer-0 tokens as
+  the deep variant does for its layer 0, so the strategies can be compared shallow too.
+  `spt_random` with variant shallow is the reference's shallow behaviour.
 - Optional dropout on the prompt tokens (training only).
 - Pooling follows the backbone: CLS pooling reads index 0; with average (or attention)
   pooling the prompt outputs are excluded by default (`pool_prompts=False`), so the
