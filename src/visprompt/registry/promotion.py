@@ -103,6 +103,8 @@ class Decision:
     champion_metric_before: float | None
     promoted: bool
     reason: str
+    #: True when the artifact was already a verified version: nothing was registered
+    unchanged: bool = False
 
 
 class VerificationError(RuntimeError):
@@ -323,6 +325,7 @@ def register_and_promote(
                 before,
                 False,
                 f"unchanged artifact: already version {existing.version}",
+                unchanged=True,
             )
         if existing is None:
             info = log_prompt_model(artifact_dir, package, smoke, backbone_root)
