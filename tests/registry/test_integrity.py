@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -20,12 +21,14 @@ from registry_kit import (
     stored_file,
 )
 
+from visprompt.backbones import sha256_file
 from visprompt.registry.__main__ import main
 from visprompt.registry.backbone_store import SHA_TAG
 from visprompt.registry.integrity import read_smoke_set, smoke_frame, write_smoke_set
 from visprompt.registry.promotion import CHAMPION, rollback
 
 PROMPT = "artifacts/prompt/prompt.safetensors"
+PACKAGE = "artifacts/package/package.json"
 
 
 def _champion(name: str) -> str:
@@ -39,6 +42,60 @@ def test_a_flipped_byte_in_a_registered_version_is_refused_at_load(
     flip_byte(stored_file(model_name, decision.version, PROMPT))
     with pytest.raises(ValueError, match=r"prompt\.safetensors has sha256 .* corrupted"):
         mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+
+
+def _rewrite_package(name: str, version: str, change) -> None:
+    """Edit a stored version's package.json as an attacker with write access to the files."""
+    path = stored_file(name, version, PACKAGE)
+    package = json.loads(path.read_text())
+    change(package)
+    path.write_text(json.dumps(package, indent=2, sort_keys=True))
+
+
+def test_a_package_with_rotated_class_names_is_refused_at_load(
+    project: Path, model_name: str
+) -> None:
+    decision = register_candidate(project, model_name, seed=21, metric=0.5)
+    names = mlflow.pyfunc.load_model(f"models:/{model_name}/{decision.version}")
+    assert names.unwrap_python_model().class_names == ["0", "1", "2", "3", "4"]
+
+    def rotate(package: dict) -> None:
+        package["class_names"] = package["class_names"][1:] + package["class_names"][:1]
+
+    _rewrite_package(model_name, decision.version, rotate)
+    with pytest.raises(ValueError, match=r"package\.json has sha256 .* registry recorded"):
+        mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+
+
+def test_corrupted_weights_with_a_rewritten_checksum_are_refused_at_load(
+    project: Path, model_name: str
+) -> None:
+    decision = register_candidate(project, model_name, seed=22, metric=0.5)
+    weights = stored_file(model_name, decision.version, PROMPT)
+    flip_byte(weights)
+
+    def cover_up(package: dict) -> None:
+        package["checksums"]["prompt"]["prompt.safetensors"] = sha256_file(weights)
+
+    _rewrite_package(model_name, decision.version, cover_up)
+    with pytest.raises(ValueError, match=r"package\.json has sha256 .* changed afterwards"):
+        mlflow.pyfunc.load_model(f"models:/{model_name}/{decision.version}")
+
+
+def test_a_copy_outside_any_store_is_refused_naming_the_registry(
+    project: Path, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decision = register_candidate(project, model_name, seed=23, metric=0.5)
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/{model_name}/{decision.version}", dst_path=str(tmp_path)
+    )
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(None)
+    try:
+        with pytest.raises(ValueError, match="no tracking store is set .* MLFLOW_TRACKING_URI"):
+            mlflow.pyfunc.load_model(local)
+    finally:
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow/mlflow.db")
 
 
 def test_corrupted_backbone_weights_in_the_store_are_refused(
