@@ -1,10 +1,13 @@
-"""`python -m visprompt.registry {status,rollback} --name NAME` or `relocate --from DIR`.
+"""`python -m visprompt.registry {status,rollback} --name NAME`, `relocate --from DIR`, or
+`serve --model models:/NAME@champion [--host H] [--port P]`.
 
 - status: aliases, champion history and every version's tags.
 - rollback: first verifies the previous champion (checksums, smoke test) and refuses a
   broken one.
 - relocate: on a deployment host, after copying the whole SQLite store folder (mlflow.db
   and its artifact root) from DIR: point the copy's recorded artifact locations at the copy.
+- serve: one version over HTTP (MLflow's scoring app), refusing a body over the version's
+  max_request_bytes before reading it.
 
 Uses MLFLOW_TRACKING_URI (default: the project's embedded store).
 """
@@ -20,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from visprompt.registry.promotion import CHAMPION, HISTORY_TAG, rollback
 from visprompt.registry.relocate import relocate
+from visprompt.registry.serving import serve_version
 
 DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
 
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["status", "rollback", "relocate"])
+    parser.add_argument("command", choices=["status", "rollback", "relocate", "serve"])
     parser.add_argument("--name", help="registered model name (status, rollback)")
     parser.add_argument(
         "--from", dest="old_root", help="relocate: the folder that held the store when written"
@@ -52,8 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--to", dest="new_root", help="relocate: the copy's folder (default: the database's)"
     )
+    parser.add_argument("--model", help="serve: the version, e.g. models:/NAME@champion")
+    parser.add_argument("--host", default="127.0.0.1", help="serve: address (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="serve: port (5000)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    if args.command == "serve":
+        if not args.model:
+            parser.error("serve needs --model, e.g. models:/NAME@champion")
+        serve_version(args.model, args.host, args.port)
+        return
     if args.command == "relocate":
         if not args.old_root:
             parser.error("relocate needs --from, the folder that held the store when written")
