@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -186,3 +187,60 @@ def test_the_smoke_set_of_read_only_arrays_is_written_without_a_warning(tmp_path
         write_smoke_set(tmp_path / "smoke.safetensors", images, labels)
     back_images, back_labels = read_smoke_set(tmp_path / "smoke.safetensors")
     assert np.array_equal(back_images, images) and np.array_equal(back_labels, labels)
+
+
+def _locations(db_file: Path) -> list[str]:
+    with sqlite3.connect(db_file) as db:
+        rows = db.execute("select storage_location from model_versions").fetchall()
+        rows += db.execute("select artifact_location from logged_models").fetchall()
+    return [row[0] for row in rows]
+
+
+def test_relocate_resolves_a_relative_uri_from_another_cwd(
+    project: Path, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, package, model = make_package(project, seed=24)
+    register_candidate(project, model_name, seed=24, metric=0.5)
+    host = tmp_path / "host"
+    shutil.copytree(project / "mlflow", host / "store")
+    monkeypatch.chdir(host)  # the relative URI is relative to this folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///store/mlflow.db")
+    mlflow.set_tracking_uri("sqlite:///store/mlflow.db")
+    try:
+        main(["relocate", "--from", str(project / "mlflow")])
+    finally:
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow/mlflow.db")
+    new_root = str(host / "store") + "/"
+    assert all(location.startswith(new_root) for location in _locations(host / "store/mlflow.db"))
+    monkeypatch.chdir(tmp_path)  # served from elsewhere, through an absolute URI
+    uri = f"sqlite:///{host}/store/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        images = example_images(4, seed=25)
+        answer = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}").predict(
+            smoke_frame(images)
+        )
+    finally:
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow/mlflow.db")
+    assert answer["label"].tolist() == offline_labels(model, package, images).tolist()
+
+
+def test_relocate_refuses_a_copy_without_its_version_folders_and_changes_nothing(
+    project: Path, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decision = register_candidate(project, model_name, seed=26, metric=0.5)
+    host = tmp_path / "partial"
+    shutil.copytree(project / "mlflow", host)
+    version_dir = stored_file(model_name, decision.version, "MLmodel").parents[1]
+    shutil.rmtree(host / version_dir.relative_to(project / "mlflow"))  # the copy lacks it
+    database = (host / "mlflow.db").read_bytes()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{host}/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{host}/mlflow.db")
+    try:
+        with pytest.raises(FileNotFoundError, match=rf"{model_name}/{decision.version}: .* left"):
+            main(["relocate", "--from", str(project / "mlflow")])
+    finally:
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow/mlflow.db")
+    assert (host / "mlflow.db").read_bytes() == database
+    assert not list(host.glob(".mlflow.db.*"))
