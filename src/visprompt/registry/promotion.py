@@ -203,7 +203,7 @@ def log_prompt_model(
             },
         }
         (package_dir / PACKAGE_FILE).write_text(json.dumps(contents, indent=2, sort_keys=True))
-        info = mlflow.pyfunc.log_model(
+        return mlflow.pyfunc.log_model(
             name="prompt_model",
             python_model=str(MODEL_CODE),
             artifacts={PROMPT_ARTIFACT: str(prompt_dir), PACKAGE_ARTIFACT: str(package_dir)},
@@ -211,11 +211,9 @@ def log_prompt_model(
             signature=SIGNATURE,
             input_example=smoke_frame(smoke.images[:2]),
             pip_requirements=runtime_requirements(),
+            # the whole-version digest lives in the database, not among the files it protects
+            tags={PACKAGE_DIGEST_TAG: sha256_file(package_dir / PACKAGE_FILE)},
         )
-        # the whole-version digest lives in the database, not among the files it protects
-        digest = sha256_file(package_dir / PACKAGE_FILE)
-        client.set_logged_model_tags(info.model_id, {PACKAGE_DIGEST_TAG: digest})
-        return info
 
 
 def verify_version(model_uri: str) -> float:
@@ -347,6 +345,7 @@ def register_and_promote(
     margin: float,
     lineage: dict[str, str],
     backbone_root: str | Path = ".",
+    description: str = "",
 ) -> Decision:
     """Log, register, verify, alias and maybe promote one candidate (see the module doc).
 
@@ -381,6 +380,8 @@ def register_and_promote(
             }
             with _quiet_mlflow_events():
                 version = mlflow.register_model(info.model_uri, model_name, tags=tags).version
+            if description:
+                client.update_model_version(model_name, version, description=description)
         else:
             version = existing.version  # a registration interrupted before it was verified
         try:

@@ -84,10 +84,12 @@ def _store(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(before)
 
 
-def _check_loads(uri: str) -> list[str]:
+def _check_loads(uri: str) -> tuple[list[str], dict[str, str]]:
     """Load each registered model's champion (else its latest version) from the store at
-    `uri`; the URIs loaded. Raises naming the version that does not load."""
-    loaded = []
+    `uri`: (the URIs loaded, {URI: why} of versions whose files were reached but failed
+    their own checks, broken before the copy). Raises naming a version whose files are not
+    where the rewritten store says."""
+    loaded, broken = [], {}
     with _store(uri):
         client = MlflowClient()
         for model in client.search_registered_models():
@@ -100,6 +102,9 @@ def _check_loads(uri: str) -> list[str]:
             model_uri = f"models:/{model.name}/{version}"
             try:
                 mlflow.pyfunc.load_model(model_uri)
+            except ValueError as err:  # a checksum or digest refused: the files were found
+                broken[model_uri] = str(err)
+                continue
             except Exception as err:
                 raise RuntimeError(
                     f"after relocation {model_uri} does not load ({err}); the store was left "
@@ -107,13 +112,14 @@ def _check_loads(uri: str) -> list[str]:
                     "(--from)"
                 ) from err
             loaded.append(model_uri)
-    return loaded
+    return loaded, broken
 
 
 def relocate(tracking_uri: str, old_root: str | Path, new_root: str | Path | None = None) -> dict:
     """Point the artifact locations recorded under `old_root` (where the store was written)
     at `new_root` (default: the copied database's folder); {"table.column": rows changed,
-    "loaded": [versions loaded to check]}.
+    "loaded": [versions loaded to check], "broken": {version: why}} (a version that fails
+    its own checks was broken before the copy: relocating does not refuse it).
 
     A wrong `--from`, an incomplete copy or a store that does not load afterwards is refused
     by name, and the database is left as it was.
@@ -162,11 +168,11 @@ def relocate(tracking_uri: str, old_root: str | Path, new_root: str | Path | Non
                     f"the whole store folder (database and artifact root) from {old}; "
                     f"{db_path} was left unchanged"
                 )
-        loaded = _check_loads(SQLITE_SCHEME + str(scratch))
+        loaded, broken = _check_loads(SQLITE_SCHEME + str(scratch))
         # the commit: the checked copy written back in one SQLite transaction (same file, so
         # connections already open, e.g. MLflow's cached engine, see the new locations)
         with closing(sqlite3.connect(scratch)) as checked, closing(sqlite3.connect(db_path)) as db:
             checked.backup(db)
     finally:
         scratch.unlink(missing_ok=True)
-    return changed | {"loaded": loaded}
+    return changed | {"loaded": loaded, "broken": broken}

@@ -1,6 +1,7 @@
 """registry pipeline: one node, in the experiment's namespace, registers the experiment's runs
 (`experiment.runs`, then `registry.runs`) under its model, in configuration order (every
-seed's artifact and summary are inputs: the node picks each run's candidate seed)."""
+seed's artifact and summary are inputs: the node picks each run's candidate seed; every
+seed's test metrics too, for the version's description only)."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -16,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     layout = [pair for pair in experiment.layout(params, configured) if pair in chosen]
     if not layout:
         return Pipeline([])
-    per_run = seed_datasets(layout, "artifact_dir", "train_summary")
+    per_run = seed_datasets(layout, "artifact_dir", "train_summary", "test_metrics")
     target = {"model": experiment.registered_model(params), "layout": layout}
     shared = ["shards", "validation_summary", "backbone_specs", "params:training"]
     return Pipeline(
