@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -121,4 +122,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError, RuntimeError) as err:  # one paragraph, not a traceback
+        sys.exit(f"python -m visprompt.registry: {err}")
