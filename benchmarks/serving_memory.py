@@ -1,11 +1,17 @@
-"""Peak memory of `mlflow models serve` under concurrent requests of the largest allowed size.
+"""Peak memory of a single-version server under concurrent requests: of the largest allowed
+size, or (`--body-mib`) over `max_request_bytes`.
 
 Registers a tiny prompt in a temporary SQLite store, serves its champion with the given
-serving limits, sends `--requests` requests at once (each `max_images` images of
-`max_pixels` pixels, compressible so they stay under `max_request_bytes`), and samples the
-resident set of the server's whole process tree every 20 ms. Writes one Markdown row.
+serving limits (`--server visprompt`: `python -m visprompt.registry serve`, MLflow's scoring
+app behind the body limit; `--server mlflow`: `mlflow models serve --env-manager local`),
+sends `--requests` requests at once (each `max_images` images of `max_pixels` pixels,
+compressible so they stay under `max_request_bytes`; or one body of `--body-mib` MiB), and
+samples the resident set of the server's whole process tree every 20 ms. Writes one
+Markdown row.
 
     python benchmarks/serving_memory.py --out benchmarks/results/serving_memory.md
+    python benchmarks/serving_memory.py --server visprompt --body-mib 17
+    python benchmarks/serving_memory.py --server mlflow --body-mib 17
 """
 
 from __future__ import annotations
@@ -104,6 +110,13 @@ def largest_request(limits: ServingLimits) -> bytes:
     return json.dumps(frame).encode()
 
 
+def oversized_request(mib: float) -> bytes:
+    """A well-formed request table of about `mib` MiB (over the limit: never decoded)."""
+    rows = 64
+    cell = "A" * int(mib * 2**20 / rows)
+    return json.dumps({"dataframe_split": {"columns": ["image"], "data": [[cell]] * rows}}).encode()
+
+
 def tree_rss(process: psutil.Process) -> int:
     total = 0
     for proc in [process, *process.children(recursive=True)]:
@@ -120,6 +133,8 @@ def post(url: str, body: bytes) -> int:
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
+    except (urllib.error.URLError, ConnectionError):
+        return 0  # closed by the server before it answered
 
 
 def main() -> None:
@@ -128,6 +143,8 @@ def main() -> None:
     for field, value in asdict(defaults).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=value)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--server", choices=["visprompt", "mlflow"], default="visprompt")
+    parser.add_argument("--body-mib", type=float, default=0.0, help="oversized body (MiB)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving_memory.md"))
     args = parser.parse_args()
     limits = ServingLimits(**{f: getattr(args, f) for f in asdict(defaults)})
@@ -144,9 +161,15 @@ def main() -> None:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         bin_dir = Path(sys.executable).parent
-        server = subprocess.Popen(
-            [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion"]
+        model = f"models:/{NAME}@champion"
+        command = {
+            "visprompt": [sys.executable, "-m", "visprompt.registry", "serve", "--model", model]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            "mlflow": [str(bin_dir / "mlflow"), "models", "serve", "-m", model]
             + ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+        }[args.server]
+        server = subprocess.Popen(
+            command,
             cwd=root,
             # requests queue behind the decode slots: no 60 s default timeout (504)
             env=os.environ
@@ -166,9 +189,9 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(1)
-            body = largest_request(limits)
             handle = psutil.Process(server.pid)
-            post(f"{base}/invocations", body)  # warm-up: one request alone
+            post(f"{base}/invocations", largest_request(limits))  # warm-up: one request alone
+            body = oversized_request(args.body_mib) if args.body_mib else largest_request(limits)
             idle = tree_rss(handle)
             peak, done = idle, threading.Event()
 
@@ -193,16 +216,19 @@ def main() -> None:
             server.wait(timeout=60)
     images = len(json.loads(body)["dataframe_split"]["data"])
     bound = limits.max_concurrent_decodes * limits.max_pixels * 3 * 4  # see ServingLimits
+    server_name = {"visprompt": "visprompt serve", "mlflow": "mlflow models serve"}[args.server]
     row = (
-        f"| {platform.node()[:12]} ({os.cpu_count()} CPUs) | {limits.max_pixels:,} | {images} | "
-        f"{len(body) / 2**20:.1f} MiB | {limits.max_concurrent_decodes} | {args.requests} | "
-        f"{sorted(set(codes))} | {idle / 2**20:.0f} MiB | {peak / 2**20:.0f} MiB | "
-        f"{(peak - idle) / 2**20:.0f} MiB | {bound / 2**20:.0f} MiB | {elapsed:.0f} s |"
+        f"| {server_name} | {platform.node()[:12]} ({os.cpu_count()} CPUs) | "
+        f"{limits.max_pixels:,} | {images} | {len(body) / 2**20:.1f} MiB | "
+        f"{limits.max_request_bytes / 2**20:.0f} MiB | {limits.max_concurrent_decodes} | "
+        f"{args.requests} | {sorted(set(codes))} | {idle / 2**20:.0f} MiB | "
+        f"{peak / 2**20:.0f} MiB | {(peak - idle) / 2**20:.0f} MiB | {bound / 2**20:.0f} MiB | "
+        f"{elapsed:.0f} s |"
     )
     header = (
-        "| machine | max_pixels | images/request | request body | concurrent decodes | "
-        "requests at once | HTTP codes | RSS after warm-up | peak RSS | peak - warm | "
-        "decode bound (slots x pixels x 12 B) | wall |\n" + "|---" * 12 + "|\n"
+        "| server | machine | max_pixels | images/request | request body | max_request_bytes | "
+        "concurrent decodes | requests at once | HTTP codes | RSS after warm-up | peak RSS | "
+        "peak - warm | decode bound (slots x pixels x 12 B) | wall |\n" + "|---" * 14 + "|\n"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.out.exists():

@@ -120,6 +120,7 @@ def register_package(
     metric: float,
     run: str = "run",
     margin: float = 0.01,
+    method: str = "linear_probe",
 ) -> Decision:
     with mlflow.start_run():
         return register_and_promote(
@@ -131,7 +132,13 @@ def register_package(
             metric_name="val_top1",
             metric=metric,
             margin=margin,
-            lineage={"git_commit": "abc", "data_hash": "d1"},
+            # as `packaging.candidate` records them
+            lineage={
+                "git_commit": "abc",
+                "data_hash": "d1",
+                "method": method,
+                "val_top1_seed_mean": repr(float(metric)),
+            },
             backbone_root=root,
         )
 

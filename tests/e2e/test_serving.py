@@ -1,12 +1,15 @@
-"""`mlflow models serve -m models:/NAME@champion --env-manager local` on localhost, started in
-a directory outside the project whose conflicting `data/06_models/backbones/*.safetensors`
-must be ignored: real HTTP predictions equal the loaded model's and the offline path's
-(ingestion + predict, on an EXIF-rotated non-square JPEG), requests over a serving limit and
-bad requests get a 4xx JSON error naming the problem, and the server lives on."""
+"""`python -m visprompt.registry serve --model models:/NAME@champion` on localhost (MLflow's
+scoring app behind the body limit), started in a directory outside the project whose
+conflicting `data/06_models/backbones/*.safetensors` must be ignored: real HTTP predictions
+equal the loaded model's and the offline path's (ingestion + predict, on an EXIF-rotated
+non-square JPEG), requests over a serving limit, GIFs and bad requests get a 4xx JSON error
+naming the problem, and the server lives on. `mlflow models serve --env-manager local` serves
+the same version with the same answers."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import sys
@@ -47,6 +50,12 @@ def _post(url: str, payload: object) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
+def _gif() -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(example_images(1)[0]).save(buffer, format="GIF")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def _images_payload(images: list[str], column: str = "image") -> dict:
     return {"dataframe_split": {"columns": [column], "data": [[image] for image in images]}}
 
@@ -77,26 +86,43 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
     port = free_port()
     limits = {f"VISPROMPT_SERVING_{k}": str(v) for k, v in LIMITS.items()}
     base = f"http://127.0.0.1:{port}"
+    model_uri = f"models:/{NAME}@{CHAMPION}"
     process = start_server(
-        [str(MLFLOW), "models", "serve", "-m", f"models:/{NAME}@{CHAMPION}"]
-        + ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "visprompt.registry", "serve", "--model", model_uri]
+        + ["--host", "127.0.0.1", "--port", str(port)],
         f"{base}/ping",
         root / "server.log",
         cwd=outside,
-        # the venv's bin first on PATH: mlflow starts `uvicorn` from there
         env=os.environ
         | limits
-        | {
-            "MLFLOW_TRACKING_URI": uri,
-            "VISPROMPT_PROJECT_DIR": str(outside),
-            "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ['PATH']}",
-        },
+        | {"MLFLOW_TRACKING_URI": uri, "VISPROMPT_PROJECT_DIR": str(outside)},
     )
     try:
         yield base, uri, model, package
     finally:
         stop_group(process)
         mlflow.set_tracking_uri(None)
+
+
+def test_mlflow_models_serve_answers_as_the_bounded_server(server, tmp_path) -> None:
+    base, uri, _, _ = server
+    port = free_port()
+    process = start_server(
+        [str(MLFLOW), "models", "serve", "-m", f"models:/{NAME}@{CHAMPION}"]
+        + ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+        f"http://127.0.0.1:{port}/ping",
+        tmp_path / "mlflow-serve.log",
+        cwd=tmp_path,
+        # the venv's bin first on PATH: mlflow starts `uvicorn` from there
+        env=os.environ
+        | {"MLFLOW_TRACKING_URI": uri, "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ['PATH']}"},
+    )
+    try:
+        payload = _images_payload([encode_png(image) for image in example_images(3, seed=12)])
+        plain = _post(f"http://127.0.0.1:{port}/invocations", payload)
+    finally:
+        stop_group(process)
+    assert plain == _post(f"{base}/invocations", payload)
 
 
 def test_rest_predictions_equal_the_loaded_models(server) -> None:
@@ -123,8 +149,9 @@ def test_rest_predictions_equal_the_loaded_models(server) -> None:
         (_images_payload([encode_png(example_images(1)[0])], column="img"), "image"),
         ({"dataframe_split": {"columns": ["image"], "data": []}}, "empty batch"),
         ({"instances": "not a table"}, ""),
+        (_images_payload([_gif()]), "a GIF image; the server accepts PNG and JPEG only"),
     ],
-    ids=["not-an-image", "not-base64", "wrong-column", "empty-batch", "wrong-shape"],
+    ids=["not-an-image", "not-base64", "wrong-column", "empty-batch", "wrong-shape", "gif"],
 )
 def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(
     server, payload: dict, message: str
@@ -175,9 +202,8 @@ def _png_of_size(width: int, height: int) -> str:
         ([_png_of_size(80, 80)], "max_pixels=4,096"),  # over the limit, under Pillow's 2x
         ([_png_of_size(200, 200)], "max_pixels=4,096"),  # Pillow's bomb check at open
         ([_png_of_size(8, 8)] * 9, "max_images=8"),
-        ([encode_png(image) for image in example_images(8)], "max_request_bytes=30,000"),
     ],
-    ids=["pixels", "pixels-bomb", "images", "bytes"],
+    ids=["pixels", "pixels-bomb", "images"],
 )
 def test_requests_over_a_limit_get_a_400_naming_it(server, images: list[str], limit: str) -> None:
     base, *_ = server
@@ -185,3 +211,13 @@ def test_requests_over_a_limit_get_a_400_naming_it(server, images: list[str], li
     assert status == 400, answer
     assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
     assert limit in answer["message"] and "VISPROMPT_SERVING_" in answer["message"]
+
+
+def test_a_body_over_the_limit_gets_a_413_before_mlflow_parses_it(server) -> None:
+    base, *_ = server
+    images = [encode_png(image) for image in example_images(8)]  # ~50 KB of JSON
+    status, answer = _post(f"{base}/invocations", _images_payload(images))
+    assert status == 413 and answer["error_code"] == "REQUEST_LIMIT_EXCEEDED", answer
+    assert "max_request_bytes=30,000" in answer["message"]
+    good = _images_payload([encode_png(example_images(1, seed=2)[0])])
+    assert _post(f"{base}/invocations", good)[0] == 200

@@ -75,10 +75,10 @@ def registered(trained, vit_spec, shard_dir, tmp_path_factory, mlflow_store):
         params,
         dataset.load(),
         summary,
-        CALIBRATED,
+        CALIBRATED | {"top1": 0.8},
         low_dataset.load(),
         low,
-        CALIBRATED,
+        CALIBRATED | {"top1": 0.7},
     )
     with mlflow.start_run(tags={"run_id": "kedro-session-1"}) as parent:  # as kedro-mlflow tags
         result = register_runs(*inputs)
@@ -125,6 +125,11 @@ def test_versions_carry_their_lineage(registered, trained) -> None:
         # the run identity of the trained seed (both runs here register the same training)
         assert tag["params_hash"] == trained[1]["run_key"] and len(tag["params_hash"]) == 64
     assert float(tags[0]["best_val_top1"]) == trained[1]["best_val_top1"]  # full precision
+    description = MlflowClient().get_model_version(NAME, summary["decisions"][0]["version"])
+    assert description.description == (
+        f"run lp; method linear_probe; backbone vit; data md5-of-data; test top-1 80.0 % "
+        f"(1 seed); {trained[1]['trainable_params']:,} trainable params"
+    )
     assert (tags[0]["seed"], tags[0]["n_seeds"]) == ("0", "1")
     assert float(tags[0]["best_val_top1_seed_mean"]) == trained[1]["best_val_top1"]
 
@@ -183,7 +188,15 @@ def test_unknown_runs_and_metrics_are_refused(vit_spec, shard_dir, trained) -> N
     target = {"model": NAME, "layout": [("lp", 0)]}
     with pytest.raises(ValueError, match="has no 'val_f1'"):
         register_runs(
-            target, str(shard_dir), {}, {"vit": vit_spec}, TRAINING, params, "x", {}, CALIBRATED
+            target,
+            str(shard_dir),
+            {},
+            {"vit": vit_spec},
+            TRAINING,
+            params,
+            "x",
+            {},
+            CALIBRATED | {"top1": 0},
         )
 
 
@@ -283,10 +296,10 @@ def test_a_candidate_failing_its_smoke_test_is_refused_and_the_others_register(
             params | {"smoke": {"max_images": 64, "tolerance": 0.01}},
             broken.load(),
             summary | {"best_val_top1": 0.99},
-            CALIBRATED,
+            CALIBRATED | {"top1": 0.9},
             good.load(),
             summary,
-            CALIBRATED,
+            CALIBRATED | {"top1": 0.8},
         )
     bad, ok = result["decisions"]
     assert bad["version"] is None and bad["reason"].startswith("refused: ")

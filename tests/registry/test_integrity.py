@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -20,12 +22,14 @@ from registry_kit import (
     stored_file,
 )
 
+from visprompt.backbones import sha256_file
 from visprompt.registry.__main__ import main
 from visprompt.registry.backbone_store import SHA_TAG
 from visprompt.registry.integrity import read_smoke_set, smoke_frame, write_smoke_set
 from visprompt.registry.promotion import CHAMPION, rollback
 
 PROMPT = "artifacts/prompt/prompt.safetensors"
+PACKAGE = "artifacts/package/package.json"
 
 
 def _champion(name: str) -> str:
@@ -39,6 +43,60 @@ def test_a_flipped_byte_in_a_registered_version_is_refused_at_load(
     flip_byte(stored_file(model_name, decision.version, PROMPT))
     with pytest.raises(ValueError, match=r"prompt\.safetensors has sha256 .* corrupted"):
         mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+
+
+def _rewrite_package(name: str, version: str, change) -> None:
+    """Edit a stored version's package.json as an attacker with write access to the files."""
+    path = stored_file(name, version, PACKAGE)
+    package = json.loads(path.read_text())
+    change(package)
+    path.write_text(json.dumps(package, indent=2, sort_keys=True))
+
+
+def test_a_package_with_rotated_class_names_is_refused_at_load(
+    project: Path, model_name: str
+) -> None:
+    decision = register_candidate(project, model_name, seed=21, metric=0.5)
+    names = mlflow.pyfunc.load_model(f"models:/{model_name}/{decision.version}")
+    assert names.unwrap_python_model().class_names == ["0", "1", "2", "3", "4"]
+
+    def rotate(package: dict) -> None:
+        package["class_names"] = package["class_names"][1:] + package["class_names"][:1]
+
+    _rewrite_package(model_name, decision.version, rotate)
+    with pytest.raises(ValueError, match=r"package\.json has sha256 .* registry recorded"):
+        mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+
+
+def test_corrupted_weights_with_a_rewritten_checksum_are_refused_at_load(
+    project: Path, model_name: str
+) -> None:
+    decision = register_candidate(project, model_name, seed=22, metric=0.5)
+    weights = stored_file(model_name, decision.version, PROMPT)
+    flip_byte(weights)
+
+    def cover_up(package: dict) -> None:
+        package["checksums"]["prompt"]["prompt.safetensors"] = sha256_file(weights)
+
+    _rewrite_package(model_name, decision.version, cover_up)
+    with pytest.raises(ValueError, match=r"package\.json has sha256 .* changed afterwards"):
+        mlflow.pyfunc.load_model(f"models:/{model_name}/{decision.version}")
+
+
+def test_a_copy_outside_any_store_is_refused_naming_the_registry(
+    project: Path, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decision = register_candidate(project, model_name, seed=23, metric=0.5)
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/{model_name}/{decision.version}", dst_path=str(tmp_path)
+    )
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(None)
+    try:
+        with pytest.raises(ValueError, match="no tracking store is set .* MLFLOW_TRACKING_URI"):
+            mlflow.pyfunc.load_model(local)
+    finally:
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow/mlflow.db")
 
 
 def test_corrupted_backbone_weights_in_the_store_are_refused(
@@ -129,3 +187,60 @@ def test_the_smoke_set_of_read_only_arrays_is_written_without_a_warning(tmp_path
         write_smoke_set(tmp_path / "smoke.safetensors", images, labels)
     back_images, back_labels = read_smoke_set(tmp_path / "smoke.safetensors")
     assert np.array_equal(back_images, images) and np.array_equal(back_labels, labels)
+
+
+def _locations(db_file: Path) -> list[str]:
+    with sqlite3.connect(db_file) as db:
+        rows = db.execute("select storage_location from model_versions").fetchall()
+        rows += db.execute("select artifact_location from logged_models").fetchall()
+    return [row[0] for row in rows]
+
+
+def test_relocate_resolves_a_relative_uri_from_another_cwd(
+    project: Path, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, package, model = make_package(project, seed=24)
+    register_candidate(project, model_name, seed=24, metric=0.5)
+    host = tmp_path / "host"
+    shutil.copytree(project / "mlflow", host / "store")
+    monkeypatch.chdir(host)  # the relative URI is relative to this folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///store/mlflow.db")
+    mlflow.set_tracking_uri("sqlite:///store/mlflow.db")
+    try:
+        main(["relocate", "--from", str(project / "mlflow")])
+    finally:
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow/mlflow.db")
+    new_root = str(host / "store") + "/"
+    assert all(location.startswith(new_root) for location in _locations(host / "store/mlflow.db"))
+    monkeypatch.chdir(tmp_path)  # served from elsewhere, through an absolute URI
+    uri = f"sqlite:///{host}/store/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        images = example_images(4, seed=25)
+        answer = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}").predict(
+            smoke_frame(images)
+        )
+    finally:
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow/mlflow.db")
+    assert answer["label"].tolist() == offline_labels(model, package, images).tolist()
+
+
+def test_relocate_refuses_a_copy_without_its_version_folders_and_changes_nothing(
+    project: Path, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decision = register_candidate(project, model_name, seed=26, metric=0.5)
+    host = tmp_path / "partial"
+    shutil.copytree(project / "mlflow", host)
+    version_dir = stored_file(model_name, decision.version, "MLmodel").parents[1]
+    shutil.rmtree(host / version_dir.relative_to(project / "mlflow"))  # the copy lacks it
+    database = (host / "mlflow.db").read_bytes()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{host}/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{host}/mlflow.db")
+    try:
+        with pytest.raises(FileNotFoundError, match=rf"{model_name}/{decision.version}: .* left"):
+            main(["relocate", "--from", str(project / "mlflow")])
+    finally:
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow/mlflow.db")
+    assert (host / "mlflow.db").read_bytes() == database
+    assert not list(host.glob(".mlflow.db.*"))

@@ -204,7 +204,19 @@ def test_cli_rolls_back_and_prints_the_registry_state(
     main(["rollback", "--name", model_name])
     out = capsys.readouterr().out
     assert f"champion of '{model_name}' is now version {first.version}" in out
-    state = json.loads(out[out.index("{") :])
+    # a short table by default: a header line, the column names, one row per version
+    table = out.splitlines()[1:]
+    assert table[0].startswith(f"{model_name}: champion v{first.version}, history [")
+    assert table[1].split()[:3] == ["version", "run", "method"] and len(table) == 4
+    assert table[2].split() == [f"v{first.version}", "run17", "linear_probe", "0.5000"] + [
+        "0.7500",
+        "passed",
+        "champion",
+    ]
+    assert table[3].split()[-2:] == ["passed", "challenger"]
+    main(["status", "--name", model_name, "--json"])
+    out = capsys.readouterr().out
+    state = json.loads(out)
     assert state["aliases"] == {CHAMPION: first.version, CHALLENGER: second.version}
     assert state["champion_history"] == [first.version]
     assert state["versions"][str(second.version)]["run"] == "run18"

@@ -33,9 +33,14 @@ def _png(width: int, height: int) -> str:
         (_frame(_png(65, 64)), "row 0: pixels: 4,160 exceeds the serving limit max_pixels=4,096"),
         (_frame(_png(8, 8), _png(200, 200)), "row 1: over the serving limit max_pixels=4,096"),
         (_frame(*[_png(4, 4)] * 4), "images in the request: 4 exceeds .* max_images=3"),
-        (_frame("A" * 20_001), "image bytes: 20,001 exceeds .* max_request_bytes=20,000"),
+        (_frame("A" * 20_001), "bytes in the request: 20,001 exceeds .* max_request_bytes=20,000"),
+        # every column counts, not only `image`
+        (
+            pd.DataFrame({"image": [_png(4, 4)], "note": ["A" * 20_000]}),
+            r"bytes in the request: 20,\d{3} exceeds .* max_request_bytes=20,000",
+        ),
     ],
-    ids=["pixels", "bomb", "images", "bytes"],
+    ids=["pixels", "bomb", "images", "bytes", "bytes-other-column"],
 )
 def test_each_limit_is_refused_with_its_name(frame: pd.DataFrame, message: str) -> None:
     pillow_limit = Image.MAX_IMAGE_PIXELS
@@ -75,3 +80,12 @@ def test_limits_come_from_the_version_and_the_environment(monkeypatch) -> None:
         ServingLimits.resolve({})
     with pytest.raises(ValueError, match="max_pixels must be a positive integer, got 0"):
         ServingLimits(max_pixels=0)
+
+
+def test_only_the_documented_formats_are_accepted() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, format="GIF")
+    gif = base64.b64encode(buffer.getvalue()).decode()
+    with pytest.raises(MlflowException, match="row 1: a GIF image; .* PNG and JPEG only") as err:
+        ImageDecoder(LIMITS, 32)(_frame(_png(4, 4), gif))
+    assert err.value.get_http_status_code() == 400

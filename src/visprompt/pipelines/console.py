@@ -66,14 +66,18 @@ def test_note(metrics: Mapping[str, Any]) -> str:
 
 
 def registry_note(summary: Mapping[str, Any]) -> str:
-    """`18 runs: 18 versions registered, 2 promoted, 0 refused; champion v15`."""
+    """`18 runs: 1 versions registered, 17 unchanged, 0 promoted, 0 refused; champion v15`:
+    only new versions count as registered (a run whose artifact is a version already is
+    `unchanged`)."""
     decisions = summary.get("decisions", [])
-    registered = sum(1 for d in decisions if d.get("version") is not None)
+    kept = sum(1 for d in decisions if d.get("version") is not None)
+    unchanged = sum(1 for d in decisions if d.get("unchanged"))
     promoted = sum(1 for d in decisions if d.get("promoted"))
     champion = summary.get("champion")
     return (
-        f"{len(decisions)} runs: {registered} versions registered, {promoted} promoted, "
-        f"{len(decisions) - registered} refused; "
+        f"{len(decisions)} runs: {kept - unchanged} versions registered, "
+        + (f"{unchanged} unchanged, " if unchanged else "")
+        + f"{promoted} promoted, {len(decisions) - kept} refused; "
         + (f"champion v{champion}" if champion is not None else "no champion")
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from visprompt.evaluation.statistics import seed_interval
 from visprompt.registry.promotion import SmokeSet
 from visprompt.registry.serving import ServingLimits
 from visprompt.training import Preprocess
@@ -102,9 +103,44 @@ def select_candidate(
     return seed, mean
 
 
+def describe(
+    run: str,
+    summary: Mapping[str, Any],
+    data_hash: str,
+    test_top1: list[float],
+) -> str:
+    """The version's description (what MLflow's UI and `registry status` show first): run,
+    method, backbone, data, test top-1 over the run's seeds (mean ± 95 % t-interval
+    half-width) and trainable parameters."""
+    if test_top1:
+        stats = seed_interval(test_top1)
+        half = (
+            "" if math.isnan(stats.ci_low) else f" ± {100 * (stats.ci_high - stats.ci_low) / 2:.1f}"
+        )
+        seeds = f"{stats.n} seed{'s' if stats.n != 1 else ''}"
+        test = f"test top-1 {100 * stats.mean:.1f}{half} % ({seeds})"
+    else:
+        test = "test top-1 not evaluated"
+    trainable = summary.get("trainable_params")
+    params = f"{int(trainable):,} trainable params" if trainable is not None else ""
+    return "; ".join(
+        part
+        for part in (
+            f"run {run}",
+            f"method {summary.get('method', '?')}",
+            f"backbone {summary.get('backbone', '?')}",
+            f"data {data_hash[:12]}",
+            test,
+            params,
+        )
+        if part
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """The version a run registers: its seed's artifact, package, smoke set and lineage tags."""
+    """The version a run registers: its seed's artifact, package, smoke set, lineage tags and
+    description."""
 
     run: str
     seed: int
@@ -113,6 +149,7 @@ class Candidate:
     package: dict[str, Any]
     smoke: SmokeSet
     lineage: dict[str, str]
+    description: str = ""
 
 
 def candidate(
@@ -123,9 +160,11 @@ def candidate(
     params: Mapping[str, Any],
     training: Mapping[str, Any],
     common: Mapping[str, str],
+    test_top1: list[float] | None = None,
 ) -> Candidate:
     """A run's candidate from its seeds' (artifact_dir, train_summary), packaged for the
-    data's `validation` (classes, images, labels), with `common` lineage tags added."""
+    data's `validation` (classes, images, labels), with `common` lineage tags added and
+    `test_top1` (one per seed, for the description only: never for selection)."""
     metric_name = str(params["metric"])
     seed, mean = select_candidate(run, {s: v[1] for s, v in seeds.items()}, metric_name)
     artifact_dir, summary = seeds[seed]
@@ -155,4 +194,5 @@ def candidate(
         f"{metric_name}_seed_mean": repr(mean),
     }
     smoke = smoke_set(images, labels, float(summary["val_top1"]), params["smoke"])
-    return Candidate(run, seed, mean, artifact_dir, package, smoke, lineage)
+    description = describe(run, summary, str(common.get("data_hash", "unknown")), test_top1 or [])
+    return Candidate(run, seed, mean, artifact_dir, package, smoke, lineage, description)

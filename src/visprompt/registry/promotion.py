@@ -39,9 +39,14 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 from mlflow.utils import logging_utils
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
+import visprompt
+from visprompt.backbones import sha256_file
 from visprompt.registry import backbone_store
 from visprompt.registry.integrity import (
+    PACKAGE_DIGEST_TAG,
     SMOKE_FILE,
     check_accuracy,
     file_checksums,
@@ -51,6 +56,7 @@ from visprompt.registry.integrity import (
 )
 from visprompt.registry.locking import registry_lock
 from visprompt.registry.pyfunc_model import (
+    CODE_DIR,
     MODEL_CODE,
     PACKAGE_ARTIFACT,
     PACKAGE_FILE,
@@ -81,17 +87,46 @@ SIGNATURE = ModelSignature(
     ),
 )
 
-#: What the pyfunc model imports at load time (`--env-manager local` serves from this venv).
-RUNTIME_PACKAGES = ("torch", "timm", "safetensors", "peft", "numpy", "pandas", "pillow", "mlflow")
+#: What the version's code imports when it loads and serves (its `code/visprompt` does the rest).
+RUNTIME_PACKAGES = (
+    "mlflow", "torch", "timm", "safetensors", "peft", "numpy", "pandas", "pillow", "pydantic",
+)  # fmt: skip
 
 
-def runtime_requirements() -> list[str]:
-    """Pinned requirements of the installed runtime packages.
+def runtime_requirements(roots: tuple[str, ...] = RUNTIME_PACKAGES) -> list[str]:
+    """`name==version` of `roots` and of everything they require, as installed here.
 
-    Given explicitly because MLflow's inference would start a subprocess that imports the
-    whole model stack (torch, timm, mlflow) on every log: a minute per version on a busy CPU.
+    The whole closure, pinned, so `pip install -r requirements.txt` into a fresh venv builds
+    this environment again instead of resolving newer releases. Read from the installed
+    metadata because MLflow's inference would start a subprocess that imports the whole
+    model stack on every log (a minute per version on a busy CPU).
     """
-    return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
+    pinned: dict[str, str] = {}
+    todo, seen = [(name, frozenset[str]()) for name in roots], set()
+    while todo:
+        name, extras = todo.pop()
+        if (canonicalize_name(name), extras) in seen:
+            continue
+        seen.add((canonicalize_name(name), extras))
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:  # required only on another platform or extra
+            continue
+        pinned[canonicalize_name(dist.metadata["Name"])] = dist.version
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            envs = [{"extra": extra} for extra in extras] or [{"extra": ""}]
+            if requirement.marker is None or any(requirement.marker.evaluate(e) for e in envs):
+                todo.append((requirement.name, frozenset(requirement.extras)))
+    return [f"{name}=={version}" for name, version in sorted(pinned.items())]
+
+
+def package_code(destination: Path) -> Path:
+    """A copy of the running visprompt package (no bytecode), for the version to carry."""
+    source = Path(visprompt.__file__).parent
+    return shutil.copytree(
+        source, destination / source.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +140,8 @@ class Decision:
     champion_metric_before: float | None
     promoted: bool
     reason: str
+    #: True when the artifact was already a verified version: nothing was registered
+    unchanged: bool = False
 
 
 class VerificationError(RuntimeError):
@@ -149,6 +186,7 @@ def log_prompt_model(
         prompt_dir = shutil.copytree(artifact_dir, Path(tmp) / PROMPT_ARTIFACT)
         package_dir = Path(tmp) / PACKAGE_ARTIFACT
         package_dir.mkdir()
+        code = package_code(Path(tmp) / CODE_DIR)
         write_smoke_set(package_dir / SMOKE_FILE, smoke.images, smoke.labels)
         contents = package | {
             "backbone": backbone_store.reference(
@@ -162,6 +200,8 @@ def log_prompt_model(
             "checksums": {
                 PROMPT_ARTIFACT: file_checksums(prompt_dir),
                 PACKAGE_ARTIFACT: file_checksums(package_dir),
+                # as MLflow stores code_paths: <model>/code/visprompt/...
+                CODE_DIR: file_checksums(code.parent),
             },
         }
         (package_dir / PACKAGE_FILE).write_text(json.dumps(contents, indent=2, sort_keys=True))
@@ -169,9 +209,12 @@ def log_prompt_model(
             name="prompt_model",
             python_model=str(MODEL_CODE),
             artifacts={PROMPT_ARTIFACT: str(prompt_dir), PACKAGE_ARTIFACT: str(package_dir)},
+            code_paths=[str(code)],
             signature=SIGNATURE,
             input_example=smoke_frame(smoke.images[:2]),
             pip_requirements=runtime_requirements(),
+            # the whole-version digest lives in the database, not among the files it protects
+            tags={PACKAGE_DIGEST_TAG: sha256_file(package_dir / PACKAGE_FILE)},
         )
 
 
@@ -304,6 +347,7 @@ def register_and_promote(
     margin: float,
     lineage: dict[str, str],
     backbone_root: str | Path = ".",
+    description: str = "",
 ) -> Decision:
     """Log, register, verify, alias and maybe promote one candidate (see the module doc).
 
@@ -325,6 +369,7 @@ def register_and_promote(
                 before,
                 False,
                 f"unchanged artifact: already version {existing.version}",
+                unchanged=True,
             )
         if existing is None:
             info = log_prompt_model(artifact_dir, package, smoke, backbone_root)
@@ -337,6 +382,8 @@ def register_and_promote(
             }
             with _quiet_mlflow_events():
                 version = mlflow.register_model(info.model_uri, model_name, tags=tags).version
+            if description:
+                client.update_model_version(model_name, version, description=description)
         else:
             version = existing.version  # a registration interrupted before it was verified
         try:

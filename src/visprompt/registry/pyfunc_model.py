@@ -1,11 +1,13 @@
 """The registered prompt artifact as an MLflow pyfunc model (defined from code, typed).
 
 A version holds only the method's tensors and head (safetensors), its config, the class
-names, the preprocessing, a smoke set, the sha256 of each of those files and a *reference*
-to the backbone (see `backbone_store`). Loading verifies every recorded checksum and the
-backbone's, and refuses a mismatch naming the file, so a version never runs on corrupted
-or foreign weights, from whatever directory it is loaded. It serves the method's deployed
-form (`AdaptedModel.served`): LoRA merged, AP folded, PGN through prompt inversion.
+names, the preprocessing, a smoke set, the visprompt code it runs (`code/visprompt`, MLflow's
+`code_paths`), the sha256 of each of those files and a *reference* to the backbone (see
+`backbone_store`). Loading checks `package.json` against the digest the registry recorded,
+every recorded checksum and the backbone's, and refuses a mismatch naming the file, so a
+version never runs on corrupted or foreign weights, from whatever directory it is loaded.
+It serves the method's deployed form (`AdaptedModel.served`): LoRA merged, AP folded, PGN
+through prompt inversion.
 
 Request format (REST `/invocations` or `predict`): a DataFrame with one column `image`
 holding base64-encoded PNG/JPEG bytes, e.g.
@@ -36,12 +38,14 @@ from visprompt import methods
 from visprompt.data.transforms import to_model_input
 from visprompt.evaluation.calibration import ood_scores
 from visprompt.registry.backbone_store import load_backbone
-from visprompt.registry.integrity import verify_checksums
+from visprompt.registry.integrity import verify_checksums, verify_package_file
 from visprompt.registry.serving import ImageDecoder, ServingLimits
 
 PACKAGE_FILE = "package.json"
 PROMPT_ARTIFACT = "prompt"
 PACKAGE_ARTIFACT = "package"
+#: The version's copy of the visprompt package, relative to the model folder (`code_paths`).
+CODE_DIR = "code"
 #: The models-from-code file logged as the version's model definition.
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 
@@ -55,13 +59,18 @@ def load_version(
     prompt_dir: Path,
     backbones: Callable[[dict[str, Any]], nn.Module] = load_backbone,
 ) -> tuple[dict[str, Any], methods.AdaptedModel]:
-    """(package, trained method) of a version's files, every checksum verified; `backbones`
+    """(package, trained method) of a version's files (`<model>/artifacts/{package,prompt}`),
+    package.json checked against its registration and every checksum verified; `backbones`
     turns the package's backbone reference into the model (the multi-prompt server passes
     a cache, so versions on one backbone share it)."""
+    model_dir = package_dir.parents[1]
+    verify_package_file(model_dir, package_dir / PACKAGE_FILE)
     package = read_package(package_dir)
     checksums = package["checksums"]
     verify_checksums(prompt_dir, checksums[PROMPT_ARTIFACT], "prompt artifact")
     verify_checksums(package_dir, checksums[PACKAGE_ARTIFACT], "version package")
+    if CODE_DIR in checksums:  # versions registered before they carried their code
+        verify_checksums(model_dir / CODE_DIR, checksums[CODE_DIR], "version code")
     return package, methods.load(prompt_dir, backbones(package["backbone"]))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
+from peft.utils import CONFIG_NAME
 from safetensors.torch import save_file
 from torch import nn
 
@@ -40,6 +42,14 @@ def default_targets(backbone: nn.Module) -> list[str]:
         elif isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1):
             names.append(name)
     return names
+
+
+def canonical_json(config: Mapping[str, Any]) -> str:
+    """peft's adapter config as `save_pretrained` writes it, but with every set sorted: peft
+    writes `target_modules` (a set) in string-hash order, which changes between processes, so
+    the same adapter got new bytes, a new content hash and a new registered version per run."""
+    plain = {k: sorted(v) if isinstance(v, set | frozenset) else v for k, v in config.items()}
+    return json.dumps(plain, indent=2, sort_keys=True)
 
 
 @register(LoRAConfig)
@@ -103,9 +113,9 @@ class LoRA(AdaptedModel):
     def write_extra(self, directory: Path) -> None:
         """peft's adapter format next to the artifact, for peft tooling (the head is not in
         it: it lives in the artifact's own safetensors)."""
-        config = copy.deepcopy(self.backbone.peft_config["default"])
-        config.base_model_name_or_path = self.backbone_reference["name"]
-        config.save_pretrained(str(directory))
+        config = self.backbone.peft_config["default"].to_dict()
+        config["base_model_name_or_path"] = self.backbone_reference["name"]
+        (directory / CONFIG_NAME).write_text(canonical_json(config))
         state = get_peft_model_state_dict(self.backbone)
         tensors = {f"base_model.model.{k}": v.contiguous().cpu() for k, v in state.items()}
         save_file(tensors, str(directory / PEFT_WEIGHTS))

@@ -35,16 +35,19 @@ def register_runs(
 
     `results` holds (artifact_dir, train_summary, test_metrics) per (run, seed) of
     `target["layout"]`; the test metrics' calibration goes into the version's package.
-    Each new version is logged in its own nested MLflow run, its lineage as tags.
+    Each new version is logged in its own nested MLflow run, its lineage as tags, its
+    description (test top-1 included) set.
     """
     model_name, layout = str(target["model"]), target["layout"]
     if len(results) != 3 * len(layout):
         raise ValueError(f"expected 3 inputs per (run, seed) for {layout}, got {len(results)}")
     per_run: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
+    tests: dict[str, list[float]] = {}
     triples = zip(layout, results[0::3], results[1::3], results[2::3], strict=True)
     for (run, seed), artifact, summary, metrics in triples:
         served = {"calibration": served_calibration(metrics)}
         per_run.setdefault(run, {})[int(seed)] = (artifact, summary | served)
+        tests.setdefault(run, []).append(float(metrics["top1"]))
     validation = (read_classes(shards), *read_split(shards, "val"))
     common = {
         "git_commit": git_commit(),
@@ -53,7 +56,9 @@ def register_runs(
     }
     decisions = []
     for run, seeds in per_run.items():
-        found = candidate(run, seeds, backbone_specs, validation, params, training, common)
+        found = candidate(
+            run, seeds, backbone_specs, validation, params, training, common, tests[run]
+        )
         decisions.append(_register(found, model_name, params, len(seeds)))
     return {
         "model_name": model_name,
@@ -86,6 +91,7 @@ def _register(
                 metric=found.mean,
                 margin=float(params["margin"]),
                 lineage=lineage,
+                description=found.description,
             )
         except VerificationError as err:  # not registered; the other runs still are
             log.error("registry %s: refused, %s", found.run, err)

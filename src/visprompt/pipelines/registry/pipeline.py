@@ -1,7 +1,8 @@
 """registry pipeline: one node, in the experiment's namespace, registers the experiment's runs
 (`experiment.runs`, then `registry.runs`) under its model, in configuration order (every
 seed's artifact, summary and test metrics are inputs: the node picks each run's candidate
-seed; its temperature and OOD detector, fitted on val by the evaluation, are served)."""
+seed; its temperature and OOD detector, fitted on val by the evaluation, are served, and
+every seed's test top-1 goes into the version's description)."""
 
 from kedro.pipeline import Pipeline, node
 
