@@ -106,7 +106,9 @@ PIPELINES = "__default__,tuning"
 #: Columns of comparison_seeds.csv that measure time, not results.
 TIMING = re.compile(r"time|_ms$|_s$|per_s|throughput|latency|mem")
 #: Names a finished run must not leave under data/ or mlflow/.
-STRAY = re.compile(r"\.tmp$|\.partial$|\.staging|^tmp|\.work$|-journal$")
+STRAY = re.compile(r"\.tmp$|\.partial$|\.staging$|^tmp|^\.work$|-journal$")
+#: The time in the names of Great Expectations' data docs pages (one set per validation).
+STAMP = re.compile(r"\d{8}T\d{6}\.\d+Z")
 #: A node's console line: `<time> INFO [k/N] <node> ...`.
 NODE_LINE = re.compile(r"INFO +\[\d+/\d+\] (\S+)")
 PHASES = (
@@ -210,9 +212,9 @@ def final_state(project: Path) -> dict[str, Any]:
             "AND t.key = 'validation_status'"
         ).fetchall()
     files = sorted(
-        p.relative_to(project).as_posix()
+        STAMP.sub("<time>", p.relative_to(project).as_posix())
         for p in data.rglob("*")
-        if p.is_file() and not _volatile(p.relative_to(project))
+        if p.is_file()
     )
     stray = sorted(
         p.relative_to(project).as_posix()
@@ -222,18 +224,19 @@ def final_state(project: Path) -> dict[str, Any]:
     )
     return {
         "seeds": seeds.to_csv(index=False),
-        "tuned": (data / "05_model_input/tuned_hparams.json").read_text(),
+        # the best values; not Optuna's trial number (a retried trial has a new one)
+        "tuned": {
+            run: {k: v for k, v in entry.items() if k != "trial"}
+            for run, entry in json.loads(
+                (data / "05_model_input/tuned_hparams.json").read_text()
+            ).items()
+        },
         "running": [r[0] for r in running],
         "champions": champions,
         "versions": sorted(versions),
         "files": files,
         "stray": stray,
     }
-
-
-def _volatile(relative: Path) -> bool:
-    """Files that legitimately differ between runs: none so far under data/."""
-    return False
 
 
 def differences(reference: dict[str, Any], state: dict[str, Any]) -> list[str]:
@@ -384,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chain", type=int, default=4, help="kills before each full rerun")
+    parser.add_argument("--chain", type=int, default=5, help="kills before each full rerun")
     parser.add_argument("--phases", nargs="*", help="only points in these phases")
     parser.add_argument("--out", type=Path, default=None, help="markdown table to write")
     parser.add_argument("--keep", type=Path, default=None, help="work folder (kept)")
