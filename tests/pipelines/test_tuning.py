@@ -282,6 +282,26 @@ def test_corrupt_storage_is_one_paragraph_naming_url_key_and_fix(tmp_path: Path)
     assert "\\n" not in message and "file is not a database" in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://nobody@127.0.0.1:1/optuna",  # no server listens there
+        "sqlite:////proc/visprompt/optuna.db",  # a folder that cannot be created
+    ],
+)
+def test_unreachable_storage_is_one_paragraph(url: str) -> None:
+    with pytest.raises(studies.StorageError) as error:
+        studies.open_study(url, "s")
+    message = str(error.value)
+    assert url in message and "tuning.storage" in message and "could not be opened" in message
+    assert "\n" not in message
+
+
+def test_a_missing_database_driver_is_one_paragraph() -> None:
+    with pytest.raises(studies.StorageError, match="driver that is not installed"):
+        studies.open_study("postgresql+asyncpg://nobody@127.0.0.1:1/optuna", "s")
+
+
 def test_locked_storage_is_waited_for_then_one_paragraph(tmp_path: Path) -> None:
     db = tmp_path / "optuna.db"
     url = f"sqlite:///{db}"

@@ -128,11 +128,16 @@ def storage_errors(url: str, lock_wait_s: float) -> Iterator[None]:
     `tuning.storage` and the fix (a bare SQLAlchemy traceback names neither)."""
     try:
         yield
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+        OSError,  # the SQLite file's folder cannot be created
+        ImportError,  # the URL's database driver is not installed
+    ) as error:
         cause = error
         while not isinstance(cause, sqlalchemy.exc.SQLAlchemyError) and cause.__cause__:
             cause = cause.__cause__
-        text = str(getattr(cause, "orig", None) or cause).splitlines()[0]
+        text = (str(getattr(cause, "orig", None) or cause).splitlines() or [repr(cause)])[0]
         where = f"the Optuna storage {url} (tuning.storage in parameters_tuning.yml)"
         if "not a database" in text or "malformed" in text:
             problem, fix = (
@@ -140,6 +145,12 @@ def storage_errors(url: str, lock_wait_s: float) -> Iterator[None]:
                 "move the file away (the search starts again; its trials are lost) or set "
                 "tuning.storage to another file, e.g. --params tuning.storage=sqlite:///"
                 "data/06_models/tuning/optuna2.db",
+            )
+        elif isinstance(cause, ImportError):
+            problem, fix = (
+                "needs a database driver that is not installed",
+                "name the installed PostgreSQL driver in the URL (postgresql+psycopg2://...) "
+                "or install the driver the URL names",
             )
         elif "locked" in text:
             problem, fix = (
