@@ -172,8 +172,9 @@ def test_two_processes_split_one_budget_without_duplicates(tmp_path: Path) -> No
 SURVIVOR = """
 import json, sys, time
 from visprompt.tuning import study as studies
-storage, budget, kill_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-study = studies.open_study(storage, "s", pruner={"type": "none"}, heartbeat_s=1, grace_s=2)
+storage, (budget, kill_at, retries) = sys.argv[1], map(int, sys.argv[2:5])
+study = studies.open_study(storage, "s", pruner={"type": "none"}, heartbeat_s=1, grace_s=2,
+                           retries=retries)
 def objective(trial):
     x = trial.suggest_float("x", -1.0, 1.0)
     print(f"START {trial.number}", flush=True)
@@ -186,11 +187,26 @@ print("RAN " + json.dumps(studies.run_trials(study, budget, objective, seed=7)),
 SURVIVOR_BUDGET = 12
 
 
-def _survivor(storage: str, kill_at: int = -1) -> subprocess.Popen:
+def _survivor(storage: str, kill_at: int = -1, retries: int = 2) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [sys.executable, "-c", SURVIVOR, storage, str(SURVIVOR_BUDGET), str(kill_at)]
+    command = [sys.executable, "-c", SURVIVOR, storage, str(SURVIVOR_BUDGET), str(kill_at),
+               str(retries)]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)  # fmt: skip
+
+
+def _kill_in_trial(storage: str, number: int, retries: int = 2) -> None:
+    """SIGKILL a worker while trial `number` runs; return once its heartbeat is stale."""
+    proc = _survivor(storage, kill_at=number, retries=retries)
+    for line in proc.stdout:
+        if line.strip() == f"START {number}":
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert study.trials[number].state.name == "RUNNING"  # what the killed process left
+    time.sleep(3)  # past the grace period: the rerun finds the trial's heartbeat stale
 
 
 def _finish(proc: subprocess.Popen) -> None:
@@ -206,16 +222,7 @@ def test_a_worker_killed_mid_trial_leaves_the_search_as_an_uninterrupted_one(
     whole = f"sqlite:///{tmp_path / 'whole.db'}"
     _finish(_survivor(whole))
     killed = f"sqlite:///{tmp_path / 'killed.db'}"
-    proc = _survivor(killed, kill_at=5)
-    for line in proc.stdout:  # kill once trial 5 runs
-        if line.strip() == "START 5":
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    study = optuna.load_study(study_name="s", storage=killed)
-    assert study.trials[5].state.name == "RUNNING"  # what the killed process left
-    time.sleep(3)  # past the grace period: the rerun finds trial 5's heartbeat stale
+    _kill_in_trial(killed, 5)
     _finish(_survivor(killed))
 
     study = optuna.load_study(study_name="s", storage=killed)
@@ -230,6 +237,18 @@ def test_a_worker_killed_mid_trial_leaves_the_search_as_an_uninterrupted_one(
     assert (best.value, best.params) == (expected.value, expected.params)
     retry = retried[5]
     assert retry.system_attrs["failed_trial"] == 5  # Optuna's retry record
+
+
+def test_a_trial_killed_past_its_retries_gives_its_slot_other_values(tmp_path: Path) -> None:
+    """With `retries: 0` the killed trial is not retried: its slot draws again, from another
+    seed (the same seed would draw the values that killed the worker once more)."""
+    storage = f"sqlite:///{tmp_path / 'killed.db'}"
+    _kill_in_trial(storage, 2, retries=0)
+    _finish(_survivor(storage, retries=0))
+    study = optuna.load_study(study_name="s", storage=storage)
+    finished = studies.budget_trials(study, SURVIVOR_BUDGET)
+    assert len(finished) == SURVIVOR_BUDGET
+    assert study.trials[2].params["x"] not in {t.params["x"] for t in finished}
 
 
 RACER = """

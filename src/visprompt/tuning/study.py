@@ -36,6 +36,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: enqueued retries.
 _TAKEN = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 _OVER_BUDGET = "over_budget"
+_ERROR = "error"  # the objective raised (the run stopped with it): not a killed trial
 
 
 class StorageError(ConfigError):
@@ -168,10 +169,12 @@ def storage_errors(url: str, lock_wait_s: float) -> Iterator[None]:
         raise StorageError(f"{where} {problem} ({text}): {fix}.") from None
 
 
-def slot_sampler(seed: int, slot: int) -> optuna.samplers.TPESampler:
+def slot_sampler(seed: int, slot: int, given_up: int = 0) -> optuna.samplers.TPESampler:
     """The TPE sampler for budget slot `slot`: seeded from (seed, slot), so the values of a
-    slot do not depend on how many processes (or restarts) the search took."""
-    digest = hashlib.sha256(f"{seed}:{slot}".encode()).digest()
+    slot do not depend on how many processes (or restarts) the search took. `given_up`
+    killed trials whose retries ran out change the seed: their slot draws other values."""
+    key = f"{seed}:{slot}" + (f":{given_up}" if given_up else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return optuna.samplers.TPESampler(seed=int.from_bytes(digest[:4], "big"))
 
 
@@ -201,7 +204,7 @@ def run_trials(
         if taken >= budget and not retry:  # the last slots run elsewhere (or died there)
             time.sleep(poll_s)
             continue
-        study.sampler = slot_sampler(seed, taken)
+        study.sampler = slot_sampler(seed, taken, _given_up(trials))
         with _quiet():
             trial = study.ask()
         if _slot(study, trial.number) >= budget:  # another process took the slot meanwhile
@@ -214,6 +217,7 @@ def run_trials(
             except optuna.TrialPruned:
                 state, value = TrialState.PRUNED, None
             except BaseException:
+                trial.set_user_attr(_ERROR, True)
                 study.tell(trial, state=TrialState.FAIL)
                 raise
             else:
@@ -237,6 +241,18 @@ def _quiet() -> Iterator[None]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
         yield
+
+
+def _given_up(trials: list[FrozenTrial]) -> int:
+    """Killed trials (stale heartbeat) that no retry follows: `retries` ran out for them."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(
+        t.state == TrialState.FAIL
+        and not t.user_attrs.get(_OVER_BUDGET)
+        and not t.user_attrs.get(_ERROR)
+        and t.number not in retried
+        for t in trials
+    )
 
 
 def _slot(study: optuna.Study, number: int) -> int:
