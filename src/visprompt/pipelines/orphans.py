@@ -1,4 +1,9 @@
-"""MLflow runs that a killed `kedro run` left RUNNING are closed as KILLED by the next one.
+"""MLflow after a killed `kedro run`: a new SQLite store appears whole, and the runs a killed
+run left RUNNING are closed as KILLED by the next one.
+
+MLflow creates a new SQLite store with a chain of schema migrations; a run killed in the
+middle left a half-migrated file that every later run failed on (`no such index`). The store
+is now created in a temporary file beside it and renamed into place, under a lock.
 
 SIGKILL (or a power cut) runs no handler, so the run's MLflow runs would stay RUNNING for ever
 (Ctrl-C is handled in `kedro_run`). Each `kedro run` tags its top-level MLflow run with its
@@ -9,6 +14,7 @@ an orphan. Runs of other hosts, or without the tag, are left alone.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
@@ -16,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import sqlalchemy
+from kedro.config import MissingConfigException
+from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
+from mlflow.store.db.utils import _initialize_tables
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -64,8 +74,44 @@ def close_orphans(client: MlflowClient) -> list[str]:
     return closed
 
 
+def create_sqlite_store(uri: str, project: Path) -> None:
+    """Create the SQLite tracking store of `uri` whole: in a temporary file, then renamed."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    path = path if path.is_absolute() else project / path
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():  # another process created it meanwhile
+            return
+        tmp = path.with_name(f".{path.name}.init.tmp")
+        tmp.unlink(missing_ok=True)  # what a killed creation left
+        engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+        try:
+            _initialize_tables(engine)  # MLflow's own schema and migrations
+        finally:
+            engine.dispose()
+        os.replace(tmp, path)
+
+
 class OrphanRunsHook:
-    """Tags this run's top-level MLflow run with its owner, then closes dead runs' orphans."""
+    """Creates a new SQLite tracking store whole; tags this run's top-level MLflow run with
+    its owner, then closes dead runs' orphans."""
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow's hook opens (and would create) the store
+    def after_context_created(self, context: KedroContext) -> None:
+        loader = context.config_loader
+        if "mlflow" not in loader.config_patterns:  # what kedro-mlflow's hook adds
+            loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
+        try:
+            uri = (loader["mlflow"].get("server") or {}).get("mlflow_tracking_uri")
+        except MissingConfigException:
+            return
+        if uri:
+            create_sqlite_store(str(uri), Path(context.project_path))
 
     @hook_impl(trylast=True)  # after kedro-mlflow's hook opened the top-level run
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -75,6 +76,8 @@ def open_study(
     }
     engine = {"connect_args": {"timeout": lock_wait_s}} if sqlite_file else {}
     with storage_errors(storage, lock_wait_s), _creation_lock(sqlite_file), _quiet():
+        if sqlite_file is not None and not sqlite_file.exists():
+            _create_whole(sqlite_file)
         for attempt in range(3):  # another server-database client may create the tables too
             try:
                 rdb = optuna.storages.RDBStorage(
@@ -97,6 +100,15 @@ def open_study(
             pruner=_PRUNERS[kind](**options),
             load_if_exists=True,
         )
+
+
+def _create_whole(path: Path) -> None:
+    """Create a new SQLite storage in a temporary file and rename it into place: a process
+    killed during the schema's creation leaves no half-made storage (under the creation lock)."""
+    tmp = path.with_name(f".{path.name}.init.tmp")
+    tmp.unlink(missing_ok=True)  # what a killed creation left
+    optuna.storages.RDBStorage(f"sqlite:///{tmp}").engine.dispose()
+    os.replace(tmp, path)
 
 
 def _sqlite_file(url: str) -> Path | None:
