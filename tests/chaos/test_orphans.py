@@ -1,5 +1,6 @@
-"""MLflow runs left RUNNING by a killed process are closed as KILLED by the next run; a live
-process's runs and runs without an owner are left alone."""
+"""MLflow after a kill: runs left RUNNING by a dead process are closed as KILLED by the next
+run (a live process's runs and runs without an owner are left alone); a new SQLite store is
+created whole."""
 
 from __future__ import annotations
 
@@ -46,3 +47,14 @@ def test_runs_of_a_dead_owner_are_killed_others_stay(tmp_path: Path) -> None:
         finished: "FINISHED",
     }
     assert orphans.close_orphans(client) == []  # nothing left to close
+
+
+def test_a_new_tracking_store_is_created_whole(tmp_path: Path) -> None:
+    """What a killed creation left (the temporary file) is replaced; the store opens."""
+    (tmp_path / "mlflow").mkdir()
+    leftover = tmp_path / "mlflow/.mlflow.db.init.tmp"
+    leftover.write_bytes(b"half a schema")
+    orphans.create_sqlite_store("sqlite:///mlflow/mlflow.db", tmp_path)
+    assert not leftover.exists()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow/mlflow.db'}")
+    assert client.get_experiment(client.create_experiment("e")).name == "e"
