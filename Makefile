@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-team bench lint format clean check-lock pretrain-vit gpu-check
+.PHONY: install run test test-team bench lint format clean check-lock pretrain-vit gpu-check chaos
 
 # Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set, every process
 # (each `kedro run`, each test subprocess) would otherwise recompile torch and mlflow.
@@ -46,6 +46,13 @@ test-team: install
 VIT_MODELS := vit_fmnist vit_fmnist_mae
 pretrain-vit: install
 	$(PY) -m visprompt.weights.ship $(addprefix --model ,$(VIT_MODELS))
+
+# Crash consistency (docs/faults.md): `kedro run` of a tiny experiment killed with SIGKILL at
+# 20 seeded points over every phase and rerun; each final state must equal an uninterrupted
+# run's. Writes the table of points and outcomes (about half an hour on 2 shared cores).
+CHAOS_ARGS ?= --points 20 --seed 0 --chain 5
+chaos: install
+	OMP_NUM_THREADS=1 $(PY) tests/chaos/chaos.py $(CHAOS_ARGS) --out benchmarks/results/chaos_cpu_2core.md
 
 bench: install
 	$(PY) benchmarks/efficiency.py $(BENCH_ARGS)

@@ -23,6 +23,7 @@ if not sys.stderr.isatty():
 
 from visprompt.hooks import DataTrackingHook, RunListHook  # noqa: E402
 from visprompt.pipelines.console import ConsoleHook  # noqa: E402
+from visprompt.pipelines.orphans import OrphanRunsHook  # noqa: E402
 from visprompt.pipelines.runs import CONFIG_LOADER_ARGS  # noqa: E402,F401 (one definition)
 
 # The comparison, profiling and registry nodes read every run's namespaced outputs
@@ -34,6 +35,6 @@ warnings.filterwarnings("ignore", message="One or more dataset names contain '.'
 LOGGING.configure(dict(LOGGING.data))
 
 # kedro-mlflow registers its own hook (one MLflow run per `kedro run`) through its entry point.
-HOOKS = (RunListHook(), DataTrackingHook(), ConsoleHook())
+HOOKS = (RunListHook(), DataTrackingHook(), ConsoleHook(), OrphanRunsHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader

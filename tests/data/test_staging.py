@@ -17,7 +17,13 @@ from image_kit import image_bytes, write
 from visprompt.data import staging
 from visprompt.data.ingest import ingest
 from visprompt.data.manifest import dataset_summary
-from visprompt.data.shards import SUMMARY, read_classes, require_validated
+from visprompt.data.shards import (
+    CONTENT,
+    SUMMARY,
+    read_classes,
+    recorded_content,
+    require_validated,
+)
 from visprompt.data.sources import load_source
 
 FRACTIONS = {"train": 0.5, "val": 0.25, "test": 0.25}
@@ -35,7 +41,8 @@ def _hashes(directory: Path) -> dict[str, str]:
 def _stage(final: Path, source, **kwargs) -> dict:
     """Ingest into the staging folder of `final`; the summary validation would write."""
     manifest, _ = ingest(source, 8, FRACTIONS, 0, staging.staging_dir(final), **kwargs)
-    return {"success": True, **dataset_summary(manifest, source.classes)}
+    content = {CONTENT: recorded_content(staging.staging_dir(final))}
+    return {"success": True, **dataset_summary(manifest, source.classes), **content}
 
 
 @pytest.fixture

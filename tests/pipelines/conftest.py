@@ -14,7 +14,14 @@ sys.path.insert(0, str(Path(__file__).parent))  # the tests import pipeline_kit
 
 from pipeline_kit import ENGINE, TINY_PRETRAIN, TINY_VIT, run_training  # noqa: E402
 
-from visprompt.data.shards import label_counts, write_classes, write_info, write_split
+from visprompt.data.shards import (
+    CONTENT,
+    content_sha256,
+    label_counts,
+    write_classes,
+    write_info,
+    write_split,
+)
 from visprompt.data.sources import synthetic
 
 
@@ -45,7 +52,12 @@ def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def shard_summary(shard_dir: Path) -> dict[str, Any]:
     """The validation summary matching `shard_dir` (what training checks)."""
-    return {"success": True, "data_hash": "x", "counts": label_counts(shard_dir)}
+    return {
+        "success": True,
+        "data_hash": "x",
+        "counts": label_counts(shard_dir),
+        CONTENT: content_sha256(shard_dir),
+    }
 
 
 @pytest.fixture(scope="session")

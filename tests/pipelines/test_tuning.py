@@ -6,8 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -104,7 +107,6 @@ def test_pruning_callback_stops_a_hopeless_trial(tmp_path: Path) -> None:
     study = studies.open_study(
         f"sqlite:///{tmp_path / 's.db'}",
         "p",
-        seed=0,
         pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
     )
 
@@ -129,18 +131,18 @@ WORKER = """
 import json, sys, time
 from visprompt.tuning import study as studies
 storage, budget, worker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-study = studies.open_study(storage, "shared", seed=worker, pruner={"type": "none"})
+study = studies.open_study(storage, "shared", pruner={"type": "none"})
 def objective(trial):
     x = trial.suggest_float("x", -1.0, 1.0)
     time.sleep(0.1)  # long enough for the two processes to interleave
     return -x * x
-print("RAN " + json.dumps(studies.run_trials(study, budget, objective)), flush=True)
+print("RAN " + json.dumps(studies.run_trials(study, budget, objective, seed=worker)), flush=True)
 """
 
 
 def test_two_processes_split_one_budget_without_duplicates(tmp_path: Path) -> None:
     storage, budget = f"sqlite:///{tmp_path / 'optuna.db'}", 8
-    studies.open_study(storage, "shared", seed=0, pruner={"type": "none"})  # created once
+    studies.open_study(storage, "shared", pruner={"type": "none"})  # created once
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [
         subprocess.Popen(
@@ -162,9 +164,182 @@ def test_two_processes_split_one_budget_without_duplicates(tmp_path: Path) -> No
     study = optuna.load_study(study_name="shared", storage=storage)
     within = studies.budget_trials(study, budget)
     assert [t.state.name for t in within] == ["COMPLETE"] * budget
-    extra = [t for t in study.trials if t.number >= budget]
+    extra = [t for t in study.trials if t.number not in ran[0] + ran[1]]
     assert all(t.state.name == "FAIL" and t.user_attrs["over_budget"] for t in extra)
     assert len({t.params["x"] for t in within}) == budget  # no two trials drew the same value
+
+
+SURVIVOR = """
+import json, sys, time
+from visprompt.tuning import study as studies
+storage, (budget, kill_at, retries) = sys.argv[1], map(int, sys.argv[2:5])
+study = studies.open_study(storage, "s", pruner={"type": "none"}, heartbeat_s=1, grace_s=2,
+                           retries=retries)
+def objective(trial):
+    x = trial.suggest_float("x", -1.0, 1.0)
+    print(f"START {trial.number}", flush=True)
+    if trial.number == kill_at:
+        time.sleep(600)  # killed here
+    return -(x - 0.3) ** 2
+print("RAN " + json.dumps(studies.run_trials(study, budget, objective, seed=7)), flush=True)
+"""
+#: More trials than TPE's 10 random startup trials: the resumed search's TPE phase is checked.
+SURVIVOR_BUDGET = 12
+
+
+def _survivor(storage: str, kill_at: int = -1, retries: int = 2) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-c", SURVIVOR, storage, str(SURVIVOR_BUDGET), str(kill_at),
+               str(retries)]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+
+
+def _kill_in_trial(storage: str, number: int, retries: int = 2) -> None:
+    """SIGKILL a worker while trial `number` runs; return once its heartbeat is stale."""
+    proc = _survivor(storage, kill_at=number, retries=retries)
+    for line in proc.stdout:
+        if line.strip() == f"START {number}":
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert study.trials[number].state.name == "RUNNING"  # what the killed process left
+    time.sleep(3)  # past the grace period: the rerun finds the trial's heartbeat stale
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+
+
+def test_a_worker_killed_mid_trial_leaves_the_search_as_an_uninterrupted_one(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL during trial 5; the rerun fails it (stale heartbeat), retries its values and
+    continues the sampler: the same trials' values and the same best as without the kill."""
+    whole = f"sqlite:///{tmp_path / 'whole.db'}"
+    _finish(_survivor(whole))
+    killed = f"sqlite:///{tmp_path / 'killed.db'}"
+    _kill_in_trial(killed, 5)
+    _finish(_survivor(killed))
+
+    study = optuna.load_study(study_name="s", storage=killed)
+    reference = optuna.load_study(study_name="s", storage=whole)
+    assert study.trials[5].state.name == "FAIL"
+    assert "RUNNING" not in {t.state.name for t in study.trials}
+    retried = studies.budget_trials(study, SURVIVOR_BUDGET)
+    assert len(retried) == SURVIVOR_BUDGET  # the failed trial did not count
+    assert [t.params for t in retried] == [t.params for t in reference.trials]
+    assert len({t.params["x"] for t in retried}) == SURVIVOR_BUDGET  # no replayed seed
+    best, expected = (studies.best_trial(s, SURVIVOR_BUDGET) for s in (study, reference))
+    assert (best.value, best.params) == (expected.value, expected.params)
+    retry = retried[5]
+    assert retry.system_attrs["failed_trial"] == 5  # Optuna's retry record
+
+
+def test_a_trial_killed_past_its_retries_gives_its_slot_other_values(tmp_path: Path) -> None:
+    """With `retries: 0` the killed trial is not retried: its slot draws again, from another
+    seed (the same seed would draw the values that killed the worker once more)."""
+    storage = f"sqlite:///{tmp_path / 'killed.db'}"
+    _kill_in_trial(storage, 2, retries=0)
+    _finish(_survivor(storage, retries=0))
+    study = optuna.load_study(study_name="s", storage=storage)
+    finished = studies.budget_trials(study, SURVIVOR_BUDGET)
+    assert len(finished) == SURVIVOR_BUDGET
+    assert study.trials[2].params["x"] not in {t.params["x"] for t in finished}
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from visprompt.tuning import study as studies
+folder, rounds = Path(sys.argv[1]), int(sys.argv[2])
+for k in range(rounds):
+    print(f"READY {k}", flush=True)
+    while not (folder / f"go_{k}").exists():
+        time.sleep(0.005)
+    study = studies.open_study(f"sqlite:///{folder / f'new_{k}.db'}", "race")
+    studies.run_trials(study, 2, lambda trial: trial.suggest_float("x", 0, 1))
+print("DONE", flush=True)
+"""
+
+
+def test_two_workers_starting_together_on_a_new_storage_both_join(tmp_path: Path) -> None:
+    """10 rounds: two processes open the same new SQLite file at the same instant."""
+    rounds = 10
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), str(rounds)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]  # fmt: skip
+    for k in range(rounds):
+        for proc in procs:  # both have imported everything and wait for the go
+            line = proc.stdout.readline()
+            assert line.strip() == f"READY {k}", proc.stderr.read()[-3000:]
+        (tmp_path / f"go_{k}").touch()
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.strip() == "DONE", err[-3000:]
+    for k in range(rounds):
+        study = optuna.load_study(
+            study_name="race", storage=f"sqlite:///{tmp_path / f'new_{k}.db'}"
+        )
+        assert len(studies.budget_trials(study, 2)) == 2
+
+
+def test_corrupt_storage_is_one_paragraph_naming_url_key_and_fix(tmp_path: Path) -> None:
+    db = tmp_path / "optuna.db"
+    db.write_bytes(b"not sqlite at all " * 64)
+    url = f"sqlite:///{db}"
+    with pytest.raises(studies.StorageError) as error:
+        studies.open_study(url, "s")
+    message = str(error.value)
+    assert url in message and "tuning.storage" in message and "move the file away" in message
+    assert "\\n" not in message and "file is not a database" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://nobody@127.0.0.1:1/optuna",  # no server listens there
+        "sqlite:////proc/visprompt/optuna.db",  # a folder that cannot be created
+    ],
+)
+def test_unreachable_storage_is_one_paragraph(url: str) -> None:
+    with pytest.raises(studies.StorageError) as error:
+        studies.open_study(url, "s")
+    message = str(error.value)
+    assert url in message and "tuning.storage" in message and "could not be opened" in message
+    assert "\n" not in message
+
+
+def test_a_missing_database_driver_is_one_paragraph() -> None:
+    with pytest.raises(studies.StorageError, match="driver that is not installed"):
+        studies.open_study("postgresql+asyncpg://nobody@127.0.0.1:1/optuna", "s")
+
+
+def test_locked_storage_is_waited_for_then_one_paragraph(tmp_path: Path) -> None:
+    db = tmp_path / "optuna.db"
+    url = f"sqlite:///{db}"
+    studies.open_study(url, "s")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing for ever
+    try:
+        started = time.monotonic()
+        with pytest.raises(studies.StorageError) as error:
+            studies.open_study(url, "s", lock_wait_s=1.0)
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    message = str(error.value)
+    assert waited >= 1.0  # the bounded wait, not an immediate failure
+    assert url in message and "tuning.storage" in message and "locked" in message
+    assert "wait for the other tuning process" in message
+    studies.open_study(url, "s", lock_wait_s=1.0)  # released: it opens
 
 
 # -- the pipeline -----------------------------------------------------------------------------

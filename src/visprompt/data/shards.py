@@ -5,7 +5,8 @@ A shard directory (staged by ingestion, swapped in once validated: `visprompt.da
     images_<split>.npy   uint8, (N, H, W, 3), RGB
     labels_<split>.npy   int64, (N,)
     classes.json         ["class0", "class1", ...]  (label i is classes[i])
-    dataset.json         {"data_hash", "image_size", "counts"}: what ingestion wrote
+    dataset.json         {"data_hash", "image_size", "counts", "shards_sha256"}: what
+                         ingestion wrote (shards_sha256: the digest of the arrays)
     manifest.csv         one row per source image (visprompt.data.manifest)
     summary.json         the validation summary of exactly this data (written on success)
 """
@@ -24,11 +25,13 @@ from torch.utils.data import Dataset
 
 from visprompt import atomic
 from visprompt.atomic import atomic_path
+from visprompt.data.sizes import ConfigError
 
 SPLITS = ("train", "val", "test")
 INFO = "dataset.json"
 SUMMARY = "summary.json"
 MANIFEST = "manifest.csv"
+CONTENT = "shards_sha256"  # the arrays' digest, in dataset.json and the validation summary
 WORK = ".work"  # ingestion's resume state; removed when a version is committed
 
 
@@ -90,10 +93,58 @@ def label_counts(directory: str | Path) -> dict[str, dict[str, int]]:
 
 
 def write_info(directory: str | Path, data_hash: str, image_size: int) -> None:
-    """Record what the shards hold (content hash + counts); a validation summary must match it."""
+    """Record what the shards hold (the source data's hash, counts and the digest of the
+    arrays themselves, computed here once per data version); a validation summary must
+    match it."""
     directory = Path(directory)
-    info = {"data_hash": data_hash, "image_size": image_size, "counts": label_counts(directory)}
+    info = {
+        "data_hash": data_hash,
+        "image_size": image_size,
+        "counts": label_counts(directory),
+        CONTENT: content_sha256(directory),
+    }
     write_json(directory / INFO, info)
+
+
+def recorded_content(directory: str | Path) -> str | None:
+    """The arrays' digest that ingestion recorded in dataset.json (what validation passes on)."""
+    return json.loads((Path(directory) / INFO).read_text()).get(CONTENT)
+
+
+def split_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 of one split's pixels and labels (dtype and shape included)."""
+    digest = hashlib.sha256()
+    for array in (images, labels):
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def content_sha256(directory: str | Path) -> str:
+    """sha256 over the class list and every split's pixels and labels: what a model sees.
+
+    Memoised per process on the files' identity (inode, size, mtime): the nodes of one run
+    check the same shards without reading them again, and a file written since is re-read.
+    """
+    directory = Path(directory)
+    digest = hashlib.sha256((directory / "classes.json").read_bytes())
+    for split in SPLITS:
+        files = [directory / f"{kind}_{split}.npy" for kind in ("images", "labels")]
+        if not files[0].is_file():
+            continue
+        stamp = tuple((str(f.resolve()), *_identity(f)) for f in files)
+        if stamp not in _DIGESTS:
+            _DIGESTS[stamp] = split_digest(*read_split(directory, split))
+        digest.update(f"{split}:{_DIGESTS[stamp]}".encode())
+    return digest.hexdigest()
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def require_validated(directory: str | Path, summary: Mapping[str, Any]) -> None:
@@ -125,6 +176,16 @@ def require_validated(directory: str | Path, summary: Mapping[str, Any]) -> None
             f"images per split and class in the label arrays of {directory} ({on_disk}) differ "
             f"from the validation summary ({summary.get('counts')}); {fix}"
         )
+    actual = content_sha256(directory)
+    if summary.get(CONTENT) != actual:
+        raise ConfigError(
+            f"the shards in {directory} are not the data that validation passed: their "
+            f"content hash {actual[:16]} differs from {CONTENT} "
+            f"{str(summary.get(CONTENT))[:16]} in the validation summary ({SUMMARY}), so "
+            "images or labels changed after validation (a swap keeps every count). Rerun "
+            "data validation on the data you mean to train on: `kedro run --pipelines "
+            "data_ingestion,data_validation` (or `dvc repro data`)"
+        )
 
 
 class ShardDataset(Dataset):
@@ -143,11 +204,7 @@ class ShardDataset(Dataset):
     def content_digest(self) -> str:
         """sha256 of the split's pixels and labels: what a cache of its features depends on."""
         if self._digest is None:
-            digest = hashlib.sha256()
-            for array in (self.images, self.labels):
-                digest.update(f"{array.dtype}{array.shape}".encode())
-                digest.update(np.ascontiguousarray(array).data)
-            self._digest = digest.hexdigest()
+            self._digest = split_digest(self.images, self.labels)
         return self._digest
 
     def __len__(self) -> int:

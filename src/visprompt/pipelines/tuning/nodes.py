@@ -7,7 +7,6 @@ import functools
 import hashlib
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -25,6 +24,8 @@ from visprompt.tuning import study as studies
 log = logging.getLogger(__name__)
 
 COLUMNS = ["run", "trial", "val_top1", "state"]
+#: `tuning.*` keys passed to `open_study`: heartbeat, retries of killed trials, lock wait.
+_SURVIVAL = ("heartbeat_s", "grace_s", "retries", "lock_wait_s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,13 +43,6 @@ class _Trials:
     shards: str
     data_hash: str | None
     datasets: tuple[Dataset, Dataset]
-
-
-def _storage(url: str) -> str:
-    """The storage URL; a local SQLite file's folder is created."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return url
 
 
 def study_name(prefix: str, spec: RunSpec, space: dict[str, Any], inputs: list[Any]) -> str:
@@ -175,12 +169,13 @@ def _tune(ctx: _Trials, search: dict[str, Any]) -> tuple[list[dict[str, Any]], d
     """Run the study's missing trials; (its trial rows, its best values)."""
     budget = int(search["trials"])
     study = studies.open_study(
-        _storage(str(search["storage"])),
+        str(search["storage"]),
         ctx.study,
-        seed=int(search.get("seed", 0)) + int(search.get("worker", 0)),
         pruner=search.get("pruner"),
+        **{key: search[key] for key in _SURVIVAL if key in search},
     )
-    ran = studies.run_trials(study, budget, functools.partial(_objective, ctx))
+    seed = int(search.get("seed", 0)) + int(search.get("worker", 0))
+    ran = studies.run_trials(study, budget, functools.partial(_objective, ctx), seed=seed)
     trials = studies.budget_trials(study, budget)
     rows = [
         {
