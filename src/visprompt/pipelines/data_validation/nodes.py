@@ -26,7 +26,7 @@ def validate(
         **dataset_summary(manifest, classes),
         "failed_rules": sorted(rule for rule, ok in report["rules"].items() if not ok),
         # what training compares with the arrays it reads (recorded once, by ingestion)
-        shard_format.CONTENT: shard_format.recorded_content(staging),
+        shard_format.CONTENT: shard_format.recorded_content(directory),
     }
     return {**report, "data_hash": summary["data_hash"]}, docs, summary
 
