@@ -1,0 +1,152 @@
+"""The suite's declaration (`suite` in a recipe's parameters, pipelines/suite*.yml), checked
+before any work, and the parameters one task's `kedro run` receives."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from visprompt.training.runs import ConfigError
+
+#: Keys of one task (`suite.tasks.<name>`).
+TASK_KEYS = ("source", "options", "test", "exclude_backbones", "install")
+#: Keys of the declaration (`suite`).
+SUITE_KEYS = (
+    "name", "workspace", "env", "image_size", "seeds", "protocol", "tuning", "training",
+    "backbone", "parameters", "tasks", "runs", "baselines",
+)  # fmt: skip
+#: The pipelines one task runs, in one `kedro run`: data, backbones, SPT inits, the
+#: equal-budget search on val, then every seed with the tuned values, then test metrics.
+TASK_PIPELINES = (
+    "data_ingestion",
+    "data_validation",
+    "backbone",
+    "prompt_init",
+    "tuning",
+    "training",
+    "evaluation",
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: a source under the protocol, the runs it trains, how to install its data."""
+
+    name: str
+    source: str
+    options: dict[str, Any]
+    test: int | None
+    runs: dict[str, Any]
+    excluded: dict[str, str] = field(default_factory=dict)  # run -> why it is not trained
+    install: str | None = None
+
+    def replaced(self, tuning: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
+        """(section, key) -> value of the project's run lists that the task replaces (a
+        runtime parameter can add entries to them but not remove the project's own)."""
+        spaces = tuning.get("run_spaces") or {}
+        return {
+            ("training", "runs"): self.runs,
+            ("tuning", "run_spaces"): {r: s for r, s in spaces.items() if r in self.runs},
+        }
+
+
+@dataclass(frozen=True)
+class Suite:
+    """The parsed `suite` block."""
+
+    name: str
+    workspace: str
+    env: str | None
+    raw: dict[str, Any]
+    tasks: dict[str, Task]
+
+    def task_parameters(self, task: str) -> dict[str, Any]:
+        """The runtime parameters of task `task`'s `kedro run` (its experiment): the task's
+        data under the protocol, the suite's seeds, tuning budget and training defaults."""
+        spec, raw = self.tasks[task], self.raw
+        protocol = dict(raw.get("protocol") or {})
+        source = {"source": spec.source, "options": spec.options, "test": spec.test, **protocol}
+        tuning = {"runs": None, "study_prefix": f"{self.name}.{task}"} | dict(raw["tuning"])
+        tuning.pop("run_spaces", None)  # per task, in the workspace's parameters_tuning.yml
+        params: dict[str, Any] = {
+            "experiment": {"name": task, "runs": None},
+            "data_ingestion": {
+                "source": "vtab1k",
+                "image_size": raw.get("image_size"),
+                "sources": {"vtab1k": source},
+            },
+            "training": {
+                "seeds": list(raw["seeds"]),
+                "hparams": "tuned",
+                "defaults": dict(raw.get("training") or {}),
+            },
+            "tuning": tuning,
+        }
+        if raw.get("backbone"):
+            params["backbone"] = copy.deepcopy(raw["backbone"])
+        return _merged(params, raw.get("parameters") or {})
+
+
+def _merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`extra` (the suite's other parameters for every task) merged into `base`, nested."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {value!r}")
+    return dict(value)
+
+
+def parse(block: Any, where: str = "suite") -> Suite:
+    """Check the `suite` block (keys, tasks, runs, seeds, budget) and parse it."""
+    raw = _mapping(block, where)
+    unknown = sorted(set(raw) - set(SUITE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(SUITE_KEYS)}")
+    for key in ("name", "workspace", "seeds", "tuning", "tasks", "runs"):
+        if not raw.get(key):
+            raise ConfigError(f"{where}.{key} is required (docs/suite.md shows a declaration)")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}.seeds is {seeds!r}: give distinct seeds, e.g. [0, 1, 2]")
+    tuning = _mapping(raw["tuning"], f"{where}.tuning")
+    if not isinstance(tuning.get("trials"), int) or tuning["trials"] < 1:
+        raise ConfigError(
+            f"{where}.tuning.trials is {tuning.get('trials')!r}: the equal budget, trials per "
+            "run and task (an integer >= 1)"
+        )
+    runs = _mapping(raw["runs"], f"{where}.runs")
+    tasks = {}
+    for name, entry in _mapping(raw["tasks"], f"{where}.tasks").items():
+        at = f"{where}.tasks.{name}"
+        entry = _mapping(entry, at)
+        unknown = sorted(set(entry) - set(TASK_KEYS))
+        if unknown:
+            raise ConfigError(f"{at}: unknown key(s) {unknown}; valid: {', '.join(TASK_KEYS)}")
+        if not entry.get("source") or entry["source"] == "vtab1k":
+            raise ConfigError(f"{at}.source: name the task's data source (e.g. digits, idx)")
+        excluded_backbones = set(entry.get("exclude_backbones") or [])
+        excluded = {
+            run: f"backbone '{r['backbone']}' excluded on {name} (exclude_backbones)"
+            for run, r in runs.items()
+            if _mapping(r, f"{where}.runs.{run}").get("backbone") in excluded_backbones
+        }
+        tasks[name] = Task(
+            name=name,
+            source=str(entry["source"]),
+            options=dict(entry.get("options") or {}),
+            test=entry.get("test"),
+            runs={run: r for run, r in runs.items() if run not in excluded},
+            excluded=excluded,
+            install=entry.get("install"),
+        )
+    return Suite(str(raw["name"]), str(raw["workspace"]), raw.get("env"), raw, tasks)
