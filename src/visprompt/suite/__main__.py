@@ -18,19 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from visprompt.suite import config, workspace
 from visprompt.training.runs import ConfigError
-
-
-def load_recipe(path: Path) -> config.Suite:
-    """The `suite` block of a recipe (`run.params.suite` of a `kedro run --config` file)."""
-    if not path.is_file():
-        raise ConfigError(f"suite recipe {path} not found (e.g. pipelines/suite.yml)")
-    recipe = yaml.safe_load(path.read_text()) or {}
-    block = ((recipe.get("run") or {}).get("params") or {}).get("suite")
-    return config.parse(block, f"{path}: run.params.suite")
 
 
 def _selected(suite: config.Suite, tasks: str | None) -> list[str]:
@@ -53,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     project = args.project.resolve()
     try:
-        suite = load_recipe(project / args.recipe)
+        suite = config.load_recipe(project / args.recipe)
         tasks = [] if args.report_only else _selected(suite, args.tasks)
     except ConfigError as error:
         print(f"suite: error: {error}", file=sys.stderr)

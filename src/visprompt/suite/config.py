@@ -1,22 +1,29 @@
-"""The suite's declaration (`suite` in a recipe's parameters, pipelines/suite*.yml), checked
-before any work, and the parameters one task's `kedro run` receives."""
+"""The suite's declaration, a recipe (pipelines/suite*.yml, a `kedro run --config` file),
+checked before any work, and the parameters one task's `kedro run` receives.
+
+The recipe's `run.params` hold the parameters every task shares (backbones, training
+defaults, the engine, the data's stored size: the project's keys, so `kedro run` and the
+recipe tests read them as usual) and `suite`: tasks, runs, seeds, protocol, tuning budget.
+"""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from visprompt.training.runs import ConfigError
 
 #: Keys of one task (`suite.tasks.<name>`).
 TASK_KEYS = ("source", "options", "test", "exclude_backbones", "install")
 #: Keys of the declaration (`suite`).
-SUITE_KEYS = (
-    "name", "workspace", "env", "image_size", "seeds", "protocol", "tuning", "training",
-    "backbone", "parameters", "tasks", "runs", "baselines",
-)  # fmt: skip
+SUITE_KEYS = ("name", "workspace", "seeds", "protocol", "tuning", "tasks", "runs", "baselines")
+#: Top-level parameters a task sets itself (the recipe's own are for its report run).
+OWN_KEYS = ("experiment", "suite")
 #: The pipelines one task runs, in one `kedro run`: data, backbones, SPT inits, the
 #: equal-budget search on val, then every seed with the tuned values, then test metrics.
 TASK_PIPELINES = (
@@ -54,47 +61,38 @@ class Task:
 
 @dataclass(frozen=True)
 class Suite:
-    """The parsed `suite` block."""
+    """The parsed `suite` block with the recipe's shared parameters and environment."""
 
     name: str
     workspace: str
-    env: str | None
     raw: dict[str, Any]
     tasks: dict[str, Task]
+    shared: dict[str, Any] = field(default_factory=dict)
+    env: str | None = None
 
     def task_parameters(self, task: str) -> dict[str, Any]:
-        """The runtime parameters of task `task`'s `kedro run` (its experiment): the task's
-        data under the protocol, the suite's seeds, tuning budget and training defaults."""
+        """The runtime parameters of task `task`'s `kedro run` (its experiment): the shared
+        parameters, the task's data under the protocol, the suite's seeds and budget."""
         spec, raw = self.tasks[task], self.raw
         protocol = dict(raw.get("protocol") or {})
         source = {"source": spec.source, "options": spec.options, "test": spec.test, **protocol}
         tuning = {"runs": None, "study_prefix": f"{self.name}.{task}"} | dict(raw["tuning"])
         tuning.pop("run_spaces", None)  # per task, in the workspace's parameters_tuning.yml
-        params: dict[str, Any] = {
+        own = {
             "experiment": {"name": task, "runs": None},
-            "data_ingestion": {
-                "source": "vtab1k",
-                "image_size": raw.get("image_size"),
-                "sources": {"vtab1k": source},
-            },
-            "training": {
-                "seeds": list(raw["seeds"]),
-                "hparams": "tuned",
-                "defaults": dict(raw.get("training") or {}),
-            },
+            "data_ingestion": {"source": "vtab1k", "sources": {"vtab1k": source}},
+            "training": {"seeds": list(raw["seeds"]), "hparams": "tuned"},
             "tuning": tuning,
         }
-        if raw.get("backbone"):
-            params["backbone"] = copy.deepcopy(raw["backbone"])
-        return _merged(params, raw.get("parameters") or {})
+        return merged(self.shared, own)
 
 
-def _merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """`extra` (the suite's other parameters for every task) merged into `base`, nested."""
-    out = copy.deepcopy(base)
+def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`extra` merged into a copy of `base`, nested mappings key by key."""
+    out = copy.deepcopy(dict(base))
     for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -106,7 +104,8 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def parse(block: Any, where: str = "suite") -> Suite:
+def parse(block: Any, where: str = "suite", shared: Mapping[str, Any] | None = None,
+          env: str | None = None) -> Suite:  # fmt: skip
     """Check the `suite` block (keys, tasks, runs, seeds, budget) and parse it."""
     raw = _mapping(block, where)
     unknown = sorted(set(raw) - set(SUITE_KEYS))
@@ -149,4 +148,14 @@ def parse(block: Any, where: str = "suite") -> Suite:
             excluded=excluded,
             install=entry.get("install"),
         )
-    return Suite(str(raw["name"]), str(raw["workspace"]), raw.get("env"), raw, tasks)
+    shared = {k: v for k, v in (shared or {}).items() if k not in OWN_KEYS}
+    return Suite(str(raw["name"]), str(raw["workspace"]), raw, tasks, shared, env)
+
+
+def load_recipe(path: Path) -> Suite:
+    """The suite a recipe declares (`run.params.suite`), with its shared `run.params`."""
+    if not path.is_file():
+        raise ConfigError(f"suite recipe {path} not found (e.g. pipelines/suite.yml)")
+    run = (yaml.safe_load(path.read_text()) or {}).get("run") or {}
+    params = run.get("params") or {}
+    return parse(params.get("suite"), f"{path}: run.params.suite", params, run.get("env"))
