@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m visprompt.suite", description=__doc__)
     parser.add_argument("--recipe", type=Path, default=Path("pipelines/suite.yml"))
     parser.add_argument("--tasks", help="comma-separated tasks (default: every task)")
+    parser.add_argument("--runs", help="comma-separated runs (default: every run)")
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="project folder")
     parser.add_argument("--no-report", action="store_true", help="run tasks only")
     parser.add_argument("--report-only", action="store_true", help="gather finished tasks")
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         suite = config.load_recipe(project / args.recipe)
         tasks = [] if args.report_only else _selected(suite, args.tasks)
+        if args.runs:
+            suite = suite.only([r for r in args.runs.replace(",", " ").split() if r])
     except ConfigError as error:
         print(f"suite: error: {error}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ recipe tests read them as usual) and `suite`: tasks, runs, seeds, protocol, tuni
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,20 @@ class Suite:
     tasks: dict[str, Task]
     shared: dict[str, Any] = field(default_factory=dict)
     env: str | None = None
+
+    def only(self, runs: Sequence[str]) -> Suite:
+        """The suite with each task's runs cut to `runs` (a share of the work: the others
+        keep their results, which a later run of every run reuses)."""
+        unknown = sorted(set(runs) - set(self.raw["runs"]))
+        if unknown:
+            raise ConfigError(
+                f"--runs names {unknown}; the suite's runs: {', '.join(self.raw['runs'])}"
+            )
+        tasks = {
+            name: dataclasses.replace(task, runs={r: v for r, v in task.runs.items() if r in runs})
+            for name, task in self.tasks.items()
+        }
+        return dataclasses.replace(self, tasks=tasks)
 
     def task_parameters(self, task: str) -> dict[str, Any]:
         """The runtime parameters of task `task`'s `kedro run` (its experiment): the shared

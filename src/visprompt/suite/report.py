@@ -69,8 +69,8 @@ def status_table(suite: Suite, project: Path, seeds: pd.DataFrame) -> pd.DataFra
                 row = ("excluded", spec.excluded[run])
             elif (task, run) in trained:
                 row = ("trained", "")
-            else:
-                row = (state if state != "done" else "no result", detail)
+            else:  # a finished task without this run's rows: it was not selected (--runs)
+                row = (state if state != "done" else "not run", detail)
             rows.append([task, run, *row, status.get("wall_s")])
     return pd.DataFrame(rows, columns=STATUS_COLUMNS)
 

@@ -118,6 +118,10 @@ def run_task(suite: Suite, task: str, project: Path) -> dict[str, Any]:
     where = folder(suite, task, project)
     where.mkdir(parents=True, exist_ok=True)
     status: dict[str, Any] = {"task": task, "command": " ".join(command(suite)[1:])}
+    if not suite.tasks[task].runs:
+        status |= {"status": "not run", "detail": "none of its runs selected", "wall_s": 0.0}
+        write_status(where, status)
+        return status
     missing = missing_data(suite, task)
     if missing is not None:
         status |= {"status": "missing data", "detail": missing, "wall_s": 0.0}
