@@ -2,8 +2,9 @@
 
 It links the project's code (`src`, `pyproject.toml`), configuration files and shipped
 weights (`data/01_raw`), and keeps its own `data/` (shards, checkpoints, Optuna study,
-reports): tasks never overwrite each other's shards, so several processes (or machines
-sharing the folder) can each run other tasks. The MLflow store (`mlflow/`) is one per suite.
+reports) and MLflow store (`mlflow/`): tasks never overwrite each other's shards nor race to
+create one SQLite store, so several processes (or machines sharing the folder) can each run
+other tasks.
 Only `parameters_training.yml` and `parameters_tuning.yml` are written here: the project's,
 with `training.runs` and `tuning.run_spaces` replaced by the task's. Everything else the task
 changes is runtime parameters in `task.yml`, the `kedro run --config` file, so the command
@@ -75,8 +76,7 @@ def prepare(suite: Suite, task: str, project: Path) -> Path:
             f"# Written by visprompt.suite for task {task}: the project's {file} with the "
             f"suite's {section}.{key}.\n" + yaml.safe_dump(content, sort_keys=False)
         )
-    _link(project / suite.workspace / "mlflow", where / "mlflow")
-    (project / suite.workspace / "mlflow").mkdir(parents=True, exist_ok=True)
+    (where / "mlflow").mkdir(exist_ok=True)  # its own store: parallel tasks never race on one
     run: dict[str, Any] = {"params": suite.task_parameters(task)}
     if suite.env:
         run["env"] = suite.env
