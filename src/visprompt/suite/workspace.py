@@ -72,6 +72,8 @@ def prepare(suite: Suite, task: str, project: Path) -> Path:
         file = REPLACED_FILES[section]
         content = yaml.safe_load((project / file).read_text())
         content[section][key] = value
+        if (where / file).is_symlink():  # never write through a link into the project
+            (where / file).unlink()
         (where / file).write_text(
             f"# Written by visprompt.suite for task {task}: the project's {file} with the "
             f"suite's {section}.{key}.\n" + yaml.safe_dump(content, sort_keys=False)
