@@ -25,8 +25,13 @@ def test_mnist5k_reads_mlxtends_5000_digits() -> None:
 
 def test_animal_mnist_reads_the_verified_wheel() -> None:
     data = load_source("animal_mnist")
-    assert len(data.records) == 10_000
-    assert Counter(r.label for r in data.records) == {f"class_{i}": 1000 for i in range(10)}
+    # 10,000 images, 1,000 per class, of which 284 are second copies of another: dropped
+    assert len(data.records) == 9_716 and data.info == {"duplicates_dropped": 284}
+    counts = Counter(r.label for r in data.records)
+    assert sorted(counts) == [f"class_{i}" for i in range(10)]
+    assert counts["class_1"] == 1000 - 188 and counts["class_5"] == 1000
+    pixels = {r.pixels().tobytes() for r in data.records}
+    assert len(pixels) == len(data.records)  # every image once
     assert all(r.split is None for r in data.records)  # no split: the protocol makes one
     assert data.records[0].pixels().size == (28, 28)
 
