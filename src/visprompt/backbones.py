@@ -274,10 +274,17 @@ class BackboneSegment(nn.Module):
     never touch the backbone: its owner (the adapted model) decides its mode and device.
     """
 
-    def __init__(self, model: nn.Module, steps: list[Any], pool: bool) -> None:
+    def __init__(
+        self, model: nn.Module, steps: list[Any], pool: bool, names: tuple[str, ...] = ()
+    ) -> None:
         super().__init__()
         self._steps = tuple(steps)
         self._pool = model.forward_head if pool else None
+        self._names = names
+
+    def extra_repr(self) -> str:
+        """The steps it runs: the prefix cache keys reuse by repr, so two cuts must differ."""
+        return f"steps={list(self._names)}, pool={self._pool is not None}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for step in self._steps:
@@ -437,7 +444,7 @@ def split_at(model: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:
             f"Split points are: {', '.join(split_points(model))}."
         )
     cut = hits[-1] + 1
-    calls = [fn for _, fn in steps]
-    return BackboneSegment(model, calls[:cut], pool=False), BackboneSegment(
-        model, calls[cut:], pool=True
+    calls, names = [fn for _, fn in steps], tuple(name for name, _ in steps)
+    return BackboneSegment(model, calls[:cut], pool=False, names=names[:cut]), BackboneSegment(
+        model, calls[cut:], pool=True, names=names[cut:]
     )

@@ -41,7 +41,7 @@ CPU = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-
 #: Narrow, shallow versions of hub-sized architectures (timm kwargs), by model-name prefix;
 #: other families (already small, e.g. EfficientNet-Lite0) are built as they are.
 STAND_IN = {
-    "vit_": {"embed_dim": 32, "depth": 4, "num_heads": 2},
+    "vit_": {"embed_dim": 32, "depth": 12, "num_heads": 2},  # ViT-B's depth: up to blocks.11
     "resnet": {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]},
     "convnext": {"depths": [1, 1, 1, 1], "dims": [8, 16, 24, 32]},
 }

@@ -20,6 +20,9 @@ _MODULES = {
     "idx": "idx",
     "digits": "digits",
     "synthetic": "synthetic",
+    "mnist5k": "mnist5k",
+    "animal_mnist": "animal_mnist",
+    "vtab1k": "vtab1k",
 }
 
 
