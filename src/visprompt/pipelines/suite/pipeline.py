@@ -31,6 +31,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         name="report_suite",
     )
     name = experiment.name(project_parameters())
-    return Pipeline(
-        [gather, judge], namespace=name, parameters={"params:suite", "params:claims"}
-    )
+    return Pipeline([gather, judge], namespace=name, parameters={"params:suite", "params:claims"})
