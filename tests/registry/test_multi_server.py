@@ -130,6 +130,8 @@ def test_a_mixed_batch_gets_each_versions_own_prediction(server) -> None:
         got = [rows[i] for i in mine]
         assert {(r["model"], r["version"]) for r in got} == {tuple(resolved.split("/"))}
         assert [r["label"] for r in got] == expected["label"].tolist(), ref
+        # the same answer format: calibrated confidence, OOD flag (no detector: never flagged)
+        assert [r["out_of_distribution"] for r in got] == expected["out_of_distribution"].tolist()
         np.testing.assert_allclose(
             [r["probabilities"] for r in got],
             np.stack(expected["probabilities"]),

@@ -80,6 +80,27 @@ def rgb_serving(package: dict[str, Any]) -> bool:
     return package.get("pgn_serving", "token") == "rgb"
 
 
+def predictions(
+    logits: torch.Tensor, class_names: list[str], calibration: dict[str, Any]
+) -> pd.DataFrame:
+    """One row per image: label, class name, confidence and probabilities at the version's
+    temperature, the OOD score and flag (the one answer format of every server)."""
+    ood = calibration.get("ood")
+    probs = (logits / float(calibration.get("temperature", 1.0))).softmax(dim=-1)
+    confidence, label = probs.max(dim=-1)
+    scores = np.full(len(logits), np.nan) if ood is None else ood_scores(logits, ood).numpy()
+    return pd.DataFrame(
+        {
+            "label": label.numpy().astype(np.int64),
+            "class_name": [class_names[i] for i in label.tolist()],
+            "confidence": confidence.numpy().astype(np.float64),
+            "probabilities": list(probs.numpy().astype(np.float64)),
+            "out_of_distribution": scores > (ood or {}).get("threshold", np.inf),
+            "ood_score": scores.astype(np.float64),
+        }
+    )
+
+
 class PromptClassifier(mlflow.pyfunc.PythonModel):
     """Frozen backbone (by reference) + the method's tensors, behind pyfunc `predict`."""
 
@@ -94,9 +115,7 @@ class PromptClassifier(mlflow.pyfunc.PythonModel):
             int(self.preprocessing["stored_size"]),
         )
         self.model = trained.served(rgb_serving(package), package["preprocessing"])
-        calibration = package.get("calibration") or {}
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.ood: dict[str, Any] | None = calibration.get("ood")
+        self.calibration: dict[str, Any] = package.get("calibration") or {}
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW at the stored size -> class logits (the training preprocessing)."""
@@ -108,19 +127,6 @@ class PromptClassifier(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        logits = self.logits(self.decode(model_input))
-        probs = (logits / self.temperature).softmax(dim=-1)
-        confidence, label = probs.max(dim=-1)
-        scores = np.full(len(logits), np.nan)
-        if self.ood is not None:
-            scores = ood_scores(logits, self.ood).numpy()
-        return pd.DataFrame(
-            {
-                "label": label.numpy().astype(np.int64),
-                "class_name": [self.class_names[i] for i in label.tolist()],
-                "confidence": confidence.numpy().astype(np.float64),
-                "probabilities": list(probs.numpy().astype(np.float64)),
-                "out_of_distribution": scores > (self.ood or {}).get("threshold", np.inf),
-                "ood_score": scores.astype(np.float64),
-            }
+        return predictions(
+            self.logits(self.decode(model_input)), self.class_names, self.calibration
         )

@@ -43,6 +43,7 @@ from torch import nn
 
 from visprompt.data.transforms import normalize
 from visprompt.methods.base import SharedForm
+from visprompt.registry.pyfunc_model import predictions
 from visprompt.registry.serving import ImageDecoder, ServingLimits, bad_request
 from visprompt.serving.shared import shared_logits
 from visprompt.serving.versions import Backbones, Loaded, VersionSet
@@ -191,19 +192,12 @@ def parse_table(body: bytes) -> tuple[pd.DataFrame, str | None]:
 
 
 def prediction_rows(entry: Loaded, logits: torch.Tensor) -> list[dict]:
-    probs = logits.softmax(dim=-1)
-    confidence, label = probs.max(dim=-1)
-    return [
-        {
-            MODEL_COLUMN: entry.name,
-            "version": entry.version,
-            "label": int(label[i]),
-            "class_name": entry.class_names[int(label[i])],
-            "confidence": float(confidence[i]),
-            "probabilities": probs[i].tolist(),
-        }
-        for i in range(len(probs))
-    ]
+    """The single-version server's answer rows (`pyfunc_model.predictions`) + which version."""
+    frame = predictions(logits, entry.class_names, entry.calibration)
+    frame["probabilities"] = [p.tolist() for p in frame["probabilities"]]
+    frame["ood_score"] = frame["ood_score"].astype(object).where(frame["ood_score"].notna(), None)
+    rows = frame.to_dict("records")
+    return [{MODEL_COLUMN: entry.name, "version": entry.version, **row} for row in rows]
 
 
 def create_app(versions: VersionSet, limits: ServingLimits) -> Starlette:

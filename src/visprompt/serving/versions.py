@@ -95,6 +95,7 @@ class Loaded:
     version: str
     method: str
     class_names: list[str]
+    calibration: dict[str, Any]
     preprocessing: dict[str, Any]
     decode: ImageDecoder
     backbone: str
@@ -148,6 +149,7 @@ def load(
         version=str(version),
         method=trained.name,
         class_names=list(package["class_names"]),
+        calibration=package.get("calibration") or {},
         preprocessing=pre,
         decode=decoders.setdefault(decoding, ImageDecoder(*decoding)),
         backbone=key,
