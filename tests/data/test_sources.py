@@ -10,7 +10,10 @@ from visprompt.data.sources.synthetic import MAX_CLASSES, generate
 
 
 def test_registry_lists_every_source_and_refuses_unknowns(tmp_path):
-    assert available() == ["csv", "digits", "idx", "imagefolder", "synthetic", "torchvision"]
+    assert available() == [
+        "animal_mnist", "csv", "digits", "idx", "imagefolder", "mnist5k", "synthetic",
+        "torchvision", "vtab1k",
+    ]  # fmt: skip
     with pytest.raises(ValueError, match="unknown data source 'nope'"):
         load_source("nope")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['colour'\].*'synthetic'"):

@@ -47,7 +47,7 @@ def _recipe(tmp_path: Path) -> Path:
         "experiment": {"name": "suite_tiny"},
         "data_ingestion": {"image_size": 32},
         "data_validation": {"min_train_images_per_class": 2},
-        "backbone": {"build": {"vit": "vit_tiny32"}},  # the shipped weights (no cnn built)
+        "backbone": {"build": {"vit": "vit_fmnist"}},  # the shipped weights
         "training": {"defaults": {"epochs": 1, "batch_size": 16, "progress": False}},
         "suite": suite,
     }

@@ -241,6 +241,10 @@ class ConsoleHook:
         self._names.setdefault(short, dataset_name)
 
     @hook_impl
+    def on_pipeline_error(self) -> None:
+        progress.end_job()  # a failed run's job must not prefix the bars that come after it
+
+    @hook_impl
     def after_pipeline_run(self, catalog: CatalogProtocol) -> None:
         progress.end_job()
         print("\n".join(self.summary(catalog)), flush=True)

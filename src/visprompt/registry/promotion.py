@@ -87,9 +87,12 @@ SIGNATURE = ModelSignature(
     ),
 )
 
-#: What the version's code imports when it loads and serves (its `code/visprompt` does the rest).
+#: What the version's code imports when it loads and serves (its `code/visprompt` does the rest):
+#: serving's calibration lives in `visprompt.evaluation`, whose package imports torchmetrics,
+#: scipy and matplotlib.
 RUNTIME_PACKAGES = (
     "mlflow", "torch", "timm", "safetensors", "peft", "numpy", "pandas", "pillow", "pydantic",
+    "torchmetrics", "scipy", "matplotlib",
 )  # fmt: skip
 
 
