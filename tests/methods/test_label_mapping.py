@@ -97,6 +97,8 @@ def test_counts_are_summed_over_data_parallel_processes(tmp_path) -> None:
     """Under a process group the counts are all-reduced (one gloo process here)."""
     import torch.distributed as dist
 
+    if dist.is_initialized():  # a group another test of this worker left open
+        dist.destroy_process_group()
     bb = make_backbone("vit")
     model = methods.build("vp", bb, 10, image_size=IMAGE_SIZE, output="iterative")
     loader, *_ = _permuted_task(model, torch.tensor([3, 7, 0, 9, 5, 1, 8, 2, 6, 4]))
