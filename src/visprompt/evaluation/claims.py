@@ -240,13 +240,18 @@ def _cheaper(claim: str, spec: Mapping, efficiency: pd.DataFrame | None) -> dict
         for m in metrics
     )
     measured += f" (one profiling pass; ±{100 * tolerance:.0f} % counts as equal)"
-    if all(r <= 1 - tolerance for r in ratios.values()):
-        verdict = HOLDS
-    elif any(r >= 1 + tolerance for r in ratios.values()):
-        verdict = FAILS
-    else:
-        verdict = UNCLEAR
+    verdict = _cost_verdict(ratios, tolerance)
     return _row(claim, spec, verdict, measured, estimate=max(ratios.values()))
+
+
+def _cost_verdict(ratios: Mapping[str, float], tolerance: float) -> str:
+    """Cheaper holds when every cost ratio (a / b) is below 1 - tolerance, fails when any is
+    above 1 + tolerance; in between the costs count as equal."""
+    if all(r <= 1 - tolerance for r in ratios.values()):
+        return HOLDS
+    if any(r >= 1 + tolerance for r in ratios.values()):
+        return FAILS
+    return UNCLEAR
 
 
 def _at_least(claim: str, spec: Mapping, seeds: pd.DataFrame) -> dict:
@@ -394,12 +399,7 @@ def _across_cheaper(
     p = max(wilcoxon(v)[1] for v in logs.values()) if len(tasks) >= 2 else math.nan
     measured = "; ".join(f"{m} ×{r:.2f}" for m, r in ratios.items())
     measured += f" (geometric mean over {len(tasks)} tasks), Wilcoxon p = {p:.3g}"
-    if all(r <= 1 - tolerance for r in ratios.values()):
-        verdict = HOLDS
-    elif any(r >= 1 + tolerance for r in ratios.values()):
-        verdict = FAILS
-    else:
-        verdict = UNCLEAR
+    verdict = _cost_verdict(ratios, tolerance)
     return {"measured": measured, "verdict": verdict, "estimate": max(ratios.values()),
             "p_value": p}  # fmt: skip
 
